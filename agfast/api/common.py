@@ -1,0 +1,58 @@
+"""Request-body checks shared by every surface: one parse, one clear 400 naming what is wrong."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from agfast.http.errors import HttpError
+from agfast.http.protocol import Request
+
+_KINDS: dict[type, str] = {
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+    int: "an integer",
+    bool: "a boolean",
+}
+
+
+def json_object(req: Request) -> dict[str, Any]:
+    """The body as a JSON object, parsed exactly once."""
+    if not req.body:
+        raise HttpError(400, "Request body is empty; expected a JSON object.")
+    try:
+        body = orjson.loads(req.body)
+    except orjson.JSONDecodeError as exc:
+        raise HttpError(400, f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise HttpError(400, f"Request body must be a JSON object, not {_json_kind(body)}.")
+    return body
+
+
+def require(body: dict[str, Any], name: str, kind: type) -> Any:
+    """`body[name]`, or a 400 that names the field and what it should be."""
+    value = body.get(name)
+    if value is None:
+        raise HttpError(400, f"Missing required field '{name}'.", param=name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise HttpError(400, f"Field '{name}' must be {_KINDS.get(kind, kind.__name__)}.", param=name)
+    return value
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null"
+
+
+def not_yet(surface: str) -> HttpError:
+    """Surfaces whose conversion has not landed answer 501 in their own error shape, after validation."""
+    return HttpError(501, f"{surface} is not implemented in this agfast build yet.")

@@ -1,0 +1,381 @@
+"""The one place settings are resolved: defaults < config file < AGFAST_* environment < CLI flags.
+
+Everything derived from settings (key bytes, bind address, effective auth mode) is computed here once, so the
+request path only reads attributes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from agfast.fileio import atomic_write
+
+AUTH_MODES = ("off", "strict", "all_except_health", "auto")
+SCHEDULING_MODES = ("CacheFirst", "Balance", "PerformanceFirst")
+ZAI_DISPATCH_MODES = ("off", "exclusive", "pooled", "fallback")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+GOOGLE_ENDPOINTS = (
+    "https://daily-cloudcode-pa.sandbox.googleapis.com/v1internal",
+    "https://daily-cloudcode-pa.googleapis.com/v1internal",
+    "https://cloudcode-pa.googleapis.com/v1internal",
+)
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+GOOGLE_USERINFO_URL = "https://www.googleapis.com/oauth2/v2/userinfo"
+
+# Antigravity Tools accepts request bodies up to 100 MiB (base64 images and long agent histories are big).
+DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
+# h11's own default for an incomplete head; real clients send < 8 KiB (Claude Code's beta list included).
+DEFAULT_MAX_HEADER_SIZE = 16 * 1024
+# A client must finish sending its request head this quickly, or it is a slowloris and gets 408.
+DEFAULT_HEADER_TIMEOUT = 10.0
+# Longer than every SDK's own idle expiry (httpx 5 s, undici 4 s, aiohttp 15 s), as nginx does, so a client
+# never reuses a connection the server is closing at the same moment.
+DEFAULT_KEEPALIVE_TIMEOUT = 75.0
+# A stalled upload holds a connection open; 60 s without a byte of body is given up.
+DEFAULT_BODY_TIMEOUT = 60.0
+# SIGTERM lets in-flight answers (long agent streams included) finish for this long, then closes them.
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+
+
+class ConfigError(Exception):
+    """A setting that cannot work; the CLI prints it as one line and exits non-zero."""
+
+
+@dataclass(slots=True)
+class ZaiConfig:
+    enabled: bool = False
+    base_url: str = "https://api.z.ai/api/anthropic"
+    api_key: str = ""
+    dispatch_mode: str = "off"
+    model_mapping: dict[str, str] = field(default_factory=dict)
+    models: dict[str, str] = field(
+        default_factory=lambda: {"opus": "glm-4.7", "sonnet": "glm-4.7", "haiku": "glm-4.5-air"}
+    )
+
+
+@dataclass(slots=True)
+class Config:
+    host: str | None = None
+    port: int = 8045
+    allow_lan_access: bool = False
+    data_dir: Path = field(default_factory=lambda: Path.home() / ".agfast")
+    config_file: Path | None = None
+    auth_mode: str = "auto"
+    api_key: str | None = None
+    admin_password: str | None = None
+    log_level: str = "info"
+    demo: bool = False
+    request_timeout: float = 120.0
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    max_header_size: int = DEFAULT_MAX_HEADER_SIZE
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    custom_mapping: dict[str, str] = field(default_factory=dict)
+    scheduling_mode: str = "Balance"
+    preferred_account_id: str | None = None
+    upstream_endpoints: list[str] = field(default_factory=lambda: list(GOOGLE_ENDPOINTS))
+    oauth_token_url: str = GOOGLE_TOKEN_URL
+    userinfo_url: str = GOOGLE_USERINFO_URL
+    oauth_client_id: str | None = None
+    oauth_client_secret: str | None = None
+    user_agent: str | None = None
+    monitor_enabled: bool = True
+    no_extensions: bool = False
+    zai: ZaiConfig = field(default_factory=ZaiConfig)
+    # Config-file keys that matched nothing; the CLI warns about them (a typo should not pass silently).
+    unknown_keys: list[str] = field(default_factory=list)
+
+    @property
+    def bind_host(self) -> str:
+        """An explicit host wins; otherwise LAN access decides between loopback and all interfaces."""
+        if self.host:
+            return self.host
+        return "0.0.0.0" if self.allow_lan_access else "127.0.0.1"
+
+    @property
+    def lan_exposed(self) -> bool:
+        if self.allow_lan_access:
+            return True
+        host = self.bind_host
+        if host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return True
+
+    @property
+    def effective_auth_mode(self) -> str:
+        """`auto` guards everything but health when reachable from other machines, else nothing."""
+        if self.auth_mode != "auto":
+            return self.auth_mode
+        return "all_except_health" if self.lan_exposed else "off"
+
+    @property
+    def config_path(self) -> Path:
+        return self.config_file if self.config_file is not None else self.data_dir / "config.toml"
+
+    @property
+    def base_url(self) -> str:
+        host = self.bind_host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+# Config-file keys (snake_case of Antigravity Tools' ProxyConfig) → Config attribute.
+FILE_KEYS: dict[str, str] = {
+    "host": "host",
+    "port": "port",
+    "allow_lan_access": "allow_lan_access",
+    "auth_mode": "auth_mode",
+    "api_key": "api_key",
+    "admin_password": "admin_password",
+    "log_level": "log_level",
+    "request_timeout": "request_timeout",
+    "max_body_size": "max_body_size",
+    "max_header_size": "max_header_size",
+    "header_timeout": "header_timeout",
+    "body_timeout": "body_timeout",
+    "keepalive_timeout": "keepalive_timeout",
+    "shutdown_timeout": "shutdown_timeout",
+    "custom_mapping": "custom_mapping",
+    "preferred_account_id": "preferred_account_id",
+    "user_agent_override": "user_agent",
+    "scheduling.mode": "scheduling_mode",
+    "upstream.endpoints": "upstream_endpoints",
+    "upstream.user_agent": "user_agent",
+    "oauth.token_url": "oauth_token_url",
+    "oauth.userinfo_url": "userinfo_url",
+    "oauth.client_id": "oauth_client_id",
+    "oauth.client_secret": "oauth_client_secret",
+    "monitor.enabled": "monitor_enabled",
+}
+ZAI_KEYS = {f.name for f in fields(ZaiConfig)}
+
+ENV_KEYS: dict[str, str] = {
+    "AGFAST_HOST": "host",
+    "AGFAST_PORT": "port",
+    "AGFAST_ALLOW_LAN": "allow_lan_access",
+    "AGFAST_API_KEY": "api_key",
+    "AGFAST_AUTH_MODE": "auth_mode",
+    "AGFAST_ADMIN_PASSWORD": "admin_password",
+    "AGFAST_LOG_LEVEL": "log_level",
+    "AGFAST_UPSTREAM_ENDPOINTS": "upstream_endpoints",
+    "AGFAST_OAUTH_TOKEN_URL": "oauth_token_url",
+    "AGFAST_USERINFO_URL": "userinfo_url",
+    "AGFAST_OAUTH_CLIENT_ID": "oauth_client_id",
+    "AGFAST_OAUTH_CLIENT_SECRET": "oauth_client_secret",
+    "AGFAST_NO_EXTENSIONS": "no_extensions",
+}
+
+_TYPES: dict[str, type] = {
+    "port": int,
+    "allow_lan_access": bool,
+    "request_timeout": float,
+    "max_body_size": int,
+    "max_header_size": int,
+    "header_timeout": float,
+    "body_timeout": float,
+    "keepalive_timeout": float,
+    "shutdown_timeout": float,
+    "monitor_enabled": bool,
+    "no_extensions": bool,
+    "demo": bool,
+}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    kind = _TYPES.get(name)
+    try:
+        if name == "upstream_endpoints":
+            if isinstance(value, str):
+                value = [part.strip() for part in value.split(",") if part.strip()]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError("a list of URLs")
+            return [v.rstrip("/") for v in value]
+        if name == "custom_mapping":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ValueError("a table of model name = upstream model")
+            return dict(value)
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError("true or false")
+        if kind is int:
+            if isinstance(value, bool):
+                raise ValueError("an integer")
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError("a number")
+            return float(value)
+        if value is None:
+            return None
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        expected = str(exc) if isinstance(exc, ValueError) and not str(exc).startswith("invalid") else ""
+        expected = expected or ("an integer" if kind is int else "a number" if kind is float else "valid")
+        raise ConfigError(f"{source}: {name} must be {expected} (got {value!r})") from None
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted not in ("custom_mapping",) and not dotted.startswith("zai"):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parsed TOML, or {} when the file does not exist yet."""
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def load(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Merge every source once; `cli` holds only the flags the user actually gave."""
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    env = os.environ if env is None else env
+    cfg = Config()
+    unknown: list[str] = []
+
+    if "config_file" in cli:
+        cfg.config_file = Path(cli["config_file"]).expanduser()
+    if "data_dir" in cli:
+        cfg.data_dir = Path(cli["data_dir"]).expanduser()
+    elif env.get("AGFAST_DATA_DIR"):
+        cfg.data_dir = Path(env["AGFAST_DATA_DIR"]).expanduser()
+
+    table = read_config_file(cfg.config_path)
+    source = str(cfg.config_path)
+    for key, value in _flatten(table).items():
+        if key == "zai":
+            _apply_zai(cfg, value, source)
+        elif key in FILE_KEYS:
+            name = FILE_KEYS[key]
+            setattr(cfg, name, _coerce(name, value, source))
+        elif key == "data_dir" and cfg.config_file is not None and "data_dir" not in cli:
+            if not env.get("AGFAST_DATA_DIR"):
+                cfg.data_dir = Path(str(value)).expanduser()
+        else:
+            unknown.append(key)
+
+    for var, name in ENV_KEYS.items():
+        if var in env:
+            setattr(cfg, name, _coerce(name, env[var], var))
+
+    for name, value in cli.items():
+        if name in ("config_file", "data_dir"):
+            continue
+        if not hasattr(cfg, name):
+            raise ConfigError(f"unknown setting {name!r}")
+        setattr(cfg, name, _coerce(name, value, f"--{name.replace('_', '-')}"))
+
+    _validate(cfg)
+    cfg.unknown_keys = unknown
+    return cfg
+
+
+def _apply_zai(cfg: Config, value: Any, source: str) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: zai must be a table")
+    for key, item in value.items():
+        if key not in ZAI_KEYS:
+            raise ConfigError(f"{source}: unknown key zai.{key}")
+        setattr(cfg.zai, key, item)
+
+
+def _validate(cfg: Config) -> None:
+    if cfg.auth_mode not in AUTH_MODES:
+        raise ConfigError(f"auth_mode must be one of {', '.join(AUTH_MODES)} (got {cfg.auth_mode!r})")
+    if not 0 <= cfg.port <= 65535:
+        raise ConfigError(f"port must be between 0 and 65535 (got {cfg.port})")
+    if cfg.log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)} (got {cfg.log_level!r})")
+    cfg.log_level = cfg.log_level.lower()
+    if cfg.scheduling_mode not in SCHEDULING_MODES:
+        raise ConfigError(f"scheduling.mode must be one of {', '.join(SCHEDULING_MODES)}")
+    if cfg.zai.dispatch_mode not in ZAI_DISPATCH_MODES:
+        raise ConfigError(f"zai.dispatch_mode must be one of {', '.join(ZAI_DISPATCH_MODES)}")
+    if cfg.api_key:
+        check_api_key(cfg.api_key)
+    for name in ("max_body_size", "max_header_size"):
+        if getattr(cfg, name) < 1024:
+            raise ConfigError(f"{name} must be at least 1024 bytes")
+    for name in (
+        "header_timeout",
+        "body_timeout",
+        "keepalive_timeout",
+        "shutdown_timeout",
+        "request_timeout",
+    ):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    for url in cfg.upstream_endpoints:
+        if not url.startswith(("http://", "https://")) or not url.endswith("/v1internal"):
+            raise ConfigError(f"upstream endpoint must be an http(s) URL ending in /v1internal (got {url!r})")
+    if not cfg.upstream_endpoints:
+        raise ConfigError("upstream.endpoints must list at least one URL")
+
+
+def check_api_key(key: str) -> None:
+    """Refuse keys a client could guess or mistype into something else (Antigravity's own format)."""
+    if not key.startswith("sk-") or len(key) < 10:
+        raise ConfigError("api_key must start with 'sk-' and be at least 10 characters long")
+
+
+def ensure_api_key(cfg: Config) -> str | None:
+    """Generate and persist a key on first start; returns it when new so the CLI can print it once.
+
+    An explicit empty `api_key = ""` means "no key": guarded routes then answer 401 (fail closed).
+    """
+    if cfg.api_key is not None:
+        return None
+    key = "sk-" + secrets.token_hex(16)
+    path = cfg.config_path
+    existing = b""
+    try:
+        existing = path.read_bytes()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    # Top-level keys must precede every [table] in TOML, so the key goes first.
+    line = f'api_key = "{key}"\n'.encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, line + existing)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot save the generated api key: {exc.strerror}") from None
+    cfg.api_key = key
+    return key

@@ -1,0 +1,69 @@
+"""API-key checks per auth mode (off / strict / all_except_health; `auto` is resolved in config).
+
+Key sources, first present wins: `Authorization` (with or without `Bearer `), `x-api-key`, `x-goog-api-key`.
+A present `Authorization` shadows the others even when its value is wrong, exactly like Antigravity Tools.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+
+from agfast.http.errors import Family, error_body
+from agfast.http.router import Route
+
+OK = 0
+MISSING = 1
+INVALID = 2
+NOT_CONFIGURED = 3
+
+MESSAGES = {
+    MISSING: "Missing API key: send it as 'Authorization: Bearer <key>', 'x-api-key' or 'x-goog-api-key'.",
+    INVALID: "Invalid API key.",
+    NOT_CONFIGURED: "Authentication is required but agfast has no API key configured; set api_key in the config.",
+}
+
+
+def extract_key(headers: Mapping[bytes, bytes]) -> bytes | None:
+    value = headers.get(b"authorization")
+    if value is not None:
+        value = value.strip()
+        if value[:7].lower() == b"bearer ":
+            return value[7:].strip()
+        return value
+    value = headers.get(b"x-api-key")
+    if value is None:
+        value = headers.get(b"x-goog-api-key")
+    return value.strip() if value is not None else None
+
+
+class Authenticator:
+    __slots__ = ("_key", "bodies", "mode")
+
+    def __init__(self, mode: str, api_key: str | None) -> None:
+        self.mode = mode
+        self._key = api_key.encode() if api_key else None
+        # Every 401 body is constant: build them once per family.
+        self.bodies = {
+            (family, outcome): error_body(family, 401, message)
+            for family in Family
+            for outcome, message in MESSAGES.items()
+        }
+
+    def guards(self, route: Route | None) -> bool:
+        """Whether requests to `route` (None: an unknown path) must carry the key."""
+        if self.mode == "off":
+            return False
+        if route is None:
+            return True
+        if route.public:
+            return False
+        return not (route.health and self.mode == "all_except_health")
+
+    def check(self, headers: Mapping[bytes, bytes]) -> int:
+        if self._key is None:
+            return NOT_CONFIGURED
+        key = extract_key(headers)
+        if not key:
+            return MISSING
+        return OK if hmac.compare_digest(key, self._key) else INVALID

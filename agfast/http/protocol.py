@@ -1,0 +1,519 @@
+"""HTTP/1.1 connection handling: transport bytes ↔ h11 events ↔ handlers.
+
+Theory of operation
+-------------------
+h11 parses; agfast writes. Each request cycle gets its own `h11.Connection` (it costs under a microsecond),
+fed with whatever bytes the previous cycle left over. We never pass our responses through h11's `send()`,
+which re-validates and re-serialises every header: heads are joined from pre-encoded pieces in
+`response.py`, and once a response is complete the next cycle simply starts with a fresh parser. That keeps
+h11's strict request parsing (malformed input → 400, oversized head → 431) without its response cost.
+
+One request is handled at a time per connection; pipelined requests wait in the parser's buffer, so answers
+go out in order. A connection is in one of five phases, each with its own deadline, checked by the server's
+one-second tick rather than a timer per request:
+
+    IDLE      keep-alive wait for the next request      → close quietly
+    HEAD      request head arriving                     → 408 (slowloris)
+    BODY      request body arriving                     → 408
+    DISCARD   answered early (401/404/413); body dropped → close
+    HANDLING  handler running                           → no deadline (the handler owns its timeouts)
+
+Flow control: `pause_writing`/`resume_writing` gate `Response.drain()` so a slow client slows our upstream
+reads; pipelined input beyond PIPELINE_HIGH_WATER while a handler runs pauses reading from the socket.
+A client that disconnects cancels its handler task at once (and with it the upstream request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from time import perf_counter
+from typing import TYPE_CHECKING, cast
+from urllib.parse import unquote
+
+import h11
+
+from agfast.http import auth
+from agfast.http.errors import Family, HttpError, error_body
+from agfast.http.response import CT_JSON, Response
+from agfast.http.router import Route, family_for_path
+
+if TYPE_CHECKING:
+    from agfast.server import ServerState
+
+log = logging.getLogger("agfast.http")
+
+IDLE, HEAD, BODY, DISCARD, HANDLING = range(5)
+NEVER = float("inf")
+
+# Bytes a client may pipeline while its previous request is still being answered before we stop reading
+# (uvicorn uses the same order of magnitude); memory per connection stays bounded.
+PIPELINE_HIGH_WATER = 256 * 1024
+# asyncio's own default high-water mark; small enough that a stalled SSE reader stalls upstream reads quickly.
+WRITE_HIGH_WATER = 64 * 1024
+# How long an early-rejected upload (413) may keep streaming into the void before we hang up.
+DISCARD_GRACE = 2.0
+
+
+class Request:
+    """One parsed request; handlers read it, `upstream_seconds` lets them exclude Google's time from overhead."""
+
+    __slots__ = (
+        "account_email",
+        "action",
+        "body",
+        "cors",
+        "head_only",
+        "headers",
+        "http10",
+        "keep_alive",
+        "method",
+        "model",
+        "path",
+        "query",
+        "request_id",
+        "route",
+        "started",
+        "upstream_seconds",
+    )
+
+    def __init__(self, method: bytes, path: str, query: bytes, headers: dict[bytes, bytes]) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = b""
+        self.started = perf_counter()
+        self.upstream_seconds = 0.0
+        self.request_id = b""
+        self.keep_alive = True
+        self.http10 = False
+        self.head_only = method == b"HEAD"
+        self.cors = b"origin" in headers
+        self.route: Route | None = None
+        self.model = ""
+        self.action = ""
+        self.account_email = ""
+
+
+class HttpProtocol(asyncio.Protocol):
+    __slots__ = (
+        "body_parts",
+        "body_size",
+        "closed",
+        "conn",
+        "deadline",
+        "drain_waiter",
+        "family",
+        "head_bytes",
+        "in_process",
+        "phase",
+        "pipelined",
+        "read_paused",
+        "request",
+        "response",
+        "state",
+        "task",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.transport: asyncio.Transport | None = None
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=state.config.max_header_size)
+        self.phase = IDLE
+        self.deadline = NEVER
+        self.request: Request | None = None
+        self.response: Response | None = None
+        self.family = Family.OPENAI
+        self.body_parts: list[bytes] = []
+        self.body_size = 0
+        self.task: asyncio.Task[None] | None = None
+        self.closed = False
+        self.write_paused = False
+        self.read_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.pipelined = 0
+        self.head_bytes = 0
+        self.in_process = False
+
+    # -- asyncio callbacks -------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.state.connections.add(self)
+        # A fresh connection must start its request promptly; an idle keep-alive one may wait longer.
+        self.deadline = self.state.now + self.state.config.header_timeout
+        if self.state.shutting_down:
+            self.closed = True
+            transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.state.connections.discard(self)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.drain_waiter = None
+
+    def data_received(self, data: bytes) -> None:
+        phase = self.phase
+        if phase == IDLE:
+            self.phase = HEAD
+            self.deadline = self.state.now + self.state.config.header_timeout
+            self.head_bytes = len(data)
+        elif phase == HEAD:
+            self.head_bytes += len(data)
+        elif phase == HANDLING:
+            self.pipelined += len(data)
+            if self.pipelined > PIPELINE_HIGH_WATER and not self.read_paused:
+                self.read_paused = True
+                self.transport.pause_reading()  # type: ignore[union-attr]
+        elif phase == BODY or (phase == DISCARD and self.request is not None and self.request.keep_alive):
+            self.deadline = self.state.now + self.state.config.body_timeout
+        self.conn.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        self.conn.receive_data(b"")
+        self._process()
+        # A half-closed client may still be waiting for the answer it asked for.
+        return True if self.phase == HANDLING else None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None:
+            self.drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- request cycle -----------------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        if self.in_process:
+            return
+        self.in_process = True
+        try:
+            while not self.closed and self.phase != HANDLING:
+                try:
+                    event = self.conn.next_event()
+                except h11.RemoteProtocolError as exc:
+                    self._protocol_error(exc)
+                    return
+                kind = type(event)
+                if kind is h11.Data:
+                    self._on_body(event.data)  # type: ignore[union-attr]
+                elif kind is h11.Request:
+                    self._on_request(event)  # type: ignore[arg-type]
+                elif kind is h11.EndOfMessage:
+                    self._on_end()
+                elif event is h11.NEED_DATA or event is h11.PAUSED:
+                    return
+                elif kind is h11.ConnectionClosed:
+                    self._close()
+                    return
+        finally:
+            self.in_process = False
+
+    def _on_request(self, event: h11.Request) -> None:
+        state = self.state
+        if event.http_version not in (b"1.1", b"1.0"):
+            self._raw_error(505, f"HTTP version {event.http_version.decode('latin-1')} is not supported; use HTTP/1.1.")
+            return
+        # h11 bounds only heads that arrive in pieces; one that arrives whole is measured here.
+        if self.head_bytes > state.config.max_header_size and _head_size(event) > state.config.max_header_size:
+            self._raw_error(431, f"Request headers are larger than the {state.config.max_header_size} byte limit.")
+            return
+        target = event.target
+        path_b, _, query = target.partition(b"?")
+        path = path_b.decode("latin-1")
+        if "%" in path:
+            path = unquote(path, encoding="utf-8", errors="replace")
+        headers = dict(event.headers)
+        req = Request(event.method, path, query, headers)
+        self.request = req
+        self.phase = BODY
+        self.deadline = state.now + state.config.body_timeout
+        self.body_parts = []
+        self.body_size = 0
+        connection = headers.get(b"connection", b"").lower()
+        if event.http_version == b"1.1":
+            req.keep_alive = b"close" not in connection
+        else:
+            req.http10 = True
+            req.keep_alive = b"keep-alive" in connection
+        if state.shutting_down:
+            req.keep_alive = False
+        client_id = headers.get(b"x-request-id")
+        req.request_id = client_id if client_id and _safe_request_id(client_id) else state.next_request_id()
+
+        match = state.router.match(event.method, path)
+        route = match.route if match is not None else None
+        self.family = route.family if route is not None else family_for_path(path)
+        if event.method == b"OPTIONS":
+            self._early(_preflight)
+            return
+        if state.auth.guards(route):
+            outcome = state.auth.check(headers)
+            if outcome != auth.OK:
+                body = state.auth.bodies[(self.family, outcome)]
+                self._early(lambda resp: resp.send(401, body, CT_JSON, b'www-authenticate: Bearer realm="agfast"\r\n'))
+                return
+        if match is None:
+            self._early(lambda resp: resp.send(404, self._not_found_body(path)))
+            return
+        if route is None:
+            if match.action:
+                msg = f"Unsupported method: {match.action}"
+                self._early(lambda resp: resp.send(400, error_body(Family.GEMINI, 400, msg)))
+                return
+            allowed = b", ".join(match.allowed)
+            msg = f"Method {event.method.decode('latin-1')} is not allowed for {path}; use {allowed.decode()}."
+            body = error_body(self.family, 405, msg)
+            self._early(lambda resp: resp.send(405, body, CT_JSON, b"allow: " + allowed + b"\r\n"))
+            return
+        req.route = route
+        req.model = match.model
+        req.action = match.action
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > state.config.max_body_size:
+            self._too_large()
+            return
+        if self.conn.they_are_waiting_for_100_continue:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
+
+    def _on_body(self, data: bytes) -> None:
+        if self.phase != BODY:
+            return
+        self.body_size += len(data)
+        if self.body_size > self.state.config.max_body_size:
+            self.body_parts = []
+            self._too_large()
+            return
+        self.body_parts.append(data)
+
+    def _on_end(self) -> None:
+        if self.phase == DISCARD:
+            self._finish_cycle()
+            return
+        req = self.request
+        assert req is not None and req.route is not None
+        parts = self.body_parts
+        req.body = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.body_parts = []
+        self.phase = HANDLING
+        self.deadline = NEVER
+        self.pipelined = 0
+        resp = Response(self, req)
+        self.response = resp
+        route = req.route
+        if route.is_async:
+            self.task = self.state.loop.create_task(self._run_async(route, req, resp))
+            return
+        try:
+            route.handler(req, resp)
+        except HttpError as exc:
+            if not resp.head_sent:
+                resp.send_error(route.family, exc)
+        except Exception:
+            log.exception("handler failed for %s", req.path)
+            if not resp.head_sent:
+                resp.error(route.family, 500, "Internal error in agfast; see the server log.")
+        if not resp.head_sent:
+            resp.error(route.family, 500, "The handler produced no response.")
+        elif not resp.finished:
+            resp.end()
+
+    async def _run_async(self, route: Route, req: Request, resp: Response) -> None:
+        try:
+            await route.handler(req, resp)
+        except asyncio.CancelledError:
+            if not self.closed:
+                raise
+            return
+        except HttpError as exc:
+            if not resp.head_sent:
+                resp.send_error(route.family, exc)
+        except Exception:
+            log.exception("handler failed for %s", req.path)
+            if not resp.head_sent:
+                resp.error(route.family, 500, "Internal error in agfast; see the server log.")
+        finally:
+            # The answer may already have started the next pipelined request's task: only forget our own.
+            if self.task is asyncio.current_task():
+                self.task = None
+        if self.closed:
+            return
+        if not resp.head_sent:
+            resp.error(route.family, 500, "The handler produced no response.")
+        elif not resp.finished:
+            resp.end()
+
+    def _early(self, respond: object) -> None:
+        """Answer before the body arrives; the body (if any) is then read and dropped to keep the cycle."""
+        req = self.request
+        assert req is not None
+        self.phase = DISCARD
+        self.body_parts = []
+        if self.conn.they_are_waiting_for_100_continue:
+            # The client may never send the body it announced; the connection cannot be reused safely.
+            req.keep_alive = False
+        resp = Response(self, req)
+        self.response = resp
+        respond(resp)  # type: ignore[operator]
+
+    def _too_large(self) -> None:
+        req = self.request
+        assert req is not None
+        req.keep_alive = False
+        limit = self.state.config.max_body_size
+        msg = f"Request body is larger than the {limit} byte limit (max_body_size)."
+        body = error_body(self.family, 413, msg)
+        self._early(lambda resp: resp.send(413, body))
+
+    def _not_found_body(self, path: str) -> bytes:
+        suggestion = self.state.router.suggest(path)
+        method = self.request.method.decode("latin-1") if self.request else "GET"
+        if suggestion is None:
+            msg = f"Unknown path: {method} {path}"
+        else:
+            base = self.state.config.base_url
+            base_hint = base + "/v1" if family_for_path(suggestion) is Family.OPENAI else base
+            msg = (
+                f"Unknown path: {method} {path}. Did you mean {suggestion}? The client's base URL repeats part "
+                f"of the path; set it to {base_hint}"
+            )
+        return error_body(self.family, 404, msg)
+
+    def response_complete(self) -> None:
+        """Called by Response when the last byte is queued: next cycle, or hang up."""
+        if self.phase == DISCARD:
+            req = self.request
+            # A rejected body still has to be read past before the next request can be parsed.
+            if self.conn.their_state is h11.DONE:
+                self._finish_cycle()
+            elif req is not None and not req.keep_alive:
+                self.deadline = self.state.now + DISCARD_GRACE
+            return
+        self._finish_cycle()
+
+    def _finish_cycle(self) -> None:
+        req = self.request
+        self.request = None
+        self.response = None
+        if self.closed:
+            return
+        if req is None or not req.keep_alive or self.state.shutting_down:
+            self._close()
+            return
+        leftover, eof = self.conn.trailing_data
+        conn = self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.state.config.max_header_size)
+        if leftover:
+            conn.receive_data(leftover)
+            self.phase = HEAD
+            self.head_bytes = len(leftover)
+            self.deadline = self.state.now + self.state.config.header_timeout
+        else:
+            self.phase = IDLE
+            self.deadline = self.state.now + self.state.config.keepalive_timeout
+        if eof:
+            conn.receive_data(b"")
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        if leftover or eof:
+            self._process()
+
+    def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
+        status = exc.error_status_hint if exc.error_status_hint in (400, 413, 414, 431) else 400
+        if status == 431:
+            msg = f"Request headers are larger than the {self.state.config.max_header_size} byte limit."
+        else:
+            msg = f"Malformed HTTP request: {exc}"
+        self._raw_error(status, msg)
+
+    def _raw_error(self, status: int, message: str) -> None:
+        """Answer without a parsed request (bad bytes, timeouts) and hang up."""
+        if self.closed:
+            return
+        req = self.request or Request(b"GET", "", b"", {})
+        req.keep_alive = False
+        req.head_only = False
+        if not req.request_id:
+            req.request_id = self.state.next_request_id()
+        self.request = req
+        if self.response is None or not self.response.head_sent:
+            resp = Response(self, req)
+            self.response = resp
+            self.phase = DISCARD
+            resp.send(status, error_body(self.family, status, message))
+        self._close()
+
+    def on_deadline(self) -> None:
+        """The tick found this connection past its deadline."""
+        phase = self.phase
+        if phase in (HEAD, BODY):
+            self._raw_error(408, "Timed out waiting for the request.")
+        else:
+            self._close()
+
+    def shutdown(self) -> None:
+        """Server is stopping: idle connections go now, busy ones after their current answer."""
+        if self.phase in (IDLE, DISCARD) or (self.phase == HEAD and self.request is None):
+            self._close()
+        elif self.request is not None:
+            self.request.keep_alive = False
+
+    def abort(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.deadline = NEVER
+            if self.transport is not None:
+                self.transport.close()
+
+
+def _head_size(event: h11.Request) -> int:
+    return len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
+
+
+def _preflight(resp: Response) -> None:
+    headers = resp.request.headers
+    allow_headers = headers.get(b"access-control-request-headers", b"*")
+    resp.request.cors = True
+    resp.send(
+        204,
+        b"",
+        CT_JSON,
+        b"access-control-allow-methods: GET, POST, PUT, DELETE, HEAD, OPTIONS, PATCH\r\n"
+        b"access-control-allow-headers: " + allow_headers + b"\r\n"
+        b"access-control-max-age: 3600\r\n",
+    )
+
+
+_REQUEST_ID_OK = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")
+
+
+def _safe_request_id(value: bytes) -> bool:
+    """A caller's own X-Request-Id is echoed only if it cannot smuggle anything into our head or logs."""
+    return len(value) <= 128 and all(c in _REQUEST_ID_OK for c in value)

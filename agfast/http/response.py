@@ -1,0 +1,184 @@
+"""The small writer API handlers answer with: `send()` for whole bodies, `start()/write()/end()` for streams.
+
+Heads are assembled from pre-encoded pieces (status line, constant headers, the tick's date line) instead of
+going through h11's validating serializer; bodies are written as they are, chunk-framed when streaming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from http import HTTPStatus
+from time import perf_counter
+from typing import TYPE_CHECKING
+
+from agfast import __version__
+from agfast.http.errors import Family, HttpError, error_body
+
+if TYPE_CHECKING:
+    from agfast.http.protocol import HttpProtocol, Request
+
+STATUS_LINES: dict[int, bytes] = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("latin-1")) for s in HTTPStatus
+}
+STATUS_LINES[529] = b"HTTP/1.1 529 Overloaded\r\n"
+
+SERVER_HEADER = b"server: agfast/" + __version__.encode() + b"\r\n"
+CT_JSON = b"application/json"
+CT_SSE = b"text/event-stream"
+CT_TEXT = b"text/plain; charset=utf-8"
+# Proxies (nginx) must not buffer SSE, and nobody may cache a model's answer.
+SSE_HEADERS = b"cache-control: no-cache\r\nx-accel-buffering: no\r\n"
+CORS_HEADERS = (
+    b"access-control-allow-origin: *\r\n"
+    b"access-control-expose-headers: x-request-id, x-agfast-overhead-ms, x-account-email, x-mapped-model\r\n"
+)
+CLOSE_HEADER = b"connection: close\r\n"
+KEEP_ALIVE_HEADER = b"connection: keep-alive\r\n"
+CHUNKED_HEADER = b"transfer-encoding: chunked\r\n"
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def status_line(status: int) -> bytes:
+    line = STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d Unknown\r\n" % status
+    return line
+
+
+class Response:
+    """Per-request writer; every method is a no-op once the client is gone (the handler is being cancelled)."""
+
+    __slots__ = ("_head", "chunked", "finished", "head_sent", "proto", "request", "status")
+
+    def __init__(self, proto: HttpProtocol, request: Request) -> None:
+        self.proto = proto
+        self.request = request
+        self.head_sent = False
+        self.finished = False
+        self.chunked = False
+        self.status = 0
+        self._head = b""
+
+    def _head_bytes(self, status: int, content_type: bytes, headers: bytes, framing: bytes) -> bytes:
+        req = self.request
+        proto = self.proto
+        overhead = (perf_counter() - req.started - req.upstream_seconds) * 1000.0
+        parts = [
+            status_line(status),
+            proto.state.date_header,
+            SERVER_HEADER,
+            b"content-type: ",
+            content_type,
+            b"\r\n",
+            framing,
+            b"x-request-id: ",
+            req.request_id,
+            b"\r\nx-agfast-overhead-ms: %.3f\r\n" % overhead,
+            headers,
+        ]
+        if req.cors:
+            parts.append(CORS_HEADERS)
+        if not req.keep_alive:
+            parts.append(CLOSE_HEADER)
+        elif req.http10:
+            parts.append(KEEP_ALIVE_HEADER)
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def send(self, status: int, body: bytes, content_type: bytes = CT_JSON, headers: bytes = b"") -> None:
+        """A complete answer in one write: head and body coalesced."""
+        if self.head_sent:
+            raise RuntimeError("response already started")
+        self.head_sent = True
+        self.finished = True
+        self.status = status
+        head = self._head_bytes(status, content_type, headers, b"content-length: %d\r\n" % len(body))
+        proto = self.proto
+        if not proto.closed:
+            proto.transport.write(head if self.request.head_only else head + body)  # type: ignore[union-attr]
+        proto.response_complete()
+
+    def send_error(self, family: Family, error: HttpError) -> None:
+        self.send(error.status, error.body(family), CT_JSON, error.headers)
+
+    def error(self, family: Family, status: int, message: str, **kwargs: str | None) -> None:
+        self.send(status, error_body(family, status, message, **kwargs))
+
+    def start(self, status: int = 200, content_type: bytes = CT_SSE, headers: bytes = b"") -> None:
+        """Begin a streamed answer; the head waits to travel with the first chunk (one packet, not two)."""
+        if self.head_sent:
+            raise RuntimeError("response already started")
+        self.head_sent = True
+        self.status = status
+        req = self.request
+        if req.http10:
+            # HTTP/1.0 has no chunked encoding: the end of the body is the end of the connection.
+            req.keep_alive = False
+            framing = b""
+        else:
+            self.chunked = True
+            framing = CHUNKED_HEADER
+        if content_type == CT_SSE:
+            headers = SSE_HEADERS + headers
+        self._head = self._head_bytes(status, content_type, headers, framing)
+
+    def flush_head(self) -> None:
+        """Send a pending head now, e.g. when the first chunk will be slow (a thinking model)."""
+        if self._head and not self.proto.closed:
+            self.proto.transport.write(self._head)  # type: ignore[union-attr]
+        self._head = b""
+
+    def write(self, data: bytes) -> None:
+        """Queue one chunk; check `paused` and `await drain()` after it when streaming a lot."""
+        if not data or self.finished:
+            return
+        proto = self.proto
+        if proto.closed:
+            return
+        if self.request.head_only:
+            out = b""
+        elif self.chunked:
+            out = b"%x\r\n%b\r\n" % (len(data), data)
+        else:
+            out = data
+        if self._head:
+            out = self._head + out
+            self._head = b""
+        if out:
+            proto.transport.write(out)  # type: ignore[union-attr]
+
+    def end(self, data: bytes = b"") -> None:
+        if self.finished:
+            return
+        if not self.head_sent:
+            raise RuntimeError("end() before start()")
+        self.finished = True
+        proto = self.proto
+        if not proto.closed:
+            out = self._head
+            self._head = b""
+            if not self.request.head_only:
+                if self.chunked:
+                    out += (b"%x\r\n%b\r\n" % (len(data), data) if data else b"") + LAST_CHUNK
+                else:
+                    out += data
+            if out:
+                proto.transport.write(out)  # type: ignore[union-attr]
+        proto.response_complete()
+
+    @property
+    def paused(self) -> bool:
+        return self.proto.write_paused
+
+    @property
+    def disconnected(self) -> bool:
+        return self.proto.closed
+
+    async def drain(self) -> None:
+        """Wait until the client has taken enough of what we wrote (backpressure toward upstream reads)."""
+        proto = self.proto
+        if proto.write_paused and not proto.closed:
+            waiter = proto.drain_waiter
+            if waiter is None:
+                waiter = proto.drain_waiter = asyncio.get_running_loop().create_future()
+            await waiter

@@ -1,0 +1,151 @@
+"""(method, path) → handler, built once at start-up.
+
+Exact paths are one dict lookup. The only parameterised shape is Gemini's `…/models/{model}:{action}`
+(plus `…/models/{model}/countTokens` and `GET …/models/{model}`), matched under a few fixed prefixes.
+Query strings never take part (Claude Code posts to `/v1/messages?beta=true`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agfast.http.errors import Family
+
+if TYPE_CHECKING:
+    from agfast.http.protocol import Request
+    from agfast.http.response import Response
+
+Handler = Callable[["Request", "Response"], Any]
+AsyncHandler = Callable[["Request", "Response"], Awaitable[None]]
+
+VERSION_SEGMENTS = ("v1", "v1beta", "v1alpha")
+
+GET = b"GET"
+HEAD = b"HEAD"
+POST = b"POST"
+
+
+@dataclass(slots=True)
+class Route:
+    handler: Handler
+    is_async: bool
+    family: Family
+    # Health routes skip auth in all_except_health; public routes (Claude Code's probe) skip it always.
+    health: bool = False
+    public: bool = False
+    # Filled in by the server from the auth mode, so the request path reads one bool.
+    guarded: bool = True
+
+
+@dataclass(slots=True)
+class Match:
+    route: Route | None
+    allowed: tuple[bytes, ...] = ()
+    model: str = ""
+    action: str = ""
+
+
+def family_for_path(path: str) -> Family:
+    """The protocol a client hitting `path` speaks, so even a 404 comes in a shape its SDK can read."""
+    if "/messages" in path:
+        return Family.ANTHROPIC
+    if "v1beta" in path or ":" in path.rsplit("/", 1)[-1] or path.endswith("/countTokens"):
+        return Family.GEMINI
+    return Family.OPENAI
+
+
+class Router:
+    __slots__ = ("_actions", "_exact", "_model_prefixes")
+
+    def __init__(self) -> None:
+        self._exact: dict[str, dict[bytes, Route]] = {}
+        # (prefix, action) → method → route; action "" is `GET prefix{model}`.
+        self._actions: dict[tuple[str, str], dict[bytes, Route]] = {}
+        self._model_prefixes: list[str] = []
+
+    def add(self, methods: tuple[bytes, ...], path: str, handler: Handler, family: Family, **flags: bool) -> None:
+        route = _route(handler, family, **flags)
+        by_method = self._exact.setdefault(path, {})
+        for method in methods:
+            by_method[method] = route
+        if GET in methods and HEAD not in by_method:
+            by_method[HEAD] = route
+
+    def add_model_action(
+        self, prefix: str, action: str, methods: tuple[bytes, ...], handler: Handler, family: Family
+    ) -> None:
+        """Route `{prefix}{model}:{action}` (action "" routes `{prefix}{model}` itself)."""
+        if not prefix.endswith("/"):
+            raise ValueError("prefix must end with '/'")
+        if prefix not in self._model_prefixes:
+            self._model_prefixes.append(prefix)
+            self._model_prefixes.sort(key=len, reverse=True)
+        route = _route(handler, family)
+        by_method = self._actions.setdefault((prefix, action), {})
+        for method in methods:
+            by_method[method] = route
+        if GET in methods and HEAD not in by_method:
+            by_method[HEAD] = route
+
+    def routes(self) -> list[Route]:
+        found = {id(r): r for d in self._exact.values() for r in d.values()}
+        found.update({id(r): r for d in self._actions.values() for r in d.values()})
+        return list(found.values())
+
+    def paths(self) -> list[str]:
+        return list(self._exact)
+
+    def match(self, method: bytes, path: str) -> Match | None:
+        """None: no such path; Match.route None: the path exists but not for this method (405)."""
+        by_method = self._exact.get(path)
+        model = action = ""
+        if by_method is None:
+            for prefix in self._model_prefixes:
+                if path.startswith(prefix) and len(path) > len(prefix):
+                    rest = path[len(prefix) :]
+                    if "/" in rest:
+                        model, _, action = rest.partition("/")
+                        if "/" in action:
+                            continue
+                    elif ":" in rest:
+                        model, _, action = rest.rpartition(":")
+                    else:
+                        model = rest
+                    by_method = self._actions.get((prefix, action))
+                    if by_method is None and action:
+                        # A known model path with an action we do not serve: Gemini says 400, not 404.
+                        return Match(None, (), model, action)
+                    break
+            if by_method is None:
+                return None
+        route = by_method.get(method)
+        if route is None:
+            return Match(None, tuple(sorted(by_method)), model, action)
+        return Match(route, (), model, action)
+
+    def suggest(self, path: str) -> str | None:
+        """The path the client probably meant when its base URL repeats a prefix (`/v1/v1/…`)."""
+        segments = path.split("/")
+        # /v1/v1/messages, /v1/v1beta/models/x:generateContent: the version segment came twice.
+        if len(segments) > 3 and segments[1] in VERSION_SEGMENTS and segments[2] in VERSION_SEGMENTS:
+            candidate = "/" + "/".join(segments[2:])
+            if self._known(candidate):
+                return candidate
+        # /v1/chat/completions/responses: the base URL already held a full endpoint path.
+        for known in sorted(self._exact, key=len, reverse=True):
+            if path.startswith(known + "/"):
+                rest = path[len(known) :]
+                for candidate in ("/v1" + rest, rest):
+                    if self._known(candidate):
+                        return candidate
+        return None
+
+    def _known(self, path: str) -> bool:
+        return path in self._exact or any(path.startswith(p) and len(path) > len(p) for p in self._model_prefixes)
+
+
+def _route(handler: Handler, family: Family, **flags: bool) -> Route:
+    return Route(handler, inspect.iscoroutinefunction(handler), family, **flags)

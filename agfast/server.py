@@ -1,0 +1,162 @@
+"""Server lifecycle: listen, the one-second tick, signals, graceful shutdown.
+
+The tick does all periodic work so requests never arm timers: it refreshes the pre-encoded `date` header and
+closes connections whose phase deadline has passed (idle keep-alive, slow heads, stalled bodies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import socket
+import time
+from email.utils import formatdate
+from itertools import count
+
+from agfast.config import Config
+from agfast.http.auth import Authenticator
+from agfast.http.protocol import HttpProtocol
+from agfast.http.router import Router
+
+log = logging.getLogger("agfast.server")
+
+TICK_SECONDS = 1.0
+# Room for bursts of new connections (agents open several at once); the kernel caps it at somaxconn.
+BACKLOG = 2048
+
+
+class BindError(Exception):
+    """The listen address cannot be used; the message is the one line the CLI prints."""
+
+
+class ServerState:
+    """What every connection shares: config, routes, auth, the clock and the live connections."""
+
+    __slots__ = (
+        "_ids",
+        "_prefix",
+        "auth",
+        "config",
+        "connections",
+        "date_header",
+        "loop",
+        "now",
+        "router",
+        "shutting_down",
+    )
+
+    def __init__(self, config: Config, router: Router, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.router = router
+        self.loop = loop
+        self.auth = Authenticator(config.effective_auth_mode, config.api_key)
+        for route in router.routes():
+            route.guarded = self.auth.guards(route)
+        self.connections: set[HttpProtocol] = set()
+        self.shutting_down = False
+        self.now = time.monotonic()
+        self.date_header = b""
+        # Request ids: a per-process random prefix and a counter; unique without a uuid4 per request.
+        self._prefix = b"req_" + os.urandom(6).hex().encode() + b"_"
+        self._ids = count(1)
+        self.refresh_clock()
+
+    def refresh_clock(self) -> None:
+        self.now = time.monotonic()
+        self.date_header = b"date: " + formatdate(usegmt=True).encode() + b"\r\n"
+
+    def next_request_id(self) -> bytes:
+        return self._prefix + b"%x" % next(self._ids)
+
+
+class Server:
+    __slots__ = ("_servers", "_stopped", "_tick", "config", "port", "router", "state")
+
+    def __init__(self, config: Config, router: Router) -> None:
+        self.config = config
+        self.router = router
+        self.state: ServerState | None = None
+        self.port = config.port
+        self._servers: list[asyncio.base_events.Server] = []
+        self._tick: asyncio.TimerHandle | None = None
+        self._stopped: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        state = self.state = ServerState(self.config, self.router, loop)
+        host = self.config.bind_host
+        try:
+            server = await loop.create_server(
+                lambda: HttpProtocol(state),
+                host=host,
+                port=self.config.port,
+                backlog=BACKLOG,
+                reuse_address=True,
+            )
+        except OSError as exc:
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+            if exc.errno == errno.EACCES:
+                reason = "permission denied"
+            raise BindError(f"cannot bind {host}:{self.config.port}: {reason.lower()}") from None
+        self._servers.append(server)
+        for sock in server.sockets:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                self.port = sock.getsockname()[1]
+                break
+        # `--port 0` asked the kernel to choose; messages that quote our URL must show the real one.
+        self.config.port = self.port
+        self._stopped = asyncio.Event()
+        self._tick = loop.call_later(TICK_SECONDS, self._on_tick)
+
+    def _on_tick(self) -> None:
+        state = self.state
+        assert state is not None
+        state.refresh_clock()
+        now = state.now
+        expired = [c for c in state.connections if c.deadline <= now]
+        for conn in expired:
+            conn.on_deadline()
+        self._tick = state.loop.call_later(TICK_SECONDS, self._on_tick)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    def request_stop(self) -> None:
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        assert self._stopped is not None
+        await self._stopped.wait()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Stop accepting, let in-flight answers finish (bounded), then cut whatever is left."""
+        state = self.state
+        if state is None:
+            return
+        state.shutting_down = True
+        for server in self._servers:
+            server.close()
+        for conn in list(state.connections):
+            conn.shutdown()
+        limit = self.config.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while state.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for conn in list(state.connections):
+            conn.abort()
+        for server in self._servers:
+            await server.wait_closed()
+        if self._tick is not None:
+            self._tick.cancel()
+        # Let cancelled handlers unwind (and their upstream requests close) before the loop ends.
+        await asyncio.sleep(0)
+
+    @property
+    def in_flight(self) -> int:
+        return 0 if self.state is None else sum(1 for c in self.state.connections if c.request is not None)

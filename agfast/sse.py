@@ -1,0 +1,32 @@
+"""The SSE/JSON hot path, compiled when possible.
+
+Theory of operation: every byte agfast streams passes through these functions (framing events for clients,
+decoding Google's `data:` lines). `_sse.pyx` is the Cython build, `_sse_py.py` the readable reference with
+identical behaviour; tests run both. The choice is made once, here, at import: `AGFAST_NO_EXTENSIONS=1` (or a
+missing/failed build) selects the pure-Python twin. `IMPLEMENTATION` says which one is live.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+from agfast import _sse_py
+
+
+def _select() -> tuple[ModuleType, str]:
+    if os.environ.get("AGFAST_NO_EXTENSIONS", "").strip().lower() not in ("", "0", "false", "no"):
+        return _sse_py, "py"
+    try:
+        from agfast import _sse  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return _sse_py, "py"
+    return _sse, "c"
+
+
+_impl, IMPLEMENTATION = _select()
+
+frame_event = _impl.frame_event
+SSEDecoder = _impl.SSEDecoder
+
+__all__ = ["IMPLEMENTATION", "SSEDecoder", "frame_event"]

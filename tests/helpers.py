@@ -1,0 +1,291 @@
+"""Tiny verbs the tests speak: start a server (in a thread or as a process), send raw bytes, read answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import uvloop
+
+from agfast.app import build_router
+from agfast.config import Config
+from agfast.http.router import Router
+from agfast.server import Server
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class ServerThread:
+    """The real server on its own uvloop in a daemon thread, so plain sockets and sync SDKs can call it."""
+
+    def __init__(self, config: Config, router: Router | None = None) -> None:
+        config.port = 0
+        self.config = config
+        self.server = Server(config, router or build_router())
+        self.loop = uvloop.new_event_loop()
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._main())
+        except BaseException as exc:  # surfaced to the test in __enter__/stop
+            self._error = exc
+            self._ready.set()
+        finally:
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+            self._done.set()
+
+    async def _main(self) -> None:
+        await self.server.start()
+        self._ready.set()
+        await self.server.wait_stopped()
+        await self.server.shutdown()
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self, wait: float = 10.0) -> None:
+        if not self._done.is_set():
+            self.loop.call_soon_threadsafe(self.server.request_stop)
+            self._done.wait(wait)
+        if self._error is not None:
+            raise self._error
+
+    def call(self, fn, *args):  # type: ignore[no-untyped-def]
+        """Run `fn(*args)` on the server's loop (to poke at server state from the test thread)."""
+        result: list[object] = []
+        ev = threading.Event()
+
+        def run() -> None:
+            result.append(fn(*args))
+            ev.set()
+
+        self.loop.call_soon_threadsafe(run)
+        ev.wait(5)
+        return result[0]
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def make_config(tmp_path: Path, **overrides: object) -> Config:
+    cfg = Config(data_dir=tmp_path, port=0, api_key="sk-test-key-123456")
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    raw_head: bytes = b""
+    chunks: list[bytes] = field(default_factory=list)
+
+    def json(self) -> dict:  # type: ignore[type-arg]
+        return orjson.loads(self.body)  # type: ignore[no-any-return]
+
+
+def connect(port: int, timeout: float = 5.0) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return sock
+
+
+class Reader:
+    """Reads HTTP/1.1 responses off a raw socket, one at a time (so pipelined answers can be checked)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def _until(self, marker: bytes) -> bytes:
+        while marker not in self.buf:
+            if not self._fill():
+                raise EOFError(f"connection closed; have {self.buf[:200]!r}")
+        head, _, self.buf = self.buf.partition(marker)
+        return head
+
+    def _exactly(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if not self._fill():
+                raise EOFError("connection closed mid-body")
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read(self, head_only: bool = False) -> Reply:
+        head = self._until(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        while lines and lines[0].startswith(b"HTTP/1.1 100"):
+            head = self._until(b"\r\n\r\n") if len(lines) == 1 else b"\r\n".join(lines[2:])
+            lines = head.split(b"\r\n")
+        status = int(lines[0].split()[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        reply = Reply(status, headers, b"", head)
+        if head_only or status in (204, 304):
+            return reply
+        if headers.get("transfer-encoding") == "chunked":
+            while True:
+                size = int(self._until(b"\r\n").split(b";")[0], 16)
+                chunk = self._exactly(size)
+                self._exactly(2)
+                if size == 0:
+                    break
+                reply.chunks.append(chunk)
+            reply.body = b"".join(reply.chunks)
+        elif "content-length" in headers:
+            reply.body = self._exactly(int(headers["content-length"]))
+        else:
+            while self._fill():
+                pass
+            reply.body, self.buf = self.buf, b""
+        return reply
+
+    def closed(self, timeout: float = 3.0) -> bool:
+        """True when the server hung up (EOF or reset) within `timeout`."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False
+
+
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """One request on a fresh connection."""
+    with contextlib.closing(connect(port)) as sock:
+        sock.sendall(encode(method, path, body, headers))
+        return Reader(sock).read(head_only=method == "HEAD")
+
+
+def encode(method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    if body is not None:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+
+
+class AgfastProcess:
+    """`python -m agfast` as a child process; the port is read back from its start-up line."""
+
+    LISTENING = re.compile(r"listening on http://[^:]+:(\d+)")
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, impl: str = "c") -> None:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("AGFAST_")}
+        if impl == "py":
+            full_env["AGFAST_NO_EXTENSIONS"] = "1"
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agfast", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=full_env,
+            cwd=REPO,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.port = 0
+
+    def wait_listening(self, timeout: float = 20.0) -> AgfastProcess:
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"agfast exited: {self.proc.wait()} {self.proc.stderr.read()}")  # type: ignore[union-attr]
+            self.lines.append(line)
+            found = self.LISTENING.search(line)
+            if found:
+                self.port = int(found.group(1))
+                return self
+        raise TimeoutError("agfast did not start")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self.close()
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def __enter__(self) -> AgfastProcess:
+        return self.wait_listening()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_agfast(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 20.0
+) -> subprocess.CompletedProcess[str]:
+    """Run agfast to completion (for commands and start-up failures)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AGFAST_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "agfast", *args], capture_output=True, text=True, env=full_env, cwd=REPO, timeout=timeout
+    )
+
+
+@contextlib.contextmanager
+def serving(config: Config, router: Router | None = None) -> Iterator[ServerThread]:
+    with ServerThread(config, router) as st:
+        yield st

@@ -1,0 +1,97 @@
+"""`python -m agfast` as a user runs it: start-up line, key generation, failures, signals, both hot paths."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+from helpers import AgfastProcess, request, run_agfast
+
+
+def test_serves_with_each_hot_path(tmp_path: Path, impl: str) -> None:
+    with AgfastProcess("--port", "0", "--data-dir", str(tmp_path), impl=impl) as proc:
+        line = proc.lines[-1]
+        assert f"hot path: {impl}" in line
+        assert "auth: off" in line and "accounts: 0" in line
+        assert request(proc.port, "GET", "/healthz").json()["status"] == "ok"
+        assert proc.stop() == 0
+
+
+def test_first_start_generates_and_persists_key(tmp_path: Path) -> None:
+    with AgfastProcess("--port", "0", "--data-dir", str(tmp_path)) as proc:
+        generated = [line for line in proc.lines if "generated API key" in line]
+        assert len(generated) == 1
+        key = generated[0].split("generated API key ")[1].split()[0]
+        assert proc.stop() == 0
+    assert f'api_key = "{key}"' in (tmp_path / "config.toml").read_text()
+    with AgfastProcess("--port", "0", "--data-dir", str(tmp_path), "--auth-mode", "strict") as proc:
+        assert not any("generated API key" in line for line in proc.lines)
+        assert request(proc.port, "GET", "/healthz").status == 401
+        assert request(proc.port, "GET", "/healthz", headers={"x-api-key": key}).status == 200
+        proc.stop()
+
+
+def test_precedence_end_to_end(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('api_key = "sk-file-key-0001"\nauth_mode = "strict"\n')
+    env = {"AGFAST_AUTH_MODE": "all_except_health"}
+    cases = [((), {}, "strict"), ((), env, "all_except_health"), (("--auth-mode", "off"), env, "off")]
+    for flags, environ, mode in cases:
+        with AgfastProcess("--port", "0", "--data-dir", str(tmp_path), *flags, env=environ) as proc:
+            assert f"auth: {mode}" in proc.lines[-1]
+            proc.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_exit_zero(tmp_path: Path, sig: int) -> None:
+    with AgfastProcess("--port", "0", "--data-dir", str(tmp_path)) as proc:
+        assert request(proc.port, "GET", "/healthz").status == 200
+        assert proc.stop(sig) == 0
+
+
+def test_port_in_use_is_one_line_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_agfast("--port", str(port), "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr == f"agfast: cannot bind 127.0.0.1:{port}: address already in use\n"
+
+
+BAD_START = [
+    (("--api-key", "abc"), "agfast: api_key must start with 'sk-' and be at least 10 characters long\n"),
+    (("--port", "70000"), "agfast: port must be between 0 and 65535 (got 70000)\n"),
+]
+
+
+@pytest.mark.parametrize(("flags", "stderr"), BAD_START)
+def test_bad_settings_refused_at_start(tmp_path: Path, flags: tuple[str, ...], stderr: str) -> None:
+    result = run_agfast("--data-dir", str(tmp_path), *flags)
+    assert result.returncode == 2
+    assert result.stderr == stderr
+
+
+def test_bad_config_file_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text("port = [\n")
+    result = run_agfast("--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.startswith("agfast: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_help_shows_defaults() -> None:
+    out = run_agfast("--help").stdout
+    for fragment in ("default: 8045", "default: 127.0.0.1", "--allow-lan", "--auth-mode", "serve", "sim"):
+        assert fragment in out
+    assert "--port" in run_agfast("serve", "--help").stdout
+
+
+def test_serve_subcommand_and_lan_flag(tmp_path: Path) -> None:
+    with AgfastProcess("serve", "--port", "0", "--data-dir", str(tmp_path), "--allow-lan") as proc:
+        assert "listening on http://0.0.0.0:" in proc.lines[-1]
+        assert "auth: all_except_health" in proc.lines[-1]
+        assert request(proc.port, "GET", "/healthz").status == 200
+        assert request(proc.port, "GET", "/v1/models").status == 401
+        proc.stop()
