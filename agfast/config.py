@@ -89,6 +89,18 @@ class Config:
     oauth_client_id: str | None = None
     oauth_client_secret: str | None = None
     user_agent: str | None = None
+    # Google refuses clients that report an old Antigravity version; 4.3.0 is the original's floor.
+    client_version: str = "4.3.0"
+    # Multiplies every retry wait of the policy table (tests use 0.01 instead of sleeping for real).
+    retry_wait_scale: float = 1.0
+    # The first meaningful chunk must arrive within this, or the attempt is retried (empty 200s happen).
+    first_chunk_timeout: float = 300.0
+    # After the first chunk, an upstream silent this long is ended.
+    stream_idle_timeout: float = 300.0
+    # Seconds a request may wait for an account (refresh, project lookup) before 503 (reference: 5 s).
+    token_timeout: float = 5.0
+    # Background quota refresh period (reference: 15 min).
+    quota_refresh_interval: float = 900.0
     monitor_enabled: bool = True
     no_extensions: bool = False
     zai: ZaiConfig = field(default_factory=ZaiConfig)
@@ -157,6 +169,12 @@ FILE_KEYS: dict[str, str] = {
     "scheduling.mode": "scheduling_mode",
     "upstream.endpoints": "upstream_endpoints",
     "upstream.user_agent": "user_agent",
+    "upstream.client_version": "client_version",
+    "upstream.retry_wait_scale": "retry_wait_scale",
+    "upstream.first_chunk_timeout": "first_chunk_timeout",
+    "upstream.stream_idle_timeout": "stream_idle_timeout",
+    "upstream.token_timeout": "token_timeout",
+    "upstream.quota_refresh_interval": "quota_refresh_interval",
     "oauth.token_url": "oauth_token_url",
     "oauth.userinfo_url": "userinfo_url",
     "oauth.client_id": "oauth_client_id",
@@ -179,6 +197,7 @@ ENV_KEYS: dict[str, str] = {
     "AGFAST_OAUTH_CLIENT_ID": "oauth_client_id",
     "AGFAST_OAUTH_CLIENT_SECRET": "oauth_client_secret",
     "AGFAST_NO_EXTENSIONS": "no_extensions",
+    "AGFAST_CLIENT_VERSION": "client_version",
 }
 
 _TYPES: dict[str, type] = {
@@ -192,6 +211,11 @@ _TYPES: dict[str, type] = {
     "keepalive_timeout": float,
     "shutdown_timeout": float,
     "monitor_enabled": bool,
+    "retry_wait_scale": float,
+    "first_chunk_timeout": float,
+    "stream_idle_timeout": float,
+    "token_timeout": float,
+    "quota_refresh_interval": float,
     "no_extensions": bool,
     "demo": bool,
 }

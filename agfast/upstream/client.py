@@ -1,0 +1,223 @@
+"""Everything on the wire to Google: one aiohttp session, the endpoint fallback order, headers, envelope.
+
+One `ClientSession` serves the whole process, so TLS connections to Google are reused across requests and
+accounts. Calls go to each configured `…/v1internal` base in order; 408, 404, any 5xx and transport errors
+fall through to the next base, anything else is the answer (reference §5.1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import platform
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from agfast.config import Config
+
+log = logging.getLogger("agfast.upstream")
+
+# Statuses after which the next endpoint is tried (reference §5.1).
+FALLBACK_STATUSES = frozenset({408, 404})
+# Google's client: a browser-like agent string is what the Antigravity IDE sends (reference §5.2).
+CHROME = "Chrome/132.0.6834.160 Electron/39.2.3"
+PLATFORMS = {
+    "Darwin": "Macintosh; Intel Mac OS X 10_15_7",
+    "Windows": "Windows NT 10.0; Win64; x64",
+}
+# Connect within 20 s, whole call within 10 min (long thinking answers), as the original client.
+CONNECT_TIMEOUT = 20.0
+TOTAL_TIMEOUT = 600.0
+# Idle upstream connections are kept this long for reuse (reference: 90 s idle, 60 s keep-alive).
+KEEPALIVE_TIMEOUT = 60.0
+# Concurrent upstream connections; far above 2 cores' worth of in-flight streams.
+CONNECTION_LIMIT = 512
+# Google's hosts for non-project placeholders (reference §5.2: no x-goog-user-project for these).
+PLACEHOLDER_PROJECTS = frozenset({"", "test-project", "project-id"})
+
+
+class TransportError(Exception):
+    """No endpoint answered at all (refused, reset, DNS, timeout); the message names the last failure."""
+
+
+@dataclass(slots=True)
+class Answer:
+    """An upstream response whose body has not been read yet; `endpoint` is the base that answered."""
+
+    response: aiohttp.ClientResponse
+    endpoint: str
+    fallbacks: int
+
+    @property
+    def status(self) -> int:
+        return self.response.status
+
+
+def machine_id(data_dir: Path) -> str:
+    """A stable per-installation id for `x-machine-id`; never the raw /etc/machine-id."""
+    try:
+        raw = Path("/etc/machine-id").read_text().strip()
+    except OSError:
+        raw = ""
+    if not raw:
+        raw = str(data_dir.resolve())
+    return hashlib.sha256(b"agfast:" + raw.encode()).hexdigest()
+
+
+def user_agent(config: Config) -> str:
+    if config.user_agent:
+        return config.user_agent
+    plat = PLATFORMS.get(platform.system(), "X11; Linux x86_64")
+    return f"Antigravity/{config.client_version} ({plat}) {CHROME}"
+
+
+class UpstreamClient:
+    __slots__ = ("_base_headers", "_session", "config", "endpoints")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.endpoints = list(config.upstream_endpoints)
+        self._session: aiohttp.ClientSession | None = None
+        self._base_headers = {
+            "Content-Type": "application/json",
+            "User-Agent": user_agent(config),
+            "x-client-name": "antigravity",
+            "x-client-version": config.client_version,
+            "x-machine-id": machine_id(config.data_dir),
+            "x-vscode-sessionid": str(uuid.uuid4()),
+        }
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=CONNECTION_LIMIT,
+                keepalive_timeout=KEEPALIVE_TIMEOUT,
+                ttl_dns_cache=300,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=TOTAL_TIMEOUT, sock_connect=CONNECT_TIMEOUT),
+                json_serialize=lambda obj: orjson.dumps(obj).decode(),
+                skip_auto_headers=("User-Agent",),
+                trust_env=bool(os.environ.get("AGFAST_TRUST_ENV_PROXY")),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def headers(self, token: str, project: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = dict(self._base_headers)
+        headers["Authorization"] = "Bearer " + token
+        if project and project not in PLACEHOLDER_PROJECTS:
+            headers["x-goog-user-project"] = project
+        if extra:
+            headers.update(extra)
+        return headers
+
+    async def call(
+        self,
+        method: str,
+        body: bytes,
+        token: str,
+        *,
+        project: str | None = None,
+        stream: bool = False,
+        extra_headers: dict[str, str] | None = None,
+    ) -> Answer:
+        """POST `{endpoint}:{method}` down the fallback order; the caller reads and releases the answer."""
+        query = "?alt=sse" if stream else ""
+        headers = self.headers(token, project, extra_headers)
+        session = self.session
+        last_error = "no endpoint configured"
+        dropped_project = False
+        fallbacks = 0
+        while True:
+            restart = False
+            for index, base in enumerate(self.endpoints):
+                last = index == len(self.endpoints) - 1
+                try:
+                    response = await session.post(f"{base}:{method}{query}", data=body, headers=headers)
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    last_error = f"{base}: {type(exc).__name__}: {exc}" if str(exc) else f"{base}: {type(exc).__name__}"
+                    fallbacks += 1
+                    continue
+                status = response.status
+                if status == 403 and "x-goog-user-project" in headers and not dropped_project:
+                    # Google refuses some projects as a billing header; the original retries once without it.
+                    response.release()
+                    headers.pop("x-goog-user-project")
+                    dropped_project = True
+                    restart = True
+                    break
+                if not last and (status in FALLBACK_STATUSES or status >= 500):
+                    response.release()
+                    fallbacks += 1
+                    last_error = f"{base}: HTTP {status}"
+                    continue
+                return Answer(response, base, fallbacks)
+            if not restart:
+                raise TransportError(last_error)
+
+    async def call_json(
+        self, method: str, payload: dict[str, Any], token: str, project: str | None = None
+    ) -> tuple[int, Any, bytes]:
+        """A small non-streaming call (loadCodeAssist, fetchAvailableModels, countTokens): status, JSON, raw."""
+        answer = await self.call(method, orjson.dumps(payload), token, project=project)
+        async with answer.response as response:
+            raw = await response.read()
+        try:
+            parsed = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            parsed = None
+        return answer.status, parsed, raw
+
+
+def fnv1a64_signed(text: str) -> str:
+    """`request.sessionId` per account: FNV-1a 64 of the account id, printed as a signed decimal."""
+    h = 0xCBF29CE484222325
+    for byte in text.encode():
+        h ^= byte
+        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    if h >= 1 << 63:
+        h -= 1 << 64
+    return str(h)
+
+
+def gemini_request_id() -> str:
+    """Gemini-path `requestId`: `agent/<unix ms>/<8 hex>` (reference §5.3)."""
+    return f"agent/{int(time.time() * 1000)}/{os.urandom(4).hex()}"
+
+
+def envelope(
+    request: dict[str, Any],
+    *,
+    model: str,
+    project: str,
+    request_id: str,
+    request_type: str = "agent",
+    user_agent: str = "antigravity",
+    extra: dict[str, Any] | None = None,
+) -> bytes:
+    """The v1internal wrapper around a GenerateContentRequest, encoded once."""
+    outer: dict[str, Any] = {
+        "project": project,
+        "requestId": request_id,
+        "request": request,
+        "model": model,
+        "userAgent": user_agent,
+        "requestType": request_type,
+    }
+    if extra:
+        outer.update(extra)
+    return orjson.dumps(outer)

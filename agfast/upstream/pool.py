@@ -1,0 +1,484 @@
+"""The account pool: which Google account serves the next request.
+
+Theory of operation
+-------------------
+Accounts come from the data dir (Antigravity Tools' layout). The usable ones become `Member`s, ordered by
+tier (ULTRA, PRO, FREE, unknown) and then by the target model's remaining quota. `acquire()` picks one
+(reference §4.8):
+
+1. fixed-account mode (`preferred_account_id`) when that account can serve;
+2. the account bound to the conversation (session stickiness keeps Google's prompt cache warm);
+3. the account used last, if within 60 s (same reason, across conversations);
+4. otherwise power-of-two-choices among the five best: two at random, the one with more quota left.
+
+Rotation (after an upstream error) skips 2 and 3. Rate-limited accounts are skipped; if all are limited and
+the shortest lockout is ≤ 2 s we wait it out, else the error says how long. Before returning, the access
+token is refreshed when it expires within 90 s (one refresh per account at a time, however many requests
+wait) and the project id is looked up once. `invalid_grant` disables the account on disk.
+
+Shared mutable state (lockouts, session bindings, last-used, failure counters) lives behind `PoolState`,
+so a later store can share it between workers and hosts; this module only has the in-memory one.
+Accounts with no quota data yet are usable (unknown is not zero); quota is refreshed in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+
+from agfast.config import Config
+from agfast.convert.models import normalize_to_standard_id
+from agfast.upstream import oauth, retry
+from agfast.upstream.accounts import Account, AccountStore, usable
+from agfast.upstream.client import UpstreamClient
+
+log = logging.getLogger("agfast.pool")
+
+# Reuse the last account for this long across conversations (reference §4.8 mode B).
+REUSE_WINDOW = 60.0
+# P2C draws from this many of the best-ranked accounts.
+P2C_TOP = 5
+# All accounts limited but one frees up within this: wait instead of failing.
+SHORT_WAIT = 2.0
+# VALIDATION_REQUIRED keeps an account out for this long (reference §4.10).
+VALIDATION_BLOCK = 600.0
+# The failure counter behind backoff steps forgets after an hour of quiet (reference §4.9).
+FAILURE_MEMORY = 3600.0
+BACKOFF_STEPS = (60, 300, 1800, 7200)
+# Statuses that feed rate-limit lockouts (reference §4.9; 404 only matters on the Claude path).
+LOCKOUT_STATUSES = frozenset({429, 500, 503, 529})
+
+
+class NoAccountError(Exception):
+    """No account can take the request now; `retry_after` is set when waiting would help."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PoolState(Protocol):
+    """The pool's shared mutable state; in memory here, shareable (e.g. Redis) later."""
+
+    def locked_until(self, key: str) -> float: ...
+    def lock(self, key: str, until: float, reason: str) -> None: ...
+    def unlock(self, key: str) -> None: ...
+    def clear_locks(self) -> None: ...
+    def binding(self, session_id: str) -> str | None: ...
+    def bind(self, session_id: str, account_id: str) -> None: ...
+    def unbind(self, session_id: str) -> None: ...
+    def last_used(self) -> tuple[str, float] | None: ...
+    def set_last_used(self, account_id: str, at: float) -> None: ...
+    def failures(self, account_id: str, now: float) -> int: ...
+    def add_failure(self, account_id: str, now: float) -> int: ...
+    def reset_failures(self, account_id: str) -> None: ...
+
+
+class MemoryState:
+    """PoolState in this process's memory."""
+
+    # Session bindings kept at most; the oldest are forgotten first (a long-running gateway sees many).
+    MAX_BINDINGS = 100_000
+
+    def __init__(self) -> None:
+        self.locks: dict[str, tuple[float, str]] = {}
+        self.bindings: dict[str, str] = {}
+        self._last: tuple[str, float] | None = None
+        self._failures: dict[str, tuple[int, float]] = {}
+
+    def locked_until(self, key: str) -> float:
+        entry = self.locks.get(key)
+        return entry[0] if entry is not None else 0.0
+
+    def lock(self, key: str, until: float, reason: str) -> None:
+        self.locks[key] = (until, reason)
+
+    def unlock(self, key: str) -> None:
+        self.locks.pop(key, None)
+
+    def clear_locks(self) -> None:
+        self.locks.clear()
+
+    def binding(self, session_id: str) -> str | None:
+        return self.bindings.get(session_id)
+
+    def bind(self, session_id: str, account_id: str) -> None:
+        if len(self.bindings) >= self.MAX_BINDINGS and session_id not in self.bindings:
+            self.bindings.pop(next(iter(self.bindings)))
+        self.bindings[session_id] = account_id
+
+    def unbind(self, session_id: str) -> None:
+        self.bindings.pop(session_id, None)
+
+    def last_used(self) -> tuple[str, float] | None:
+        return self._last
+
+    def set_last_used(self, account_id: str, at: float) -> None:
+        self._last = (account_id, at)
+
+    def failures(self, account_id: str, now: float) -> int:
+        count, at = self._failures.get(account_id, (0, 0.0))
+        return count if now - at < FAILURE_MEMORY else 0
+
+    def add_failure(self, account_id: str, now: float) -> int:
+        count = self.failures(account_id, now) + 1
+        self._failures[account_id] = (count, now)
+        return count
+
+    def reset_failures(self, account_id: str) -> None:
+        self._failures.pop(account_id, None)
+
+
+@dataclass(slots=True, eq=False)
+class Member:
+    """One pooled account with what selection needs precomputed."""
+
+    account: Account
+    tier_rank: int = 3
+    quotas: dict[str, int] = field(default_factory=dict)
+    max_pct: int = 0
+    reset_times: dict[str, str] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def id(self) -> str:
+        return self.account.id
+
+    @property
+    def email(self) -> str:
+        return self.account.email
+
+    def reindex(self) -> None:
+        self.tier_rank = oauth.tier_rank(self.account.subscription_tier)
+        self.quotas = {}
+        self.reset_times = {}
+        for model in self.account.quota_models:
+            for key in {model.name, normalize_to_standard_id(model.name) or model.name}:
+                self.quotas[key] = max(self.quotas.get(key, 0), model.percentage)
+                if model.reset_time:
+                    self.reset_times[key] = model.reset_time
+        self.max_pct = max(self.quotas.values(), default=0)
+
+    def serves(self, key: str) -> bool:
+        """Unknown quota is not zero quota: an account without quota data is tried."""
+        return not self.quotas or key in self.quotas
+
+
+@dataclass(slots=True)
+class Lease:
+    member: Member
+    access_token: str
+    project_id: str
+
+    @property
+    def account_id(self) -> str:
+        return self.member.id
+
+    @property
+    def email(self) -> str:
+        return self.member.email
+
+
+def quota_key(model: str) -> str:
+    return normalize_to_standard_id(model) or model
+
+
+class AccountPool:
+    def __init__(
+        self,
+        config: Config,
+        store: AccountStore,
+        client: UpstreamClient,
+        state: PoolState | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.client = client
+        self.state: PoolState = state if state is not None else MemoryState()
+        self.members: dict[str, Member] = {}
+        self.skipped: dict[str, str] = {}
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- membership --------------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """(Re)read the data dir; members keep their locks and runtime state across reloads."""
+        now = time.time()
+        fresh: dict[str, Member] = {}
+        self.skipped = {}
+        for account in self.store.load_all():
+            if account.validation_blocked and account.validation_block_expired(now):
+                account.clear_validation_block()
+                self.store.save(account)
+            ok, reason = usable(account, now)
+            if not ok:
+                self.skipped[account.email] = reason
+                continue
+            member = self.members.get(account.id) or Member(account)
+            member.account = account
+            member.reindex()
+            fresh[account.id] = member
+        self.members = fresh
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    def available_models(self) -> set[str]:
+        return {m.name for member in self.members.values() for m in member.account.quota_models}
+
+    def forwarding(self) -> dict[str, str]:
+        rules: dict[str, str] = {}
+        for member in self.members.values():
+            rules.update(member.account.model_forwarding_rules)
+        return rules
+
+    def _drop(self, member: Member) -> None:
+        self.members.pop(member.id, None)
+
+    # -- selection ---------------------------------------------------------------------------------------
+
+    def _limited(self, member: Member, key: str, now: float) -> float:
+        """Seconds until `member` may serve `key` again (0: free now)."""
+        until = max(self.state.locked_until(member.id), self.state.locked_until(f"{member.id}:{key}"))
+        return until - now if until > now else 0.0
+
+    def _ranked(self, key: str, exclude: Iterable[str]) -> list[Member]:
+        excluded = set(exclude)
+        candidates = [m for m in self.members.values() if m.id not in excluded and m.serves(key)]
+        candidates.sort(key=lambda m: (m.tier_rank, -m.quotas.get(key, m.max_pct)))
+        return candidates
+
+    async def acquire(
+        self, model: str, session_id: str | None = None, *, rotate: bool = False, exclude: Iterable[str] = ()
+    ) -> Lease:
+        """An account ready to call `model` (fresh token, known project), or NoAccountError."""
+        try:
+            return await asyncio.wait_for(
+                self._acquire(model, session_id, rotate, set(exclude)), self.config.token_timeout
+            )
+        except TimeoutError:
+            raise NoAccountError(
+                f"Token acquisition timed out ({self.config.token_timeout:g}s): the token or project lookup is slow"
+            ) from None
+
+    async def _acquire(self, model: str, session_id: str | None, rotate: bool, attempted: set[str]) -> Lease:
+        key = quota_key(model)
+        if not self.members:
+            raise NoAccountError("No available account: the pool is empty (add one with 'agfast accounts add').")
+        if not self._ranked(key, ()):
+            raise NoAccountError(f"No accounts available with quota for model: {model}")
+        mode = self.config.scheduling_mode
+        sticky = not rotate and mode != "PerformanceFirst"
+        last_error = ""
+        while True:
+            now = time.time()
+            ranked = self._ranked(key, attempted)
+            if not ranked:
+                break
+            member = self._preferred(ranked, key, now)
+            if member is None and sticky and session_id:
+                member = self._sticky(session_id, key, now)
+            if member is None and sticky:
+                member = self._recent(ranked, key, now)
+            if member is None:
+                free = [m for m in ranked if not self._limited(m, key, now)]
+                if not free:
+                    wait = min(self._limited(m, key, now) for m in ranked)
+                    if wait <= SHORT_WAIT:
+                        await asyncio.sleep(wait)
+                        continue
+                    raise NoAccountError(f"All accounts limited. Wait {int(wait + 0.999)}s.", retry_after=wait)
+                member = _p2c(free, key)
+            if sticky:
+                self.state.set_last_used(member.id, now)
+                if session_id:
+                    self.state.bind(session_id, member.id)
+            attempted.add(member.id)
+            try:
+                return await self._ready(member)
+            except oauth.OAuthError as exc:
+                last_error = f"{member.email}: token refresh failed ({exc.error})"
+                if exc.invalid_grant:
+                    await self._disable(member, f"invalid_grant: {exc.description or exc.error}")
+            except oauth.AccountSetupError as exc:
+                last_error = f"{member.email}: {exc}"
+            log.warning("account unusable now: %s", last_error)
+        if last_error:
+            raise NoAccountError(f"All accounts failed or unhealthy. Last error: {last_error}")
+        raise NoAccountError("All accounts failed or unhealthy.")
+
+    def _preferred(self, ranked: list[Member], key: str, now: float) -> Member | None:
+        wanted = self.config.preferred_account_id
+        if not wanted:
+            return None
+        for member in ranked:
+            if wanted in (member.id, member.email) and not self._limited(member, key, now):
+                return member
+        return None
+
+    def _sticky(self, session_id: str, key: str, now: float) -> Member | None:
+        bound = self.state.binding(session_id)
+        if bound is None:
+            return None
+        member = self.members.get(bound)
+        if member is None or not member.serves(key) or self._limited(member, key, now):
+            self.state.unbind(session_id)
+            return None
+        return member
+
+    def _recent(self, ranked: list[Member], key: str, now: float) -> Member | None:
+        last = self.state.last_used()
+        if last is None or now - last[1] >= REUSE_WINDOW:
+            return None
+        for member in ranked:
+            if member.id == last[0]:
+                return None if self._limited(member, key, now) else member
+        return None
+
+    async def _ready(self, member: Member) -> Lease:
+        account = member.account
+        if account.needs_refresh(time.time()) or not account.project_id:
+            async with member.lock:  # one refresh per account; later waiters find it done
+                changed = False
+                if account.needs_refresh(time.time()):
+                    grant = await oauth.refresh_token(self.client.session, self.config, account.refresh_token)
+                    account.apply_refresh(
+                        grant.access_token,
+                        grant.expires_in,
+                        time.time(),
+                        refresh_token=grant.refresh_token,
+                        id_token=grant.id_token,
+                    )
+                    changed = True
+                if not account.project_id:
+                    project, tier = await oauth.load_code_assist(self.client, account.access_token)
+                    account.project_id = project
+                    if tier and not account.subscription_tier:
+                        account.raw.setdefault("quota", {})["subscription_tier"] = tier
+                        member.reindex()
+                    changed = True
+                if changed:
+                    await self._save(account)
+        return Lease(member, account.access_token, account.project_id or "")
+
+    async def _save(self, account: Account) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.store.save, account)
+
+    async def _disable(self, member: Member, reason: str) -> None:
+        self._drop(member)
+        self.store.disable(member.account, reason)
+        log.warning("account %s disabled: %s", member.email, reason[:200])
+
+    # -- outcomes ----------------------------------------------------------------------------------------
+
+    def mark_success(self, lease: Lease) -> None:
+        self.state.reset_failures(lease.account_id)
+        self.state.unlock(lease.account_id)
+
+    def mark_failure(self, lease: Lease, status: int, body: bytes, retry_after: str | None, model: str) -> None:
+        """Record what an upstream error says about this account (lockouts §4.9, state changes §4.10)."""
+        member = lease.member
+        now = time.time()
+        if status == 401:
+            member.account.expiry_timestamp = 0  # the token was refused: refresh before its next use
+            return
+        if status == 403:
+            text = body.decode("utf-8", "replace")
+            if "VALIDATION_REQUIRED" in text or "verify your account" in text.lower() or "validation_url" in text:
+                member.account.block_validation(now + VALIDATION_BLOCK, "VALIDATION_REQUIRED", _validation_url(text))
+            else:
+                member.account.mark_forbidden(f"403: {text[:300]}")
+            self._drop(member)
+            self._spawn(self._save(member.account))
+            return
+        if status not in LOCKOUT_STATUSES:
+            return
+        reason = retry.classify_limit(body, status)
+        failures = self.state.add_failure(member.id, now)
+        key = quota_key(model)
+        seconds = retry.lockout_seconds(status, body, retry_after, reason, failures, BACKOFF_STEPS)
+        if (
+            reason is retry.LimitReason.QUOTA_EXHAUSTED
+            and retry.explicit_lockout_s(retry_after, body) is None
+            and key in member.reset_times
+        ):
+            # Quota gone and Google named no wait: the account's own reset time is the honest lockout.
+            until_reset = retry.seconds_until(member.reset_times[key], now)
+            if until_reset is not None:
+                seconds = retry.cap_lockout(max(until_reset, 2.0))
+        self.state.lock(retry.lock_key(member.id, reason, key), now + seconds, reason.value)
+
+    # -- background upkeep -------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def refresh_quota(self, member: Member) -> None:
+        lease = await self._ready(member)
+        snapshot = await oauth.fetch_quota(self.client, lease.access_token, lease.project_id)
+        member.account.set_quota(
+            snapshot.models,
+            time.time(),
+            subscription_tier=member.account.subscription_tier,
+            forwarding_rules=snapshot.forwarding,
+        )
+        member.reindex()
+        await self._save(member.account)
+
+    async def refresh_quotas(self, only_missing: bool = False) -> None:
+        for member in list(self.members.values()):
+            if only_missing and member.account.has_quota_data:
+                continue
+            try:
+                await self.refresh_quota(member)
+            except oauth.OAuthError as exc:
+                if exc.invalid_grant:
+                    await self._disable(member, f"invalid_grant: {exc.description or exc.error}")
+                log.warning("quota refresh failed for %s: %s", member.email, exc.error)
+            except (oauth.AccountSetupError, aiohttp.ClientError, OSError) as exc:
+                log.warning("quota refresh failed for %s: %s", member.email, exc)
+
+    async def upkeep(self) -> None:
+        """Quota for accounts that have none right away, then for all every `quota_refresh_interval`."""
+        await self.refresh_quotas(only_missing=True)
+        while True:
+            await asyncio.sleep(self.config.quota_refresh_interval)
+            self.load()
+            await self.refresh_quotas()
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _p2c(free: list[Member], key: str) -> Member:
+    top = free[:P2C_TOP]
+    if len(top) == 1:
+        return top[0]
+    a, b = random.sample(top, 2)
+    return a if a.quotas.get(key, a.max_pct) >= b.quotas.get(key, b.max_pct) else b
+
+
+def _validation_url(text: str) -> str | None:
+    marker = "validation_url"
+    at = text.find(marker)
+    if at < 0:
+        return None
+    start = text.find("http", at)
+    if start < 0:
+        return None
+    end = start
+    while end < len(text) and text[end] not in "\"' ,}":
+        end += 1
+    return text[start:end]
