@@ -3,6 +3,12 @@
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 
+import orjson
+
+cdef object _loads = orjson.loads
+cdef object _dumps = orjson.dumps
+cdef object _JSONDecodeError = orjson.JSONDecodeError
+
 cdef bytes _BOM = b"\xef\xbb\xbf"
 
 
@@ -18,6 +24,21 @@ cpdef bytes frame_event(bytes data, object event=None):
     if event is None:
         return body + b"\n"
     return b"event: " + <bytes>event + b"\n" + body + b"\n"
+
+
+cpdef bytes unwrap_response(bytes data):
+    """`{"response": X, "traceId": …}` (a v1internal event) → X as compact JSON; anything else unchanged."""
+    cdef object doc, inner
+    if not data.startswith(b'{"response"'):
+        return data
+    try:
+        doc = _loads(data)
+    except _JSONDecodeError:
+        return data
+    inner = doc.get("response") if isinstance(doc, dict) else None
+    if inner is None:
+        return data
+    return _dumps(inner)
 
 
 cdef class SSEDecoder:

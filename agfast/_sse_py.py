@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import orjson
+
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -15,6 +17,20 @@ def frame_event(data: bytes, event: bytes | None = None) -> bytes:
     if event is None:
         return body + b"\n"
     return b"event: " + event + b"\n" + body + b"\n"
+
+
+def unwrap_response(data: bytes) -> bytes:
+    """`{"response": X, "traceId": …}` (a v1internal event) → X as compact JSON; anything else unchanged."""
+    if not data.startswith(b'{"response"'):
+        return data
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data
+    inner = doc.get("response") if isinstance(doc, dict) else None
+    if inner is None:
+        return data
+    return orjson.dumps(inner)
 
 
 class SSEDecoder:

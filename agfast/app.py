@@ -1,15 +1,76 @@
-"""The route table: every path agfast answers, in one screen."""
+"""The application: upstream services wired together, and the route table in one screen."""
 
 from __future__ import annotations
 
-from agfast.api import anthropic, gemini, openai, service
+import asyncio
+import contextlib
+
+import orjson
+
+from agfast.api import anthropic, openai, service
+from agfast.api.gemini import GeminiApi
+from agfast.config import Config
+from agfast.convert.models import list_models
 from agfast.http.errors import Family
+from agfast.http.protocol import Request
+from agfast.http.response import Response
 from agfast.http.router import GET, HEAD, POST, Router
+from agfast.upstream.accounts import AccountStore
+from agfast.upstream.client import UpstreamClient
+from agfast.upstream.gateway import Gateway
+from agfast.upstream.pool import AccountPool
 
 GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/")
+# The `created` stamp Antigravity Tools reports for every model.
+MODEL_CREATED = 1706745600
 
 
-def build_router() -> Router:
+class App:
+    """Per-process services: account store, the one upstream session, the pool and the retrying gateway."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store = AccountStore(config.data_dir)
+        self.client = UpstreamClient(config)
+        self.pool = AccountPool(config, self.store, self.client)
+        self.gateway = Gateway(config, self.pool, self.client)
+        self.gemini = GeminiApi(self)
+        self._upkeep: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Load accounts now; quota discovery and refresh run in the background (never on a request)."""
+        self.pool.load()
+        self._upkeep = asyncio.get_running_loop().create_task(self.pool.upkeep())
+
+    async def close(self) -> None:
+        if self._upkeep is not None:
+            self._upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._upkeep
+        await self.pool.close()
+        await self.client.close()
+
+    def model_names(self) -> list[str]:
+        return list_models(self.config.custom_mapping, self.pool.available_models())
+
+    def models_v1(self, req: Request, resp: Response) -> None:
+        """`GET /v1/models` is both OpenAI's list and google-genai 3.x's (API version v1): the client decides."""
+        headers = req.headers
+        if b"x-goog-api-client" in headers or b"x-goog-api-key" in headers:
+            self.gemini.list_models(req, resp)
+        else:
+            self.openai_models(req, resp)
+
+    def openai_models(self, req: Request, resp: Response) -> None:
+        data = [
+            {"id": n, "object": "model", "created": MODEL_CREATED, "owned_by": "antigravity"}
+            for n in self.model_names()
+        ]
+        resp.send(200, orjson.dumps({"object": "list", "data": data}))
+
+
+def build_router(app: App) -> Router:
+    gemini = app.gemini
     r = Router()
     r.add((GET,), "/healthz", service.health, Family.OPENAI, health=True)
     r.add((GET,), "/health", service.health, Family.OPENAI, health=True)
@@ -17,7 +78,7 @@ def build_router() -> Router:
     r.add((POST,), "/v1/api/event_logging", service.swallow, Family.ANTHROPIC)
     r.add((POST,), "/v1/api/event_logging/batch", service.swallow, Family.ANTHROPIC)
 
-    r.add((GET,), "/v1/models", openai.list_models, Family.OPENAI)
+    r.add((GET,), "/v1/models", app.models_v1, Family.OPENAI)
     r.add((POST,), "/v1/chat/completions", openai.chat_completions, Family.OPENAI)
     r.add((POST,), "/v1/completions", openai.completions, Family.OPENAI)
     r.add((POST,), "/v1/responses", openai.responses, Family.OPENAI)
@@ -25,7 +86,7 @@ def build_router() -> Router:
 
     r.add((POST,), "/v1/messages", anthropic.messages, Family.ANTHROPIC)
     r.add((POST,), "/v1/messages/count_tokens", anthropic.count_tokens, Family.ANTHROPIC)
-    r.add((GET,), "/v1/models/claude", anthropic.list_models, Family.ANTHROPIC)
+    r.add((GET,), "/v1/models/claude", app.openai_models, Family.ANTHROPIC)
 
     r.add((GET,), "/v1beta/models", gemini.list_models, Family.GEMINI)
     for prefix in GEMINI_PREFIXES:

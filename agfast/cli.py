@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from agfast import __version__, config
+from agfast import __version__, accounts_cli, config
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -36,6 +36,12 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--api-key", help="the key clients must send (default: generated on first start)")
     g.add_argument("--log-level", choices=config.LOG_LEVELS, help="(default: info)")
+    g.add_argument(
+        "--demo",
+        action="store_true",
+        default=None,
+        help="also run a local Google simulator with three demo accounts (no Google account needed)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"agfast {__version__}")
     _serve_flags(parser)
-    sub = parser.add_subparsers(dest="command", metavar="{serve,sim}")
+    sub = parser.add_subparsers(dest="command", metavar="{serve,accounts,sim}")
     serve = sub.add_parser("serve", help="run the proxy (the default command)")
     _serve_flags(serve)
+    accounts_cli.add_parser(sub)
     sim = sub.add_parser("sim", help="run the local Google simulator alone")
     sim.add_argument("--host", default="127.0.0.1", help="(default: 127.0.0.1)")
     sim.add_argument("--port", type=int, default=8046, help="(default: 8046)")
@@ -66,6 +73,7 @@ SERVE_KEYS = (
     "auth_mode",
     "api_key",
     "log_level",
+    "demo",
 )
 
 
@@ -74,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "sim":
             return run_sim(args)
+        if args.command == "accounts":
+            return accounts_cli.run(args)
         return serve({k: getattr(args, k, None) for k in SERVE_KEYS})
     except config.ConfigError as exc:
         print(f"agfast: {exc}", file=sys.stderr)
@@ -95,9 +105,6 @@ def serve(cli: dict[str, Any]) -> int:
     _setup_logging(cfg.log_level)
     for key in cfg.unknown_keys:
         logging.getLogger("agfast.config").warning("%s: unknown key %r ignored", cfg.config_path, key)
-    generated = config.ensure_api_key(cfg)
-    if generated is not None:
-        print(f"agfast: generated API key {generated} (saved to {cfg.config_path})", flush=True)
     return _run(_serve(cfg))
 
 
@@ -109,40 +116,79 @@ def _run(coro: Any) -> int:
     return int(uvloop.run(coro))
 
 
+NO_ACCOUNT = "no available account: add one with 'agfast accounts add' (or try --demo)"
+
+
 async def _serve(cfg: config.Config) -> int:
     from agfast import sse
-    from agfast.app import build_router
+    from agfast.app import App, build_router
     from agfast.server import BindError, Server
 
-    server = Server(cfg, build_router())
+    demo = None
+    if cfg.demo:
+        from agfast.demo import Demo
+
+        demo = Demo()
+        try:
+            await demo.start(cfg)
+        except Exception as exc:  # the demo must never greet a newcomer with a traceback
+            print(f"agfast: demo failed to start: {exc}", file=sys.stderr)
+            await demo.stop()
+            return EXIT_FAILURE
     try:
-        await server.start()
-    except BindError as exc:
-        print(f"agfast: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    # Handlers go in before the start-up line: whoever reads that line may signal us right away.
-    server.install_signal_handlers()
-    accounts = _count_accounts(cfg)
-    host = cfg.bind_host
-    shown = f"http://[{host}]:{server.port}" if ":" in host else f"http://{host}:{server.port}"
-    print(
-        f"agfast {__version__} listening on {shown} "
-        f"(auth: {cfg.effective_auth_mode}, accounts: {accounts}, hot path: {sse.IMPLEMENTATION})",
-        flush=True,
-    )
-    await server.wait_stopped()
-    logging.getLogger("agfast.server").info("shutting down: finishing %d in-flight request(s)", server.in_flight)
-    await server.shutdown()
+        generated = config.ensure_api_key(cfg)
+        if generated is not None and demo is None:
+            print(f"agfast: generated API key {generated} (saved to {cfg.config_path})", flush=True)
+        if demo is None and not (cfg.oauth_client_id and cfg.oauth_client_secret):
+            logging.getLogger("agfast.config").warning(
+                "no OAuth client configured (oauth.client_id / oauth.client_secret, or AGFAST_OAUTH_CLIENT_ID / "
+                "_SECRET): expired access tokens cannot be refreshed"
+            )
+        app = App(cfg)
+        app.start()
+        if app.pool.size == 0 and cfg.zai.dispatch_mode == "off":
+            print(f"agfast: {NO_ACCOUNT}", file=sys.stderr)
+            for email, reason in app.pool.skipped.items():
+                print(f"agfast: skipped {email}: {reason}", file=sys.stderr)
+            await app.close()
+            return EXIT_FAILURE
+        server = Server(cfg, build_router(app))
+        try:
+            await server.start()
+        except BindError as exc:
+            print(f"agfast: {exc}", file=sys.stderr)
+            await app.close()
+            return EXIT_FAILURE
+        # Handlers go in before the start-up line: whoever reads that line may signal us right away.
+        server.install_signal_handlers()
+        host = cfg.bind_host
+        shown = f"http://[{host}]:{server.port}" if ":" in host else f"http://{host}:{server.port}"
+        if demo is not None:
+            print(
+                f"agfast demo: Google simulator at {demo.sim.base_url} with {len(demo.emails)} accounts "
+                f"({', '.join(demo.emails)}); data in {cfg.data_dir} (removed on exit)",
+                flush=True,
+            )
+        print(
+            f"agfast {__version__} listening on {shown} "
+            f"(auth: {cfg.effective_auth_mode}, accounts: {app.pool.size}, hot path: {sse.IMPLEMENTATION})",
+            flush=True,
+        )
+        if demo is not None:
+            local = f"http://127.0.0.1:{server.port}" if host in ("0.0.0.0", "::") else shown
+            print(
+                f"  api key: {cfg.api_key}\n  OpenAI base URL: {local}/v1   Anthropic / Gemini base URL: {local}",
+                flush=True,
+            )
+        await server.wait_stopped()
+        logging.getLogger("agfast.server").info("shutting down: finishing %d in-flight request(s)", server.in_flight)
+        await server.shutdown()
+        await app.close()
+    finally:
+        if demo is not None:
+            await demo.stop()
     logging.shutdown()
     return 0
-
-
-def _count_accounts(cfg: config.Config) -> int:
-    folder = cfg.data_dir / "accounts"
-    try:
-        return sum(1 for p in folder.iterdir() if p.suffix == ".json")
-    except OSError:
-        return 0
 
 
 def run_sim(args: argparse.Namespace) -> int:

@@ -28,5 +28,6 @@ _impl, IMPLEMENTATION = _select()
 
 frame_event = _impl.frame_event
 SSEDecoder = _impl.SSEDecoder
+unwrap_response = _impl.unwrap_response
 
-__all__ = ["IMPLEMENTATION", "SSEDecoder", "frame_event"]
+__all__ = ["IMPLEMENTATION", "SSEDecoder", "frame_event", "unwrap_response"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 import uvloop
 
-from agfast.app import build_router
+from agfast.app import App, build_router
 from agfast.config import Config
 from agfast.http.router import Router
 from agfast.server import Server
@@ -33,7 +33,8 @@ class ServerThread:
     def __init__(self, config: Config, router: Router | None = None) -> None:
         config.port = 0
         self.config = config
-        self.server = Server(config, router or build_router())
+        self.app = App(config)
+        self.server = Server(config, router or build_router(self.app))
         self.loop = uvloop.new_event_loop()
         self._ready = threading.Event()
         self._done = threading.Event()
@@ -53,10 +54,14 @@ class ServerThread:
             self._done.set()
 
     async def _main(self) -> None:
-        await self.server.start()
-        self._ready.set()
-        await self.server.wait_stopped()
-        await self.server.shutdown()
+        self.app.start()
+        try:
+            await self.server.start()
+            self._ready.set()
+            await self.server.wait_stopped()
+            await self.server.shutdown()
+        finally:
+            await self.app.close()
 
     def __enter__(self) -> ServerThread:
         self._thread.start()
@@ -217,6 +222,21 @@ def encode(method: str, path: str, body: bytes | None = None, headers: dict[str,
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
 
 
+# Upstream URLs on the discard port: a test process that tried to reach Google would fail fast, offline.
+OFFLINE_ENV = {
+    "AGFAST_UPSTREAM_ENDPOINTS": "http://127.0.0.1:9/v1internal",
+    "AGFAST_OAUTH_TOKEN_URL": "http://127.0.0.1:9/token",
+    "AGFAST_USERINFO_URL": "http://127.0.0.1:9/userinfo",
+}
+
+
+def seed_account(data_dir: Path, email: str = "seed@example.com") -> None:
+    """One account file in Antigravity Tools' layout, so `agfast` has a pool to serve from."""
+    from agfast.upstream.accounts import AccountStore
+
+    AccountStore(data_dir).upsert(email, "1//seed-refresh-token", access_token="ya29.seed", expires_in=3600)
+
+
 class AgfastProcess:
     """`python -m agfast` as a child process; the port is read back from its start-up line."""
 
@@ -226,6 +246,7 @@ class AgfastProcess:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("AGFAST_")}
         if impl == "py":
             full_env["AGFAST_NO_EXTENSIONS"] = "1"
+        full_env.update(OFFLINE_ENV)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "agfast", *args],
@@ -279,6 +300,7 @@ def run_agfast(
 ) -> subprocess.CompletedProcess[str]:
     """Run agfast to completion (for commands and start-up failures)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("AGFAST_")}
+    full_env.update(OFFLINE_ENV)
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "agfast", *args], capture_output=True, text=True, env=full_env, cwd=REPO, timeout=timeout

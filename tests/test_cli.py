@@ -7,19 +7,33 @@ import socket
 from pathlib import Path
 
 import pytest
-from helpers import AgfastProcess, request, run_agfast
+from helpers import AgfastProcess, request, run_agfast, seed_account
 
 
-def test_serves_with_each_hot_path(tmp_path: Path, impl: str) -> None:
-    with AgfastProcess("--port", "0", "--data-dir", str(tmp_path), impl=impl) as proc:
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    seed_account(tmp_path)
+    return tmp_path
+
+
+def test_serves_with_each_hot_path(data_dir: Path, impl: str) -> None:
+    with AgfastProcess("--port", "0", "--data-dir", str(data_dir), impl=impl) as proc:
         line = proc.lines[-1]
         assert f"hot path: {impl}" in line
-        assert "auth: off" in line and "accounts: 0" in line
+        assert "auth: off" in line and "accounts: 1" in line
         assert request(proc.port, "GET", "/healthz").json()["status"] == "ok"
         assert proc.stop() == 0
 
 
-def test_first_start_generates_and_persists_key(tmp_path: Path) -> None:
+def test_no_account_is_one_line_exit_1(tmp_path: Path) -> None:
+    result = run_agfast("--port", "0", "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.endswith("agfast: no available account: add one with 'agfast accounts add' (or try --demo)\n")
+    assert "Traceback" not in result.stderr
+
+
+def test_first_start_generates_and_persists_key(data_dir: Path) -> None:
+    tmp_path = data_dir
     with AgfastProcess("--port", "0", "--data-dir", str(tmp_path)) as proc:
         generated = [line for line in proc.lines if "generated API key" in line]
         assert len(generated) == 1
@@ -33,7 +47,8 @@ def test_first_start_generates_and_persists_key(tmp_path: Path) -> None:
         proc.stop()
 
 
-def test_precedence_end_to_end(tmp_path: Path) -> None:
+def test_precedence_end_to_end(data_dir: Path) -> None:
+    tmp_path = data_dir
     (tmp_path / "config.toml").write_text('api_key = "sk-file-key-0001"\nauth_mode = "strict"\n')
     env = {"AGFAST_AUTH_MODE": "all_except_health"}
     cases = [((), {}, "strict"), ((), env, "all_except_health"), (("--auth-mode", "off"), env, "off")]
@@ -44,13 +59,15 @@ def test_precedence_end_to_end(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signals_exit_zero(tmp_path: Path, sig: int) -> None:
+def test_signals_exit_zero(data_dir: Path, sig: int) -> None:
+    tmp_path = data_dir
     with AgfastProcess("--port", "0", "--data-dir", str(tmp_path)) as proc:
         assert request(proc.port, "GET", "/healthz").status == 200
         assert proc.stop(sig) == 0
 
 
-def test_port_in_use_is_one_line_exit_1(tmp_path: Path) -> None:
+def test_port_in_use_is_one_line_exit_1(data_dir: Path) -> None:
+    tmp_path = data_dir
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -88,7 +105,8 @@ def test_help_shows_defaults() -> None:
     assert "--port" in run_agfast("serve", "--help").stdout
 
 
-def test_serve_subcommand_and_lan_flag(tmp_path: Path) -> None:
+def test_serve_subcommand_and_lan_flag(data_dir: Path) -> None:
+    tmp_path = data_dir
     with AgfastProcess("serve", "--port", "0", "--data-dir", str(tmp_path), "--allow-lan") as proc:
         assert "listening on http://0.0.0.0:" in proc.lines[-1]
         assert "auth: all_except_health" in proc.lines[-1]

@@ -20,7 +20,3 @@ def count_tokens(req: Request, resp: Response) -> None:
     require(body, "model", str)
     require(body, "messages", list)
     raise not_yet("/v1/messages/count_tokens")
-
-
-def list_models(req: Request, resp: Response) -> None:
-    raise not_yet("/v1/models/claude")

@@ -1,31 +1,194 @@
 """Gemini-native surface (`/v1beta/models/…`, and `/v1/models/{m}:{action}` for google-genai 3.x).
 
-Requests are validated now; the v1internal passthrough lands with the upstream issue.
+The request is a GenerateContentRequest already: it is adapted for v1internal, wrapped in the envelope and
+always streamed upstream; streaming clients get each event unwrapped (`{"response": x}` → `x`), others get
+the collected response. Errors use Google's shape.
 """
 
 from __future__ import annotations
 
-from agfast.api.common import json_object, not_yet, require
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import orjson
+
+from agfast import sse
+from agfast.api.common import json_object, require
+from agfast.convert import gemini as convert
+from agfast.convert.models import route_for_pool
+from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import Response
+from agfast.upstream.client import envelope, fnv1a64_signed, gemini_request_id
+from agfast.upstream.gateway import ExhaustedError, Stream, UpstreamError
+from agfast.upstream.pool import Lease, NoAccountError
+
+if TYPE_CHECKING:
+    from agfast.app import App
+
+DONE = b"[DONE]"
 
 
-def generate(req: Request, resp: Response) -> None:
-    body = json_object(req)
-    require(body, "contents", list)
-    raise not_yet(f"models/{req.model}:{req.action}")
+def upstream_headers(email: str, mapped: str) -> bytes:
+    return b"x-account-email: " + email.encode() + b"\r\nx-mapped-model: " + mapped.encode() + b"\r\n"
 
 
-def count_tokens(req: Request, resp: Response) -> None:
-    body = json_object(req)
-    if "generateContentRequest" not in body:
-        require(body, "contents", list)
-    raise not_yet(f"models/{req.model}:countTokens")
+def failure(exc: Exception, mapped: str) -> HttpError:
+    """The client-facing error for a failed upstream exchange, in Google's shape."""
+    head = b"x-mapped-model: " + mapped.encode() + b"\r\n"
+    if isinstance(exc, UpstreamError):
+        if exc.email:
+            head += b"x-account-email: " + exc.email.encode() + b"\r\n"
+        return HttpError(exc.status, exc.message, error_type="UPSTREAM_ERROR", headers=head)
+    if isinstance(exc, ExhaustedError):
+        return HttpError(429, f"All accounts exhausted. {exc}", headers=head)
+    if isinstance(exc, NoAccountError):
+        return HttpError(503, f"No available account: {exc}", headers=head)
+    raise exc
 
 
-def list_models(req: Request, resp: Response) -> None:
-    raise not_yet("/v1beta/models")
+class GeminiApi:
+    __slots__ = ("app",)
 
+    def __init__(self, app: App) -> None:
+        self.app = app
 
-def get_model(req: Request, resp: Response) -> None:
-    raise not_yet(f"/v1beta/models/{req.model}")
+    def _mapped(self, model: str) -> str:
+        app = self.app
+        return route_for_pool(model, app.config.custom_mapping, app.pool.forwarding(), app.pool.available_models())
+
+    async def generate(self, req: Request, resp: Response) -> None:
+        body = json_object(req)
+        contents = require(body, "contents", list)
+        if not contents:
+            raise HttpError(400, "contents must not be empty.", param="contents")
+        model = req.model
+        mapped = self._mapped(model)
+        session_id = convert.session_id_from_contents(contents)
+
+        def build(lease: Lease) -> bytes:
+            request = convert.native_request(body, mapped, fnv1a64_signed(lease.account_id))
+            user_agent = "antigravity" if lease.email.endswith("@gmail.com") else "jetski"
+            return envelope(
+                request,
+                model=mapped,
+                project=lease.project_id,
+                request_id=gemini_request_id(),
+                user_agent=user_agent,
+                extra={"enabledCreditTypes": ["GOOGLE_ONE_AI"]},
+            )
+
+        try:
+            stream = await self.app.gateway.open_stream(req, model=mapped, session_id=session_id, build=build)
+        except (UpstreamError, ExhaustedError, NoAccountError) as exc:
+            raise failure(exc, mapped) from None
+        try:
+            headers = upstream_headers(stream.lease.email, mapped)
+            if req.action == "streamGenerateContent":
+                await self._stream(req, resp, stream, headers)
+            else:
+                await self._collect(resp, stream, headers)
+        finally:
+            stream.close()
+
+    async def _stream(self, req: Request, resp: Response, stream: Stream, headers: bytes) -> None:
+        sse_out = b"alt=sse" in req.query
+        if stream.trace_id:
+            # The reference sends the trace id as a synthetic first event; SDKs turn that into an empty
+            # chunk, so it travels as a header instead.
+            headers += b"x-cloudaicompanion-trace-id: " + stream.trace_id.encode() + b"\r\n"
+        if sse_out:
+            resp.start(200, b"text/event-stream", headers)
+        else:
+            # Without alt=sse Google streams one JSON array; SDKs that ask for it parse it incrementally.
+            resp.start(200, b"application/json", headers)
+            resp.write(b"[")
+        unwrap = sse.unwrap_response
+        frame = sse.frame_event
+        first = True
+        try:
+            async for batch in stream.batches():
+                if sse_out:
+                    resp.write(b"".join([frame(unwrap(data)) for data in batch if data != DONE]))
+                else:
+                    out = []
+                    for data in batch:
+                        if data != DONE:
+                            out.append(unwrap(data) if first else b",\r\n" + unwrap(data))
+                            first = False
+                    resp.write(b"".join(out))
+                if resp.paused:
+                    await resp.drain()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # Past the first byte nothing can be retried: the client learns in-stream why its answer stopped.
+            error = orjson.dumps(
+                {
+                    "error": {
+                        "code": 502,
+                        "message": f"upstream stream interrupted ({type(exc).__name__})",
+                        "status": "UNAVAILABLE",
+                    }
+                }
+            )
+            resp.write(frame(error) if sse_out else (b",\r\n" if not first else b"") + error)
+        if not sse_out:
+            resp.write(b"]")
+        resp.end()
+
+    async def _collect(self, resp: Response, stream: Stream, headers: bytes) -> None:
+        collector = convert.Collector()
+        async for batch in stream.batches():
+            for data in batch:
+                if data == DONE:
+                    continue
+                doc = orjson.loads(data)
+                inner = doc.get("response", doc) if isinstance(doc, dict) else None
+                if isinstance(inner, dict):
+                    if "error" in inner and "candidates" not in inner:
+                        err = inner["error"] if isinstance(inner["error"], dict) else {}
+                        code = err.get("code")
+                        status = code if isinstance(code, int) else 502
+                        raise HttpError(status, str(err.get("message", "upstream stream error")), headers=headers)
+                    collector.add(inner)
+        resp.send(200, orjson.dumps(collector.result()), b"application/json", headers)
+
+    async def count_tokens(self, req: Request, resp: Response) -> None:
+        body = json_object(req)
+        if not isinstance(body.get("generateContentRequest"), dict):
+            require(body, "contents", list)
+        mapped = self._mapped(req.model)
+        request = convert.count_request(body, mapped)
+        payload = orjson.dumps({"request": request})
+        try:
+            raw, lease = await self.app.gateway.call(
+                req, method="countTokens", model=mapped, session_id=None, build=lambda lease: payload
+            )
+        except (UpstreamError, ExhaustedError, NoAccountError) as exc:
+            raise failure(exc, mapped) from None
+        doc = orjson.loads(raw)
+        inner = doc.get("response", doc) if isinstance(doc, dict) else {}
+        total = inner.get("totalTokens", 0) if isinstance(inner, dict) else 0
+        resp.send(200, orjson.dumps({"totalTokens": total}), b"application/json", upstream_headers(lease.email, mapped))
+
+    def list_models(self, req: Request, resp: Response) -> None:
+        models = [
+            {
+                "name": f"models/{name}",
+                "version": "001",
+                "displayName": name,
+                "description": "",
+                "inputTokenLimit": 128000,
+                "outputTokenLimit": 8192,
+                "supportedGenerationMethods": ["generateContent", "countTokens"],
+                "temperature": 1.0,
+                "topP": 0.95,
+                "topK": 64,
+            }
+            for name in self.app.model_names()
+        ]
+        resp.send(200, orjson.dumps({"models": models}))
+
+    def get_model(self, req: Request, resp: Response) -> None:
+        name = req.model
+        doc: dict[str, Any] = {"name": f"models/{name}", "displayName": name}
+        resp.send(200, orjson.dumps(doc))

@@ -26,7 +26,3 @@ def responses(req: Request, resp: Response) -> None:
     body = json_object(req)
     require(body, "model", str)
     raise not_yet("/v1/responses")
-
-
-def list_models(req: Request, resp: Response) -> None:
-    raise not_yet("/v1/models")

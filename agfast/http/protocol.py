@@ -188,8 +188,10 @@ class HttpProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self.conn.receive_data(b"")
         self._process()
-        # A half-closed client may still be waiting for the answer it asked for.
-        return True if self.phase == HANDLING else None
+        # EOF is the client leaving: close (connection_lost then cancels a running handler and its upstream
+        # call). HTTP clients do not half-close to wait for an answer; a streaming one that did would hold an
+        # upstream stream open for nobody.
+        return None
 
     def pause_writing(self) -> None:
         self.write_paused = True

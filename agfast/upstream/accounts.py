@@ -557,6 +557,8 @@ class AccountStore:
     # -- writing ------------------------------------------------------------------------------------------
 
     def _ensure_dirs(self) -> None:
+        # The data dir holds refresh tokens: owner-only, like the files in it.
+        self.data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         self.accounts_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
 
     def _write_index(self, index: dict[str, Any]) -> None:

@@ -38,6 +38,7 @@ from agfast.convert.models import normalize_to_standard_id
 from agfast.upstream import oauth, retry
 from agfast.upstream.accounts import Account, AccountStore, usable
 from agfast.upstream.client import UpstreamClient
+from agfast.upstream.onboarding import set_tier, store_quota
 
 log = logging.getLogger("agfast.pool")
 
@@ -52,8 +53,9 @@ VALIDATION_BLOCK = 600.0
 # The failure counter behind backoff steps forgets after an hour of quiet (reference §4.9).
 FAILURE_MEMORY = 3600.0
 BACKOFF_STEPS = (60, 300, 1800, 7200)
-# Statuses that feed rate-limit lockouts (reference §4.9; 404 only matters on the Claude path).
-LOCKOUT_STATUSES = frozenset({429, 500, 503, 529})
+# Statuses that lock an account out (reference §4.9). Not 503/529: "overloaded" is the model's state, not the
+# account's, and the policy retries it on the same account after a backoff; a lockout would defeat that.
+LOCKOUT_STATUSES = frozenset({429, 500})
 
 
 class NoAccountError(Exception):
@@ -361,8 +363,8 @@ class AccountPool:
                 if not account.project_id:
                     project, tier = await oauth.load_code_assist(self.client, account.access_token)
                     account.project_id = project
-                    if tier and not account.subscription_tier:
-                        account.raw.setdefault("quota", {})["subscription_tier"] = tier
+                    if tier:
+                        set_tier(account, tier)
                         member.reindex()
                     changed = True
                 if changed:
@@ -424,14 +426,11 @@ class AccountPool:
         task.add_done_callback(self._background.discard)
 
     async def refresh_quota(self, member: Member) -> None:
+        """Tier (it changes on upgrades) and quota, then saved; never on a request's path."""
         lease = await self._ready(member)
+        _, tier = await oauth.load_code_assist(self.client, lease.access_token)
         snapshot = await oauth.fetch_quota(self.client, lease.access_token, lease.project_id)
-        member.account.set_quota(
-            snapshot.models,
-            time.time(),
-            subscription_tier=member.account.subscription_tier,
-            forwarding_rules=snapshot.forwarding,
-        )
+        store_quota(member.account, tier, snapshot, time.time())
         member.reindex()
         await self._save(member.account)
 

@@ -1,0 +1,536 @@
+"""`agfast accounts …`: add, list, remove, import and refresh the Google accounts of a data dir.
+
+Files are AccountStore's business and Google is upstream.oauth's; this module is the user-facing part: one
+line per account, one clear line on stderr per failure, exit codes a script can rely on, and never a token
+on screen. Network work happens before anything is written, so a failed add leaves the data dir untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agfast import config
+from agfast.upstream import oauth
+from agfast.upstream.accounts import Account, AccountFileError, AccountStore, usable
+from agfast.upstream.client import UpstreamClient
+from agfast.upstream.onboarding import discover, save_discovery, store_quota
+
+log = logging.getLogger("agfast.accounts")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+# Accounts set up at once by import/refresh: quick for a big pool, gentle on Google's per-IP limits.
+CONCURRENCY = 4
+# The table's status cell; the full reason is in `--json`.
+STATUS_WIDTH = 60
+# OAuth errors that mean "wrong or missing OAuth client", not "dead token".
+CLIENT_ERRORS = frozenset({"invalid_request", "invalid_client", "unauthorized_client"})
+ADD_HINT = "agfast accounts add --refresh-token -"
+COMMANDS = ("add", "list", "remove", "import", "refresh")
+
+
+class UsageError(Exception):
+    """Bad input from the user (exit 2), as opposed to a failure at Google or on disk (exit 1)."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parser
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `accounts` and its sub-commands; each takes --data-dir/--config like `serve`."""
+    # SUPPRESS keeps `agfast --data-dir X accounts list` working: an absent flag does not reset the parent's.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        dest="data_dir",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help="accounts directory (default: ~/.agfast)",
+    )
+    common.add_argument(
+        "--config",
+        dest="config_file",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="config file (default: <data-dir>/config.toml); its oauth.* and upstream.* settings apply",
+    )
+    parser = subparsers.add_parser(
+        "accounts",
+        parents=[common],
+        help="manage Google accounts (add, list, remove, import, refresh)",
+        description="Manage the Google accounts agfast serves from. Without a sub-command: list.",
+    )
+    sub = parser.add_subparsers(dest="accounts_command", metavar="{" + ",".join(COMMANDS) + "}")
+
+    add = sub.add_parser(
+        "add",
+        parents=[common],
+        help="add (or update) an account from a refresh token",
+        description="Refresh the token, look up the email, project, tier and quota at Google, and save the "
+        "account (an account with the same email is updated).",
+    )
+    add.add_argument(
+        "--refresh-token",
+        required=True,
+        metavar="RT",
+        help="the OAuth refresh token (1//…); '-' reads it from stdin, which keeps it out of shell history "
+        "and the process list",
+    )
+
+    lst = sub.add_parser("list", parents=[common], help="show the accounts, their status and quota")
+    lst.add_argument("--json", action="store_true", help="a JSON array instead of the table (no tokens)")
+
+    rm = sub.add_parser("remove", parents=[common], help="delete an account")
+    rm.add_argument("target", metavar="ID_OR_EMAIL")
+
+    imp = sub.add_parser(
+        "import",
+        parents=[common],
+        help="add every account of an Antigravity Tools data dir or an export file",
+        description="PATH is an Antigravity Tools data dir (e.g. ~/.antigravity_tools), its accounts/ dir, "
+        'one account file, or an export file {"accounts": [{"email", "refresh_token"}]}. Each account goes '
+        "through the same steps as 'add'.",
+    )
+    imp.add_argument("path", metavar="PATH")
+
+    ref = sub.add_parser(
+        "refresh",
+        parents=[common],
+        help="refresh tokens, project, tier and quota of the accounts",
+        description="Refresh every account that is not disabled (or only the ones named; a named disabled "
+        "account is retried and re-enabled if its token works). invalid_grant disables the account on disk.",
+    )
+    ref.add_argument("targets", nargs="*", metavar="ID_OR_EMAIL")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Entry
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute `agfast accounts …`; every failure is one line on stderr, never a traceback."""
+    if not logging.getLogger().handlers:
+        # AccountStore reports skipped (unreadable) account files through logging.
+        logging.basicConfig(level=logging.WARNING, format="agfast: %(message)s", stream=sys.stderr)
+    command = getattr(args, "accounts_command", None) or "list"
+    try:
+        cfg = config.load(
+            {"data_dir": getattr(args, "data_dir", None), "config_file": getattr(args, "config_file", None)}
+        )
+        store = AccountStore(cfg.data_dir)
+        if command == "list":
+            return list_accounts(store, as_json=getattr(args, "json", False))
+        if command == "remove":
+            return remove_account(store, args.target)
+        if command == "add":
+            token = read_refresh_token(args.refresh_token)
+            return _with_client(cfg, partial(add_command, store=store, refresh=token))
+        if command == "import":
+            pairs = store.import_path(Path(args.path).expanduser())
+            return _with_client(cfg, partial(import_command, store=store, path=args.path, pairs=pairs))
+        if command == "refresh":
+            accounts, named = _refresh_targets(store, args.targets)
+            return _with_client(cfg, partial(refresh_command, store=store, accounts=accounts, named=named))
+        raise UsageError(f"unknown accounts command {command!r}")
+    except (config.ConfigError, UsageError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except AccountFileError as exc:
+        _error(str(exc))
+        return EXIT_FAILURE
+    except OSError as exc:
+        _error(f"{exc.filename or 'data dir'}: {exc.strerror or type(exc).__name__}")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _with_client(cfg: config.Config, body: Callable[[UpstreamClient], Awaitable[int]]) -> int:
+    """One UpstreamClient for the whole command, closed however the command ends."""
+
+    async def main() -> int:
+        client = UpstreamClient(cfg)
+        try:
+            return await body(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(main())
+
+
+def _error(message: str) -> None:
+    print(f"agfast: {message}", file=sys.stderr, flush=True)
+
+
+def read_refresh_token(value: str) -> str:
+    """The token from the flag, or from stdin for '-' (hidden prompt on a terminal)."""
+    source = "--refresh-token"
+    if value == "-":
+        source = "stdin"
+        value = getpass.getpass("refresh token: ") if sys.stdin.isatty() else sys.stdin.read()
+    token = value.strip().strip("'\"")
+    if not token:
+        raise UsageError(f"no refresh token given on {source}")
+    if any(ch.isspace() for ch in token):
+        raise UsageError(f"{source} must hold exactly one refresh token")
+    if token.startswith("ya29."):
+        raise UsageError("that is an access token (ya29.…), not a refresh token (1//…)")
+    return token
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Talking to Google
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One account's result: `ok` lines go to stdout, failures to stderr; skipped ones count as neither."""
+
+    ok: bool
+    line: str
+    skipped: bool = False
+
+
+def describe_failure(exc: BaseException, cfg: config.Config) -> str:
+    """What went wrong, in words a user can act on; never a token."""
+    if isinstance(exc, oauth.OAuthError):
+        text = str(exc)
+        if exc.error in CLIENT_ERRORS:
+            if not (cfg.oauth_client_id and cfg.oauth_client_secret):
+                text += (
+                    " (no OAuth client configured: set oauth.client_id and oauth.client_secret in config.toml, "
+                    "or AGFAST_OAUTH_CLIENT_ID and AGFAST_OAUTH_CLIENT_SECRET, to the client that issued the token)"
+                )
+            else:
+                text += " (is oauth.client_id the OAuth client that issued this token?)"
+        return text
+    if isinstance(exc, oauth.AccountSetupError):
+        return str(exc)
+    if isinstance(exc, TimeoutError):
+        return f"Google did not answer within {cfg.request_timeout:g} s"
+    if isinstance(exc, OSError):
+        return f"{exc.filename or 'data dir'}: {exc.strerror or type(exc).__name__}"
+    log.debug("unexpected failure", exc_info=exc)
+    return f"unexpected error ({type(exc).__name__})"
+
+
+async def add_one(client: UpstreamClient, store: AccountStore, refresh: str, claimed: str | None = None) -> Outcome:
+    """The whole add flow for one refresh token; nothing is written unless refresh, email and project worked."""
+    try:
+        found = await discover(client, refresh)
+        account, verb = save_discovery(store, found, refresh)
+    except Exception as exc:
+        return Outcome(False, describe_failure(exc, client.config))
+    details = f"project {found.project}, tier {found.tier or 'unknown'}"
+    if found.quota is not None:
+        details += f", {len(found.quota.models)} models"
+    else:
+        details += f"; quota not fetched ({found.quota_error}), run 'agfast accounts refresh' later"
+    line = f"{verb} {account.email} ({details})"
+    if claimed is not None and claimed.casefold() != account.email.casefold():
+        line += f" [the import file said {claimed}]"
+    return Outcome(True, line)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Commands
+
+
+async def add_command(client: UpstreamClient, store: AccountStore, refresh: str) -> int:
+    outcome = await add_one(client, store, refresh)
+    if not outcome.ok:
+        _error(f"cannot add account: {outcome.line}")
+        return EXIT_FAILURE
+    print(outcome.line, flush=True)
+    return EXIT_OK
+
+
+async def import_command(
+    client: UpstreamClient, store: AccountStore, path: str, pairs: Sequence[tuple[str, str]]
+) -> int:
+    if not pairs:
+        _error(
+            f"no accounts found in {path} (expected an Antigravity Tools data dir, its accounts/ dir, or an "
+            'export file {"accounts": [{"email": …, "refresh_token": …}]})'
+        )
+        return EXIT_FAILURE
+    outcomes = await _each(
+        [(email, partial(add_one, client, store, rt, email)) for email, rt in pairs],
+        fail_prefix="cannot import",
+    )
+    added = sum(o.ok for o in outcomes)
+    print(f"imported {added} of {_count(len(pairs), 'account')} from {path}", flush=True)
+    return EXIT_OK if added else EXIT_FAILURE
+
+
+def _refresh_targets(store: AccountStore, targets: Sequence[str]) -> tuple[list[Account], bool]:
+    """The accounts to refresh, and whether the user named them (named disabled ones are retried)."""
+    if not targets:
+        return sorted(store.load_all(), key=lambda a: a.email.casefold()), False
+    chosen: dict[str, Account] = {}
+    for target in targets:
+        account = store.find(target)
+        if account is None:
+            raise AccountFileError(f"no account matches {target!r} (see 'agfast accounts list')")
+        chosen.setdefault(account.id, account)
+    return list(chosen.values()), True
+
+
+async def refresh_command(client: UpstreamClient, store: AccountStore, accounts: list[Account], named: bool) -> int:
+    if not accounts:
+        print(f"no accounts in {store.data_dir}; add one with: {ADD_HINT}", flush=True)
+        return EXIT_OK
+    outcomes = await _each(
+        [(a.email, partial(refresh_one, client, store, a, named)) for a in accounts],
+        fail_prefix="cannot refresh",
+    )
+    ok = sum(o.ok for o in outcomes)
+    skipped = sum(o.skipped for o in outcomes)
+    failed = len(outcomes) - ok - skipped
+    print(f"refreshed {ok} of {_count(len(outcomes), 'account')} ({failed} failed, {skipped} skipped)", flush=True)
+    return EXIT_FAILURE if failed and not ok else EXIT_OK
+
+
+async def _each(jobs: list[tuple[str, Callable[[], Awaitable[Outcome]]]], fail_prefix: str) -> list[Outcome]:
+    """Run jobs a few at a time, printing each result in input order as soon as it (and those before) are done."""
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def gated(job: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        async with gate:
+            return await job()
+
+    tasks = [asyncio.ensure_future(gated(job)) for _, job in jobs]
+    outcomes: list[Outcome] = []
+    for (label, _), task in zip(jobs, tasks):
+        outcome = await task
+        outcomes.append(outcome)
+        if outcome.ok or outcome.skipped:
+            print(outcome.line, flush=True)
+        else:
+            _error(f"{fail_prefix} {label}: {outcome.line}")
+    return outcomes
+
+
+async def refresh_one(client: UpstreamClient, store: AccountStore, account: Account, retry_disabled: bool) -> Outcome:
+    """New access token, then project/tier and quota; whatever Google gave is saved even if a later step fails."""
+    if account.disabled and not retry_disabled:
+        reason = _clip(account.disabled_reason or "no reason recorded", STATUS_WIDTH)
+        return Outcome(False, f"skipped {account.email}: disabled ({reason}); add it again to revive it", skipped=True)
+    cfg = client.config
+    grant: oauth.TokenGrant | None = None
+    project, tier = account.project_id, None
+    quota: oauth.QuotaSnapshot | None = None
+    problems: list[str] = []
+    try:
+        async with asyncio.timeout(cfg.request_timeout):
+            grant = await oauth.refresh_token(client.session, cfg, account.refresh_token)
+            try:
+                project, tier = await oauth.load_code_assist(client, grant.access_token)
+            except oauth.AccountSetupError as exc:
+                problems.append(f"project lookup failed: {exc}")
+            if project:
+                try:
+                    quota = await oauth.fetch_quota(client, grant.access_token, project)
+                except oauth.AccountSetupError as exc:
+                    problems.append(f"quota not fetched: {exc}")
+    except oauth.OAuthError as exc:
+        if not exc.invalid_grant:
+            return Outcome(False, f"token refresh failed: {describe_failure(exc, cfg)}")
+        try:
+            current = store.get(account.id)
+            if current is not None:
+                store.disable(current, str(exc))
+        except (OSError, AccountFileError) as save_exc:
+            return Outcome(False, f"{exc}; could not disable the account: {describe_failure(save_exc, cfg)}")
+        return Outcome(False, f"{exc} (account disabled; add it again with a new refresh token)")
+    except Exception as exc:
+        if grant is None:
+            return Outcome(False, describe_failure(exc, cfg))
+        problems.append(describe_failure(exc, cfg))
+
+    try:
+        saved = _save_refresh(store, account, grant, project, tier, quota)
+    except (OSError, AccountFileError) as exc:
+        return Outcome(False, f"cannot save: {describe_failure(exc, cfg)}")
+    if saved is None:
+        return Outcome(False, "the account was removed while it was being refreshed")
+    if not project:
+        return Outcome(False, "token refreshed, but " + "; ".join(problems))
+    details = f"project {project}, tier {saved.subscription_tier or 'unknown'}, quota {quota_summary(saved)}"
+    if problems:
+        details += "; " + "; ".join(problems)
+    verb = "refreshed and re-enabled" if account.disabled else "refreshed"
+    return Outcome(True, f"{verb} {saved.email} ({details})")
+
+
+def _save_refresh(
+    store: AccountStore,
+    account: Account,
+    grant: oauth.TokenGrant,
+    project: str | None,
+    tier: str | None,
+    quota: oauth.QuotaSnapshot | None,
+) -> Account | None:
+    """Apply the results to the file as it is now (a running server may have written it meanwhile)."""
+    current = store.get(account.id)
+    if current is None:
+        return None
+    now = time.time()
+    current.apply_refresh(
+        grant.access_token, grant.expires_in, now, refresh_token=grant.refresh_token, id_token=grant.id_token
+    )
+    if project:
+        current.project_id = project
+    if current.disabled:  # only retried when named; a working token revives it
+        current.enable()
+    store_quota(current, tier, quota, now)
+    store.save(current)
+    return current
+
+
+def remove_account(store: AccountStore, target: str) -> int:
+    account = store.find(target)
+    if account is None or not store.remove(account.id):
+        _error(f"no account matches {target!r} (see 'agfast accounts list')")
+        return EXIT_FAILURE
+    print(f"removed {account.email} ({account.id})")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Listing
+
+
+def quota_summary(account: Account) -> str:
+    """Lowest and highest remaining percentage across models: one glance tells whether it is spent."""
+    percentages = [m.percentage for m in account.quota_models]
+    if not percentages:
+        return "unknown"
+    low, high = min(percentages), max(percentages)
+    span = f"{low}%" if low == high else f"{low}-{high}%"
+    return f"{span} ({len(percentages)} models)"
+
+
+def status_detail(account: Account, reason: str) -> str | None:
+    """Why `usable()` said no, in the account's own recorded words."""
+    if reason == "disabled":
+        return account.disabled_reason
+    if reason == "proxy_disabled":
+        return account.proxy_disabled_reason
+    if reason == "forbidden":
+        return account.forbidden_reason
+    if reason == "validation_blocked":
+        parts = [account.validation_blocked_reason or "VALIDATION_REQUIRED"]
+        if account.validation_blocked_until:
+            parts.append(f"until {_iso(account.validation_blocked_until)}")
+        if account.validation_url:
+            parts.append(f"verify at {account.validation_url}")
+        return " ".join(parts)
+    return None
+
+
+def account_row(account: Account, now: float) -> dict[str, Any]:
+    """What `list --json` shows for one account: everything but secrets."""
+    ok, reason = usable(account, now)
+    percentages = [m.percentage for m in account.quota_models]
+    return {
+        "id": account.id,
+        "email": account.email,
+        "name": account.name,
+        "tier": account.subscription_tier,
+        "project_id": account.project_id,
+        "status": "ok" if ok else reason,
+        "status_detail": None if ok else status_detail(account, reason),
+        "quota": {
+            "models": len(percentages),
+            "lowest_percentage": min(percentages) if percentages else None,
+            "highest_percentage": max(percentages) if percentages else None,
+            "last_updated": account.quota_last_updated or None,
+        },
+        "token_expires_at": account.expiry_timestamp or None,
+        "created_at": account.created_at or None,
+        "last_used": account.last_used or None,
+    }
+
+
+def list_accounts(store: AccountStore, as_json: bool) -> int:
+    now = time.time()
+    accounts = sorted(store.load_all(), key=lambda a: a.email.casefold())
+    if as_json:
+        rows = [account_row(a, now) for a in accounts]
+        print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return EXIT_OK
+    if not accounts:
+        print(f"no accounts in {store.data_dir}; add one with: {ADD_HINT}")
+        return EXIT_OK
+    table = [("EMAIL", "ID", "TIER", "PROJECT", "STATUS", "QUOTA", "ACCESS TOKEN")]
+    for account in accounts:
+        ok, reason = usable(account, now)
+        detail = None if ok else status_detail(account, reason)
+        status = "ok" if ok else f"{reason}: {detail}" if detail else reason
+        table.append(
+            (
+                account.email,
+                account.id,
+                account.subscription_tier or "-",
+                account.project_id or "-",
+                _clip(status, STATUS_WIDTH),
+                quota_summary(account),
+                _token_state(account.expiry_timestamp, now),
+            )
+        )
+    print(_format_table(table))
+    return EXIT_OK
+
+
+def _format_table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _token_state(expiry: int, now: float) -> str:
+    """Access tokens last an hour and are refreshed on use, so "expired" is normal, not an error."""
+    if not expiry:
+        return "none"
+    if expiry > now:
+        return f"expires in {_duration(expiry - now)}"
+    return f"expired {_duration(now - expiry)} ago"
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d"
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."

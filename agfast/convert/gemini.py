@@ -1,0 +1,224 @@
+"""Gemini-native requests ↔ v1internal (reference §6.9): pure functions over dicts, no IO.
+
+A Gemini client already speaks GenerateContentRequest; what changes on the way up is what v1internal needs
+(tool schemas it accepts, a numeric thinking budget, the Antigravity identity, VALIDATED tool calling, a
+session id) and on the way down only the `{"response": …}` wrapper goes. `Collector` folds a stream into the
+one response a non-streaming client expects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from agfast.convert.models import model_spec
+from agfast.convert.schema import clean_schema
+
+IDENTITY = (
+    "You are Antigravity, a powerful agentic AI coding assistant designed by the Google Deepmind team working "
+    "on Advanced Agentic Coding."
+)
+# thinkingLevel → budget (reference §6.5 step 2, the values Antigravity uses for OpenCode hints).
+LEVEL_BUDGETS = {"minimal": 1024, "low": 8192, "medium": 16384, "high": 24576}
+# Answer room above the thinking budget when the client's maxOutputTokens would not leave any.
+ANSWER_HEADROOM = 8192
+SAFETY_OFF = [
+    {"category": c, "threshold": "OFF"}
+    for c in (
+        "HARM_CATEGORY_HARASSMENT",
+        "HARM_CATEGORY_HATE_SPEECH",
+        "HARM_CATEGORY_SEXUALLY_EXPLICIT",
+        "HARM_CATEGORY_DANGEROUS_CONTENT",
+    )
+]
+VALIDATED = {"functionCallingConfig": {"mode": "VALIDATED"}}
+UNDEFINED = "[undefined]"
+# Fields of a GenerateContentRequest that travel upstream (in this order: stable prefixes help caching).
+REQUEST_ORDER = ("systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings", "sessionId")
+COUNT_FIELDS = ("contents", "systemInstruction", "tools", "generationConfig")
+
+
+def drop_undefined(value: Any) -> Any:
+    """Remove `"[undefined]"` strings (a Cherry Studio artefact) from dicts and lists, deeply."""
+    if isinstance(value, dict):
+        return {k: drop_undefined(v) for k, v in value.items() if v != UNDEFINED}
+    if isinstance(value, list):
+        return [drop_undefined(v) for v in value if v != UNDEFINED]
+    return value
+
+
+def session_id_from_contents(contents: list[Any]) -> str | None:
+    """Stickiness key: the conversation's first user text of > 10 chars (reference §4.8, OpenAI/Gemini)."""
+    for content in contents:
+        if not isinstance(content, dict) or content.get("role", "user") != "user":
+            continue
+        for part in content.get("parts") or ():
+            text = part.get("text") if isinstance(part, dict) else None
+            if isinstance(text, str) and len(text.strip()) > 10:
+                return "sid-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return None
+
+
+def _tools(tools: Any) -> list[dict[str, Any]] | None:
+    if not isinstance(tools, list):
+        return None
+    out: list[dict[str, Any]] = []
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        tool = dict(tool)
+        decls = tool.get("functionDeclarations", tool.pop("function_declarations", None))
+        if isinstance(decls, list):
+            cleaned = []
+            for decl in decls:
+                if not isinstance(decl, dict):
+                    continue
+                decl = dict(decl)
+                schema = decl.pop("parametersJsonSchema", None)
+                if schema is None:
+                    schema = decl.pop("parameters", None)
+                if schema is not None:
+                    decl["parameters"] = clean_schema(schema)
+                cleaned.append(decl)
+            tool["functionDeclarations"] = cleaned
+        out.append(tool)
+    return out
+
+
+def _generation_config(config: Any, model: str) -> dict[str, Any]:
+    gen = dict(config) if isinstance(config, dict) else {}
+    spec = model_spec(model)
+    thinking = gen.get("thinkingConfig")
+    if isinstance(thinking, dict):
+        thinking = dict(thinking)
+        level = thinking.pop("thinkingLevel", None)
+        if isinstance(level, str) and "thinkingBudget" not in thinking:
+            thinking["thinkingBudget"] = LEVEL_BUDGETS.get(level.lower(), LEVEL_BUDGETS["high"])
+        budget = thinking.get("thinkingBudget")
+        if isinstance(budget, int) and spec.thinking_budget and budget > spec.thinking_budget:
+            thinking["thinkingBudget"] = budget = spec.thinking_budget
+        if isinstance(budget, int) and budget > 0:
+            limit = gen.get("maxOutputTokens")
+            if isinstance(limit, int) and limit <= budget:
+                gen["maxOutputTokens"] = min(budget + ANSWER_HEADROOM, spec.max_output_tokens)
+        gen["thinkingConfig"] = thinking
+    limit = gen.get("maxOutputTokens")
+    if isinstance(limit, int) and limit > spec.max_output_tokens:
+        gen["maxOutputTokens"] = spec.max_output_tokens
+    gen.setdefault("topK", 40)
+    gen.setdefault("topP", 1.0)
+    return gen
+
+
+def _system(system: Any) -> dict[str, Any]:
+    parts: list[Any] = []
+    if isinstance(system, dict):
+        parts = [p for p in system.get("parts") or () if isinstance(p, dict)]
+    elif isinstance(system, str):
+        parts = [{"text": system}]
+    if not any(IDENTITY[:24] in str(p.get("text", "")) for p in parts):
+        parts = [{"text": IDENTITY}, *parts]
+    return {"role": "user", "parts": parts}
+
+
+def native_request(body: dict[str, Any], model: str, session_id: str) -> dict[str, Any]:
+    """A client's GenerateContentRequest, made acceptable to v1internal for `model`."""
+    body = drop_undefined(body)
+    request: dict[str, Any] = {
+        "systemInstruction": _system(body.get("systemInstruction", body.get("system_instruction")))
+    }
+    tools = _tools(body.get("tools"))
+    if tools:
+        request["tools"] = tools
+        tool_config = body.get("toolConfig", body.get("tool_config"))
+        request["toolConfig"] = tool_config if isinstance(tool_config, dict) else VALIDATED
+    request["generationConfig"] = _generation_config(body.get("generationConfig", body.get("generation_config")), model)
+    safety = body.get("safetySettings", body.get("safety_settings"))
+    request["safetySettings"] = safety if isinstance(safety, list) else SAFETY_OFF
+    request["sessionId"] = session_id
+    request["contents"] = body.get("contents")
+    if "cachedContent" in body:
+        request["cachedContent"] = body["cachedContent"]
+    return request
+
+
+def count_request(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """`countTokens` takes the countable parts only; a `generateContentRequest` wrapper is unwrapped."""
+    inner = body.get("generateContentRequest")
+    source = inner if isinstance(inner, dict) else body
+    source = drop_undefined(source)
+    request: dict[str, Any] = {"model": model}
+    for key in COUNT_FIELDS:
+        if key in source:
+            request[key] = source[key]
+    if "tools" in request:
+        request["tools"] = _tools(request["tools"])
+    return request
+
+
+class Collector:
+    """Merges streamed GenerateContentResponse chunks into the single response of `generateContent`."""
+
+    __slots__ = ("finish", "first", "grounding", "last", "parts", "role", "usage")
+
+    def __init__(self) -> None:
+        self.parts: list[dict[str, Any]] = []
+        self.role = "model"
+        self.finish: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.grounding: Any = None
+        self.first: dict[str, Any] | None = None
+        self.last: dict[str, Any] | None = None
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        if self.first is None:
+            self.first = chunk
+        self.last = chunk
+        if isinstance(chunk.get("usageMetadata"), dict):
+            self.usage = chunk["usageMetadata"]
+        candidates = chunk.get("candidates")
+        if not isinstance(candidates, list) or not candidates or not isinstance(candidates[0], dict):
+            return
+        cand = candidates[0]
+        if cand.get("finishReason"):
+            self.finish = cand["finishReason"]
+        if cand.get("groundingMetadata") is not None:
+            self.grounding = cand["groundingMetadata"]
+        content = cand.get("content")
+        if not isinstance(content, dict):
+            return
+        self.role = content.get("role") or self.role
+        for part in content.get("parts") or ():
+            if isinstance(part, dict):
+                self._add_part(part)
+
+    def _add_part(self, part: dict[str, Any]) -> None:
+        prev = self.parts[-1] if self.parts else None
+        text = part.get("text")
+        if (
+            isinstance(text, str)
+            and prev is not None
+            and isinstance(prev.get("text"), str)
+            and bool(prev.get("thought")) == bool(part.get("thought"))
+            and "thoughtSignature" not in prev
+        ):
+            prev["text"] += text
+            if "thoughtSignature" in part:
+                prev["thoughtSignature"] = part["thoughtSignature"]
+            return
+        self.parts.append(dict(part))
+
+    def result(self) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"role": self.role, "parts": self.parts}, "index": 0}
+        if self.finish:
+            candidate["finishReason"] = self.finish
+        if self.grounding is not None:
+            candidate["groundingMetadata"] = self.grounding
+        out: dict[str, Any] = {"candidates": [candidate]}
+        if self.usage is not None:
+            out["usageMetadata"] = self.usage
+        for key in ("modelVersion", "responseId", "createTime"):
+            source = self.last if self.last is not None and key in self.last else self.first
+            if source is not None and key in source:
+                out[key] = source[key]
+        return out

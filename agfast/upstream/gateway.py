@@ -1,0 +1,270 @@
+"""One upstream call with the retry/rotation policy around it: what every client surface goes through.
+
+An attempt = pick an account, send, and (for streams) wait for the first meaningful event. Failures before
+that first event are retried per `retry.decide` (up to `attempts_for(pool)`), rotating accounts as the
+policy says; after it, the client owns the stream and errors are reported in-stream by the surface. So a
+retry never duplicates bytes the client already has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any
+
+import aiohttp
+import orjson
+
+from agfast import sse
+from agfast.config import Config
+from agfast.http.protocol import Request
+from agfast.upstream import retry
+from agfast.upstream.client import Answer, TransportError, UpstreamClient
+from agfast.upstream.pool import AccountPool, Lease, NoAccountError
+
+# Network read size for upstream streams; one read usually holds several SSE events.
+READ_SIZE = 64 * 1024
+
+
+class UpstreamError(Exception):
+    """Google answered with an error the policy does not retry; the surface passes it on."""
+
+    def __init__(self, status: int, body: bytes, email: str = "") -> None:
+        super().__init__(f"upstream HTTP {status}")
+        self.status = status
+        self.body = body
+        self.email = email
+
+    @property
+    def message(self) -> str:
+        return google_message(self.body) or f"HTTP {self.status}"
+
+
+class ExhaustedError(Exception):
+    """Every attempt failed; names the last upstream status and reason (never a token)."""
+
+    def __init__(self, attempts: int, status: int, reason: str, email: str = "") -> None:
+        super().__init__(f"All {attempts} attempts failed. Last status: {status}. Error: {reason}")
+        self.attempts = attempts
+        self.status = status
+        self.reason = reason
+        self.email = email
+
+
+@dataclass(slots=True)
+class Stream:
+    """An upstream SSE stream whose first event has arrived; iterate `batches()` for the rest."""
+
+    answer: Answer
+    lease: Lease
+    first: list[bytes]
+    decoder: Any
+    done: bool = False
+    trace_id: str = ""
+    _closed: bool = field(default=False)
+
+    async def batches(self) -> AsyncIterator[list[bytes]]:
+        """Event payloads (`data:` values), one list per network read so the caller writes once per read."""
+        if self.first:
+            yield self.first
+        if self.done:
+            return
+        content = self.answer.response.content
+        feed = self.decoder.feed
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                break
+            events = feed(chunk)
+            if events:
+                yield [data for _, data in events if data]
+        tail = self.decoder.close()
+        if tail:
+            yield [data for _, data in tail if data]
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.answer.response.release()
+
+
+def google_message(body: bytes) -> str:
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:500].decode("utf-8", "replace").strip()
+    if isinstance(doc, dict):
+        err = doc.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    return body[:500].decode("utf-8", "replace").strip()
+
+
+def _in_stream_error(data: bytes) -> tuple[int, bytes] | None:
+    """A 200 stream whose event is a Google error object (it happens before the first chunk)."""
+    if not data.startswith(b'{"error"'):
+        return None
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    err = doc.get("error") if isinstance(doc, dict) else None
+    code = err.get("code") if isinstance(err, dict) else None
+    return (code if isinstance(code, int) else 500), data
+
+
+class Gateway:
+    __slots__ = ("client", "config", "pool")
+
+    def __init__(self, config: Config, pool: AccountPool, client: UpstreamClient) -> None:
+        self.config = config
+        self.pool = pool
+        self.client = client
+
+    async def open_stream(
+        self,
+        req: Request,
+        *,
+        model: str,
+        session_id: str | None,
+        build: Callable[[Lease], bytes],
+        attempts: int | None = None,
+    ) -> Stream:
+        """Call streamGenerateContent with retries until a first event arrives; the caller closes it."""
+        return await self._attempts(req, model, session_id, build, attempts, stream=True)  # type: ignore[return-value]
+
+    async def call(
+        self,
+        req: Request,
+        *,
+        method: str,
+        model: str,
+        session_id: str | None,
+        build: Callable[[Lease], bytes],
+        attempts: int | None = None,
+    ) -> tuple[bytes, Lease]:
+        """A non-streaming method (countTokens) with the same retry policy; returns the 200 body."""
+        result = await self._attempts(req, model, session_id, build, attempts, stream=False, method=method)
+        assert isinstance(result, tuple)
+        return result
+
+    async def _attempts(
+        self,
+        req: Request,
+        model: str,
+        session_id: str | None,
+        build: Callable[[Lease], bytes],
+        attempts: int | None,
+        *,
+        stream: bool,
+        method: str = "streamGenerateContent",
+    ) -> Stream | tuple[bytes, Lease]:
+        pool = self.pool
+        total = attempts if attempts is not None else retry.attempts_for(pool.size)
+        scale = self.config.retry_wait_scale
+        attempted: set[str] = set()
+        graced: set[str] = set()
+        rotate = False
+        reuse: Lease | None = None
+        last: tuple[int, str, str] | None = None
+        for attempt in range(total):
+            if reuse is not None:
+                lease, reuse = reuse, None
+            else:
+                try:
+                    lease = await pool.acquire(model, session_id, rotate=rotate, exclude=attempted)
+                except NoAccountError:
+                    if last is None:
+                        raise
+                    break
+            body = build(lease)
+            started = perf_counter()
+            try:
+                answer = await self.client.call(
+                    method, body, lease.access_token, project=lease.project_id, stream=stream
+                )
+            except TransportError as exc:
+                req.upstream_seconds += perf_counter() - started
+                last = (0, f"upstream unreachable: {exc}", lease.email)
+                attempted.add(lease.account_id)
+                rotate = True
+                continue
+            status = answer.status
+            if status == 200:
+                try:
+                    if stream:
+                        opened = await self._first_event(answer, lease)
+                    else:
+                        raw = await answer.response.read()
+                        answer.response.release()
+                        req.upstream_seconds += perf_counter() - started
+                        pool.mark_success(lease)
+                        return raw, lease
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    answer.response.release()
+                    req.upstream_seconds += perf_counter() - started
+                    last = (502, f"stream failed before the first chunk ({type(exc).__name__})", lease.email)
+                    attempted.add(lease.account_id)
+                    rotate = True
+                    continue
+                req.upstream_seconds += perf_counter() - started
+                if isinstance(opened, Stream):
+                    pool.mark_success(lease)
+                    return opened
+                if opened is None:
+                    last = (502, "upstream stream ended without content", lease.email)
+                    attempted.add(lease.account_id)
+                    rotate = True
+                    continue
+                status, raw = opened
+            else:
+                raw = await answer.response.read()
+                answer.response.release()
+                req.upstream_seconds += perf_counter() - started
+            retry_after = answer.response.headers.get("Retry-After")
+            pool.mark_failure(lease, status, raw, retry_after, model)
+            last = (status, google_message(raw), lease.email)
+            decision = retry.decide(
+                status, raw, attempt, scale, retry_after=retry_after, allow_grace=lease.account_id not in graced
+            )
+            if decision is None:
+                raise UpstreamError(status, raw, lease.email)
+            if attempt + 1 >= total:
+                break
+            if decision.same_account:
+                graced.add(lease.account_id)
+                reuse = lease
+            elif decision.rotate:
+                attempted.add(lease.account_id)
+                rotate = True
+            await asyncio.sleep(decision.wait_s)
+        assert last is not None
+        raise ExhaustedError(total, last[0], last[1], last[2])
+
+    async def _first_event(self, answer: Answer, lease: Lease) -> Stream | tuple[int, bytes] | None:
+        """Read until one non-empty event arrives: a Stream, an in-stream error (status, body), or None."""
+        decoder = sse.SSEDecoder()
+        content = answer.response.content
+        trace = answer.response.headers.get("x-cloudaicompanion-trace-id", "")
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                events = decoder.close()
+                done = True
+            else:
+                events = decoder.feed(chunk)
+                done = False
+            payloads = [data for _, data in events if data]
+            if payloads:
+                error = _in_stream_error(payloads[0])
+                if error is not None:
+                    answer.response.release()
+                    return error
+                return Stream(answer, lease, payloads, decoder, done=done, trace_id=trace)
+            if done:
+                answer.response.release()
+                return None
