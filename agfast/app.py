@@ -10,7 +10,7 @@ import orjson
 from agfast.api import anthropic, openai, service
 from agfast.api.gemini import GeminiApi
 from agfast.config import Config
-from agfast.convert.models import list_models
+from agfast.convert.models import list_models, route_for_pool
 from agfast.http.errors import Family
 from agfast.http.protocol import Request
 from agfast.http.response import Response
@@ -21,6 +21,8 @@ from agfast.upstream.gateway import Gateway
 from agfast.upstream.pool import AccountPool
 
 GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/")
+# Distinct client model names remembered; clients use a handful, this only bounds a hostile caller.
+ROUTE_CACHE_SIZE = 4096
 # The `created` stamp Antigravity Tools reports for every model.
 MODEL_CREATED = 1706745600
 
@@ -36,6 +38,8 @@ class App:
         self.gateway = Gateway(config, self.pool, self.client)
         self.gemini = GeminiApi(self)
         self._upkeep: asyncio.Task[None] | None = None
+        self._routes: dict[str, str] = {}
+        self._routes_version = -1
 
     def start(self) -> None:
         """Load accounts now; quota discovery and refresh run in the background (never on a request)."""
@@ -49,6 +53,19 @@ class App:
                 await self._upkeep
         await self.pool.close()
         await self.client.close()
+
+    def route(self, model: str) -> str:
+        """The upstream model for a client's model name, cached until the pool's models change."""
+        pool = self.pool
+        if self._routes_version != pool.version:
+            self._routes = {}
+            self._routes_version = pool.version
+        mapped = self._routes.get(model)
+        if mapped is None:
+            mapped = route_for_pool(model, self.config.custom_mapping, pool.forwarding(), pool.available_models())
+            if len(self._routes) < ROUTE_CACHE_SIZE:
+                self._routes[model] = mapped
+        return mapped
 
     def model_names(self) -> list[str]:
         return list_models(self.config.custom_mapping, self.pool.available_models())

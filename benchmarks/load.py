@@ -1,12 +1,18 @@
 """Load generator: requests/s, latency percentiles and server CPU per request, side by side.
 
-    python benchmarks/load.py                      # GET /healthz at 64 connections: agfast (c, py) vs naive h11
-    python benchmarks/load.py --duration 20 --connections 128 --json
+    python benchmarks/load.py                          # every scenario
+    python benchmarks/load.py healthz --duration 20    # one scenario, longer
+    python benchmarks/load.py gemini-stream --json
 
-Each server runs in its own process; its CPU time is read from /proc before and after the timed window,
-so "server CPU µs/req" does not depend on how fast this (Python) client can go. The client runs on the same
-2 cores, so requests/s is a floor; CPU per request is the number to compare. Results are normalised to the
-best row, and each run records versions, commit and machine.
+Scenarios (each row runs in its own server process; the table is normalised to the best CPU/request):
+  healthz         GET /healthz at 64 connections: agfast (c), agfast (py), a naive h11 server
+  gemini          POST :generateContent through agfast (upstream streamed, collected) vs the simulator's
+                  own v1internal :generateContent called directly
+  gemini-stream   POST :streamGenerateContent?alt=sse through agfast vs the simulator's SSE directly
+
+"server CPU µs/req" is read from /proc for the server process alone (for proxied rows: agfast, not the
+simulator behind it), so it does not depend on how fast this Python client is. Client and servers share the
+machine's cores, so requests/s is a floor. Each run records versions, commit and machine.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,10 +38,14 @@ import uvloop
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on http://[^:]+:(\d+)")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+CHUNKED_END = b"\r\n0\r\n\r\n"
+PROMPT = {"contents": [{"role": "user", "parts": [{"text": "Benchmark prompt: say something short please"}]}]}
+SIM_REFRESH = "1//sim-refresh-demo1"
 
 
 @dataclass
 class Result:
+    scenario: str
     target: str
     requests: int
     errors: int
@@ -46,9 +59,9 @@ class Result:
 
 
 class Client(asyncio.Protocol):
-    """Keep-alive HTTP/1.1 client that only needs Content-Length framing (all the targets use it)."""
+    """Keep-alive HTTP/1.1 client: Content-Length or chunked framing, one request in flight."""
 
-    def __init__(self, request: bytes, latencies: list[float], stop_at: list[float]) -> None:
+    def __init__(self, request: bytes, latencies: list[float], stop_at: float) -> None:
         self.request = request
         self.latencies = latencies
         self.stop_at = stop_at
@@ -72,18 +85,25 @@ class Client(asyncio.Protocol):
             end = self.buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head = self.buf[:end]
-            start = head.find(b"content-length:")
-            stop = head.find(b"\r\n", start)
-            length = int(head[start + 15 : stop if stop >= 0 else len(head)]) if start >= 0 else 0
-            if len(self.buf) < end + 4 + length:
-                return
-            if not head.startswith(b"HTTP/1.1 200"):
+            head = self.buf[:end].lower()
+            if b"transfer-encoding: chunked" in head:
+                stop = self.buf.find(CHUNKED_END, end)
+                if stop < 0:
+                    return
+                consumed = stop + len(CHUNKED_END)
+            else:
+                start = head.find(b"content-length:")
+                line_end = head.find(b"\r\n", start)
+                length = int(head[start + 15 : line_end if line_end >= 0 else len(head)]) if start >= 0 else 0
+                if len(self.buf) < end + 4 + length:
+                    return
+                consumed = end + 4 + length
+            if not head.startswith(b"http/1.1 200"):
                 self.errors += 1
-            self.buf = self.buf[end + 4 + length :]
+            self.buf = self.buf[consumed:]
             now = time.perf_counter()
             self.latencies.append(now - self.sent)
-            if now >= self.stop_at[0]:
+            if now >= self.stop_at:
                 self.transport.close()  # type: ignore[union-attr]
                 return
             self._send()
@@ -98,11 +118,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-async def drive(port: int, path: str, connections: int, duration: float, warmup: float) -> tuple[list[float], int]:
+async def drive(port: int, request: bytes, connections: int, duration: float, warmup: float) -> tuple[list[float], int]:
     loop = asyncio.get_running_loop()
-    request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
     latencies: list[float] = []
-    stop_at = [time.perf_counter() + warmup + duration]
+    stop_at = time.perf_counter() + warmup + duration
     clients = []
     for _ in range(connections):
         _, proto = await loop.create_connection(lambda: Client(request, latencies, stop_at), "127.0.0.1", port)
@@ -111,6 +130,14 @@ async def drive(port: int, path: str, connections: int, duration: float, warmup:
     latencies.clear()
     await asyncio.gather(*(c.done for c in clients))
     return latencies, sum(c.errors for c in clients)
+
+
+def http_request(method: str, path: str, port: int, body: bytes = b"", headers: dict[str, str] | None = None) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if body:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 def start(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], int]:
@@ -123,17 +150,14 @@ def start(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str], i
     raise RuntimeError(f"{cmd} did not start")
 
 
-def measure(name: str, cmd: list[str], env: dict[str, str], args: argparse.Namespace) -> Result:
-    proc, port = start(cmd, env)
-    try:
-        cpu0 = cpu_seconds(proc.pid)
-        t0 = time.perf_counter()
-        latencies, errors = uvloop.run(drive(port, args.path, args.connections, args.duration, args.warmup))
-        elapsed = time.perf_counter() - t0
-        cpu = cpu_seconds(proc.pid) - cpu0
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def measure(
+    scenario: str, name: str, proc: subprocess.Popen[str], request: bytes, port: int, args: argparse.Namespace
+) -> Result:
+    cpu0 = cpu_seconds(proc.pid)
+    t0 = time.perf_counter()
+    latencies, errors = uvloop.run(drive(port, request, args.connections, args.duration, args.warmup))
+    elapsed = time.perf_counter() - t0
+    cpu = cpu_seconds(proc.pid) - cpu0
     latencies.sort()
     n = len(latencies)
 
@@ -143,101 +167,153 @@ def measure(name: str, cmd: list[str], env: dict[str, str], args: argparse.Names
     # CPU is sampled over warm-up + run; requests are counted over the run only, so scale by time.
     timed_share = args.duration / max(elapsed, 1e-9)
     return Result(
-        name,
-        n,
-        errors,
-        args.duration,
-        n / args.duration,
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        latencies[-1] * 1000 if n else 0.0,
-        cpu * timed_share / max(n, 1) * 1e6,
+        scenario, name, n, errors, args.duration, n / args.duration, pct(0.5), pct(0.9), pct(0.99),
+        latencies[-1] * 1000 if n else 0.0, cpu * timed_share / max(n, 1) * 1e6,
+    )  # fmt: skip
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGFAST_")}
+    env.update(extra)
+    return env
+
+
+def agfast_cmd(data_dir: str) -> list[str]:
+    return [sys.executable, "-m", "agfast", "--port", "0", "--data-dir", data_dir, "--auth-mode", "off",
+            "--log-level", "warning"]  # fmt: skip
+
+
+def run_target(
+    scenario: str, name: str, cmd: list[str], env: dict[str, str], make_request: Callable[[int], bytes],
+    args: argparse.Namespace,
+) -> Result:  # fmt: skip
+    proc, port = start(cmd, env)
+    try:
+        return measure(scenario, name, proc, make_request(port), port, args)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def scenario_healthz(args: argparse.Namespace) -> list[Result]:
+    data_dir = tempfile.mkdtemp(prefix="agfast-bench-")
+    seed = clean_env(
+        AGFAST_UPSTREAM_ENDPOINTS="http://127.0.0.1:9/v1internal", AGFAST_OAUTH_TOKEN_URL="http://127.0.0.1:9/t"
     )
+    sys.path.insert(0, str(ROOT))
+    from agfast.upstream.accounts import AccountStore
+
+    AccountStore(Path(data_dir)).upsert("bench@example.com", "1//bench", access_token="ya29.x", expires_in=3600)
+    get = lambda port: http_request("GET", "/healthz", port)  # noqa: E731
+    return [
+        run_target("healthz", "agfast (c)", agfast_cmd(data_dir), seed, get, args),
+        run_target("healthz", "agfast (py)", agfast_cmd(data_dir), {**seed, "AGFAST_NO_EXTENSIONS": "1"}, get, args),
+        run_target(
+            "healthz", "naive h11", [sys.executable, str(ROOT / "benchmarks" / "baseline_h11.py")], seed, get, args
+        ),
+    ]
+
+
+def _proxied(args: argparse.Namespace, scenario: str, stream: bool) -> list[Result]:
+    sim, sim_port = start(
+        [sys.executable, "-m", "agfast", "sim", "--port", "0", "--chunks", str(args.chunks)], clean_env()
+    )
+    try:
+        base = f"http://127.0.0.1:{sim_port}"
+        env = clean_env(
+            AGFAST_UPSTREAM_ENDPOINTS=f"{base}/v1internal",
+            AGFAST_OAUTH_TOKEN_URL=f"{base}/token",
+            AGFAST_USERINFO_URL=f"{base}/oauth2/v2/userinfo",
+            AGFAST_OAUTH_CLIENT_ID="bench",
+            AGFAST_OAUTH_CLIENT_SECRET="bench",
+        )
+        data_dir = tempfile.mkdtemp(prefix="agfast-bench-")
+        subprocess.run([sys.executable, "-m", "agfast", "accounts", "add", "--refresh-token", SIM_REFRESH,
+                        "--data-dir", data_dir], env=env, check=True, capture_output=True, cwd=ROOT)  # fmt: skip
+        form = urllib.parse.urlencode(
+            {"grant_type": "refresh_token", "refresh_token": SIM_REFRESH, "client_id": "b", "client_secret": "b"}
+        ).encode()
+        with urllib.request.urlopen(f"{base}/token", form) as fh:
+            token = orjson.loads(fh.read())["access_token"]
+        envelope = orjson.dumps(
+            {
+                "project": "sim-project-demo1",
+                "requestId": "agent/bench/1",
+                "model": "gemini-3-flash",
+                "userAgent": "antigravity",
+                "requestType": "agent",
+                "request": PROMPT,
+            }
+        )
+        action = "streamGenerateContent?alt=sse" if stream else "generateContent"
+        direct = http_request("POST", f"/v1internal:{action}", sim_port, envelope, {"Authorization": f"Bearer {token}"})
+        via = lambda port: http_request(  # noqa: E731
+            "POST", f"/v1beta/models/gemini-3-flash:{action}", port, orjson.dumps(PROMPT)
+        )
+        results = [
+            run_target(scenario, "agfast (c)", agfast_cmd(data_dir), env, via, args),
+            run_target(scenario, "agfast (py)", agfast_cmd(data_dir), {**env, "AGFAST_NO_EXTENSIONS": "1"}, via, args),
+        ]
+        results.append(measure(scenario, "simulator direct", sim, direct, sim_port, args))
+        return results
+    finally:
+        sim.terminate()
+        sim.wait(10)
+
+
+SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Result]]] = {
+    "healthz": scenario_healthz,
+    "gemini": lambda args: _proxied(args, "gemini", stream=False),
+    "gemini-stream": lambda args: _proxied(args, "gemini-stream", stream=True),
+}
 
 
 def environment() -> dict[str, str]:
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout
-    except OSError:
-        commit = ""
-    cpu = ""
-    try:
-        cpu = next(
-            (
-                ln.split(":", 1)[1].strip()
-                for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if "model name" in ln
-            ),
-            "",
-        )
-    except OSError:
-        pass
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln),
+        "",
+    )
     import aiohttp
     import h11
 
     return {
-        "commit": commit.strip(),
-        "python": platform.python_version(),
-        "h11": h11.__version__,
-        "uvloop": uvloop.__version__,
-        "orjson": orjson.__version__,
-        "aiohttp": aiohttp.__version__,
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-    }
+        "commit": commit.strip(), "python": platform.python_version(), "h11": h11.__version__,
+        "uvloop": uvloop.__version__, "orjson": orjson.__version__, "aiohttp": aiohttp.__version__,
+        "cpu": cpu, "cores": str(os.cpu_count()),
+    }  # fmt: skip
+
+
+def report(results: list[Result], args: argparse.Namespace, env: dict[str, str]) -> None:
+    scenario = results[0].scenario
+    best = min(r.server_cpu_us_per_req for r in results)
+    print(f"\n{scenario}: {args.connections} connections, {args.duration:.0f} s per row — {env['cpu']} "
+          f"({env['cores']} cores), python {env['python']}, commit {env['commit']}")  # fmt: skip
+    print(f"{'target':<18}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+          f"{'CPU µs/req':>12}{'vs best':>9}{'errors':>8}")  # fmt: skip
+    for r in results:
+        print(f"{r.target:<18}{r.rps:>9.0f}{r.p50_ms:>9.2f}{r.p90_ms:>9.2f}{r.p99_ms:>9.2f}{r.max_ms:>9.2f}"
+              f"{r.server_cpu_us_per_req:>12.1f}{r.server_cpu_us_per_req / best:>9.2f}{r.errors:>8}")  # fmt: skip
+    if args.json:
+        for r in results:
+            print(orjson.dumps({**asdict(r), **env}).decode())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("scenarios", nargs="*", help=f"any of {', '.join(SCENARIOS)} (default: all)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--path", default="/healthz")
+    parser.add_argument("--chunks", type=int, default=3, help="SSE chunks per simulated answer")
     parser.add_argument("--json", action="store_true", help="also print one JSON line per result")
     args = parser.parse_args()
-
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("AGFAST_")}
-    data_dir = tempfile.mkdtemp(prefix="agfast-bench-")
-    agfast = [
-        sys.executable,
-        "-m",
-        "agfast",
-        "--port",
-        "0",
-        "--data-dir",
-        data_dir,
-        "--auth-mode",
-        "off",
-        "--log-level",
-        "warning",
-    ]
-    targets = [
-        ("agfast (c)", agfast, base_env),
-        ("agfast (py)", agfast, {**base_env, "AGFAST_NO_EXTENSIONS": "1"}),
-        ("naive h11", [sys.executable, str(ROOT / "benchmarks" / "baseline_h11.py")], base_env),
-    ]
-    results = [measure(name, cmd, env, args) for name, cmd, env in targets]
     env = environment()
-    best = min(r.server_cpu_us_per_req for r in results)
-    print(
-        f"GET {args.path}, {args.connections} connections, {args.duration:.0f} s each — {env['cpu']} "
-        f"({env['cores']} cores), python {env['python']}, commit {env['commit']}"
-    )
-    print(
-        f"{'target':<14}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}"
-        f"{'CPU µs/req':>12}{'vs best':>9}{'errors':>8}"
-    )
-    for r in results:
-        print(
-            f"{r.target:<14}{r.rps:>10.0f}{r.p50_ms:>9.2f}{r.p90_ms:>9.2f}{r.p99_ms:>9.2f}{r.max_ms:>9.2f}"
-            f"{r.server_cpu_us_per_req:>12.1f}{r.server_cpu_us_per_req / best:>9.2f}{r.errors:>8}"
-        )
-    if args.json:
-        for r in results:
-            print(orjson.dumps({**asdict(r), "scenario": f"GET {args.path}", **env}).decode())
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    for name in args.scenarios or list(SCENARIOS):
+        report(SCENARIOS[name](args), args, env)
 
 
 if __name__ == "__main__":

@@ -114,3 +114,15 @@ def test_serve_subcommand_and_lan_flag(data_dir: Path) -> None:
         assert request(proc.port, "GET", "/healthz").status == 200
         assert request(proc.port, "GET", "/v1/models").status == 401
         proc.stop()
+
+
+def test_sim_subcommand_serves_google_endpoints() -> None:
+    with AgfastProcess("sim", "--port", "0") as proc:
+        form = b"grant_type=refresh_token&refresh_token=1//sim-refresh-demo1&client_id=c&client_secret=s"
+        reply = request(proc.port, "POST", "/token", form, {"Content-Type": "application/x-www-form-urlencoded"})
+        assert reply.status == 200
+        assert reply.json()["access_token"].startswith("ya29.")
+        bad = request(proc.port, "POST", "/token", form.replace(b"demo1", b"nobody"),
+                      {"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        assert bad.status == 400 and bad.json()["error"] == "invalid_grant"
+        assert proc.stop() == 0

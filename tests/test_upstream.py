@@ -46,10 +46,30 @@ def sdk(st: ServerThread) -> genai.Client:
 
 
 def generate(st: ServerThread, text: str, model: str = "gemini-3-flash", stream: bool = False) -> tuple[int, dict]:  # type: ignore[type-arg]
+    """One call through the real google-genai SDK: (status, headers/text or the Google error)."""
+    client = sdk(st)
+    try:
+        if stream:
+            chunks = list(client.models.generate_content_stream(model=model, contents=text))
+            head = chunks[0].sdk_http_response
+            return 200, {
+                "headers": dict(head.headers or {}) if head else {},
+                "text": "".join(c.text or "" for c in chunks),
+            }
+        answer = client.models.generate_content(model=model, contents=text)
+        head = answer.sdk_http_response
+        return 200, {"headers": dict(head.headers or {}) if head else {}, "text": answer.text}
+    except genai_errors.APIError as exc:
+        return exc.code, {"error": exc.details["error"] if isinstance(exc.details, dict) else exc.details}
+
+
+def raw_generate(st: ServerThread, text: str, stream: bool = False) -> tuple[int, bytes]:
     action = "streamGenerateContent?alt=sse" if stream else "generateContent"
     body = orjson.dumps({"contents": [{"role": "user", "parts": [{"text": text}]}]})
-    reply = request(st.port, "POST", f"/v1beta/models/{model}:{action}", body, {"Content-Type": "application/json"})
-    return reply.status, {"headers": reply.headers, "body": reply.body}
+    reply = request(
+        st.port, "POST", f"/v1beta/models/gemini-3-flash:{action}", body, {"Content-Type": "application/json"}
+    )
+    return reply.status, reply.body
 
 
 # -- the happy path through real SDKs -------------------------------------------------------------------------
@@ -145,7 +165,7 @@ def test_exhaustion_names_last_status(stack: ServerThread, sim: GoogleSimulator)
     sim.script(Fault("status", status=500, action="streamGenerateContent", times=None))
     code, reply = generate(stack, "Everything is broken upstream")
     assert code == 429
-    error = orjson.loads(reply["body"])["error"]
+    error = reply["error"]
     assert error["status"] == "RESOURCE_EXHAUSTED"
     assert "All 3 attempts failed. Last status: 500" in error["message"]
     assert len(generations(sim)) == 3
@@ -155,7 +175,7 @@ def test_non_retryable_error_passes_through(stack: ServerThread, sim: GoogleSimu
     sim.script(Fault("status", status=400, message="Bad thing in request", action="streamGenerateContent"))
     code, reply = generate(stack, "This one is simply invalid")
     assert code == 400
-    assert orjson.loads(reply["body"])["error"] == {
+    assert reply["error"] == {
         "code": 400, "message": "Bad thing in request", "status": "UPSTREAM_ERROR",
     }  # fmt: skip
     assert len(generations(sim)) == 1
@@ -301,9 +321,9 @@ def test_client_disconnect_cancels_upstream(stack: ServerThread, sim: GoogleSimu
 
 def test_no_retry_after_first_byte(stack: ServerThread, sim: GoogleSimulator) -> None:
     sim.script(Fault("disconnect", after_chunks=1, action="streamGenerateContent"))
-    status, reply = generate(stack, "This stream breaks in the middle", stream=True)
+    status, body = raw_generate(stack, "This stream breaks in the middle", stream=True)
     assert status == 200
-    events = [line for line in reply["body"].split(b"\n") if line.startswith(b"data: ")]
+    events = [line for line in body.split(b"\n") if line.startswith(b"data: ")]
     assert b'"candidates"' in events[0]
     assert b'"error"' in events[-1] and b"interrupted" in events[-1]
     assert len(generations(sim)) == 1
@@ -381,3 +401,13 @@ def test_antigravity_account_file_loads_unchanged(sim: GoogleSimulator, tmp_path
     assert after["token"]["project_id"] == account.project_id
     assert after["token"]["access_token"] != "ya29.stale"  # refreshed and saved
     assert after["token"]["refresh_token"] == account.refresh_token
+
+
+@pytest.mark.parametrize(("mode", "spread"), [("Balance", False), ("PerformanceFirst", True)])
+def test_scheduling_modes(sim: GoogleSimulator, tmp_path: Path, mode: str, spread: bool) -> None:
+    """Balance reuses the last account (60 s window, warm caches); PerformanceFirst spreads by P2C."""
+    with agfast_on(sim, tmp_path, scheduling_mode=mode) as st:
+        for i in range(24):
+            assert generate(st, f"Independent conversation number {i:02d}")[0] == 200
+        used = {r.email for r in generations(sim)}
+    assert (len(used) > 1) is spread

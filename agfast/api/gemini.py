@@ -15,7 +15,6 @@ import orjson
 from agfast import sse
 from agfast.api.common import json_object, require
 from agfast.convert import gemini as convert
-from agfast.convert.models import route_for_pool
 from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import Response
@@ -54,8 +53,7 @@ class GeminiApi:
         self.app = app
 
     def _mapped(self, model: str) -> str:
-        app = self.app
-        return route_for_pool(model, app.config.custom_mapping, app.pool.forwarding(), app.pool.available_models())
+        return self.app.route(model)
 
     async def generate(self, req: Request, resp: Response) -> None:
         body = json_object(req)
@@ -66,8 +64,10 @@ class GeminiApi:
         mapped = self._mapped(model)
         session_id = convert.session_id_from_contents(contents)
 
+        request = convert.native_request(body, mapped, "", clean=b'"[undefined]"' in req.body)
+
         def build(lease: Lease) -> bytes:
-            request = convert.native_request(body, mapped, fnv1a64_signed(lease.account_id))
+            request["sessionId"] = fnv1a64_signed(lease.account_id)
             user_agent = "antigravity" if lease.email.endswith("@gmail.com") else "jetski"
             return envelope(
                 request,

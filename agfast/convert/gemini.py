@@ -121,9 +121,13 @@ def _system(system: Any) -> dict[str, Any]:
     return {"role": "user", "parts": parts}
 
 
-def native_request(body: dict[str, Any], model: str, session_id: str) -> dict[str, Any]:
-    """A client's GenerateContentRequest, made acceptable to v1internal for `model`."""
-    body = drop_undefined(body)
+def native_request(body: dict[str, Any], model: str, session_id: str, *, clean: bool = True) -> dict[str, Any]:
+    """A client's GenerateContentRequest, made acceptable to v1internal for `model`.
+
+    `clean=False` skips the deep `[undefined]` sweep when the caller saw no such string in the raw bytes.
+    """
+    if clean:
+        body = drop_undefined(body)
     request: dict[str, Any] = {
         "systemInstruction": _system(body.get("systemInstruction", body.get("system_instruction")))
     }

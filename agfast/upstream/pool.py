@@ -207,6 +207,8 @@ class AccountPool:
         self.members: dict[str, Member] = {}
         self.skipped: dict[str, str] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self.version = 0
+        self._view_cache: tuple[int, set[str], dict[str, str]] | None = None
 
     # -- membership --------------------------------------------------------------------------------------
 
@@ -228,22 +230,36 @@ class AccountPool:
             member.reindex()
             fresh[account.id] = member
         self.members = fresh
+        self.changed()
 
     @property
     def size(self) -> int:
         return len(self.members)
 
+    def changed(self) -> None:
+        """Membership or quota data moved: derived views (model sets, routes) must be recomputed."""
+        self.version += 1
+
     def available_models(self) -> set[str]:
-        return {m.name for member in self.members.values() for m in member.account.quota_models}
+        return self._views()[0]
 
     def forwarding(self) -> dict[str, str]:
+        return self._views()[1]
+
+    def _views(self) -> tuple[set[str], dict[str, str]]:
+        cached = self._view_cache
+        if cached is not None and cached[0] == self.version:
+            return cached[1], cached[2]
+        models = {m.name for member in self.members.values() for m in member.account.quota_models}
         rules: dict[str, str] = {}
         for member in self.members.values():
             rules.update(member.account.model_forwarding_rules)
-        return rules
+        self._view_cache = (self.version, models, rules)
+        return models, rules
 
     def _drop(self, member: Member) -> None:
         self.members.pop(member.id, None)
+        self.changed()
 
     # -- selection ---------------------------------------------------------------------------------------
 
@@ -263,9 +279,8 @@ class AccountPool:
     ) -> Lease:
         """An account ready to call `model` (fresh token, known project), or NoAccountError."""
         try:
-            return await asyncio.wait_for(
-                self._acquire(model, session_id, rotate, set(exclude)), self.config.token_timeout
-            )
+            async with asyncio.timeout(self.config.token_timeout):
+                return await self._acquire(model, session_id, rotate, set(exclude))
         except TimeoutError:
             raise NoAccountError(
                 f"Token acquisition timed out ({self.config.token_timeout:g}s): the token or project lookup is slow"
@@ -366,6 +381,7 @@ class AccountPool:
                     if tier:
                         set_tier(account, tier)
                         member.reindex()
+                        self.changed()
                     changed = True
                 if changed:
                     await self._save(account)
@@ -432,6 +448,7 @@ class AccountPool:
         snapshot = await oauth.fetch_quota(self.client, lease.access_token, lease.project_id)
         store_quota(member.account, tier, snapshot, time.time())
         member.reindex()
+        self.changed()
         await self._save(member.account)
 
     async def refresh_quotas(self, only_missing: bool = False) -> None:
