@@ -7,10 +7,13 @@ import contextlib
 
 import orjson
 
-from agfast.api import anthropic, openai, service
+from agfast.api import service
+from agfast.api.anthropic import AnthropicApi
 from agfast.api.gemini import GeminiApi
+from agfast.api.openai import OpenAIApi
 from agfast.config import Config
 from agfast.convert.models import list_models, route_for_pool
+from agfast.convert.signatures import SignatureCache
 from agfast.http.errors import Family
 from agfast.http.protocol import Request
 from agfast.http.response import Response
@@ -36,7 +39,10 @@ class App:
         self.client = UpstreamClient(config)
         self.pool = AccountPool(config, self.store, self.client)
         self.gateway = Gateway(config, self.pool, self.client)
+        self.signatures = SignatureCache.create()
         self.gemini = GeminiApi(self)
+        self.openai = OpenAIApi(self)
+        self.anthropic = AnthropicApi(self)
         self._upkeep: asyncio.Task[None] | None = None
         self._routes: dict[str, str] = {}
         self._routes_version = -1
@@ -87,7 +93,7 @@ class App:
 
 
 def build_router(app: App) -> Router:
-    gemini = app.gemini
+    gemini, openai, anthropic = app.gemini, app.openai, app.anthropic
     r = Router()
     r.add((GET,), "/healthz", service.health, Family.OPENAI, health=True)
     r.add((GET,), "/health", service.health, Family.OPENAI, health=True)

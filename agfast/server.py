@@ -116,7 +116,12 @@ class Server:
         assert state is not None
         state.refresh_clock()
         now = state.now
-        expired = [c for c in state.connections if c.deadline <= now]
+        expired = []
+        for conn in state.connections:
+            if conn.deadline <= now:
+                expired.append(conn)
+            elif conn.response is not None and conn.response.ping_every:
+                conn.response.on_tick(now)
         for conn in expired:
             conn.on_deadline()
         self._tick = state.loop.call_later(TICK_SECONDS, self._on_tick)

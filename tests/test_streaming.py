@@ -82,7 +82,16 @@ def streaming_router(sse: ModuleType, probe: Probe) -> Router:
             probe.cancelled.set()
             raise
 
+    async def quiet(req: Request, resp: Response) -> None:
+        resp.start()
+        resp.keep_alive(1.0)
+        resp.write(sse.frame_event(b"first"))
+        await asyncio.sleep(2.6)
+        resp.write(sse.frame_event(b"second"))
+        resp.end()
+
     r = Router()
+    r.add((GET,), "/quiet", quiet, Family.OPENAI)
     r.add((GET,), "/healthz", lambda req, resp: resp.send(200, b"{}"), Family.OPENAI, health=True)
     r.add((GET,), "/events", events, Family.OPENAI)
     r.add((GET,), "/big", big, Family.OPENAI)
@@ -195,3 +204,13 @@ def test_idle_connections_close_at_shutdown(stream_server: ServerThread) -> None
         stream_server.stop()
         assert reader.closed(timeout=2)
         assert time.monotonic() - started < 1.5
+
+
+def test_silent_stream_gets_keep_alive_pings(stream_server: ServerThread) -> None:
+    reply = request(stream_server.port, "GET", "/quiet")
+    events = reply.body.split(b"\n\n")
+    assert events[0] == b"data: first"
+    assert events[-2] == b"data: second"
+    pings = [e for e in events[1:-2] if e == b": ping"]
+    assert 1 <= len(pings) <= 3
+    assert pings == events[1:-2]

@@ -48,7 +48,18 @@ def status_line(status: int) -> bytes:
 class Response:
     """Per-request writer; every method is a no-op once the client is gone (the handler is being cancelled)."""
 
-    __slots__ = ("_head", "chunked", "finished", "head_sent", "proto", "request", "status")
+    __slots__ = (
+        "_head",
+        "chunked",
+        "finished",
+        "head_sent",
+        "last_write",
+        "ping",
+        "ping_every",
+        "proto",
+        "request",
+        "status",
+    )
 
     def __init__(self, proto: HttpProtocol, request: Request) -> None:
         self.proto = proto
@@ -58,6 +69,10 @@ class Response:
         self.chunked = False
         self.status = 0
         self._head = b""
+        # Keep-alive comments for silent streams, written by the server tick (no timer per stream).
+        self.ping = b""
+        self.ping_every = 0.0
+        self.last_write = 0.0
 
     def _head_bytes(self, status: int, content_type: bytes, headers: bytes, framing: bytes) -> bytes:
         req = self.request
@@ -122,6 +137,16 @@ class Response:
             headers = SSE_HEADERS + headers
         self._head = self._head_bytes(status, content_type, headers, framing)
 
+    def keep_alive(self, every: float, comment: bytes = b": ping\n\n") -> None:
+        """While streaming, send `comment` whenever nothing was written for `every` seconds."""
+        self.ping = comment
+        self.ping_every = every
+        self.last_write = self.proto.state.now
+
+    def on_tick(self, now: float) -> None:
+        if self.ping_every and not self.finished and now - self.last_write >= self.ping_every:
+            self.write(self.ping)
+
     def flush_head(self) -> None:
         """Send a pending head now, e.g. when the first chunk will be slow (a thinking model)."""
         if self._head and not self.proto.closed:
@@ -146,6 +171,8 @@ class Response:
             self._head = b""
         if out:
             proto.transport.write(out)  # type: ignore[union-attr]
+        if self.ping_every:
+            self.last_write = proto.state.now
 
     def end(self, data: bytes = b"") -> None:
         if self.finished:
