@@ -214,3 +214,23 @@ def test_silent_stream_gets_keep_alive_pings(stream_server: ServerThread) -> Non
     pings = [e for e in events[1:-2] if e == b": ping"]
     assert 1 <= len(pings) <= 3
     assert pings == events[1:-2]
+
+
+def test_pipelined_flood_pauses_reading_then_all_answered(stream_server: ServerThread, probe: Probe) -> None:
+    """Input piling up behind a busy request stops being read (bounded memory), and resumes after it."""
+    flood = encode("GET", "/healthz") * 12_000  # ~400 KB of pipelined requests behind a slow one
+    with contextlib.closing(connect(stream_server.port, timeout=30)) as sock:
+        sock.sendall(encode("GET", "/sleepy"))
+        assert probe.started.wait(2)
+        sender = threading.Thread(target=sock.sendall, args=(flood,))
+        sender.start()
+        time.sleep(0.3)
+        state = stream_server.server.state
+        assert state is not None
+        paused = stream_server.call(lambda: [c.read_paused for c in state.connections])
+        assert paused == [True]
+        reader = Reader(sock)
+        assert reader.read().json() == {"slept": True}
+        for _ in range(12_000):
+            assert reader.read().status == 200
+        sender.join(10)

@@ -329,17 +329,9 @@ class HttpProtocol(asyncio.Protocol):
             return
         try:
             route.handler(req, resp)
-        except HttpError as exc:
-            if not resp.head_sent:
-                resp.send_error(route.family, exc)
-        except Exception:
-            log.exception("handler failed for %s", req.path)
-            if not resp.head_sent:
-                resp.error(route.family, 500, "Internal error in agfast; see the server log.")
-        if not resp.head_sent:
-            resp.error(route.family, 500, "The handler produced no response.")
-        elif not resp.finished:
-            resp.end()
+        except Exception as exc:
+            _handler_failed(route, req, resp, exc)
+        _settle(route, resp)
 
     async def _run_async(self, route: Route, req: Request, resp: Response) -> None:
         try:
@@ -348,23 +340,14 @@ class HttpProtocol(asyncio.Protocol):
             if not self.closed:
                 raise
             return
-        except HttpError as exc:
-            if not resp.head_sent:
-                resp.send_error(route.family, exc)
-        except Exception:
-            log.exception("handler failed for %s", req.path)
-            if not resp.head_sent:
-                resp.error(route.family, 500, "Internal error in agfast; see the server log.")
+        except Exception as exc:
+            _handler_failed(route, req, resp, exc)
         finally:
             # The answer may already have started the next pipelined request's task: only forget our own.
             if self.task is asyncio.current_task():
                 self.task = None
-        if self.closed:
-            return
-        if not resp.head_sent:
-            resp.error(route.family, 500, "The handler produced no response.")
-        elif not resp.finished:
-            resp.end()
+        if not self.closed:
+            _settle(route, resp)
 
     def _early(self, respond: object) -> None:
         """Answer before the body arrives; the body (if any) is then read and dropped to keep the cycle."""
@@ -493,6 +476,25 @@ class HttpProtocol(asyncio.Protocol):
             self.deadline = NEVER
             if self.transport is not None:
                 self.transport.close()
+
+
+def _handler_failed(route: Route, req: Request, resp: Response, exc: Exception) -> None:
+    """An HttpError is an answer; anything else is our bug: logged, and a 500 if nothing was sent yet."""
+    if isinstance(exc, HttpError):
+        if not resp.head_sent:
+            resp.send_error(route.family, exc)
+        return
+    log.error("handler failed for %s", req.path, exc_info=exc)
+    if not resp.head_sent:
+        resp.error(route.family, 500, "Internal error in agfast; see the server log.")
+
+
+def _settle(route: Route, resp: Response) -> None:
+    """Whatever the handler did, the client gets a complete answer."""
+    if not resp.head_sent:
+        resp.error(route.family, 500, "The handler produced no response.")
+    elif not resp.finished:
+        resp.end()
 
 
 def _head_size(event: h11.Request) -> int:
