@@ -32,7 +32,7 @@ MODES = [
 PATHS = [
     ("/healthz", "GET", None, 200, True),
     ("/health", "GET", None, 200, True),
-    ("/v1/chat/completions", "POST", CHAT, 501, False),
+    ("/v1/chat/completions", "POST", CHAT, 503, False),
     # Authorised, it reaches the pool, which is empty here: 503 in Google's shape.
     ("/v1beta/models/gemini-3-flash:generateContent", "POST", b'{"contents":[{"parts":[{"text":"hi"}]}]}', 503, False),
 ]

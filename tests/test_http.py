@@ -156,7 +156,7 @@ def test_expect_100_continue(server: ServerThread) -> None:
         assert reader.buf.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
         reader.buf = b""
         sock.sendall(CHAT)
-        assert reader.read().status == 501
+        assert reader.read().status == 503  # the body arrived and was understood: no account here
 
 
 def test_cors_preflight_and_origin(server: ServerThread) -> None:
@@ -248,7 +248,7 @@ BAD_BODIES = [
     ("/v1/messages", b"null", 400, "not null", None),
     ("/v1beta/models/gemini-3-flash:generateContent", b"{}", 400, "'contents'", None),
     ("/v1/models/gemini-3-flash:generateContent", b"{]", 400, "not valid JSON", None),
-    ("/v1/chat/completions", CHAT, 501, "not implemented", None),
+    ("/v1/chat/completions", CHAT, 503, "No available account", None),
 ]
 
 

@@ -85,7 +85,7 @@ def _tools(tools: Any) -> list[dict[str, Any]] | None:
     return out
 
 
-def _generation_config(config: Any, model: str) -> dict[str, Any]:
+def generation_config(config: Any, model: str) -> dict[str, Any]:
     gen = dict(config) if isinstance(config, dict) else {}
     spec = model_spec(model)
     thinking = gen.get("thinkingConfig")
@@ -110,7 +110,7 @@ def _generation_config(config: Any, model: str) -> dict[str, Any]:
     return gen
 
 
-def _system(system: Any) -> dict[str, Any]:
+def system_instruction(system: Any) -> dict[str, Any]:
     parts: list[Any] = []
     if isinstance(system, dict):
         parts = [p for p in system.get("parts") or () if isinstance(p, dict)]
@@ -129,14 +129,14 @@ def native_request(body: dict[str, Any], model: str, session_id: str, *, clean: 
     if clean:
         body = drop_undefined(body)
     request: dict[str, Any] = {
-        "systemInstruction": _system(body.get("systemInstruction", body.get("system_instruction")))
+        "systemInstruction": system_instruction(body.get("systemInstruction", body.get("system_instruction")))
     }
     tools = _tools(body.get("tools"))
     if tools:
         request["tools"] = tools
         tool_config = body.get("toolConfig", body.get("tool_config"))
         request["toolConfig"] = tool_config if isinstance(tool_config, dict) else VALIDATED
-    request["generationConfig"] = _generation_config(body.get("generationConfig", body.get("generation_config")), model)
+    request["generationConfig"] = generation_config(body.get("generationConfig", body.get("generation_config")), model)
     safety = body.get("safetySettings", body.get("safety_settings"))
     request["safetySettings"] = safety if isinstance(safety, list) else SAFETY_OFF
     request["sessionId"] = session_id

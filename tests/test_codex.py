@@ -1,0 +1,133 @@
+"""The real Codex CLI (`npm install @openai/codex`) against agfast + the simulator, over the Responses API.
+
+Codex is installed once into a cache directory (reruns are instant) and driven with `codex exec`. The prompt
+names a declared tool and says "call", so the simulator answers with an `exec_command` function call; Codex
+runs it, sends the `function_call_output` back, and the simulator's final answer quotes that result — a full
+tool round trip through agfast, including the thought signature Gemini 3 requires on the second turn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stack import KEY, agfast_on, generations, start_sim
+
+from agfast.sim import GoogleSimulator
+
+# The version clients.md observed; override to try another. The cache survives between runs (and CI jobs).
+CODEX_VERSION = os.environ.get("AGFAST_CODEX_VERSION", "0.169.0")
+CACHE = Path(os.environ.get("AGFAST_TEST_CACHE", Path.home() / ".cache" / "agfast-tests")) / "npm"
+# npm install of one package with its platform binary; generous for slow CI mirrors.
+INSTALL_TIMEOUT_S = 300
+# A two-turn exec against the local simulator takes a few seconds; anything near this is a hang.
+RUN_TIMEOUT_S = 120
+MODEL = "gemini-3-flash"  # a Gemini 3 model: the second turn is refused without the cached signature
+PROMPT = "call exec_command to run echo hi"
+
+
+def _installed_version() -> str | None:
+    try:
+        manifest = json.loads((CACHE / "node_modules" / "@openai" / "codex" / "package.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return str(manifest.get("version"))
+
+
+def codex_binary() -> Path:
+    """The cached Codex CLI, installed on first use; skips (with the reason) when that is impossible."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("the Codex CLI test needs Node.js 20+ and npm on PATH")
+    binary = CACHE / "node_modules" / ".bin" / "codex"
+    if binary.exists() and _installed_version() == CODEX_VERSION:
+        return binary
+    CACHE.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(CACHE), f"@openai/codex@{CODEX_VERSION}"],
+            capture_output=True,
+            text=True,
+            timeout=INSTALL_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"npm install @openai/codex@{CODEX_VERSION} did not finish in {INSTALL_TIMEOUT_S} s")
+    if done.returncode != 0 or not binary.exists():
+        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        pytest.skip(f"npm install @openai/codex@{CODEX_VERSION} failed (registry unreachable?): {' | '.join(tail)}")
+    return binary
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[GoogleSimulator]:
+    with start_sim() as thread:
+        yield thread
+
+
+def run_codex(codex: Path, base_url: str, home: Path, work: Path, prompt: str) -> subprocess.CompletedProcess[str]:
+    home.mkdir()
+    work.mkdir()
+    (home / "config.toml").write_text(
+        f'model = "{MODEL}"\n'
+        'model_provider = "agfast"\n'
+        "[model_providers.agfast]\n"
+        'name = "agfast"\n'
+        f'base_url = "{base_url}/v1"\n'
+        'env_key = "AGFAST_CODEX_TEST_KEY"\n'
+        'wire_api = "responses"\n'
+        # agfast already retries upstream; a Codex retry would hide a stream that ended badly.
+        "request_max_retries = 0\n"
+        "stream_max_retries = 0\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CODEX_"))}
+    env.update(CODEX_HOME=str(home), AGFAST_CODEX_TEST_KEY=KEY, NO_COLOR="1")
+    args = [
+        str(codex), "exec", "--json", "--skip-git-repo-check", "--ephemeral",
+        "--dangerously-bypass-approvals-and-sandbox", "-C", str(work), prompt,
+    ]  # fmt: skip
+    # Its own process group, so a hang can be stopped together with the native binary npm's shim starts.
+    proc = subprocess.Popen(
+        args, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"codex exec did not finish in {RUN_TIMEOUT_S} s\nstdout: {out[-2000:]}\nstderr: {err[-2000:]}")
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def test_codex_exec_completes_a_tool_round_trip(sim: GoogleSimulator, tmp_path: Path) -> None:
+    codex = codex_binary()
+    with agfast_on(sim, tmp_path / "data") as st:
+        done = run_codex(codex, st.url, tmp_path / "codex-home", tmp_path / "work", PROMPT)
+    report = f"exit {done.returncode}\nstdout: {done.stdout[-3000:]}\nstderr: {done.stderr[-3000:]}"
+    assert done.returncode == 0, report
+    events: list[dict[str, Any]] = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    items = [e["item"] for e in events if e.get("type") == "item.completed"]
+    commands = [i for i in items if i.get("type") == "command_execution"]
+    assert len(commands) == 1, report
+    assert "sim-cmd" in commands[0]["command"]  # the simulator's sampled argument, run by Codex
+    answer = [i["text"] for i in items if i.get("type") == "agent_message"]
+    assert answer and answer[-1].startswith(f"[{MODEL}] tool exec_command returned:"), report
+    assert "sim-cmd" in answer[-1]  # the command's output travelled back as function_call_output
+    assert any(e.get("type") == "turn.completed" for e in events), report
+
+    first, second = generations(sim)
+    assert first.status == second.status == 200
+    assert first.email == second.email  # prompt_cache_key / session-id keep the conversation on one account
+    contents = second.json["request"]["contents"]
+    call = next(p for c in contents if c["role"] == "model" for p in c["parts"] if "functionCall" in p)
+    assert call["functionCall"]["name"] == "exec_command"
+    assert sim.signatures.family_of(call["thoughtSignature"]) == "gemini"
+    result = contents[-1]["parts"][0]["functionResponse"]
+    assert result["name"] == "exec_command" and result["id"] == call["functionCall"]["id"]
