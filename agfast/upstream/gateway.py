@@ -133,9 +133,18 @@ class Gateway:
         session_id: str | None,
         build: Callable[[Lease], bytes],
         attempts: int | None = None,
+        recover: Callable[[int, bytes], bool] | None = None,
     ) -> Stream:
-        """Call streamGenerateContent with retries until a first event arrives; the caller closes it."""
-        return await self._attempts(req, model, session_id, build, attempts, stream=True)  # type: ignore[return-value]
+        """Call streamGenerateContent with retries until a first event arrives; the caller closes it.
+
+        `recover(status, body)` sees each upstream error first; True means the caller changed what `build`
+        will produce (e.g. dropped unverifiable thinking history), and the new request is sent at once on the
+        same account, as one extra attempt. The hook is consulted until it first answers True; after that a
+        400 is final.
+        """
+        return await self._attempts(  # type: ignore[return-value]
+            req, model, session_id, build, attempts, stream=True, recover=recover
+        )
 
     async def call(
         self,
@@ -162,6 +171,7 @@ class Gateway:
         *,
         stream: bool,
         method: str = "streamGenerateContent",
+        recover: Callable[[int, bytes], bool] | None = None,
     ) -> Stream | tuple[bytes, Lease]:
         pool = self.pool
         total = attempts if attempts is not None else retry.attempts_for(pool.size)
@@ -171,7 +181,10 @@ class Gateway:
         rotate = False
         reuse: Lease | None = None
         last: tuple[int, str, str] | None = None
-        for attempt in range(total):
+        recovered = False
+        attempt = -1
+        while attempt + 1 < total:
+            attempt += 1
             if reuse is not None:
                 lease, reuse = reuse, None
             else:
@@ -228,6 +241,15 @@ class Gateway:
             retry_after = answer.response.headers.get("Retry-After")
             pool.mark_failure(lease, status, raw, retry_after, model)
             last = (status, google_message(raw), lease.email)
+            if recover is not None and recover(status, raw):
+                recover = None
+                recovered = True
+                total += 1
+                reuse = lease
+                continue
+            if recovered and status == 400:
+                # The policy's only 400 retry is for thinking signatures, which the surface just fixed once.
+                raise UpstreamError(status, raw, lease.email)
             decision = retry.decide(
                 status, raw, attempt, scale, retry_after=retry_after, allow_grace=lease.account_id not in graced
             )
