@@ -411,3 +411,12 @@ def test_scheduling_modes(sim: GoogleSimulator, tmp_path: Path, mode: str, sprea
             assert generate(st, f"Independent conversation number {i:02d}")[0] == 200
         used = {r.email for r in generations(sim)}
     assert (len(used) > 1) is spread
+
+
+def test_signature_400_is_not_resent_unchanged(stack: ServerThread, sim: GoogleSimulator) -> None:
+    """Re-sending the same bytes cannot fix a signature error; without a surface fix it goes to the client."""
+    sim.script(Fault("status", status=400, message="Corrupted thought signature.", action="streamGenerateContent"))
+    code, reply = generate(stack, "A history with a broken signature")
+    assert code == 400
+    assert "Corrupted thought signature" in reply["error"]["message"]
+    assert len(generations(sim)) == 1

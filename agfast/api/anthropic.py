@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
-from agfast.api.common import json_object, require
+from agfast.api.common import json_object, require, upstream_headers
 from agfast.api.zai import ZaiDispatcher
 from agfast.convert import anthropic as convert
 from agfast.convert.anthropic_stream import PING, MessageCollector, StreamConverter, warmup_events, warmup_message
@@ -48,13 +48,6 @@ STREAM_ERROR_TYPES = {
 REQUEST_ID_SESSION_CHARS = 8
 
 
-def _headers(email: str, mapped: str) -> bytes:
-    head = b"x-mapped-model: " + mapped.encode() + b"\r\n"
-    if email:
-        head += b"x-account-email: " + email.encode() + b"\r\n"
-    return head
-
-
 def _upstream_text(message: str) -> str:
     """Claude models behind v1internal put Anthropic's own error JSON in Google's message: unwrap it."""
     if message.startswith("{"):
@@ -72,7 +65,7 @@ def failure(exc: Exception, mapped: str) -> HttpError:
     """The client-facing error for a failed upstream exchange, in Anthropic's shape (reference §6.6)."""
     if isinstance(exc, UpstreamError):
         message = _upstream_text(exc.message)
-        head = _headers(exc.email, mapped)
+        head = upstream_headers(exc.email, mapped)
         if exc.status == 400 and convert.is_too_long(message):
             # Claude Code compacts the conversation when it sees Anthropic's "prompt is too long".
             return HttpError(400, f"prompt is too long: {message}", error_type="invalid_request_error", headers=head)
@@ -80,9 +73,9 @@ def failure(exc: Exception, mapped: str) -> HttpError:
         return HttpError(status, message, headers=head)
     if isinstance(exc, ExhaustedError):
         status = ACCOUNT_FAULT_STATUS.get(exc.status, exc.status)
-        return HttpError(status, str(exc), headers=_headers(exc.email, mapped))
+        return HttpError(status, str(exc), headers=upstream_headers(exc.email, mapped))
     if isinstance(exc, NoAccountError):
-        head = _headers("", mapped)
+        head = upstream_headers("", mapped)
         if exc.retry_after:
             head += b"retry-after: %d\r\n" % max(1, int(exc.retry_after + 0.999))
         return HttpError(503, f"No available accounts: {exc}", error_type="overloaded_error", headers=head)
@@ -198,7 +191,7 @@ class AnthropicApi:
         prepared, warmup = self._prepare(req, body)
         streaming = body.get("stream") is True
         if warmup:
-            head = WARMUP_HEADERS + _headers("", prepared.mapped)
+            head = WARMUP_HEADERS + upstream_headers("", prepared.mapped)
             if streaming:
                 resp.start(200, CT_SSE, head)
                 resp.end(warmup_events(body["model"]))
@@ -242,7 +235,7 @@ class AnthropicApi:
         except UpstreamError as exc:
             raise failure(exc, mapped) from None
         try:
-            headers = _headers(stream.lease.email, mapped)
+            headers = upstream_headers(stream.lease.email, mapped)
             options = {"omit_thinking": prepared.thinking.omit}
             if streaming:
                 converter = StreamConverter(body["model"], mapped, self.app.signatures, prepared.session, **options)
@@ -324,11 +317,13 @@ class AnthropicApi:
         except (UpstreamError, ExhaustedError, NoAccountError, orjson.JSONDecodeError):
             total, lease = None, None
         if isinstance(total, int) and total > 0 and lease is not None:
-            resp.send(200, orjson.dumps({"input_tokens": total}), CT_JSON, _headers(lease.email, mapped))
+            resp.send(200, orjson.dumps({"input_tokens": total}), CT_JSON, upstream_headers(lease.email, mapped))
             return
         # countTokens failed: a local estimate, flagged, rather than the reference's zeros.
         estimate = convert.estimate_tokens(conversion.request)
-        resp.send(200, orjson.dumps({"input_tokens": estimate}), CT_JSON, ESTIMATE_HEADER + _headers("", mapped))
+        resp.send(
+            200, orjson.dumps({"input_tokens": estimate}), CT_JSON, ESTIMATE_HEADER + upstream_headers("", mapped)
+        )
 
 
 def _stream_error(inner: dict[str, Any]) -> tuple[str, str]:

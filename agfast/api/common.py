@@ -53,6 +53,14 @@ def _json_kind(value: object) -> str:
     return "null"
 
 
+def upstream_headers(email: str, mapped: str) -> bytes:
+    """`X-Mapped-Model` always, `X-Account-Email` once an account was picked (reference §8.1)."""
+    head = b"x-mapped-model: " + mapped.encode() + b"\r\n"
+    if email:
+        head += b"x-account-email: " + email.encode() + b"\r\n"
+    return head
+
+
 def not_yet(surface: str) -> HttpError:
     """Surfaces whose conversion has not landed answer 501 in their own error shape, after validation."""
     return HttpError(501, f"{surface} is not implemented in this agfast build yet.")

@@ -13,7 +13,7 @@ import aiohttp
 import orjson
 
 from agfast import sse
-from agfast.api.common import json_object, require
+from agfast.api.common import json_object, require, upstream_headers
 from agfast.convert import gemini as convert
 from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
@@ -28,16 +28,10 @@ if TYPE_CHECKING:
 DONE = b"[DONE]"
 
 
-def upstream_headers(email: str, mapped: str) -> bytes:
-    return b"x-account-email: " + email.encode() + b"\r\nx-mapped-model: " + mapped.encode() + b"\r\n"
-
-
 def failure(exc: Exception, mapped: str) -> HttpError:
     """The client-facing error for a failed upstream exchange, in Google's shape."""
-    head = b"x-mapped-model: " + mapped.encode() + b"\r\n"
+    head = upstream_headers(exc.email if isinstance(exc, UpstreamError | ExhaustedError) else "", mapped)
     if isinstance(exc, UpstreamError):
-        if exc.email:
-            head += b"x-account-email: " + exc.email.encode() + b"\r\n"
         return HttpError(exc.status, exc.message, error_type="UPSTREAM_ERROR", headers=head)
     if isinstance(exc, ExhaustedError):
         return HttpError(429, f"All accounts exhausted. {exc}", headers=head)

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
-from agfast.api.common import json_object, require
-from agfast.api.gemini import upstream_headers
+from agfast.api.common import json_object, require, upstream_headers
 from agfast.convert import openai_chat as chat
 from agfast.convert import openai_completions as completions
 from agfast.convert import openai_responses as responses
@@ -44,10 +43,8 @@ SESSION_HEADERS = (b"session-id", b"x-session-id", b"conversation-id", b"x-conve
 
 def failure(exc: Exception, mapped: str) -> HttpError:
     """The client-facing error for a failed upstream exchange, in OpenAI's shape."""
-    head = b"x-mapped-model: " + mapped.encode() + b"\r\n"
+    head = upstream_headers(exc.email if isinstance(exc, UpstreamError | ExhaustedError) else "", mapped)
     if isinstance(exc, UpstreamError):
-        if exc.email:
-            head += b"x-account-email: " + exc.email.encode() + b"\r\n"
         return HttpError(exc.status, exc.message, error_type="upstream_error", headers=head)
     if isinstance(exc, ExhaustedError):
         return HttpError(429, f"All accounts exhausted. {exc}", code="rate_limit_exceeded", headers=head)

@@ -247,8 +247,9 @@ class Gateway:
                 total += 1
                 reuse = lease
                 continue
-            if recovered and status == 400:
-                # The policy's only 400 retry is for thinking signatures, which the surface just fixed once.
+            if status == 400 and (recovered or recover is None):
+                # The policy's only 400 retry is for thinking signatures. Re-sending the same bytes cannot fix
+                # one: it is retried only through a surface's `recover` hook, and only once.
                 raise UpstreamError(status, raw, lease.email)
             decision = retry.decide(
                 status, raw, attempt, scale, retry_after=retry_after, allow_grace=lease.account_id not in graced
