@@ -9,6 +9,8 @@ Scenarios (each row runs in its own server process; the table is normalised to t
   gemini          POST :generateContent through agfast (upstream streamed, collected) vs the simulator's
                   own v1internal :generateContent called directly
   gemini-stream   POST :streamGenerateContent?alt=sse through agfast vs the simulator's SSE directly
+  openai-stream   POST /v1/chat/completions (stream) through agfast, full conversion, vs the simulator's SSE
+  anthropic-stream POST /v1/messages (stream) through agfast, full conversion, vs the simulator's SSE
 
 "server CPU µs/req" is read from /proc for the server process alone (for proxied rows: agfast, not the
 simulator behind it), so it does not depend on how fast this Python client is. Client and servers share the
@@ -214,7 +216,26 @@ def scenario_healthz(args: argparse.Namespace) -> list[Result]:
     ]
 
 
-def _proxied(args: argparse.Namespace, scenario: str, stream: bool) -> list[Result]:
+GEMINI_VIA = {
+    False: ("/v1beta/models/gemini-3-flash:generateContent", PROMPT),
+    True: ("/v1beta/models/gemini-3-flash:streamGenerateContent?alt=sse", PROMPT),
+}
+OPENAI_CHAT = {
+    "model": "gemini-3-flash",
+    "stream": True,
+    "messages": [{"role": "user", "content": "Benchmark prompt: say something short please"}],
+}
+ANTHROPIC_MESSAGES = {
+    "model": "gemini-3-flash",
+    "max_tokens": 1024,
+    "stream": True,
+    "messages": [{"role": "user", "content": "Benchmark prompt: say something short please"}],
+}
+
+
+def _proxied(
+    args: argparse.Namespace, scenario: str, stream: bool, via_path: str | None = None, via_body: object = None
+) -> list[Result]:
     sim, sim_port = start(
         [sys.executable, "-m", "agfast", "sim", "--port", "0", "--chunks", str(args.chunks)], clean_env()
     )
@@ -247,9 +268,9 @@ def _proxied(args: argparse.Namespace, scenario: str, stream: bool) -> list[Resu
         )
         action = "streamGenerateContent?alt=sse" if stream else "generateContent"
         direct = http_request("POST", f"/v1internal:{action}", sim_port, envelope, {"Authorization": f"Bearer {token}"})
-        via = lambda port: http_request(  # noqa: E731
-            "POST", f"/v1beta/models/gemini-3-flash:{action}", port, orjson.dumps(PROMPT)
-        )
+        path, payload = (via_path, via_body) if via_path else GEMINI_VIA[stream]
+        body = orjson.dumps(payload)
+        via = lambda port: http_request("POST", path, port, body)  # noqa: E731
         results = [
             run_target(scenario, "agfast (c)", agfast_cmd(data_dir), env, via, args),
             run_target(scenario, "agfast (py)", agfast_cmd(data_dir), {**env, "AGFAST_NO_EXTENSIONS": "1"}, via, args),
@@ -265,6 +286,8 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], list[Result]]] = {
     "healthz": scenario_healthz,
     "gemini": lambda args: _proxied(args, "gemini", stream=False),
     "gemini-stream": lambda args: _proxied(args, "gemini-stream", stream=True),
+    "openai-stream": lambda args: _proxied(args, "openai-stream", True, "/v1/chat/completions", OPENAI_CHAT),
+    "anthropic-stream": lambda args: _proxied(args, "anthropic-stream", True, "/v1/messages", ANTHROPIC_MESSAGES),
 }
 
 

@@ -7,6 +7,7 @@ fall through to the next base, anything else is the answer (reference §5.1).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -183,6 +184,7 @@ class UpstreamClient:
         return answer.status, parsed, raw
 
 
+@functools.lru_cache(maxsize=4096)
 def fnv1a64_signed(text: str) -> str:
     """`request.sessionId` per account: FNV-1a 64 of the account id, printed as a signed decimal."""
     h = 0xCBF29CE484222325

@@ -278,56 +278,70 @@ class AccountPool:
         self, model: str, session_id: str | None = None, *, rotate: bool = False, exclude: Iterable[str] = ()
     ) -> Lease:
         """An account ready to call `model` (fresh token, known project), or NoAccountError."""
-        try:
-            async with asyncio.timeout(self.config.token_timeout):
-                return await self._acquire(model, session_id, rotate, set(exclude))
-        except TimeoutError:
-            raise NoAccountError(
-                f"Token acquisition timed out ({self.config.token_timeout:g}s): the token or project lookup is slow"
-            ) from None
-
-    async def _acquire(self, model: str, session_id: str | None, rotate: bool, attempted: set[str]) -> Lease:
         key = quota_key(model)
         if not self.members:
             raise NoAccountError("No available account: the pool is empty (add one with 'agfast accounts add').")
         if not self._ranked(key, ()):
             raise NoAccountError(f"No accounts available with quota for model: {model}")
-        mode = self.config.scheduling_mode
-        sticky = not rotate and mode != "PerformanceFirst"
+        attempted = set(exclude)
+        sticky = not rotate and self.config.scheduling_mode != "PerformanceFirst"
+        # The common case needs no await: a selected account whose token and project are ready.
+        chosen = self._choose(key, session_id, sticky, attempted)
+        if isinstance(chosen, Member):
+            account = chosen.account
+            if account.project_id and not account.needs_refresh(time.time()):
+                return Lease(chosen, account.access_token, account.project_id)
+        try:
+            async with asyncio.timeout(self.config.token_timeout):
+                return await self._acquire(key, session_id, sticky, attempted, chosen)
+        except TimeoutError:
+            raise NoAccountError(
+                f"Token acquisition timed out ({self.config.token_timeout:g}s): the token or project lookup is slow"
+            ) from None
+
+    def _choose(self, key: str, session_id: str | None, sticky: bool, attempted: set[str]) -> Member | float | None:
+        """The next account to try (marked attempted and bound), seconds to wait if all are limited, or None."""
+        now = time.time()
+        ranked = self._ranked(key, attempted)
+        if not ranked:
+            return None
+        member = self._preferred(ranked, key, now)
+        if member is None and sticky and session_id:
+            member = self._sticky(session_id, key, now)
+        if member is None and sticky:
+            member = self._recent(ranked, key, now)
+        if member is None:
+            free = [m for m in ranked if not self._limited(m, key, now)]
+            if not free:
+                return min(self._limited(m, key, now) for m in ranked)
+            member = _p2c(free, key)
+        if sticky:
+            self.state.set_last_used(member.id, now)
+            if session_id:
+                self.state.bind(session_id, member.id)
+        attempted.add(member.id)
+        return member
+
+    async def _acquire(
+        self, key: str, session_id: str | None, sticky: bool, attempted: set[str], chosen: Member | float | None
+    ) -> Lease:
         last_error = ""
-        while True:
-            now = time.time()
-            ranked = self._ranked(key, attempted)
-            if not ranked:
-                break
-            member = self._preferred(ranked, key, now)
-            if member is None and sticky and session_id:
-                member = self._sticky(session_id, key, now)
-            if member is None and sticky:
-                member = self._recent(ranked, key, now)
-            if member is None:
-                free = [m for m in ranked if not self._limited(m, key, now)]
-                if not free:
-                    wait = min(self._limited(m, key, now) for m in ranked)
-                    if wait <= SHORT_WAIT:
-                        await asyncio.sleep(wait)
-                        continue
-                    raise NoAccountError(f"All accounts limited. Wait {int(wait + 0.999)}s.", retry_after=wait)
-                member = _p2c(free, key)
-            if sticky:
-                self.state.set_last_used(member.id, now)
-                if session_id:
-                    self.state.bind(session_id, member.id)
-            attempted.add(member.id)
-            try:
-                return await self._ready(member)
-            except oauth.OAuthError as exc:
-                last_error = f"{member.email}: token refresh failed ({exc.error})"
-                if exc.invalid_grant:
-                    await self._disable(member, f"invalid_grant: {exc.description or exc.error}")
-            except oauth.AccountSetupError as exc:
-                last_error = f"{member.email}: {exc}"
-            log.warning("account unusable now: %s", last_error)
+        while chosen is not None:
+            if not isinstance(chosen, Member):
+                if chosen > SHORT_WAIT:
+                    raise NoAccountError(f"All accounts limited. Wait {int(chosen + 0.999)}s.", retry_after=chosen)
+                await asyncio.sleep(chosen)
+            else:
+                try:
+                    return await self._ready(chosen)
+                except oauth.OAuthError as exc:
+                    last_error = f"{chosen.email}: token refresh failed ({exc.error})"
+                    if exc.invalid_grant:
+                        await self._disable(chosen, f"invalid_grant: {exc.description or exc.error}")
+                except oauth.AccountSetupError as exc:
+                    last_error = f"{chosen.email}: {exc}"
+                log.warning("account unusable now: %s", last_error)
+            chosen = self._choose(key, session_id, sticky, attempted)
         if last_error:
             raise NoAccountError(f"All accounts failed or unhealthy. Last error: {last_error}")
         raise NoAccountError("All accounts failed or unhealthy.")
