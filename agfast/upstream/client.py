@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import yarl
 
 from agfast.config import Config
 
@@ -80,12 +81,13 @@ def user_agent(config: Config) -> str:
 
 
 class UpstreamClient:
-    __slots__ = ("_base_headers", "_session", "config", "endpoints")
+    __slots__ = ("_base_headers", "_session", "_urls", "config", "endpoints")
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.endpoints = list(config.upstream_endpoints)
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[tuple[str, str, str], yarl.URL] = {}
         self._base_headers = {
             "Content-Type": "application/json",
             "User-Agent": user_agent(config),
@@ -116,6 +118,14 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _url(self, base: str, method: str, query: str) -> yarl.URL:
+        """Parsed once per (endpoint, method): yarl parsing is a visible cost per call otherwise."""
+        key = (base, method, query)
+        url = self._urls.get(key)
+        if url is None:
+            url = self._urls[key] = yarl.URL(f"{base}:{method}{query}")
+        return url
 
     def headers(self, token: str, project: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = dict(self._base_headers)
@@ -148,7 +158,7 @@ class UpstreamClient:
             for index, base in enumerate(self.endpoints):
                 last = index == len(self.endpoints) - 1
                 try:
-                    response = await session.post(f"{base}:{method}{query}", data=body, headers=headers)
+                    response = await session.post(self._url(base, method, query), data=body, headers=headers)
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     last_error = f"{base}: {type(exc).__name__}: {exc}" if str(exc) else f"{base}: {type(exc).__name__}"
                     fallbacks += 1
