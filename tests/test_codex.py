@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -18,51 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from npm_tools import npm_binary
 from stack import KEY, agfast_on, generations, start_sim
 
 from agfast.sim import GoogleSimulator
 
 # The version clients.md observed; override to try another. The cache survives between runs (and CI jobs).
 CODEX_VERSION = os.environ.get("AGFAST_CODEX_VERSION", "0.169.0")
-CACHE = Path(os.environ.get("AGFAST_TEST_CACHE", Path.home() / ".cache" / "agfast-tests")) / "npm"
-# npm install of one package with its platform binary; generous for slow CI mirrors.
-INSTALL_TIMEOUT_S = 300
 # A two-turn exec against the local simulator takes a few seconds; anything near this is a hang.
 RUN_TIMEOUT_S = 120
 MODEL = "gemini-3-flash"  # a Gemini 3 model: the second turn is refused without the cached signature
 PROMPT = "call exec_command to run echo hi"
 
 
-def _installed_version() -> str | None:
-    try:
-        manifest = json.loads((CACHE / "node_modules" / "@openai" / "codex" / "package.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return str(manifest.get("version"))
-
-
 def codex_binary() -> Path:
-    """The cached Codex CLI, installed on first use; skips (with the reason) when that is impossible."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("the Codex CLI test needs Node.js 20+ and npm on PATH")
-    binary = CACHE / "node_modules" / ".bin" / "codex"
-    if binary.exists() and _installed_version() == CODEX_VERSION:
-        return binary
-    CACHE.mkdir(parents=True, exist_ok=True)
-    try:
-        done = subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(CACHE), f"@openai/codex@{CODEX_VERSION}"],
-            capture_output=True,
-            text=True,
-            timeout=INSTALL_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"npm install @openai/codex@{CODEX_VERSION} did not finish in {INSTALL_TIMEOUT_S} s")
-    if done.returncode != 0 or not binary.exists():
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        pytest.skip(f"npm install @openai/codex@{CODEX_VERSION} failed (registry unreachable?): {' | '.join(tail)}")
-    return binary
+    """The cached Codex CLI (installed on first use; the test skips, saying why, when that is impossible)."""
+    return npm_binary("@openai/codex", CODEX_VERSION, "codex")
 
 
 @pytest.fixture(scope="module")

@@ -59,8 +59,3 @@ def upstream_headers(email: str, mapped: str) -> bytes:
     if email:
         head += b"x-account-email: " + email.encode() + b"\r\n"
     return head
-
-
-def not_yet(surface: str) -> HttpError:
-    """Surfaces whose conversion has not landed answer 501 in their own error shape, after validation."""
-    return HttpError(501, f"{surface} is not implemented in this agfast build yet.")
