@@ -22,6 +22,7 @@ from agfast.convert import openai_chat as chat
 from agfast.convert import openai_completions as completions
 from agfast.convert import openai_responses as responses
 from agfast.convert.gemini import drop_undefined
+from agfast.convert.twins import openai_chat as fast
 from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import CT_JSON, CT_SSE, Response
@@ -189,7 +190,7 @@ class OpenAIApi:
     async def _chat(self, req: Request, resp: Response, body: dict[str, Any], model: str, *, legacy: bool) -> None:
         mapped = self.app.route(model)
         plan = self._plan(body, mapped)
-        reader = chat.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
+        reader = fast.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
         stream = await self._open(req, plan, mapped)
         try:
             headers = upstream_headers(stream.lease.email, mapped)
@@ -203,13 +204,13 @@ class OpenAIApi:
                 else:
                     options = body.get("stream_options")
                     include_usage = isinstance(options, dict) and options.get("include_usage") is True
-                    conv = chat.ChatStream(
+                    conv = fast.ChatStream(
                         reader, model=model, created=created, include_usage=include_usage, response_id=response_id
                     )
                 error = await self._pump(resp, stream, conv.feed)
-                resp.end(chat.stream_error(error) if error else conv.finish())
+                resp.end(fast.stream_error(error) if error else conv.finish())
                 return
-            collector = completions.CompletionCollector(reader) if legacy else chat.ChatCollector(reader)
+            collector = completions.CompletionCollector(reader) if legacy else fast.ChatCollector(reader)
             await self._collect(stream, collector.feed, headers)
             result = collector.result(model=model, created=created, response_id=response_id)
             resp.send(200, orjson.dumps(result), CT_JSON, headers)
@@ -267,7 +268,7 @@ class OpenAIApi:
             raise HttpError(400, exc.message, param=exc.param) from None
         mapped = self.app.route(model)
         plan = self._plan(converted.chat, mapped, self._session(req, body))
-        reader = chat.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
+        reader = fast.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
         streaming = body.get("stream") is True
         created = int(time.time())
         response_id = responses.new_id("resp_")
