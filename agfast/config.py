@@ -93,9 +93,8 @@ class Config:
     client_version: str = "4.3.0"
     # Multiplies every retry wait of the policy table (tests use 0.01 instead of sleeping for real).
     retry_wait_scale: float = 1.0
-    # The first meaningful chunk must arrive within this, or the attempt is retried (empty 200s happen).
-    first_chunk_timeout: float = 300.0
-    # After the first chunk, an upstream silent this long is ended.
+    # Upstream silent this long fails the read: before the first chunk the attempt is retried on another
+    # account, after it the client is told in-stream (reference: 300 s for both).
     stream_idle_timeout: float = 300.0
     # Seconds a request may wait for an account (refresh, project lookup) before 503 (reference: 5 s).
     token_timeout: float = 5.0
@@ -171,7 +170,6 @@ FILE_KEYS: dict[str, str] = {
     "upstream.user_agent": "user_agent",
     "upstream.client_version": "client_version",
     "upstream.retry_wait_scale": "retry_wait_scale",
-    "upstream.first_chunk_timeout": "first_chunk_timeout",
     "upstream.stream_idle_timeout": "stream_idle_timeout",
     "upstream.token_timeout": "token_timeout",
     "upstream.quota_refresh_interval": "quota_refresh_interval",
@@ -212,7 +210,6 @@ _TYPES: dict[str, type] = {
     "shutdown_timeout": float,
     "monitor_enabled": bool,
     "retry_wait_scale": float,
-    "first_chunk_timeout": float,
     "stream_idle_timeout": float,
     "token_timeout": float,
     "quota_refresh_interval": float,

@@ -420,3 +420,15 @@ def test_signature_400_is_not_resent_unchanged(stack: ServerThread, sim: GoogleS
     assert code == 400
     assert "Corrupted thought signature" in reply["error"]["message"]
     assert len(generations(sim)) == 1
+
+
+def test_silent_upstream_before_first_chunk_rotates(sim: GoogleSimulator, tmp_path: Path) -> None:
+    """An account whose stream stays silent past stream_idle_timeout is given up on; another one answers."""
+    with agfast_on(sim, tmp_path, stream_idle_timeout=0.5) as st:
+        sim.script(Fault("slow_first_byte", delay=3.0, action="streamGenerateContent", times=1))
+        started = time.monotonic()
+        code, reply = generate(st, "The first account never starts talking")
+        assert code == 200, reply
+        assert time.monotonic() - started < 2.5
+        first, second = generations(sim)[:2]
+        assert first.email != second.email

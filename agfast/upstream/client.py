@@ -107,7 +107,9 @@ class UpstreamClient:
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                timeout=aiohttp.ClientTimeout(total=TOTAL_TIMEOUT, sock_connect=CONNECT_TIMEOUT),
+                timeout=aiohttp.ClientTimeout(
+                    total=TOTAL_TIMEOUT, sock_connect=CONNECT_TIMEOUT, sock_read=self.config.stream_idle_timeout
+                ),
                 json_serialize=lambda obj: orjson.dumps(obj).decode(),
                 skip_auto_headers=("User-Agent",),
                 trust_env=bool(os.environ.get("AGFAST_TRUST_ENV_PROXY")),
