@@ -100,6 +100,8 @@ class Config:
     token_timeout: float = 5.0
     # Background quota refresh period (reference: 15 min).
     quota_refresh_interval: float = 900.0
+    # How often the data dir is checked for accounts added or changed by another process (a stat, no reads).
+    accounts_reload_interval: float = 15.0
     monitor_enabled: bool = True
     no_extensions: bool = False
     zai: ZaiConfig = field(default_factory=ZaiConfig)
@@ -173,6 +175,7 @@ FILE_KEYS: dict[str, str] = {
     "upstream.stream_idle_timeout": "stream_idle_timeout",
     "upstream.token_timeout": "token_timeout",
     "upstream.quota_refresh_interval": "quota_refresh_interval",
+    "accounts_reload_interval": "accounts_reload_interval",
     "oauth.token_url": "oauth_token_url",
     "oauth.userinfo_url": "userinfo_url",
     "oauth.client_id": "oauth_client_id",
@@ -213,6 +216,7 @@ _TYPES: dict[str, type] = {
     "stream_idle_timeout": float,
     "token_timeout": float,
     "quota_refresh_interval": float,
+    "accounts_reload_interval": float,
     "no_extensions": bool,
     "demo": bool,
 }

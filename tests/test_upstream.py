@@ -432,3 +432,29 @@ def test_silent_upstream_before_first_chunk_rotates(sim: GoogleSimulator, tmp_pa
         assert time.monotonic() - started < 2.5
         first, second = generations(sim)[:2]
         assert first.email != second.email
+
+
+def test_accounts_added_or_removed_on_disk_join_the_running_pool(sim: GoogleSimulator, tmp_path: Path) -> None:
+    sim.clear_faults()
+    cfg = stack_config(tmp_path, sim, accounts_reload_interval=0.1)
+    onboard_all(cfg, sim, emails=["demo1@sim.local"])
+    with ServerThread(cfg) as st:
+        pool = st.app.pool
+
+        def emails() -> set[str]:
+            return st.call(lambda: {m.email for m in pool.members.values()})  # type: ignore[no-any-return]
+
+        def wait_for(expected: set[str]) -> None:
+            deadline = time.monotonic() + 3
+            while emails() != expected and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert emails() == expected
+
+        assert emails() == {"demo1@sim.local"}
+        onboard_all(cfg, sim, emails=["demo2@sim.local"])  # what `agfast accounts add` does meanwhile
+        wait_for({"demo1@sim.local", "demo2@sim.local"})
+        AccountStore(tmp_path).remove("demo1@sim.local")
+        wait_for({"demo2@sim.local"})
+        sim.clear_requests()
+        assert generate(st, "Served by the account that was added later")[0] == 200
+        assert {r.email for r in generations(sim)} == {"demo2@sim.local"}

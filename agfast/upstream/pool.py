@@ -478,13 +478,33 @@ class AccountPool:
             except (oauth.AccountSetupError, aiohttp.ClientError, OSError) as exc:
                 log.warning("quota refresh failed for %s: %s", member.email, exc)
 
+    def _disk_stamp(self) -> tuple[int, int]:
+        """Changes whenever an account file or the index is written (atomic renames touch the directory)."""
+        stamps = []
+        for path in (self.store.accounts_dir, self.store.index_path):
+            try:
+                stamps.append(path.stat().st_mtime_ns)
+            except OSError:
+                stamps.append(0)
+        return stamps[0], stamps[1]
+
     async def upkeep(self) -> None:
-        """Quota for accounts that have none right away, then for all every `quota_refresh_interval`."""
+        """Quota for accounts that have none right away; accounts added or edited on disk (`agfast accounts
+        add` while serving) join within `accounts_reload_interval`; all quotas every `quota_refresh_interval`."""
         await self.refresh_quotas(only_missing=True)
+        stamp = self._disk_stamp()
+        next_quota = time.monotonic() + self.config.quota_refresh_interval
         while True:
-            await asyncio.sleep(self.config.quota_refresh_interval)
-            self.load()
-            await self.refresh_quotas()
+            await asyncio.sleep(self.config.accounts_reload_interval)
+            now_stamp = self._disk_stamp()
+            if time.monotonic() >= next_quota:
+                next_quota = time.monotonic() + self.config.quota_refresh_interval
+                self.load()
+                await self.refresh_quotas()
+            elif now_stamp != stamp:
+                self.load()
+                await self.refresh_quotas(only_missing=True)
+            stamp = self._disk_stamp()
 
     async def close(self) -> None:
         for task in list(self._background):
