@@ -458,3 +458,11 @@ def test_accounts_added_or_removed_on_disk_join_the_running_pool(sim: GoogleSimu
         sim.clear_requests()
         assert generate(st, "Served by the account that was added later")[0] == 200
         assert {r.email for r in generations(sim)} == {"demo2@sim.local"}
+
+
+def test_model_missing_everywhere_is_404_not_429(stack: ServerThread, sim: GoogleSimulator) -> None:
+    sim.script(Fault("status", status=404, action="streamGenerateContent", times=None))
+    code, reply = generate(stack, "Nobody has this model")
+    assert code == 404
+    assert "not available to any account" in reply["error"]["message"]
+    assert len(generations(sim)) == 3  # each account was asked (404 rotates), then the honest answer

@@ -34,6 +34,8 @@ def failure(exc: Exception, mapped: str) -> HttpError:
     if isinstance(exc, UpstreamError):
         return HttpError(exc.status, exc.message, error_type="UPSTREAM_ERROR", headers=head)
     if isinstance(exc, ExhaustedError):
+        if exc.not_found:
+            return HttpError(404, f"Model {mapped} is not available to any account. {exc}", headers=head)
         return HttpError(429, f"All accounts exhausted. {exc}", headers=head)
     if isinstance(exc, NoAccountError):
         return HttpError(503, f"No available account: {exc}", headers=head)

@@ -48,6 +48,9 @@ def failure(exc: Exception, mapped: str) -> HttpError:
     if isinstance(exc, UpstreamError):
         return HttpError(exc.status, exc.message, error_type="upstream_error", headers=head)
     if isinstance(exc, ExhaustedError):
+        if exc.not_found:
+            message = f"The model `{mapped}` is not available to any account. {exc}"
+            return HttpError(404, message, code="model_not_found", headers=head)
         return HttpError(429, f"All accounts exhausted. {exc}", code="rate_limit_exceeded", headers=head)
     if isinstance(exc, NoAccountError):
         if exc.retry_after:

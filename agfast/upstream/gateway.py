@@ -45,12 +45,14 @@ class UpstreamError(Exception):
 class ExhaustedError(Exception):
     """Every attempt failed; names the last upstream status and reason (never a token)."""
 
-    def __init__(self, attempts: int, status: int, reason: str, email: str = "") -> None:
+    def __init__(self, attempts: int, status: int, reason: str, email: str = "", *, not_found: bool = False) -> None:
         super().__init__(f"All {attempts} attempts failed. Last status: {status}. Error: {reason}")
         self.attempts = attempts
         self.status = status
         self.reason = reason
         self.email = email
+        # Every account answered 404: the model is not there for anyone, which no amount of waiting fixes.
+        self.not_found = not_found
 
 
 @dataclass(slots=True)
@@ -181,6 +183,7 @@ class Gateway:
         rotate = False
         reuse: Lease | None = None
         last: tuple[int, str, str] | None = None
+        statuses: set[int] = set()
         recovered = False
         attempt = -1
         while attempt + 1 < total:
@@ -241,6 +244,7 @@ class Gateway:
             retry_after = answer.response.headers.get("Retry-After")
             pool.mark_failure(lease, status, raw, retry_after, model)
             last = (status, google_message(raw), lease.email)
+            statuses.add(status)
             if recover is not None and recover(status, raw):
                 recover = None
                 recovered = True
@@ -266,7 +270,7 @@ class Gateway:
                 rotate = True
             await asyncio.sleep(decision.wait_s)
         assert last is not None
-        raise ExhaustedError(total, last[0], last[1], last[2])
+        raise ExhaustedError(total, last[0], last[1], last[2], not_found=statuses == {404})
 
     async def _first_event(self, answer: Answer, lease: Lease) -> Stream | tuple[int, bytes] | None:
         """Read until one non-empty event arrives: a Stream, an in-stream error (status, body), or None."""
