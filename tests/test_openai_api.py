@@ -510,6 +510,15 @@ def test_exhausted_accounts_are_429_then_503(fresh: ServerThread, sim: GoogleSim
         assert len(generations(sim)) == 3
 
 
+def test_model_no_account_has_is_404_model_not_found(fresh: ServerThread, sim: GoogleSimulator) -> None:
+    sim.script(Fault("status", status=404, action="streamGenerateContent", times=None))
+    with client_for(fresh) as client, pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "is it there?"}])
+    error = info.value.body
+    assert isinstance(error, dict) and error["code"] == "model_not_found"
+    assert "not available to any account" in error["message"]
+
+
 def test_non_retryable_upstream_error_passes_through(fresh: ServerThread, sim: GoogleSimulator) -> None:
     sim.script(Fault("status", status=400, action="streamGenerateContent", message="Invalid thing in request"))
     with client_for(fresh) as client, pytest.raises(openai.BadRequestError) as info:
