@@ -90,7 +90,14 @@ def streaming_router(sse: ModuleType, probe: Probe) -> Router:
         resp.write(sse.frame_event(b"second"))
         resp.end()
 
+    async def tail(req: Request, resp: Response) -> None:
+        resp.start()
+        resp.write(b"first;")
+        resp.defer(b"held;")
+        resp.end(b"last")
+
     r = Router()
+    r.add((GET,), "/tail", tail, Family.OPENAI)
     r.add((GET,), "/quiet", quiet, Family.OPENAI)
     r.add((GET,), "/healthz", lambda req, resp: resp.send(200, b"{}"), Family.OPENAI, health=True)
     r.add((GET,), "/events", events, Family.OPENAI)
@@ -234,3 +241,8 @@ def test_pipelined_flood_pauses_reading_then_all_answered(stream_server: ServerT
         for _ in range(12_000):
             assert reader.read().status == 200
         sender.join(10)
+
+
+def test_deferred_tail_leaves_with_the_end(stream_server: ServerThread) -> None:
+    reply = request(stream_server.port, "GET", "/tail")
+    assert reply.chunks == [b"first;", b"held;last"]

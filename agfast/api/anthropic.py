@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
-from agfast.api.common import json_object, require, upstream_headers
+from agfast.api.common import json_object, require, upstream_done, upstream_headers
 from agfast.api.zai import ZaiDispatcher
 from agfast.convert import anthropic as convert
 from agfast.convert.anthropic_stream import MessageCollector, StreamConverter
@@ -258,6 +258,7 @@ class AnthropicApi:
         try:
             async for batch in stream.batches():
                 out = []
+                done = False
                 for data in batch:
                     if data == DONE:
                         continue
@@ -271,6 +272,10 @@ class AnthropicApi:
                         resp.end()
                         return
                     out.append(converter.feed(inner))
+                    done = done or upstream_done(inner)
+                if done:
+                    resp.defer(b"".join(out))
+                    continue
                 resp.write(b"".join(out))
                 if resp.paused:
                     await resp.drain()

@@ -59,3 +59,8 @@ def upstream_headers(email: str, mapped: str) -> bytes:
     if email:
         head += b"x-account-email: " + email.encode() + b"\r\n"
     return head
+
+
+def upstream_done(chunk: dict[str, Any]) -> bool:
+    """Google marked the answer finished: what follows is only our own tail, so it can wait for `end()`."""
+    return any(isinstance(cand, dict) and cand.get("finishReason") for cand in chunk.get("candidates") or ())

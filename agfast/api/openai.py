@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import orjson
 
-from agfast.api.common import json_object, require, upstream_headers
+from agfast.api.common import json_object, require, upstream_done, upstream_headers
 from agfast.convert import openai_chat as chat
 from agfast.convert import openai_completions as completions
 from agfast.convert import openai_responses as responses
@@ -146,6 +146,7 @@ class OpenAIApi:
         try:
             async for batch in stream.batches():
                 out: list[bytes] = []
+                done = False
                 for data in batch:
                     if data == DONE:
                         continue
@@ -155,6 +156,10 @@ class OpenAIApi:
                         return f"upstream error {error[0]}: {error[1]}"
                     if chunk is not None:
                         out.append(feed(chunk))
+                        done = done or upstream_done(chunk)
+                if done:
+                    resp.defer(b"".join(out))
+                    continue
                 resp.write(b"".join(out))
                 if resp.paused:
                     await resp.drain()

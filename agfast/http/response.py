@@ -49,17 +49,9 @@ class Response:
     """Per-request writer; every method is a no-op once the client is gone (the handler is being cancelled)."""
 
     __slots__ = (
-        "_head",
-        "chunked",
-        "finished",
-        "head_sent",
-        "last_write",
-        "ping",
-        "ping_every",
-        "proto",
-        "request",
-        "status",
-    )
+        "_deferred", "_head", "chunked", "finished", "head_sent", "last_write", "ping", "ping_every", "proto",
+        "request", "status",
+    )  # fmt: skip
 
     def __init__(self, proto: HttpProtocol, request: Request) -> None:
         self.proto = proto
@@ -69,6 +61,7 @@ class Response:
         self.chunked = False
         self.status = 0
         self._head = b""
+        self._deferred = b""
         # Keep-alive comments for silent streams, written by the server tick (no timer per stream).
         self.ping = b""
         self.ping_every = 0.0
@@ -153,8 +146,14 @@ class Response:
             self.proto.transport.write(self._head)  # type: ignore[union-attr]
         self._head = b""
 
+    def defer(self, data: bytes) -> None:
+        """Hold `data` for the next write or `end()`: a stream's tail then leaves in one packet, not two."""
+        self._deferred += data
+
     def write(self, data: bytes) -> None:
         """Queue one chunk; check `paused` and `await drain()` after it when streaming a lot."""
+        if self._deferred:
+            data, self._deferred = self._deferred + data, b""
         if not data or self.finished:
             return
         proto = self.proto
@@ -179,6 +178,8 @@ class Response:
             return
         if not self.head_sent:
             raise RuntimeError("end() before start()")
+        if self._deferred:
+            data, self._deferred = self._deferred + data, b""
         self.finished = True
         proto = self.proto
         if not proto.closed:
