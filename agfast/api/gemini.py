@@ -105,14 +105,19 @@ class GeminiApi:
         try:
             async for batch in stream.batches():
                 if sse_out:
-                    resp.write(b"".join([frame(unwrap(data)) for data in batch if data != DONE]))
+                    out = b"".join([frame(unwrap(data)) for data in batch if data != DONE])
                 else:
-                    out = []
+                    parts = []
                     for data in batch:
                         if data != DONE:
-                            out.append(unwrap(data) if first else b",\r\n" + unwrap(data))
+                            parts.append(unwrap(data) if first else b",\r\n" + unwrap(data))
                             first = False
-                    resp.write(b"".join(out))
+                    out = b"".join(parts)
+                # The event carrying finishReason is the last one Google sends: it can leave with the end.
+                if batch and b'"finishReason"' in batch[-1]:
+                    resp.defer(out)
+                    continue
+                resp.write(out)
                 if resp.paused:
                     await resp.drain()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:

@@ -81,10 +81,12 @@ class Stream:
                 break
             events = feed(chunk)
             if events:
-                yield [data for _, data in events if data]
-        tail = self.decoder.close()
+                payloads = [data for _, data in events if data]
+                if payloads:
+                    yield payloads
+        tail = [data for _, data in self.decoder.close() if data]
         if tail:
-            yield [data for _, data in tail if data]
+            yield tail
 
     def close(self) -> None:
         if not self._closed:
