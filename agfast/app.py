@@ -20,7 +20,7 @@ from agfast.http.response import Response
 from agfast.http.router import GET, HEAD, POST, Router
 from agfast.upstream.accounts import AccountStore
 from agfast.upstream.client import UpstreamClient
-from agfast.upstream.gateway import Gateway
+from agfast.upstream.gateway import CLAUDE_BETA_GEMINI_PATH, Gateway
 from agfast.upstream.pool import AccountPool
 
 GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/")
@@ -39,6 +39,7 @@ class App:
         self.client = UpstreamClient(config)
         self.pool = AccountPool(config, self.store, self.client)
         self.gateway = Gateway(config, self.pool, self.client)
+        self.gemini_gateway = Gateway(config, self.pool, self.client, CLAUDE_BETA_GEMINI_PATH)
         self.signatures = SignatureCache.create()
         self.gemini = GeminiApi(self)
         self.openai = OpenAIApi(self)

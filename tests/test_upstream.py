@@ -466,3 +466,19 @@ def test_model_missing_everywhere_is_404_not_429(stack: ServerThread, sim: Googl
     assert code == 404
     assert "not available to any account" in reply["error"]["message"]
     assert len(generations(sim)) == 3  # each account was asked (404 rotates), then the honest answer
+
+
+def test_claude_models_carry_the_anthropic_beta_header_upstream(stack: ServerThread, sim: GoogleSimulator) -> None:
+    """Antigravity marks Claude-model calls with anthropic-beta (reference §5.2); Gemini models get none."""
+    generate(stack, "A Gemini model request", model="gemini-3-flash")
+    generate(stack, "A Claude model through the Gemini API", model="claude-sonnet-4-6")
+    body = orjson.dumps(
+        {"model": "claude-sonnet-4-6", "max_tokens": 2000, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert request(stack.port, "POST", "/v1/messages", body, {"content-type": "application/json"}).status == 200
+    gemini, via_gemini, via_messages = generations(sim)
+    assert "anthropic-beta" not in gemini.headers
+    assert via_gemini.headers["anthropic-beta"].split(",") == [
+        "claude-code-20250219", "interleaved-thinking-2025-05-14", "fine-grained-tool-streaming-2025-05-14",
+    ]  # fmt: skip
+    assert via_messages.headers["anthropic-beta"] == "claude-code-20250219"

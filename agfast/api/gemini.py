@@ -75,7 +75,7 @@ class GeminiApi:
             )
 
         try:
-            stream = await self.app.gateway.open_stream(req, model=mapped, session_id=session_id, build=build)
+            stream = await self.app.gemini_gateway.open_stream(req, model=mapped, session_id=session_id, build=build)
         except (UpstreamError, ExhaustedError, NoAccountError) as exc:
             raise failure(exc, mapped) from None
         try:
@@ -161,7 +161,7 @@ class GeminiApi:
         request = convert.count_request(body, mapped)
         payload = orjson.dumps({"request": request})
         try:
-            raw, lease = await self.app.gateway.call(
+            raw, lease = await self.app.gemini_gateway.call(
                 req, method="countTokens", model=mapped, session_id=None, build=lambda lease: payload
             )
         except (UpstreamError, ExhaustedError, NoAccountError) as exc:

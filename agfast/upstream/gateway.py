@@ -9,6 +9,7 @@ retry never duplicates bytes the client already has.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -94,6 +95,21 @@ class Stream:
             self.answer.response.release()
 
 
+# What Antigravity adds for Claude models behind v1internal (reference §5.2); the Gemini-native surface uses
+# its own gateway with the longer list.
+CLAUDE_BETA = "claude-code-20250219"
+CLAUDE_BETA_GEMINI_PATH = "claude-code-20250219,interleaved-thinking-2025-05-14,fine-grained-tool-streaming-2025-05-14"
+
+
+@functools.lru_cache(maxsize=256)
+def _beta_headers(beta: str) -> dict[str, str]:
+    return {"anthropic-beta": beta}
+
+
+def upstream_extra_headers(model: str, beta: str) -> dict[str, str] | None:
+    return _beta_headers(beta) if "claude" in model else None
+
+
 def google_message(body: bytes) -> str:
     try:
         doc = orjson.loads(body)
@@ -122,12 +138,15 @@ def _in_stream_error(data: bytes) -> tuple[int, bytes] | None:
 
 
 class Gateway:
-    __slots__ = ("client", "config", "pool")
+    __slots__ = ("beta_for_claude", "client", "config", "pool")
 
-    def __init__(self, config: Config, pool: AccountPool, client: UpstreamClient) -> None:
+    def __init__(
+        self, config: Config, pool: AccountPool, client: UpstreamClient, beta_for_claude: str = CLAUDE_BETA
+    ) -> None:
         self.config = config
         self.pool = pool
         self.client = client
+        self.beta_for_claude = beta_for_claude
 
     async def open_stream(
         self,
@@ -186,6 +205,7 @@ class Gateway:
         reuse: Lease | None = None
         last: tuple[int, str, str] | None = None
         statuses: set[int] = set()
+        extra = upstream_extra_headers(model, self.beta_for_claude)
         recovered = False
         attempt = -1
         while attempt + 1 < total:
@@ -203,7 +223,7 @@ class Gateway:
             started = perf_counter()
             try:
                 answer = await self.client.call(
-                    method, body, lease.access_token, project=lease.project_id, stream=stream
+                    method, body, lease.access_token, project=lease.project_id, stream=stream, extra_headers=extra
                 )
             except TransportError as exc:
                 req.upstream_seconds += perf_counter() - started
