@@ -482,3 +482,47 @@ def test_claude_models_carry_the_anthropic_beta_header_upstream(stack: ServerThr
         "claude-code-20250219", "interleaved-thinking-2025-05-14", "fine-grained-tool-streaming-2025-05-14",
     ]  # fmt: skip
     assert via_messages.headers["anthropic-beta"] == "claude-code-20250219"
+
+
+NON_STREAMING = [
+    # (path, body, how to read the answer text)
+    (
+        "/v1beta/models/gemini-3-flash:generateContent",
+        {"contents": [{"role": "user", "parts": [{"text": "Collected answers survive a broken stream"}]}]},
+        lambda doc: doc["candidates"][0]["content"]["parts"][0]["text"],
+    ),
+    (
+        "/v1/chat/completions",
+        {"model": "gemini-3-flash", "messages": [{"role": "user", "content": "Collected answers survive a broken stream"}]},
+        lambda doc: doc["choices"][0]["message"]["content"],
+    ),
+    (
+        "/v1/messages",
+        {"model": "gemini-3-flash", "max_tokens": 1000,
+         "messages": [{"role": "user", "content": "Collected answers survive a broken stream"}]},
+        lambda doc: doc["content"][-1]["text"],
+    ),
+    (
+        "/v1/responses",
+        {"model": "gemini-3-flash", "input": "Collected answers survive a broken stream"},
+        lambda doc: doc["output"][-1]["content"][0]["text"],
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "body", "text_of"), NON_STREAMING, ids=["gemini", "chat", "messages", "responses"])
+def test_non_streaming_answer_survives_a_mid_stream_break(
+    stack: ServerThread,
+    sim: GoogleSimulator,
+    path: str,
+    body: dict,
+    text_of: object,  # type: ignore[type-arg]
+) -> None:
+    """A client that did not ask to stream has received nothing yet: a broken upstream is simply re-run."""
+    sim.script(Fault("disconnect", after_chunks=1, action="streamGenerateContent", times=1))
+    reply = request(stack.port, "POST", path, orjson.dumps(body), {"content-type": "application/json"})
+    assert reply.status == 200, reply.body[:300]
+    expected = "[gemini-3-flash] echo: Collected answers survive a broken stream"
+    assert text_of(reply.json()) == expected  # type: ignore[operator]
+    first, second = generations(sim)
+    assert first.aborted and second.finished

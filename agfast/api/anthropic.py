@@ -9,6 +9,7 @@ with the right status and type; after it, an in-stream `error` event.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -244,10 +245,14 @@ class AnthropicApi:
                 )
                 await self._stream(resp, stream, converter, headers)
             else:
-                collector = fast.MessageCollector(
-                    body["model"], mapped, self.app.signatures, prepared.session, **options
+                await self._collect(
+                    resp,
+                    stream,
+                    lambda: fast.MessageCollector(
+                        body["model"], mapped, self.app.signatures, prepared.session, **options
+                    ),
+                    headers,
                 )
-                await self._collect(resp, stream, collector, headers)
         finally:
             stream.close()
 
@@ -285,9 +290,19 @@ class AnthropicApi:
             return
         resp.end(converter.finish())
 
-    async def _collect(self, resp: Response, stream: Stream, collector: MessageCollector, headers: bytes) -> None:
+    async def _collect(
+        self, resp: Response, stream: Stream, start: Callable[[], MessageCollector], headers: bytes
+    ) -> None:
+        """Collect for a non-streaming client; it has received nothing yet, so a mid-stream upstream break
+        re-runs the request once with a fresh collector."""
+        collector = start()
+
+        def restart() -> None:
+            nonlocal collector
+            collector = start()
+
         try:
-            async for batch in stream.batches():
+            async for batch in stream.batches(restart):
                 for data in batch:
                     if data == DONE:
                         continue

@@ -19,7 +19,7 @@ from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import Response
 from agfast.upstream.client import envelope, fnv1a64_signed, gemini_request_id
-from agfast.upstream.gateway import ExhaustedError, Stream, UpstreamError
+from agfast.upstream.gateway import STREAM_BREAKS, ExhaustedError, Stream, UpstreamError
 from agfast.upstream.pool import Lease, NoAccountError
 
 if TYPE_CHECKING:
@@ -137,20 +137,30 @@ class GeminiApi:
         resp.end()
 
     async def _collect(self, resp: Response, stream: Stream, headers: bytes) -> None:
+        """Merge the stream for a non-streaming client; nothing reached it yet, so a mid-stream upstream break
+        re-runs the request once (with a fresh collector), and a second one is a 502 in Google's shape."""
         collector = convert.Collector()
-        async for batch in stream.batches():
-            for data in batch:
-                if data == DONE:
-                    continue
-                doc = orjson.loads(data)
-                inner = doc.get("response", doc) if isinstance(doc, dict) else None
-                if isinstance(inner, dict):
-                    if "error" in inner and "candidates" not in inner:
-                        err = inner["error"] if isinstance(inner["error"], dict) else {}
-                        code = err.get("code")
-                        status = code if isinstance(code, int) else 502
-                        raise HttpError(status, str(err.get("message", "upstream stream error")), headers=headers)
-                    collector.add(inner)
+
+        def restart() -> None:
+            nonlocal collector
+            collector = convert.Collector()
+
+        try:
+            async for batch in stream.batches(restart):
+                for data in batch:
+                    if data == DONE:
+                        continue
+                    doc = orjson.loads(data)
+                    inner = doc.get("response", doc) if isinstance(doc, dict) else None
+                    if isinstance(inner, dict):
+                        if "error" in inner and "candidates" not in inner:
+                            err = inner["error"] if isinstance(inner["error"], dict) else {}
+                            code = err.get("code")
+                            status = code if isinstance(code, int) else 502
+                            raise HttpError(status, str(err.get("message", "upstream stream error")), headers=headers)
+                        collector.add(inner)
+        except STREAM_BREAKS as exc:
+            raise HttpError(502, f"upstream stream interrupted ({type(exc).__name__})", headers=headers) from None
         resp.send(200, orjson.dumps(collector.result()), b"application/json", headers)
 
     async def count_tokens(self, req: Request, resp: Response) -> None:

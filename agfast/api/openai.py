@@ -168,10 +168,17 @@ class OpenAIApi:
         return None
 
     @staticmethod
-    async def _collect(stream: Stream, feed: Feed, headers: bytes) -> None:
-        """Feed the whole upstream stream to a collector; a failure is still an HTTP error here."""
+    async def _collect(stream: Stream, start: Callable[[], Feed], headers: bytes) -> None:
+        """Feed the whole upstream stream to a fresh collector (`start()` makes one); nothing reached the
+        client yet, so a mid-stream upstream break re-runs the request once; a failure is an HTTP error."""
+        feed = start()
+
+        def restart() -> None:
+            nonlocal feed
+            feed = start()
+
         try:
-            async for batch in stream.batches():
+            async for batch in stream.batches(restart):
                 for data in batch:
                     if data == DONE:
                         continue
@@ -218,8 +225,16 @@ class OpenAIApi:
                 error = await self._pump(resp, stream, conv.feed)
                 resp.end(fast.stream_error(error) if error else conv.finish())
                 return
-            collector = completions.CompletionCollector(reader) if legacy else fast.ChatCollector(reader)
-            await self._collect(stream, collector.feed, headers)
+            collector: completions.CompletionCollector | chat.ChatCollector | None = None
+
+            def start() -> Feed:
+                nonlocal collector
+                fresh = fast.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
+                collector = completions.CompletionCollector(fresh) if legacy else fast.ChatCollector(fresh)
+                return collector.feed
+
+            await self._collect(stream, start, headers)
+            assert collector is not None
             result = collector.result(model=model, created=created, response_id=response_id)
             resp.send(200, orjson.dumps(result), CT_JSON, headers)
         finally:
@@ -297,7 +312,19 @@ class OpenAIApi:
                 if error:
                     return
             else:
-                await self._collect(stream, builder.feed, headers)
+
+                def start() -> Feed:
+                    nonlocal builder
+                    fresh = fast.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
+                    builder = responses.ResponsesBuilder(
+                        fresh,
+                        responses.response_object(body, response_id, model, created),
+                        custom=converted.custom,
+                        stream=False,
+                    )
+                    return builder.feed
+
+                await self._collect(stream, start, headers)
                 builder.finish()
                 resp.send(200, orjson.dumps(builder.response), CT_JSON, headers)
         finally:

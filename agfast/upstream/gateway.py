@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
@@ -56,6 +56,10 @@ class ExhaustedError(Exception):
         self.not_found = not_found
 
 
+# What a broken upstream read raises (reset, truncated body, read timeout).
+STREAM_BREAKS = (aiohttp.ClientError, OSError, TimeoutError)
+
+
 @dataclass(slots=True)
 class Stream:
     """An upstream SSE stream whose first event has arrived; iterate `batches()` for the rest."""
@@ -66,10 +70,41 @@ class Stream:
     decoder: Any
     done: bool = False
     trace_id: str = ""
+    # How to get a fresh stream for the same request (a new attempt through the pool).
+    reopen: Callable[[], Awaitable[Stream]] | None = None
     _closed: bool = field(default=False)
 
-    async def batches(self) -> AsyncIterator[list[bytes]]:
-        """Event payloads (`data:` values), one list per network read so the caller writes once per read."""
+    async def batches(self, restart: Callable[[], None] | None = None) -> AsyncIterator[list[bytes]]:
+        """Event payloads (`data:` values), one list per network read so the caller writes once per read.
+
+        A consumer that has sent nothing to its client yet (a non-streaming answer being collected) passes
+        `restart`: if the upstream breaks mid-stream, the request is sent again once and `restart()` tells the
+        consumer to drop what it gathered, exactly as for a failure before the first byte.
+        """
+        while True:
+            try:
+                async for batch in self._read():
+                    yield batch
+                return
+            except STREAM_BREAKS:
+                if restart is None or self.reopen is None:
+                    raise
+                reopen, self.reopen = self.reopen, None
+                self.close()
+                try:
+                    fresh = await reopen()
+                except (UpstreamError, ExhaustedError, NoAccountError):
+                    raise ConnectionResetError("upstream stream broke and a second attempt failed") from None
+                self.answer, self.lease, self.first, self.decoder = (
+                    fresh.answer,
+                    fresh.lease,
+                    fresh.first,
+                    fresh.decoder,
+                )
+                self.done, self.trace_id, self._closed = fresh.done, fresh.trace_id, False
+                restart()
+
+    async def _read(self) -> AsyncIterator[list[bytes]]:
         if self.first:
             yield self.first
         if self.done:
@@ -165,9 +200,12 @@ class Gateway:
         same account, as one extra attempt. The hook is consulted until it first answers True; after that a
         400 is final.
         """
-        return await self._attempts(  # type: ignore[return-value]
-            req, model, session_id, build, attempts, stream=True, recover=recover
+        stream = await self._attempts(req, model, session_id, build, attempts, stream=True, recover=recover)
+        assert isinstance(stream, Stream)
+        stream.reopen = lambda: self.open_stream(
+            req, model=model, session_id=session_id, build=build, attempts=attempts, recover=recover
         )
+        return stream
 
     async def call(
         self,
