@@ -493,7 +493,8 @@ NON_STREAMING = [
     ),
     (
         "/v1/chat/completions",
-        {"model": "gemini-3-flash", "messages": [{"role": "user", "content": "Collected answers survive a broken stream"}]},
+        {"model": "gemini-3-flash",
+         "messages": [{"role": "user", "content": "Collected answers survive a broken stream"}]},
         lambda doc: doc["choices"][0]["message"]["content"],
     ),
     (
