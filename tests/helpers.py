@@ -258,6 +258,7 @@ class AgfastProcess:
         )
         self.lines: list[str] = []
         self.port = 0
+        self.stderr_text = ""
 
     def wait_listening(self, timeout: float = 20.0) -> AgfastProcess:
         deadline = time.monotonic() + timeout
@@ -277,6 +278,8 @@ class AgfastProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         code = self.proc.wait(timeout)
+        if self.proc.stderr is not None and not self.proc.stderr.closed:
+            self.stderr_text = self.proc.stderr.read()
         self.close()
         return code
 

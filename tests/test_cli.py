@@ -126,3 +126,15 @@ def test_sim_subcommand_serves_google_endpoints() -> None:
                       {"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
         assert bad.status == 400 and bad.json()["error"] == "invalid_grant"
         assert proc.stop() == 0
+
+
+def test_debug_level_writes_an_access_log_without_secrets(data_dir: Path) -> None:
+    key = "sk-access-log-test-key"
+    with AgfastProcess("--port", "0", "--data-dir", str(data_dir), "--log-level", "debug",
+                       "--auth-mode", "strict", "--api-key", key) as proc:  # fmt: skip
+        assert request(proc.port, "GET", "/healthz", headers={"Authorization": f"Bearer {key}"}).status == 200
+        assert request(proc.port, "GET", "/nope").status == 401
+        assert proc.stop() == 0
+    assert " GET /healthz 200 " in proc.stderr_text
+    assert " GET /nope 401 " in proc.stderr_text
+    assert key not in proc.stderr_text and "seed-refresh" not in proc.stderr_text and "ya29" not in proc.stderr_text

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from agfast.server import ServerState
 
 log = logging.getLogger("agfast.http")
+access = logging.getLogger("agfast.access")
 
 IDLE, HEAD, BODY, DISCARD, HANDLING = range(5)
 NEVER = float("inf")
@@ -389,6 +390,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def response_complete(self) -> None:
         """Called by Response when the last byte is queued: next cycle, or hang up."""
+        if self.state.access_log:
+            self._log_access()
         if self.phase == DISCARD:
             req = self.request
             # A rejected body still has to be read past before the next request can be parsed.
@@ -398,6 +401,19 @@ class HttpProtocol(asyncio.Protocol):
                 self.deadline = self.state.now + DISCARD_GRACE
             return
         self._finish_cycle()
+
+    def _log_access(self) -> None:
+        req, resp = self.request, self.response
+        if req is None or resp is None:
+            return
+        access.debug(
+            "%s %s %d %.1fms %s",
+            req.method.decode("latin-1"),
+            req.path,
+            resp.status,
+            (perf_counter() - req.started) * 1000,
+            req.request_id.decode("latin-1"),
+        )
 
     def _finish_cycle(self) -> None:
         req = self.request
