@@ -527,3 +527,4 @@ def test_non_streaming_answer_survives_a_mid_stream_break(
     assert text_of(reply.json()) == expected  # type: ignore[operator]
     first, second = generations(sim)
     assert first.aborted and second.finished
+    assert first.email != second.email  # the re-run goes to another account

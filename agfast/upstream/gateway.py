@@ -202,9 +202,17 @@ class Gateway:
         """
         stream = await self._attempts(req, model, session_id, build, attempts, stream=True, recover=recover)
         assert isinstance(stream, Stream)
-        stream.reopen = lambda: self.open_stream(
-            req, model=model, session_id=session_id, build=build, attempts=attempts, recover=recover
-        )
+        broken_on = stream.lease.account_id
+
+        async def reopen() -> Stream:
+            # A stream that broke mid-way is retried on another account when there is one.
+            fresh = await self._attempts(
+                req, model, session_id, build, attempts, stream=True, recover=recover, avoid=broken_on
+            )
+            assert isinstance(fresh, Stream)
+            return fresh
+
+        stream.reopen = reopen
         return stream
 
     async def call(
@@ -233,13 +241,14 @@ class Gateway:
         stream: bool,
         method: str = "streamGenerateContent",
         recover: Callable[[int, bytes], bool] | None = None,
+        avoid: str | None = None,
     ) -> Stream | tuple[bytes, Lease]:
         pool = self.pool
         total = attempts if attempts is not None else retry.attempts_for(pool.size)
         scale = self.config.retry_wait_scale
-        attempted: set[str] = set()
+        attempted: set[str] = {avoid} if avoid is not None and pool.size > 1 else set()
         graced: set[str] = set()
-        rotate = False
+        rotate = bool(attempted)
         reuse: Lease | None = None
         last: tuple[int, str, str] | None = None
         statuses: set[int] = set()
