@@ -24,7 +24,7 @@ from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import CT_JSON, CT_SSE, Response
 from agfast.upstream.client import envelope, fnv1a64_signed
-from agfast.upstream.gateway import ExhaustedError, Stream, UpstreamError, google_message
+from agfast.upstream.gateway import STREAM_BREAKS, ExhaustedError, Stream, UpstreamError, collect, google_message
 from agfast.upstream.pool import Lease, NoAccountError
 
 if TYPE_CHECKING:
@@ -293,30 +293,22 @@ class AnthropicApi:
     async def _collect(
         self, resp: Response, stream: Stream, start: Callable[[], MessageCollector], headers: bytes
     ) -> None:
-        """Collect for a non-streaming client; it has received nothing yet, so a mid-stream upstream break
-        re-runs the request once with a fresh collector."""
-        collector = start()
+        """Collect for a non-streaming client (see gateway.collect: one re-run after a mid-stream break)."""
+        made: list[MessageCollector] = []
 
-        def restart() -> None:
-            nonlocal collector
-            collector = start()
+        def fresh() -> Callable[[dict[str, Any]], object]:
+            made.append(start())
+            return made[-1].add
+
+        def fail(status: int, message: str) -> Exception:
+            text, error_type = _stream_error({"error": {"code": status, "message": message}})
+            return HttpError(502, text, error_type=error_type, headers=headers)
 
         try:
-            async for batch in stream.batches(restart):
-                for data in batch:
-                    if data == DONE:
-                        continue
-                    doc = orjson.loads(data)
-                    inner = doc.get("response", doc) if isinstance(doc, dict) else None
-                    if not isinstance(inner, dict):
-                        continue
-                    if "error" in inner and "candidates" not in inner:
-                        message, error_type = _stream_error(inner)
-                        raise HttpError(502, message, error_type=error_type, headers=headers)
-                    collector.add(inner)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            await collect(stream, fresh, fail)
+        except STREAM_BREAKS as exc:
             raise HttpError(502, f"upstream stream interrupted ({type(exc).__name__})", headers=headers) from None
-        resp.send(200, orjson.dumps(collector.result()), CT_JSON, headers)
+        resp.send(200, orjson.dumps(made[-1].result()), CT_JSON, headers)
 
     # -- /v1/messages/count_tokens -------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ the collected response. Errors use Google's shape.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -19,7 +20,7 @@ from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import Response
 from agfast.upstream.client import envelope, fnv1a64_signed, gemini_request_id
-from agfast.upstream.gateway import STREAM_BREAKS, ExhaustedError, Stream, UpstreamError
+from agfast.upstream.gateway import STREAM_BREAKS, ExhaustedError, Stream, UpstreamError, collect
 from agfast.upstream.pool import Lease, NoAccountError
 
 if TYPE_CHECKING:
@@ -137,31 +138,22 @@ class GeminiApi:
         resp.end()
 
     async def _collect(self, resp: Response, stream: Stream, headers: bytes) -> None:
-        """Merge the stream for a non-streaming client; nothing reached it yet, so a mid-stream upstream break
-        re-runs the request once (with a fresh collector), and a second one is a 502 in Google's shape."""
-        collector = convert.Collector()
+        """Merge the stream for a non-streaming client (see gateway.collect: one re-run after a mid-stream
+        break); a second break is a 502 in Google's shape."""
+        made: list[convert.Collector] = []
 
-        def restart() -> None:
-            nonlocal collector
-            collector = convert.Collector()
+        def fresh() -> Callable[[dict[str, Any]], object]:
+            made.append(convert.Collector())
+            return made[-1].add
+
+        def fail(status: int, message: str) -> Exception:
+            return HttpError(status, message, headers=headers)
 
         try:
-            async for batch in stream.batches(restart):
-                for data in batch:
-                    if data == DONE:
-                        continue
-                    doc = orjson.loads(data)
-                    inner = doc.get("response", doc) if isinstance(doc, dict) else None
-                    if isinstance(inner, dict):
-                        if "error" in inner and "candidates" not in inner:
-                            err = inner["error"] if isinstance(inner["error"], dict) else {}
-                            code = err.get("code")
-                            status = code if isinstance(code, int) else 502
-                            raise HttpError(status, str(err.get("message", "upstream stream error")), headers=headers)
-                        collector.add(inner)
+            await collect(stream, fresh, fail)
         except STREAM_BREAKS as exc:
             raise HttpError(502, f"upstream stream interrupted ({type(exc).__name__})", headers=headers) from None
-        resp.send(200, orjson.dumps(collector.result()), b"application/json", headers)
+        resp.send(200, orjson.dumps(made[-1].result()), b"application/json", headers)
 
     async def count_tokens(self, req: Request, resp: Response) -> None:
         body = json_object(req)

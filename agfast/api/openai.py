@@ -27,7 +27,7 @@ from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import CT_JSON, CT_SSE, Response
 from agfast.upstream.client import envelope, fnv1a64_signed
-from agfast.upstream.gateway import ExhaustedError, Stream, UpstreamError
+from agfast.upstream.gateway import STREAM_BREAKS, ExhaustedError, Stream, UpstreamError, collect, parse_event
 from agfast.upstream.pool import NoAccountError
 
 if TYPE_CHECKING:
@@ -57,25 +57,6 @@ def failure(exc: Exception, mapped: str) -> HttpError:
             head += b"retry-after: %d\r\n" % max(1, round(exc.retry_after))
         return HttpError(503, f"No available account: {exc}", headers=head)
     raise exc
-
-
-def parse_event(data: bytes) -> tuple[dict[str, Any] | None, tuple[int, str] | None]:
-    """One upstream event → (GenerateContentResponse, None), or (None, (status, message)) for an error event."""
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None, None
-    if not isinstance(doc, dict):
-        return None, None
-    inner = doc.get("response", doc)
-    if not isinstance(inner, dict):
-        return None, None
-    err = inner.get("error")
-    if err is not None and "candidates" not in inner:
-        err = err if isinstance(err, dict) else {"message": str(err)}
-        code = err.get("code")
-        return None, (code if isinstance(code, int) else 502, str(err.get("message") or "upstream stream error"))
-    return inner, None
 
 
 class Conversations:
@@ -169,25 +150,14 @@ class OpenAIApi:
 
     @staticmethod
     async def _collect(stream: Stream, start: Callable[[], Feed], headers: bytes) -> None:
-        """Feed the whole upstream stream to a fresh collector (`start()` makes one); nothing reached the
-        client yet, so a mid-stream upstream break re-runs the request once; a failure is an HTTP error."""
-        feed = start()
+        """The whole upstream stream into a fresh collector (see gateway.collect); failures are HTTP errors."""
 
-        def restart() -> None:
-            nonlocal feed
-            feed = start()
+        def fail(status: int, message: str) -> Exception:
+            return HttpError(status, message, error_type="upstream_error", headers=headers)
 
         try:
-            async for batch in stream.batches(restart):
-                for data in batch:
-                    if data == DONE:
-                        continue
-                    chunk, error = parse_event(data)
-                    if error is not None:
-                        raise HttpError(error[0], error[1], error_type="upstream_error", headers=headers)
-                    if chunk is not None:
-                        feed(chunk)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            await collect(stream, start, fail)
+        except STREAM_BREAKS as exc:
             raise HttpError(502, f"upstream stream interrupted ({type(exc).__name__})", headers=headers) from None
 
     @staticmethod

@@ -25,6 +25,7 @@ from agfast.upstream import retry
 from agfast.upstream.client import Answer, TransportError, UpstreamClient
 from agfast.upstream.pool import AccountPool, Lease, NoAccountError
 
+DONE = b"[DONE]"
 # Network read size for upstream streams; one read usually holds several SSE events.
 READ_SIZE = 64 * 1024
 
@@ -143,6 +144,53 @@ def _beta_headers(beta: str) -> dict[str, str]:
 
 def upstream_extra_headers(model: str, beta: str) -> dict[str, str] | None:
     return _beta_headers(beta) if "claude" in model else None
+
+
+def parse_event(data: bytes) -> tuple[dict[str, Any] | None, tuple[int, str] | None]:
+    """One upstream event → (GenerateContentResponse, None), or (None, (status, message)) for an error event."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    inner = doc.get("response", doc)
+    if not isinstance(inner, dict):
+        return None, None
+    err = inner.get("error")
+    if err is not None and "candidates" not in inner:
+        err = err if isinstance(err, dict) else {"message": str(err)}
+        code = err.get("code")
+        return None, (code if isinstance(code, int) else 502, str(err.get("message") or "upstream stream error"))
+    return inner, None
+
+
+async def collect(
+    stream: Stream,
+    start: Callable[[], Callable[[dict[str, Any]], object]],
+    fail: Callable[[int, str], Exception],
+) -> None:
+    """Feed a whole stream to a collector made by `start()`, for a client that did not ask to stream.
+
+    That client has received nothing yet, so an upstream break mid-stream re-runs the request once and
+    `start()` makes a fresh collector; a second break raises one of STREAM_BREAKS. An error event raises
+    `fail(status, message)`.
+    """
+    feed = start()
+
+    def restart() -> None:
+        nonlocal feed
+        feed = start()
+
+    async for batch in stream.batches(restart):
+        for data in batch:
+            if data == DONE:
+                continue
+            chunk, error = parse_event(data)
+            if error is not None:
+                raise fail(*error)
+            if chunk is not None:
+                feed(chunk)
 
 
 def google_message(body: bytes) -> str:
