@@ -24,7 +24,15 @@ from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import CT_JSON, CT_SSE, Response
 from agfast.upstream.client import envelope, fnv1a64_signed
-from agfast.upstream.gateway import STREAM_BREAKS, ExhaustedError, Stream, UpstreamError, collect, google_message
+from agfast.upstream.gateway import (
+    STREAM_BREAKS,
+    ExhaustedError,
+    Stream,
+    UpstreamError,
+    collect,
+    google_message,
+    parse_event,
+)
 from agfast.upstream.pool import Lease, NoAccountError
 
 if TYPE_CHECKING:
@@ -259,7 +267,6 @@ class AnthropicApi:
     async def _stream(self, resp: Response, stream: Stream, converter: StreamConverter, headers: bytes) -> None:
         resp.start(200, CT_SSE, headers)
         resp.keep_alive(PING_EVERY, fast.PING)
-        loads = orjson.loads
         try:
             async for batch in stream.batches():
                 out = []
@@ -267,15 +274,14 @@ class AnthropicApi:
                 for data in batch:
                     if data == DONE:
                         continue
-                    doc = loads(data)
-                    inner = doc.get("response", doc) if isinstance(doc, dict) else None
-                    if not isinstance(inner, dict):
-                        continue
-                    if "error" in inner and "candidates" not in inner:
-                        out.append(converter.error(*_stream_error(inner)))
+                    inner, error = parse_event(data)
+                    if error is not None:
+                        out.append(converter.error(*_stream_error({"error": {"code": error[0], "message": error[1]}})))
                         resp.write(b"".join(out))
                         resp.end()
                         return
+                    if inner is None:
+                        continue
                     out.append(converter.feed(inner))
                     done = done or upstream_done(inner)
                 if done:
