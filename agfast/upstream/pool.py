@@ -53,6 +53,8 @@ VALIDATION_BLOCK = 600.0
 # The failure counter behind backoff steps forgets after an hour of quiet (reference §4.9).
 FAILURE_MEMORY = 3600.0
 BACKOFF_STEPS = (60, 300, 1800, 7200)
+# Model keys whose account ranking is remembered between pool changes (a handful in practice).
+RANK_CACHE_SIZE = 256
 # Statuses that lock an account out (reference §4.9). Not 503/529: "overloaded" is the model's state, not the
 # account's, and the policy retries it on the same account after a backoff; a lockout would defeat that.
 LOCKOUT_STATUSES = frozenset({429, 500})
@@ -208,6 +210,7 @@ class AccountPool:
         self.skipped: dict[str, str] = {}
         self._background: set[asyncio.Task[None]] = set()
         self.version = 0
+        self._rank_cache: dict[str, tuple[int, list[Member]]] = {}
         self._view_cache: tuple[int, set[str], dict[str, str]] | None = None
 
     # -- membership --------------------------------------------------------------------------------------
@@ -269,10 +272,18 @@ class AccountPool:
         return until - now if until > now else 0.0
 
     def _ranked(self, key: str, exclude: Iterable[str]) -> list[Member]:
-        excluded = set(exclude)
-        candidates = [m for m in self.members.values() if m.id not in excluded and m.serves(key)]
-        candidates.sort(key=lambda m: (m.tier_rank, -m.quotas.get(key, m.max_pct)))
-        return candidates
+        """Accounts that can serve `key`, best first; the order is computed once per pool version."""
+        cached = self._rank_cache.get(key)
+        if cached is None or cached[0] != self.version:
+            ranked = [m for m in self.members.values() if m.serves(key)]
+            ranked.sort(key=lambda m: (m.tier_rank, -m.quotas.get(key, m.max_pct)))
+            if len(self._rank_cache) >= RANK_CACHE_SIZE:
+                self._rank_cache.clear()
+            cached = self._rank_cache[key] = (self.version, ranked)
+        excluded = exclude if isinstance(exclude, set) else set(exclude)
+        if not excluded:
+            return cached[1]
+        return [m for m in cached[1] if m.id not in excluded]
 
     async def acquire(
         self, model: str, session_id: str | None = None, *, rotate: bool = False, exclude: Iterable[str] = ()
