@@ -1,0 +1,138 @@
+"""Account selection rules (reference §4.8–4.9) on an in-memory pool: no network, ready accounts only."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from agfast.config import Config
+from agfast.upstream.accounts import Account, AccountStore
+from agfast.upstream.client import UpstreamClient
+from agfast.upstream.pool import AccountPool, Lease, NoAccountError
+
+MODEL = "gemini-3-flash"
+
+
+def account(store: AccountStore, name: str, tier: str | None, flash_pct: int | None) -> Account:
+    acct = Account.new(f"{name}@example.com", f"1//{name}", access_token=f"ya29.{name}", expires_in=3600,
+                       project_id=f"project-{name}")  # fmt: skip
+    if flash_pct is not None:
+        acct.set_quota([{"name": MODEL, "percentage": flash_pct, "reset_time": ""}], time.time(),
+                       subscription_tier=tier)  # fmt: skip
+    store.save(acct)
+    return acct
+
+
+def make_pool(tmp_path: Path, rows: list[tuple[str, str | None, int | None]], **config: object) -> AccountPool:
+    store = AccountStore(tmp_path)
+    for name, tier, pct in rows:
+        account(store, name, tier, pct)
+    cfg = Config(data_dir=tmp_path, api_key="sk-pool-test-1")
+    for key, value in config.items():
+        setattr(cfg, key, value)
+    pool = AccountPool(cfg, store, UpstreamClient(cfg))
+    pool.load()
+    return pool
+
+
+def pick(pool: AccountPool, session: str | None = None, rotate: bool = False, exclude: tuple[str, ...] = ()) -> str:
+    async def run() -> Lease:
+        return await pool.acquire(MODEL, session, rotate=rotate, exclude=exclude)
+
+    return asyncio.run(run()).email.split("@")[0]
+
+
+RANKING = [
+    # (accounts: name, tier, flash quota %), expected order
+    ([("free", "Free", 100), ("pro", "Google AI Pro", 10), ("ultra", "Google AI Ultra", 5)], ["ultra", "pro", "free"]),
+    ([("a", "Google AI Pro", 20), ("b", "Google AI Pro", 90), ("c", "Google AI Pro", 50)], ["b", "c", "a"]),
+    ([("known", "Google AI Pro", 30), ("unknown", None, None)], ["known", "unknown"]),
+]
+
+
+@pytest.mark.parametrize(("rows", "order"), RANKING)
+def test_ranking_is_tier_then_quota(tmp_path: Path, rows: list, order: list[str]) -> None:  # type: ignore[type-arg]
+    pool = make_pool(tmp_path, rows)
+    assert [m.email.split("@")[0] for m in pool._ranked(MODEL, ())] == order
+
+
+def test_account_without_the_model_in_its_quota_is_skipped(tmp_path: Path) -> None:
+    pool = make_pool(tmp_path, [("has", "Google AI Pro", 50)])
+    other = account(pool.store, "other", "Google AI Ultra", None)
+    other.set_quota([{"name": "claude-sonnet-4-6", "percentage": 100, "reset_time": ""}], time.time())
+    pool.store.save(other)
+    pool.load()
+    assert {pick(pool, rotate=True) for _ in range(10)} == {"has"}
+
+
+def test_no_account_for_model_is_a_clear_error(tmp_path: Path) -> None:
+    pool = make_pool(tmp_path, [("a", "Google AI Pro", 50)])
+    with pytest.raises(NoAccountError, match="No accounts available with quota for model: claude-opus"):
+        asyncio.run(pool.acquire("claude-opus-4-6-thinking"))
+
+
+def test_session_sticks_and_rotation_moves(tmp_path: Path) -> None:
+    pool = make_pool(tmp_path, [(n, "Google AI Pro", 50) for n in "abcd"])
+    first = pick(pool, "sid-1")
+    pool.state.set_last_used("nobody", time.time())  # only the binding can keep it now
+    assert {pick(pool, "sid-1") for _ in range(5)} == {first}
+    moved = pick(
+        pool, "sid-1", rotate=True, exclude=(next(m.id for m in pool.members.values() if m.email.startswith(first)),)
+    )
+    assert moved != first
+
+
+def test_preferred_account_until_it_is_locked(tmp_path: Path) -> None:
+    pool = make_pool(tmp_path, [(n, "Google AI Pro", 50) for n in "abc"], preferred_account_id="b@example.com")
+    assert {pick(pool, rotate=True) for _ in range(5)} == {"b"}
+    lease = asyncio.run(pool.acquire(MODEL))
+    retry_info = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "30s"}
+    error = {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED"}
+    body = orjson.dumps({"error": {**error, "details": [retry_info]}})
+    pool.mark_failure(lease, 429, body, None, MODEL)
+    assert "b" not in {pick(pool, rotate=True) for _ in range(10)}
+
+
+def test_lockouts_are_capped_and_cleared_by_success(tmp_path: Path) -> None:
+    pool = make_pool(tmp_path, [("a", "Google AI Pro", 50), ("b", "Google AI Pro", 50)])
+    lease = asyncio.run(pool.acquire(MODEL))
+    body = orjson.dumps({"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED",
+                                   "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                                "reason": "QUOTA_EXHAUSTED",
+                                                "metadata": {"quotaResetDelay": "5h0m0s"}}]}})  # fmt: skip
+    pool.mark_failure(lease, 429, body, None, MODEL)
+    wait = pool._limited(lease.member, "gemini-3-flash", time.time())
+    assert 295 <= wait <= 300  # 5 h stated, 300 s cap
+    pool.mark_success(lease)  # clears the account-level lock (this one is model-level, it stays)
+    assert pool._limited(lease.member, "gemini-3-flash", time.time()) > 0
+
+
+def test_all_locked_says_how_long(tmp_path: Path) -> None:
+    pool = make_pool(tmp_path, [("a", "Google AI Pro", 50)])
+    lease = asyncio.run(pool.acquire(MODEL))
+    pool.mark_failure(lease, 500, b'{"error":{"code":500,"message":"boom","status":"INTERNAL"}}', None, MODEL)
+    with pytest.raises(NoAccountError, match=r"All accounts limited\. Wait \d+s\.") as info:
+        asyncio.run(pool.acquire(MODEL, rotate=True))
+    assert info.value.retry_after is not None and info.value.retry_after > 2
+
+
+def test_ranking_follows_quota_changes(tmp_path: Path) -> None:
+    pool = make_pool(tmp_path, [("a", "Google AI Pro", 90), ("b", "Google AI Pro", 10)])
+    assert [m.email[0] for m in pool._ranked(MODEL, ())] == ["a", "b"]
+    member = next(m for m in pool.members.values() if m.email.startswith("b"))
+    member.account.set_quota([{"name": MODEL, "percentage": 100, "reset_time": ""}], time.time())
+    member.reindex()
+    pool.changed()
+    assert [m.email[0] for m in pool._ranked(MODEL, ())] == ["b", "a"]
+
+
+def test_p2c_only_draws_from_the_best_five(tmp_path: Path) -> None:
+    rows = [(f"n{i:02d}", "Google AI Pro", 100 - i) for i in range(12)]
+    pool = make_pool(tmp_path, rows, scheduling_mode="PerformanceFirst")
+    seen = {pick(pool) for _ in range(200)}
+    assert seen <= {"n00", "n01", "n02", "n03", "n04"}
+    assert len(seen) >= 2
