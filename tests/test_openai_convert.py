@@ -1052,3 +1052,29 @@ def test_responses_tool_errors_name_the_clients_index() -> None:
     with pytest.raises(chat.InvalidRequest) as info:
         chat.to_gemini(plan.chat, FLASH, SignatureCache.create())
     assert info.value.param == "tools[2].name"
+
+
+def test_old_tool_traffic_is_clipped_recent_kept() -> None:
+    """Reference §6.2: tool args/results longer than 1000 chars are cut outside the last 24 turns."""
+    long_text = "x" * 5000
+    messages: list[Any] = [user("start a long agent session")]
+    for i in range(20):
+        arguments = orjson.dumps({"city": long_text}).decode()
+        call = {"id": f"call_{i}", "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+        messages += [
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": f"call_{i}", "content": long_text},
+        ]
+    messages.append(user("and now?"))
+    contents = convert({"model": "m", "messages": messages, "tools": [WEATHER]}, LITE)["contents"]
+    old, recent = contents[:-24], contents[-24:]
+    old_args = [p["functionCall"]["args"]["city"] for c in old for p in c["parts"] if "functionCall" in p]
+    old_results = [
+        p["functionResponse"]["response"]["result"] for c in old for p in c["parts"] if "functionResponse" in p
+    ]
+    assert old_args and old_results
+    assert all(len(a) < 1100 and a.endswith("characters cut from an older turn]") for a in old_args + old_results)
+    recent_results = [
+        p["functionResponse"]["response"]["result"] for c in recent for p in c["parts"] if "functionResponse" in p
+    ]
+    assert recent_results and all(r == long_text for r in recent_results)

@@ -82,11 +82,12 @@ def test_soak_every_surface_with_faults(sim: GoogleSimulator, tmp_path: Path) ->
         for _ in range(30):
             kind = rng.choice(["status", "status", "disconnect", "empty_stream", "slow_first_byte"])
             if kind == "status":
-                sim.script(Fault("status", status=rng.choice([429, 500, 503, 404, 401]), times=1))
+                status = rng.choice([429, 500, 503, 404, 401])
+                sim.script(Fault("status", status=status, action="streamGenerateContent", times=1))
             elif kind == "disconnect":
                 sim.script(Fault("disconnect", after_chunks=1, action="streamGenerateContent", times=1))
             elif kind == "slow_first_byte":
-                sim.script(Fault("slow_first_byte", delay=0.2, times=1))
+                sim.script(Fault("slow_first_byte", delay=0.2, action="streamGenerateContent", times=1))
             else:
                 sim.script(Fault("empty_stream", action="streamGenerateContent", times=1))
         started = time.monotonic()

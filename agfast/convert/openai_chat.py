@@ -301,6 +301,30 @@ ROLE_METHODS = {
 }
 
 
+# Tool traffic older than the last RECENT_TURNS turns is cut to CLIP_AT characters (reference §6.2): long agent
+# sessions would otherwise resend every old file dump and command output on each turn, at full token price.
+RECENT_TURNS = 24
+CLIP_AT = 1000
+
+
+def _clip(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > CLIP_AT:
+        return f"{value[:CLIP_AT]}… [{len(value) - CLIP_AT} characters cut from an older turn]"
+    return value
+
+
+def _clip_old_tool_traffic(contents: list[dict[str, Any]]) -> None:
+    """In turns older than the last RECENT_TURNS: long string tool arguments and tool results are clipped."""
+    for content in contents[:-RECENT_TURNS]:
+        for part in content["parts"]:
+            call = part.get("functionCall")
+            if call is not None and isinstance(call.get("args"), dict):
+                call["args"] = {key: _clip(value) for key, value in call["args"].items()}
+            answer = part.get("functionResponse")
+            if answer is not None and isinstance(answer.get("response"), dict):
+                answer["response"] = {key: _clip(value) for key, value in answer["response"].items()}
+
+
 def _sign_calls(contents: list[dict[str, Any]], mapped: str, signatures: SignatureCache, session: str | None) -> bool:
     """Put cached thought signatures back where Google wants them; False when a Claude tool turn has none.
 
@@ -501,6 +525,7 @@ def to_gemini(body: dict[str, Any], mapped: str, signatures: SignatureCache, *, 
             )
         method(history, msg, f"messages[{i}]")
     contents = history.contents
+    _clip_old_tool_traffic(contents)
     if session is None:
         session = session_id_from_contents(contents)
     complete = _sign_calls(contents, mapped, signatures, session)
