@@ -35,7 +35,8 @@ def compiled(name: str) -> ModuleType:
 def test_twin_is_compiled_from_current_source(pure: ModuleType, name: str) -> None:
     twin = compiled(name)
     assert Path(twin.__file__ or "").suffix == ".so"
-    assert twin.__twin_source_sha256__ == hashlib.sha256(Path(pure.__file__ or "").read_bytes()).hexdigest()
+    current = hashlib.sha256(Path(pure.__file__ or "").read_bytes()).hexdigest()
+    assert twin.__twin_source_sha256__ == current, f"{name} is stale: rebuild it with `pip install -e .`"
     assert twins.load(pure, name, "c") is twin
     assert twins.load(pure, name, "py") is pure
 
