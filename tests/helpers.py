@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -308,9 +307,3 @@ def run_agfast(
     return subprocess.run(
         [sys.executable, "-m", "agfast", *args], capture_output=True, text=True, env=full_env, cwd=REPO, timeout=timeout
     )
-
-
-@contextlib.contextmanager
-def serving(config: Config, router: Router | None = None) -> Iterator[ServerThread]:
-    with ServerThread(config, router) as st:
-        yield st

@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
-from agfast.api.common import json_object, require, upstream_done, upstream_headers
+from agfast.api.common import BROKEN, json_object, pump, require, upstream_headers
 from agfast.api.zai import ZaiDispatcher
 from agfast.convert import anthropic as convert
 from agfast.convert.anthropic_stream import MessageCollector, StreamConverter
@@ -31,7 +30,6 @@ from agfast.upstream.gateway import (
     UpstreamError,
     collect,
     google_message,
-    parse_event,
 )
 from agfast.upstream.pool import Lease, NoAccountError
 
@@ -267,34 +265,13 @@ class AnthropicApi:
     async def _stream(self, resp: Response, stream: Stream, converter: StreamConverter, headers: bytes) -> None:
         resp.start(200, CT_SSE, headers)
         resp.keep_alive(PING_EVERY, fast.PING)
-        try:
-            async for batch in stream.batches():
-                out = []
-                done = False
-                for data in batch:
-                    if data == DONE:
-                        continue
-                    inner, error = parse_event(data)
-                    if error is not None:
-                        out.append(converter.error(*_stream_error({"error": {"code": error[0], "message": error[1]}})))
-                        resp.write(b"".join(out))
-                        resp.end()
-                        return
-                    if inner is None:
-                        continue
-                    out.append(converter.feed(inner))
-                    done = done or upstream_done(inner)
-                if done:
-                    resp.defer(b"".join(out))
-                    continue
-                resp.write(b"".join(out))
-                if resp.paused:
-                    await resp.drain()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            # Past the first byte nothing can be retried: the client learns in-stream why its answer stopped.
-            resp.end(converter.error(f"upstream stream interrupted ({type(exc).__name__})", "api_error"))
-            return
-        resp.end(converter.finish())
+        failed = await pump(resp, stream, converter.feed)
+        if failed is None:
+            resp.end(converter.finish())
+        elif failed[0] == BROKEN:
+            resp.end(converter.error(failed[1], "api_error"))
+        else:
+            resp.end(converter.error(*_stream_error({"error": {"code": failed[0], "message": failed[1]}})))
 
     async def _collect(
         self, resp: Response, stream: Stream, start: Callable[[], MessageCollector], headers: bytes

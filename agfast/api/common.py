@@ -1,13 +1,20 @@
-"""Request-body checks shared by every surface: one parse, one clear 400 naming what is wrong."""
+"""What every surface shares: one parse and one clear 400 naming what is wrong; response headers; the pump
+that streams converted upstream events to a client."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
+from agfast.http.response import Response
+from agfast.upstream.gateway import DONE, STREAM_BREAKS, Stream, parse_event
+
+# Status reported for an upstream that broke mid-stream (no Google status exists for it).
+BROKEN = 0
 
 _KINDS: dict[type, str] = {
     str: "a string",
@@ -64,3 +71,35 @@ def upstream_headers(email: str, mapped: str) -> bytes:
 def upstream_done(chunk: dict[str, Any]) -> bool:
     """Google marked the answer finished: what follows is only our own tail, so it can wait for `end()`."""
     return any(isinstance(cand, dict) and cand.get("finishReason") for cand in chunk.get("candidates") or ())
+
+
+async def pump(resp: Response, stream: Stream, feed: Callable[[dict[str, Any]], bytes]) -> tuple[int, str] | None:
+    """Stream converted events to a client that asked to stream; the caller ends the response.
+
+    Returns None when upstream finished, else (Google status, message) for an error event, or (BROKEN, …)
+    when the upstream connection broke. Past the first byte nothing can be retried: the surface reports it
+    in-stream. Once Google marks the answer finished, the rest is held for `end()` (one write less).
+    """
+    try:
+        async for batch in stream.batches():
+            out: list[bytes] = []
+            done = False
+            for data in batch:
+                if data == DONE:
+                    continue
+                chunk, error = parse_event(data)
+                if error is not None:
+                    resp.write(b"".join(out))
+                    return error
+                if chunk is not None:
+                    out.append(feed(chunk))
+                    done = done or upstream_done(chunk)
+            if done:
+                resp.defer(b"".join(out))
+                continue
+            resp.write(b"".join(out))
+            if resp.paused:
+                await resp.drain()
+    except STREAM_BREAKS as exc:
+        return BROKEN, f"upstream stream interrupted ({type(exc).__name__})"
+    return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from agfast import sse
@@ -121,7 +120,7 @@ class GeminiApi:
                 resp.write(out)
                 if resp.paused:
                     await resp.drain()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except STREAM_BREAKS as exc:
             # Past the first byte nothing can be retried: the client learns in-stream why its answer stopped.
             error = orjson.dumps(
                 {

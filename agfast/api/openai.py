@@ -14,10 +14,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
-from agfast.api.common import json_object, require, upstream_done, upstream_headers
+from agfast.api.common import BROKEN, json_object, pump, require, upstream_headers
 from agfast.convert import openai_chat as chat
 from agfast.convert import openai_completions as completions
 from agfast.convert import openai_responses as responses
@@ -27,7 +26,7 @@ from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import CT_JSON, CT_SSE, Response
 from agfast.upstream.client import envelope, fnv1a64_signed
-from agfast.upstream.gateway import STREAM_BREAKS, ExhaustedError, Stream, UpstreamError, collect, parse_event
+from agfast.upstream.gateway import STREAM_BREAKS, ExhaustedError, Stream, UpstreamError, collect
 from agfast.upstream.pool import NoAccountError
 
 if TYPE_CHECKING:
@@ -124,29 +123,11 @@ class OpenAIApi:
     @staticmethod
     async def _pump(resp: Response, stream: Stream, feed: Feed) -> str | None:
         """Stream converted events to the client; returns why upstream stopped early, or None."""
-        try:
-            async for batch in stream.batches():
-                out: list[bytes] = []
-                done = False
-                for data in batch:
-                    if data == DONE:
-                        continue
-                    chunk, error = parse_event(data)
-                    if error is not None:
-                        resp.write(b"".join(out))
-                        return f"upstream error {error[0]}: {error[1]}"
-                    if chunk is not None:
-                        out.append(feed(chunk))
-                        done = done or upstream_done(chunk)
-                if done:
-                    resp.defer(b"".join(out))
-                    continue
-                resp.write(b"".join(out))
-                if resp.paused:
-                    await resp.drain()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            return f"upstream stream interrupted ({type(exc).__name__})"
-        return None
+        failed = await pump(resp, stream, feed)
+        if failed is None:
+            return None
+        status, message = failed
+        return message if status == BROKEN else f"upstream error {status}: {message}"
 
     @staticmethod
     async def _collect(stream: Stream, start: Callable[[], Feed], headers: bytes) -> None:

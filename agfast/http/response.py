@@ -140,12 +140,6 @@ class Response:
         if self.ping_every and not self.finished and now - self.last_write >= self.ping_every:
             self.write(self.ping)
 
-    def flush_head(self) -> None:
-        """Send a pending head now, e.g. when the first chunk will be slow (a thinking model)."""
-        if self._head and not self.proto.closed:
-            self.proto.transport.write(self._head)  # type: ignore[union-attr]
-        self._head = b""
-
     def defer(self, data: bytes) -> None:
         """Hold `data` for the next write or `end()`: a stream's tail then leaves in one packet, not two."""
         self._deferred += data

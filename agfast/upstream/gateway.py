@@ -337,7 +337,7 @@ class Gateway:
                         req.upstream_seconds += perf_counter() - started
                         pool.mark_success(lease)
                         return raw, lease
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                except STREAM_BREAKS as exc:
                     answer.response.release()
                     req.upstream_seconds += perf_counter() - started
                     last = (502, f"stream failed before the first chunk ({type(exc).__name__})", lease.email)
