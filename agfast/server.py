@@ -18,6 +18,7 @@ from itertools import count
 
 from agfast.config import Config
 from agfast.http.auth import Authenticator
+from agfast.http.origin import BrowserPolicy
 from agfast.http.protocol import HttpProtocol
 from agfast.http.router import Router
 
@@ -40,6 +41,7 @@ class ServerState:
         "_prefix",
         "access_log",
         "auth",
+        "browsers",
         "config",
         "connections",
         "date_header",
@@ -56,6 +58,7 @@ class ServerState:
         self.auth = Authenticator(config.effective_auth_mode, config.api_key)
         for route in router.routes():
             route.guarded = self.auth.guards(route)
+        self.browsers = BrowserPolicy(config, self.auth)
         self.connections: set[HttpProtocol] = set()
         self.shutting_down = False
         # One line per answered request at debug level only: no logging work on the hot path otherwise.

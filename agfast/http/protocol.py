@@ -91,7 +91,7 @@ class Request:
         self.keep_alive = True
         self.http10 = False
         self.head_only = method == b"HEAD"
-        self.cors = b"origin" in headers
+        self.cors = b""  # the Origin to echo in CORS headers, once the browser policy allowed it
         self.route: Route | None = None
         self.model = ""
         self.action = ""
@@ -270,10 +270,15 @@ class HttpProtocol(asyncio.Protocol):
         match = state.router.match(event.method, path)
         route = match.route if match is not None else None
         self.family = route.family if route is not None else family_for_path(path)
+        guarded = state.auth.guards(route)
+        refused = state.browsers.screen(req, self.family, guarded, self.transport)
+        if refused is not None:
+            self._early(lambda resp: resp.send(403, refused))
+            return
         if event.method == b"OPTIONS":
             self._early(_preflight)
             return
-        if state.auth.guards(route):
+        if guarded:
             outcome = state.auth.check(headers)
             if outcome != auth.OK:
                 body = state.auth.bodies[(self.family, outcome)]
@@ -519,18 +524,21 @@ def _head_size(event: h11.Request) -> int:
     return len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
 
 
+PREFLIGHT_HEADERS = (
+    b"access-control-allow-methods: GET, POST, PUT, DELETE, HEAD, OPTIONS, PATCH\r\naccess-control-max-age: 3600\r\n"
+)
+
+
 def _preflight(resp: Response) -> None:
-    headers = resp.request.headers
-    allow_headers = headers.get(b"access-control-request-headers", b"*")
-    resp.request.cors = True
-    resp.send(
-        204,
-        b"",
-        CT_JSON,
-        b"access-control-allow-methods: GET, POST, PUT, DELETE, HEAD, OPTIONS, PATCH\r\n"
-        b"access-control-allow-headers: " + allow_headers + b"\r\n"
-        b"access-control-max-age: 3600\r\n",
-    )
+    """The browser policy already vetted the origin (`request.cors`); a preflight without one is no CORS."""
+    req = resp.request
+    headers = req.headers
+    extra = PREFLIGHT_HEADERS + b"access-control-allow-headers: "
+    extra += headers.get(b"access-control-request-headers", b"*") + b"\r\n"
+    if req.cors and b"access-control-request-private-network" in headers:
+        # Chrome's Private Network Access: a public page reaching a loopback server must be let in explicitly.
+        extra += b"access-control-allow-private-network: true\r\n"
+    resp.send(204, b"", CT_JSON, extra)
 
 
 _REQUEST_ID_OK = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")

@@ -28,9 +28,10 @@ CT_SSE = b"text/event-stream"
 CT_TEXT = b"text/plain; charset=utf-8"
 # Proxies (nginx) must not buffer SSE, and nobody may cache a model's answer.
 SSE_HEADERS = b"cache-control: no-cache\r\nx-accel-buffering: no\r\n"
-CORS_HEADERS = (
-    b"access-control-allow-origin: *\r\n"
-    b"access-control-expose-headers: x-request-id, x-agfast-overhead-ms, x-account-email, x-mapped-model\r\n"
+# Sent after `access-control-allow-origin: <the allowed origin>`; the answer differs per origin, hence Vary.
+CORS_TAIL = (
+    b"\r\naccess-control-expose-headers: x-request-id, x-agfast-overhead-ms, x-account-email, x-mapped-model\r\n"
+    b"vary: origin\r\n"
 )
 CLOSE_HEADER = b"connection: close\r\n"
 KEEP_ALIVE_HEADER = b"connection: keep-alive\r\n"
@@ -85,7 +86,7 @@ class Response:
             headers,
         ]
         if req.cors:
-            parts.append(CORS_HEADERS)
+            parts += (b"access-control-allow-origin: ", req.cors, CORS_TAIL)
         if not req.keep_alive:
             parts.append(CLOSE_HEADER)
         elif req.http10:
