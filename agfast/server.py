@@ -27,6 +27,9 @@ log = logging.getLogger("agfast.server")
 TICK_SECONDS = 1.0
 # Room for bursts of new connections (agents open several at once); the kernel caps it at somaxconn.
 BACKLOG = 2048
+# After shutdown_timeout, cut answers get this long to write their error event and reach the client before
+# their connections are dropped (a client that stopped reading would otherwise hold shutdown forever).
+CUT_GRACE = 1.0
 
 
 class BindError(Exception):
@@ -156,9 +159,11 @@ class Server:
         for conn in list(state.connections):
             conn.shutdown()
         limit = self.config.shutdown_timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
-        while state.connections and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await _until_closed(state, time.monotonic() + limit)
+        # Still running: each handler is cancelled with `cut` set, ends its answer with its protocol's error
+        # event (and the chunked terminator), and its connection closes once that is flushed.
+        if sum(conn.cut() for conn in list(state.connections)):
+            await _until_closed(state, time.monotonic() + CUT_GRACE)
         for conn in list(state.connections):
             conn.abort()
         for server in self._servers:
@@ -171,3 +176,9 @@ class Server:
     @property
     def in_flight(self) -> int:
         return 0 if self.state is None else sum(1 for c in self.state.connections if c.request is not None)
+
+
+async def _until_closed(state: ServerState, deadline: float) -> None:
+    """Wait for every connection to close, or for `deadline` (monotonic)."""
+    while state.connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)

@@ -36,7 +36,7 @@ import h11
 
 from agfast.http import auth
 from agfast.http.errors import Family, HttpError, error_body
-from agfast.http.response import CT_JSON, Response
+from agfast.http.response import CT_JSON, SHUTDOWN_MESSAGE, Response
 from agfast.http.router import Route, family_for_path
 
 if TYPE_CHECKING:
@@ -345,9 +345,14 @@ class HttpProtocol(asyncio.Protocol):
         try:
             await route.handler(req, resp)
         except asyncio.CancelledError:
-            if not self.closed:
+            if self.closed:
+                return
+            if not resp.cut:
                 raise
-            return
+            # Cut by the shutdown deadline where the surface had no in-stream error to give: a 503 if nothing
+            # was sent yet, else at least a properly terminated body.
+            if not resp.head_sent:
+                resp.error(route.family, 503, SHUTDOWN_MESSAGE)
         except Exception as exc:
             _handler_failed(route, req, resp, exc)
         finally:
@@ -486,6 +491,15 @@ class HttpProtocol(asyncio.Protocol):
             self._close()
         elif self.request is not None:
             self.request.keep_alive = False
+
+    def cut(self) -> bool:
+        """Shutdown deadline: cancel a running handler so its answer ends cleanly. True if one was running."""
+        task, resp = self.task, self.response
+        if task is None or task.done() or resp is None or self.closed:
+            return False
+        resp.cut = True
+        task.cancel()
+        return True
 
     def abort(self) -> None:
         if self.task is not None and not self.task.done():

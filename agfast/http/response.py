@@ -37,6 +37,8 @@ CLOSE_HEADER = b"connection: close\r\n"
 KEEP_ALIVE_HEADER = b"connection: keep-alive\r\n"
 CHUNKED_HEADER = b"transfer-encoding: chunked\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
+# What a client is told when the shutdown deadline cuts its answer (in-stream, or as a 503 before the head).
+SHUTDOWN_MESSAGE = "agfast is shutting down; this answer was cut short. Retry the request."
 
 
 def status_line(status: int) -> bytes:
@@ -50,8 +52,8 @@ class Response:
     """Per-request writer; every method is a no-op once the client is gone (the handler is being cancelled)."""
 
     __slots__ = (
-        "_deferred", "_head", "chunked", "finished", "head_sent", "last_write", "ping", "ping_every", "proto",
-        "request", "status",
+        "_deferred", "_head", "chunked", "cut", "finished", "head_sent", "last_write", "ping", "ping_every",
+        "proto", "request", "status",
     )  # fmt: skip
 
     def __init__(self, proto: HttpProtocol, request: Request) -> None:
@@ -61,6 +63,9 @@ class Response:
         self.finished = False
         self.chunked = False
         self.status = 0
+        # Set by the server's shutdown deadline before it cancels the handler: a cancelled stream then ends
+        # with its protocol's error event instead of being dropped mid-answer.
+        self.cut = False
         self._head = b""
         self._deferred = b""
         # Keep-alive comments for silent streams, written by the server tick (no timer per stream).
