@@ -22,11 +22,11 @@ import ipaddress
 import socket
 from typing import TYPE_CHECKING
 
-from agfast.config import Config
 from agfast.http import auth
 from agfast.http.errors import Family, error_body
 
 if TYPE_CHECKING:
+    from agfast.config import Config
     from agfast.http.protocol import Request
 
 LOOPBACK_NAMES = (b"localhost", b"127.0.0.1", b"[::1]")
@@ -135,12 +135,13 @@ class BrowserPolicy:
             self.hosts.add(host)
         return ok
 
-    def _refuse_host(self, family: Family, host: bytes) -> bytes:
+    @staticmethod
+    def _refuse_host(family: Family, host: bytes) -> bytes:
         shown = host[:QUOTE_LIMIT].decode("latin-1")
         message = (
-            f"Host '{shown}' is not allowed: agfast answers requests addressed to this machine "
-            f"({', '.join(n.decode() for n in sorted(self.names))}). To reach it under another name, add the "
-            "name to allowed_hosts in the config."
+            f"Host '{shown}' is not allowed: agfast answers only requests addressed to this machine (localhost, "
+            "127.0.0.1, [::1]; its address or hostname when serving the LAN). To reach it under another name, "
+            "add the name to allowed_hosts in the config."
         )
         return error_body(family, 403, message, code="host_not_allowed")
 
