@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 import tomllib
 from collections.abc import Mapping
@@ -43,6 +44,10 @@ DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 DEFAULT_BODY_TIMEOUT = 60.0
 # SIGTERM lets in-flight answers (long agent streams included) finish for this long, then closes them.
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+# An allowed host: a name or address, optionally with a port; or "*".
+HOST_PATTERN = re.compile(r"\*|\[[0-9a-f:.]+\](:\d+)?|[^\s/?#@\[\]:]+(:\d+)?")
+# An allowed origin as browsers serialise it (scheme://host[:port]), "null" (file:// pages), or "*".
+ORIGIN_PATTERN = re.compile(r"\*|null|[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[^\s/?#@\[\]:]+)(:\d+)?")
 
 
 class ConfigError(Exception):
@@ -103,6 +108,10 @@ class Config:
     # How often the data dir is checked for accounts added or changed by another process (a stat, no reads).
     accounts_reload_interval: float = 15.0
     monitor_enabled: bool = True
+    # Host header values served besides this machine's own names (a reverse proxy's, say); "*" = any.
+    allowed_hosts: list[str] = field(default_factory=list)
+    # Web pages (exact origins, "*" = any) whose cross-origin requests are served and get CORS headers.
+    cors_allowed_origins: list[str] = field(default_factory=list)
     no_extensions: bool = False
     zai: ZaiConfig = field(default_factory=ZaiConfig)
     # Config-file keys that matched nothing; the CLI warns about them (a typo should not pass silently).
@@ -181,6 +190,8 @@ FILE_KEYS: dict[str, str] = {
     "oauth.client_id": "oauth_client_id",
     "oauth.client_secret": "oauth_client_secret",
     "monitor.enabled": "monitor_enabled",
+    "allowed_hosts": "allowed_hosts",
+    "cors.allowed_origins": "cors_allowed_origins",
 }
 ZAI_KEYS = {f.name for f in fields(ZaiConfig)}
 
@@ -199,6 +210,8 @@ ENV_KEYS: dict[str, str] = {
     "AGFAST_OAUTH_CLIENT_SECRET": "oauth_client_secret",
     "AGFAST_NO_EXTENSIONS": "no_extensions",
     "AGFAST_CLIENT_VERSION": "client_version",
+    "AGFAST_ALLOWED_HOSTS": "allowed_hosts",
+    "AGFAST_CORS_ALLOWED_ORIGINS": "cors_allowed_origins",
 }
 
 _TYPES: dict[str, type] = {
@@ -220,6 +233,11 @@ _TYPES: dict[str, type] = {
     "no_extensions": bool,
     "demo": bool,
 }
+# Settings that are lists of strings (comma-separated in the environment) → what an entry looks like.
+_LISTS = {
+    "allowed_hosts": "a list of host names",
+    "cors_allowed_origins": "a list of origins",
+}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -233,6 +251,12 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError("a list of URLs")
             return [v.rstrip("/") for v in value]
+        if name in _LISTS:
+            if isinstance(value, str):
+                value = [part.strip() for part in value.split(",") if part.strip()]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(_LISTS[name])
+            return list(value)
         if name == "custom_mapping":
             if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
                 raise ValueError("a table of model name = upstream model")
@@ -371,6 +395,18 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"upstream endpoint must be an http(s) URL ending in /v1internal (got {url!r})")
     if not cfg.upstream_endpoints:
         raise ConfigError("upstream.endpoints must list at least one URL")
+    cfg.allowed_hosts = [h.strip().lower() for h in cfg.allowed_hosts]
+    for host in cfg.allowed_hosts:
+        if not HOST_PATTERN.fullmatch(host):
+            raise ConfigError(f"allowed_hosts entries must be host names like proxy.example or '*' (got {host!r})")
+    # Browsers send origins lower case without a trailing slash; compare them in that form.
+    cfg.cors_allowed_origins = [o.strip().lower().rstrip("/") for o in cfg.cors_allowed_origins]
+    for origin in cfg.cors_allowed_origins:
+        if not ORIGIN_PATTERN.fullmatch(origin):
+            raise ConfigError(
+                "cors.allowed_origins entries must be origins like http://localhost:3000 (scheme://host[:port], "
+                f"no path) or '*' (got {origin!r})"
+            )
 
 
 def check_api_key(key: str) -> None:

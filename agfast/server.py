@@ -18,6 +18,7 @@ from itertools import count
 
 from agfast.config import Config
 from agfast.http.auth import Authenticator
+from agfast.http.origin import BrowserPolicy
 from agfast.http.protocol import HttpProtocol
 from agfast.http.router import Router
 
@@ -26,6 +27,9 @@ log = logging.getLogger("agfast.server")
 TICK_SECONDS = 1.0
 # Room for bursts of new connections (agents open several at once); the kernel caps it at somaxconn.
 BACKLOG = 2048
+# After shutdown_timeout, cut answers get this long to write their error event and reach the client before
+# their connections are dropped (a client that stopped reading would otherwise hold shutdown forever).
+CUT_GRACE = 1.0
 
 
 class BindError(Exception):
@@ -40,6 +44,7 @@ class ServerState:
         "_prefix",
         "access_log",
         "auth",
+        "browsers",
         "config",
         "connections",
         "date_header",
@@ -56,6 +61,7 @@ class ServerState:
         self.auth = Authenticator(config.effective_auth_mode, config.api_key)
         for route in router.routes():
             route.guarded = self.auth.guards(route)
+        self.browsers = BrowserPolicy(config, self.auth)
         self.connections: set[HttpProtocol] = set()
         self.shutting_down = False
         # One line per answered request at debug level only: no logging work on the hot path otherwise.
@@ -153,9 +159,11 @@ class Server:
         for conn in list(state.connections):
             conn.shutdown()
         limit = self.config.shutdown_timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
-        while state.connections and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await _until_closed(state, time.monotonic() + limit)
+        # Still running: each handler is cancelled with `cut` set, ends its answer with its protocol's error
+        # event (and the chunked terminator), and its connection closes once that is flushed.
+        if sum(conn.cut() for conn in list(state.connections)):
+            await _until_closed(state, time.monotonic() + CUT_GRACE)
         for conn in list(state.connections):
             conn.abort()
         for server in self._servers:
@@ -168,3 +176,9 @@ class Server:
     @property
     def in_flight(self) -> int:
         return 0 if self.state is None else sum(1 for c in self.state.connections if c.request is not None)
+
+
+async def _until_closed(state: ServerState, deadline: float) -> None:
+    """Wait for every connection to close, or for `deadline` (monotonic)."""
+    while state.connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)

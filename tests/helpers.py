@@ -213,8 +213,11 @@ def request(
 
 
 def encode(method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1"]
-    for name, value in (headers or {}).items():
+    headers = headers or {}
+    lines = [f"{method} {path} HTTP/1.1"]
+    if not any(name.lower() == "host" for name in headers):
+        lines.append("Host: 127.0.0.1")
+    for name, value in headers.items():
         lines.append(f"{name}: {value}")
     if body is not None:
         lines.append(f"Content-Length: {len(body)}")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from agfast.api.common import BROKEN, json_object, pump, require, upstream_headers
+from agfast.api.common import BROKEN, SHUTDOWN, json_object, pump, require, upstream_headers
 from agfast.api.zai import ZaiDispatcher
 from agfast.convert import anthropic as convert
 from agfast.convert.anthropic_stream import MessageCollector, StreamConverter
@@ -270,6 +270,8 @@ class AnthropicApi:
             resp.end(converter.finish())
         elif failed[0] == BROKEN:
             resp.end(converter.error(failed[1], "api_error"))
+        elif failed[0] == SHUTDOWN:
+            resp.end(converter.error(failed[1], "overloaded_error"))
         else:
             resp.end(converter.error(*_stream_error({"error": {"code": failed[0], "message": failed[1]}})))
 

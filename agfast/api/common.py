@@ -3,6 +3,7 @@ that streams converted upstream events to a client."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -10,11 +11,13 @@ import orjson
 
 from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
-from agfast.http.response import Response
+from agfast.http.response import SHUTDOWN_MESSAGE, Response
 from agfast.upstream.gateway import DONE, STREAM_BREAKS, Stream, parse_event
 
 # Status reported for an upstream that broke mid-stream (no Google status exists for it).
 BROKEN = 0
+# Status reported when agfast's shutdown deadline cut the stream (see Response.cut).
+SHUTDOWN = -1
 
 _KINDS: dict[type, str] = {
     str: "a string",
@@ -76,9 +79,10 @@ def upstream_done(chunk: dict[str, Any]) -> bool:
 async def pump(resp: Response, stream: Stream, feed: Callable[[dict[str, Any]], bytes]) -> tuple[int, str] | None:
     """Stream converted events to a client that asked to stream; the caller ends the response.
 
-    Returns None when upstream finished, else (Google status, message) for an error event, or (BROKEN, …)
-    when the upstream connection broke. Past the first byte nothing can be retried: the surface reports it
-    in-stream. Once Google marks the answer finished, the rest is held for `end()` (one write less).
+    Returns None when upstream finished, else (Google status, message) for an error event, (BROKEN, …)
+    when the upstream connection broke, or (SHUTDOWN, …) when agfast's shutdown cut it. Past the first byte
+    nothing can be retried: the surface reports it in-stream. Once Google marks the answer finished, the rest
+    is held for `end()` (one write less).
     """
     try:
         async for batch in stream.batches():
@@ -102,4 +106,19 @@ async def pump(resp: Response, stream: Stream, feed: Callable[[dict[str, Any]], 
                 await resp.drain()
     except STREAM_BREAKS as exc:
         return BROKEN, f"upstream stream interrupted ({type(exc).__name__})"
+    except asyncio.CancelledError:
+        if not shutdown_cut(resp):
+            raise
+        return SHUTDOWN, SHUTDOWN_MESSAGE
     return None
+
+
+def shutdown_cut(resp: Response) -> bool:
+    """Call in `except CancelledError`: True (cancellation consumed) when the shutdown deadline cut `resp`,
+    which then still gets its protocol's error event; False for any other cancellation (re-raise it)."""
+    if not resp.cut or resp.disconnected:
+        return False
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    return True

@@ -7,17 +7,18 @@ the collected response. Errors use Google's shape.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from agfast import sse
-from agfast.api.common import json_object, require, upstream_headers
+from agfast.api.common import json_object, require, shutdown_cut, upstream_headers
 from agfast.convert import gemini as convert
 from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
-from agfast.http.response import Response
+from agfast.http.response import SHUTDOWN_MESSAGE, Response
 from agfast.upstream.client import envelope, fnv1a64_signed, gemini_request_id
 from agfast.upstream.gateway import STREAM_BREAKS, ExhaustedError, Stream, UpstreamError, collect
 from agfast.upstream.pool import Lease, NoAccountError
@@ -102,6 +103,7 @@ class GeminiApi:
         unwrap = sse.unwrap_response
         frame = sse.frame_event
         first = True
+        error = b""
         try:
             async for batch in stream.batches():
                 if sse_out:
@@ -122,15 +124,12 @@ class GeminiApi:
                     await resp.drain()
         except STREAM_BREAKS as exc:
             # Past the first byte nothing can be retried: the client learns in-stream why its answer stopped.
-            error = orjson.dumps(
-                {
-                    "error": {
-                        "code": 502,
-                        "message": f"upstream stream interrupted ({type(exc).__name__})",
-                        "status": "UNAVAILABLE",
-                    }
-                }
-            )
+            error = _stream_error(502, f"upstream stream interrupted ({type(exc).__name__})")
+        except asyncio.CancelledError:
+            if not shutdown_cut(resp):
+                raise
+            error = _stream_error(503, SHUTDOWN_MESSAGE)
+        if error:
             resp.write(frame(error) if sse_out else (b",\r\n" if not first else b"") + error)
         if not sse_out:
             resp.write(b"]")
@@ -194,3 +193,8 @@ class GeminiApi:
         name = req.model
         doc: dict[str, Any] = {"name": f"models/{name}", "displayName": name}
         resp.send(200, orjson.dumps(doc))
+
+
+def _stream_error(code: int, message: str) -> bytes:
+    """An in-stream error in Google's shape (an SSE event, or the last element of the JSON array)."""
+    return orjson.dumps({"error": {"code": code, "message": message, "status": "UNAVAILABLE"}})

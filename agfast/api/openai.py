@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from agfast.api.common import BROKEN, json_object, pump, require, upstream_headers
+from agfast.api.common import BROKEN, SHUTDOWN, json_object, pump, require, upstream_headers
 from agfast.convert import openai_chat as chat
 from agfast.convert import openai_completions as completions
 from agfast.convert import openai_responses as responses
@@ -121,13 +121,15 @@ class OpenAIApi:
             raise failure(exc, mapped) from None
 
     @staticmethod
-    async def _pump(resp: Response, stream: Stream, feed: Feed) -> str | None:
-        """Stream converted events to the client; returns why upstream stopped early, or None."""
+    async def _pump(resp: Response, stream: Stream, feed: Feed) -> tuple[str, str] | None:
+        """Stream converted events to the client; returns why it stopped early (message, error type), or None."""
         failed = await pump(resp, stream, feed)
         if failed is None:
             return None
         status, message = failed
-        return message if status == BROKEN else f"upstream error {status}: {message}"
+        if status == SHUTDOWN:
+            return message, "server_error"
+        return (message if status == BROKEN else f"upstream error {status}: {message}"), "upstream_error"
 
     @staticmethod
     async def _collect(stream: Stream, start: Callable[[], Feed], headers: bytes) -> None:
@@ -174,7 +176,7 @@ class OpenAIApi:
                         reader, model=model, created=created, include_usage=include_usage, response_id=response_id
                     )
                 error = await self._pump(resp, stream, conv.feed)
-                resp.end(fast.stream_error(error) if error else conv.finish())
+                resp.end(fast.stream_error(*error) if error else conv.finish())
                 return
             collector: completions.CompletionCollector | chat.ChatCollector | None = None
 
@@ -259,7 +261,7 @@ class OpenAIApi:
                 self._start(resp, headers)
                 resp.write(builder.start())
                 error = await self._pump(resp, stream, builder.feed)
-                resp.end(builder.fail(error) if error else builder.finish())
+                resp.end(builder.fail(error[0]) if error else builder.finish())
                 if error:
                     return
             else:

@@ -36,7 +36,7 @@ import h11
 
 from agfast.http import auth
 from agfast.http.errors import Family, HttpError, error_body
-from agfast.http.response import CT_JSON, Response
+from agfast.http.response import CT_JSON, SHUTDOWN_MESSAGE, Response
 from agfast.http.router import Route, family_for_path
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class Request:
         self.keep_alive = True
         self.http10 = False
         self.head_only = method == b"HEAD"
-        self.cors = b"origin" in headers
+        self.cors = b""  # the Origin to echo in CORS headers, once the browser policy allowed it
         self.route: Route | None = None
         self.model = ""
         self.action = ""
@@ -270,10 +270,15 @@ class HttpProtocol(asyncio.Protocol):
         match = state.router.match(event.method, path)
         route = match.route if match is not None else None
         self.family = route.family if route is not None else family_for_path(path)
+        guarded = state.auth.guards(route)
+        refused = state.browsers.screen(req, self.family, guarded, self.transport)
+        if refused is not None:
+            self._early(lambda resp: resp.send(403, refused))
+            return
         if event.method == b"OPTIONS":
             self._early(_preflight)
             return
-        if state.auth.guards(route):
+        if guarded:
             outcome = state.auth.check(headers)
             if outcome != auth.OK:
                 body = state.auth.bodies[(self.family, outcome)]
@@ -340,9 +345,14 @@ class HttpProtocol(asyncio.Protocol):
         try:
             await route.handler(req, resp)
         except asyncio.CancelledError:
-            if not self.closed:
+            if self.closed:
+                return
+            if not resp.cut:
                 raise
-            return
+            # Cut by the shutdown deadline where the surface had no in-stream error to give: a 503 if nothing
+            # was sent yet, else at least a properly terminated body.
+            if not resp.head_sent:
+                resp.error(route.family, 503, SHUTDOWN_MESSAGE)
         except Exception as exc:
             _handler_failed(route, req, resp, exc)
         finally:
@@ -482,6 +492,15 @@ class HttpProtocol(asyncio.Protocol):
         elif self.request is not None:
             self.request.keep_alive = False
 
+    def cut(self) -> bool:
+        """Shutdown deadline: cancel a running handler so its answer ends cleanly. True if one was running."""
+        task, resp = self.task, self.response
+        if task is None or task.done() or resp is None or self.closed:
+            return False
+        resp.cut = True
+        task.cancel()
+        return True
+
     def abort(self) -> None:
         if self.task is not None and not self.task.done():
             self.task.cancel()
@@ -519,18 +538,21 @@ def _head_size(event: h11.Request) -> int:
     return len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
 
 
+PREFLIGHT_HEADERS = (
+    b"access-control-allow-methods: GET, POST, PUT, DELETE, HEAD, OPTIONS, PATCH\r\naccess-control-max-age: 3600\r\n"
+)
+
+
 def _preflight(resp: Response) -> None:
-    headers = resp.request.headers
-    allow_headers = headers.get(b"access-control-request-headers", b"*")
-    resp.request.cors = True
-    resp.send(
-        204,
-        b"",
-        CT_JSON,
-        b"access-control-allow-methods: GET, POST, PUT, DELETE, HEAD, OPTIONS, PATCH\r\n"
-        b"access-control-allow-headers: " + allow_headers + b"\r\n"
-        b"access-control-max-age: 3600\r\n",
-    )
+    """The browser policy already vetted the origin (`request.cors`); a preflight without one is no CORS."""
+    req = resp.request
+    headers = req.headers
+    extra = PREFLIGHT_HEADERS + b"access-control-allow-headers: "
+    extra += headers.get(b"access-control-request-headers", b"*") + b"\r\n"
+    if req.cors and b"access-control-request-private-network" in headers:
+        # Chrome's Private Network Access: a public page reaching a loopback server must be let in explicitly.
+        extra += b"access-control-allow-private-network: true\r\n"
+    resp.send(204, b"", CT_JSON, extra)
 
 
 _REQUEST_ID_OK = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.:")

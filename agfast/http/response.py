@@ -28,14 +28,17 @@ CT_SSE = b"text/event-stream"
 CT_TEXT = b"text/plain; charset=utf-8"
 # Proxies (nginx) must not buffer SSE, and nobody may cache a model's answer.
 SSE_HEADERS = b"cache-control: no-cache\r\nx-accel-buffering: no\r\n"
-CORS_HEADERS = (
-    b"access-control-allow-origin: *\r\n"
-    b"access-control-expose-headers: x-request-id, x-agfast-overhead-ms, x-account-email, x-mapped-model\r\n"
+# Sent after `access-control-allow-origin: <the allowed origin>`; the answer differs per origin, hence Vary.
+CORS_TAIL = (
+    b"\r\naccess-control-expose-headers: x-request-id, x-agfast-overhead-ms, x-account-email, x-mapped-model\r\n"
+    b"vary: origin\r\n"
 )
 CLOSE_HEADER = b"connection: close\r\n"
 KEEP_ALIVE_HEADER = b"connection: keep-alive\r\n"
 CHUNKED_HEADER = b"transfer-encoding: chunked\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
+# What a client is told when the shutdown deadline cuts its answer (in-stream, or as a 503 before the head).
+SHUTDOWN_MESSAGE = "agfast is shutting down; this answer was cut short. Retry the request."
 
 
 def status_line(status: int) -> bytes:
@@ -49,8 +52,8 @@ class Response:
     """Per-request writer; every method is a no-op once the client is gone (the handler is being cancelled)."""
 
     __slots__ = (
-        "_deferred", "_head", "chunked", "finished", "head_sent", "last_write", "ping", "ping_every", "proto",
-        "request", "status",
+        "_deferred", "_head", "chunked", "cut", "finished", "head_sent", "last_write", "ping", "ping_every",
+        "proto", "request", "status",
     )  # fmt: skip
 
     def __init__(self, proto: HttpProtocol, request: Request) -> None:
@@ -60,6 +63,9 @@ class Response:
         self.finished = False
         self.chunked = False
         self.status = 0
+        # Set by the server's shutdown deadline before it cancels the handler: a cancelled stream then ends
+        # with its protocol's error event instead of being dropped mid-answer.
+        self.cut = False
         self._head = b""
         self._deferred = b""
         # Keep-alive comments for silent streams, written by the server tick (no timer per stream).
@@ -85,7 +91,7 @@ class Response:
             headers,
         ]
         if req.cors:
-            parts.append(CORS_HEADERS)
+            parts += (b"access-control-allow-origin: ", req.cors, CORS_TAIL)
         if not req.keep_alive:
             parts.append(CLOSE_HEADER)
         elif req.http10:
