@@ -40,19 +40,49 @@ def stack(sim: GoogleSimulator, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield st
 
 
+# One SDK client per (kind, server), closed when the module ends (a collected client leaks its socket, and
+# google-genai closes a client it collects, mid-call).
+_CLIENTS: dict[tuple[str, str], Any] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    for client in _CLIENTS.values():
+        client.close()
+    _CLIENTS.clear()
+
+
 def oai(st: ServerThread) -> openai.OpenAI:
-    return openai.OpenAI(base_url=st.url + "/v1", api_key=KEY, max_retries=0, timeout=30)
+    key = ("openai", st.url)
+    if key not in _CLIENTS:
+        _CLIENTS[key] = openai.OpenAI(base_url=st.url + "/v1", api_key=KEY, max_retries=0, timeout=30)
+    return _CLIENTS[key]  # type: ignore[no-any-return]
 
 
 def claude(st: ServerThread) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=st.url, api_key=KEY, max_retries=0, timeout=30)
+    key = ("anthropic", st.url)
+    if key not in _CLIENTS:
+        _CLIENTS[key] = anthropic.Anthropic(base_url=st.url, api_key=KEY, max_retries=0, timeout=30)
+    return _CLIENTS[key]  # type: ignore[no-any-return]
 
 
 def gemini(st: ServerThread) -> genai.Client:
-    return genai.Client(
-        api_key=KEY,
-        http_options=types.HttpOptions(base_url=st.url, retry_options=types.HttpRetryOptions(attempts=1)),
-    )
+    key = ("genai", st.url)
+    if key not in _CLIENTS:
+        _CLIENTS[key] = genai.Client(
+            api_key=KEY,
+            http_options=types.HttpOptions(base_url=st.url, retry_options=types.HttpRetryOptions(attempts=1)),
+        )
+    return _CLIENTS[key]  # type: ignore[no-any-return]
+
+
+def google_call(st: ServerThread, method: str, model: str, **kwargs: Any) -> Any:
+    """One google-genai `models.<method>` call; the client is held until the answer is read (it closes itself
+    when collected)."""
+    client = gemini(st)
+    answer = getattr(client.models, method)(model=model, **kwargs)
+    return list(answer) if method.endswith("_stream") else answer
 
 
 def upstream_calls(sim: GoogleSimulator) -> list[str]:
@@ -83,18 +113,18 @@ SURFACES: dict[str, tuple[Callable[[ServerThread, str], Any], type[Exception]]] 
         anthropic.NotFoundError,
     ),
     "gemini generate": (
-        lambda st, m: gemini(st).models.generate_content(model=m, contents="hello"),
+        lambda st, m: google_call(st, "generate_content", m, contents="hello"),
         genai_errors.ClientError,
     ),
     "gemini stream": (
-        lambda st, m: list(gemini(st).models.generate_content_stream(model=m, contents="hello")),
+        lambda st, m: list(google_call(st, "generate_content_stream", m, contents="hello")),
         genai_errors.ClientError,
     ),
     "gemini countTokens": (
-        lambda st, m: gemini(st).models.count_tokens(model=m, contents="hello"),
+        lambda st, m: google_call(st, "count_tokens", m, contents="hello"),
         genai_errors.ClientError,
     ),
-    "gemini get": (lambda st, m: gemini(st).models.get(model=m), genai_errors.ClientError),
+    "gemini get": (lambda st, m: google_call(st, "get", m), genai_errors.ClientError),
 }
 
 
@@ -193,6 +223,7 @@ def test_unknown_model_lists_fall_back_to_the_static_tables(
 # -- #8.3 model lists -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")  # the SDK's own note
 def test_every_listed_model_answers(stack: ServerThread) -> None:
     google = gemini(stack)  # held: the SDK's pager needs its client alive
     openai_ids = {m.id for m in oai(stack).models.list()}
@@ -223,12 +254,13 @@ def test_every_listed_model_answers(stack: ServerThread) -> None:
 
 
 def test_gemini_model_details_come_from_google(stack: ServerThread) -> None:
-    model = gemini(stack).models.get(model="gemini-3-flash")
+    google = gemini(stack)
+    model = google.models.get(model="gemini-3-flash")
     spec = MODEL_CATALOG["gemini-3-flash"]
     assert model.name == "models/gemini-3-flash"
     assert (model.input_token_limit, model.output_token_limit) == (spec.max_tokens, spec.max_output_tokens)
     assert model.thinking is True
-    assert gemini(stack).models.get(model="gpt-4o").name == "models/gpt-4o"
+    assert google.models.get(model="gpt-4o").name == "models/gpt-4o"
     raw = request(stack.port, "GET", "/v1beta/models/foo-bar")
     assert raw.status == 404 and orjson.loads(raw.body)["error"]["status"] == "NOT_FOUND"
 
@@ -294,7 +326,8 @@ def test_gemini_thinking_config_on_a_model_google_says_can_think(
     thinking_stack: tuple[ServerThread, GoogleSimulator],
 ) -> None:
     st, sim = thinking_stack
-    answer = gemini(st).models.generate_content(
+    google = gemini(st)
+    answer = google.models.generate_content(
         model="claude-sonnet-4-6",
         contents="think about it",
         config=types.GenerateContentConfig(
@@ -303,7 +336,8 @@ def test_gemini_thinking_config_on_a_model_google_says_can_think(
     )
     parts = answer.candidates[0].content.parts  # type: ignore[index,union-attr]
     assert any(p.thought for p in parts or ())
-    assert sent_thinking(sim)["thinkingBudget"] == 2048
+    sent = sent_thinking(sim)  # google-genai writes proto field names; Google reads both spellings
+    assert sent.get("thinkingBudget", sent.get("thinking_budget")) == 2048
 
 
 def test_google_saying_a_model_cannot_think_wins_over_the_static_table(tmp_path: Path) -> None:

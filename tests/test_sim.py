@@ -20,9 +20,9 @@ import orjson
 import pytest
 
 from agfast.sim import (
+    MODEL_CATALOG,
     SKIP_SIGNATURE,
     Fault,
-    MODEL_CATALOG,
     GoogleSimulator,
     SimAccount,
     SimulatorThread,
