@@ -100,6 +100,7 @@ SURFACES: dict[str, tuple[Callable[[ServerThread, str], Any], type[Exception]]] 
     ),
     "openai completions": (lambda st, m: oai(st).completions.create(model=m, prompt="hello"), openai.NotFoundError),
     "openai responses": (lambda st, m: oai(st).responses.create(model=m, input="hello"), openai.NotFoundError),
+    "openai retrieve": (lambda st, m: oai(st).models.retrieve(m), openai.NotFoundError),
     "anthropic messages": (
         lambda st, m: claude(st).messages.create(model=m, max_tokens=100, messages=HI),  # type: ignore[arg-type]
         anthropic.NotFoundError,
@@ -261,6 +262,7 @@ def test_gemini_model_details_come_from_google(stack: ServerThread) -> None:
     assert (model.input_token_limit, model.output_token_limit) == (spec.max_tokens, spec.max_output_tokens)
     assert model.thinking is True
     assert google.models.get(model="gpt-4o").name == "models/gpt-4o"
+    assert oai(stack).models.retrieve("gpt-4o").id == "gpt-4o"  # the same path, OpenAI's shape
     raw = request(stack.port, "GET", "/v1beta/models/foo-bar")
     assert raw.status == 404 and orjson.loads(raw.body)["error"]["status"] == "NOT_FOUND"
 
