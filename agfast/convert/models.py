@@ -4,7 +4,9 @@ Everything here is a table plus a few small functions reading it. The resolution
 forwarding rules → exact custom mapping → wildcard custom mapping → ``BUILTIN_ROUTES`` → pass through,
 and, when the pool's model list is known, a family fallback so that names newer than any table
 (``claude-opus-5-5``, ``gemini-3.5-flash-lite``, ``gpt-5``) land on the nearest model the accounts offer
-instead of an upstream 404.
+instead of an upstream 404. `route_known` adds the refusal: a name neither the tables nor any account's model
+list knows is not sent upstream at all. What a model can do (`ModelSpec`) is Google's description when an
+account fetched one, the static table otherwise.
 """
 
 from __future__ import annotations
@@ -303,6 +305,9 @@ def normalize_to_standard_id(name: str) -> str | None:
 
 
 class ModelSpec(NamedTuple):
+    """What an upstream model can do: the most it may be asked to write, its default thinking budget, whether it
+    thinks when asked."""
+
     max_output_tokens: int
     thinking_budget: int
     can_think: bool
