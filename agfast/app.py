@@ -12,13 +12,14 @@ from agfast.api.anthropic import AnthropicApi
 from agfast.api.gemini import GeminiApi
 from agfast.api.openai import OpenAIApi
 from agfast.config import Config
-from agfast.convert.models import list_models, route_for_pool
+from agfast.convert.models import ModelSpec, list_models, resolve_model_route, route_known
 from agfast.convert.signatures import SignatureCache
-from agfast.http.errors import Family
+from agfast.http.errors import Family, HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import Response
 from agfast.http.router import GET, HEAD, POST, Router
 from agfast.upstream.accounts import AccountStore
+from agfast.upstream.catalog import Catalog, catalog_of
 from agfast.upstream.client import UpstreamClient
 from agfast.upstream.gateway import CLAUDE_BETA_GEMINI_PATH, Gateway
 from agfast.upstream.pool import AccountPool
@@ -26,6 +27,8 @@ from agfast.upstream.pool import AccountPool
 GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/")
 # Distinct client model names remembered; clients use a handful, this only bounds a hostile caller.
 ROUTE_CACHE_SIZE = 4096
+# Cached answer for a name nothing knows (no model is called "").
+_UNKNOWN = ""
 # The `created` stamp Antigravity Tools reports for every model.
 MODEL_CREATED = 1706745600
 
@@ -46,7 +49,9 @@ class App:
         self.anthropic = AnthropicApi(self)
         self._upkeep: asyncio.Task[None] | None = None
         self._routes: dict[str, str] = {}
-        self._routes_version = -1
+        self._catalog = Catalog()
+        self._catalog_version = -1
+        self._names: list[str] | None = None
 
     def start(self) -> None:
         """Load accounts now; quota discovery and refresh run in the background (never on a request)."""
@@ -61,36 +66,91 @@ class App:
         await self.pool.close()
         await self.client.close()
 
-    def route(self, model: str) -> str:
-        """The upstream model for a client's model name, cached until the pool's models change."""
+    @property
+    def catalog(self) -> Catalog:
+        """What the pool can call and what Google says each model can do, rebuilt when the pool changes."""
         pool = self.pool
-        if self._routes_version != pool.version:
+        if self._catalog_version != pool.version:
+            self._catalog = catalog_of(member.account for member in pool.members.values())
             self._routes = {}
-            self._routes_version = pool.version
+            self._names = None
+            self._catalog_version = pool.version
+        return self._catalog
+
+    def lookup(self, model: str) -> str | None:
+        """The upstream model for a client's model name, or None when nothing knows the name (cached until the
+        pool's models change)."""
+        catalog = self.catalog
         mapped = self._routes.get(model)
         if mapped is None:
-            mapped = route_for_pool(model, self.config.custom_mapping, pool.forwarding(), pool.available_models())
+            found = route_known(
+                model, self.config.custom_mapping, self.pool.forwarding(), catalog.offered, catalog.complete
+            )
+            mapped = _UNKNOWN if found is None else found
             if len(self._routes) < ROUTE_CACHE_SIZE:
                 self._routes[model] = mapped
+        return mapped or None
+
+    def route(self, model: str) -> str:
+        """Like lookup, but a name nothing knows is a 404 `model_not_found` (in the caller's shape), before any
+        upstream call."""
+        mapped = self.lookup(model)
+        if mapped is None:
+            raise self.unknown_model(model)
         return mapped
 
+    def unknown_model(self, model: str) -> HttpError:
+        target = resolve_model_route(model, self.config.custom_mapping, self.pool.forwarding())
+        via = f" (mapped to `{target}`)" if target != model else ""
+        message = (
+            f"The model `{model}`{via} does not exist or no account offers it; GET /v1/models lists the models "
+            "you can use."
+        )
+        return HttpError(404, message, code="model_not_found", param="model")
+
+    def model_spec(self, mapped: str) -> ModelSpec:
+        """What an upstream model can do: Google's description first, the static table for the rest."""
+        return self.catalog.spec(mapped)
+
     def model_names(self) -> list[str]:
-        return list_models(self.config.custom_mapping, self.pool.available_models())
+        """The ids the model lists show (computed once per pool change)."""
+        catalog = self.catalog
+        if self._names is None:
+            self._names = list_models(
+                self.config.custom_mapping, self.pool.forwarding(), catalog.offered, catalog.complete
+            )
+        return self._names
 
     def models_v1(self, req: Request, resp: Response) -> None:
         """`GET /v1/models` is both OpenAI's list and google-genai 3.x's (API version v1): the client decides."""
-        headers = req.headers
-        if b"x-goog-api-client" in headers or b"x-goog-api-key" in headers:
+        if _from_google_sdk(req):
             self.gemini.list_models(req, resp)
         else:
             self.openai_models(req, resp)
 
+    def model_v1(self, req: Request, resp: Response) -> None:
+        """`GET /v1/models/{m}`: OpenAI's `models.retrieve` or google-genai 3.x's `models.get`, each in its shape."""
+        if _from_google_sdk(req):
+            try:
+                self.gemini.get_model(req, resp)
+            except HttpError as exc:
+                resp.send_error(Family.GEMINI, exc)
+            return
+        self.route(req.model)
+        resp.send(200, orjson.dumps(_openai_model(req.model)))
+
     def openai_models(self, req: Request, resp: Response) -> None:
-        data = [
-            {"id": n, "object": "model", "created": MODEL_CREATED, "owned_by": "antigravity"}
-            for n in self.model_names()
-        ]
+        data = [_openai_model(n) for n in self.model_names()]
         resp.send(200, orjson.dumps({"object": "list", "data": data}))
+
+
+def _from_google_sdk(req: Request) -> bool:
+    headers = req.headers
+    return b"x-goog-api-client" in headers or b"x-goog-api-key" in headers
+
+
+def _openai_model(name: str) -> dict[str, object]:
+    return {"id": name, "object": "model", "created": MODEL_CREATED, "owned_by": "antigravity"}
 
 
 def build_router(app: App) -> Router:
@@ -118,4 +178,5 @@ def build_router(app: App) -> Router:
         r.add_model_action(prefix, "streamGenerateContent", (POST,), gemini.generate, Family.GEMINI)
         r.add_model_action(prefix, "countTokens", (POST,), gemini.count_tokens, Family.GEMINI)
     r.add_model_action("/v1beta/models/", "", (GET,), gemini.get_model, Family.GEMINI)
+    r.add_model_action("/v1/models/", "", (GET,), app.model_v1, Family.OPENAI)
     return r

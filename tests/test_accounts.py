@@ -179,7 +179,9 @@ def on_disk(path: Path) -> Any:
         (
             "quota_models",
             [
-                QuotaModel("gemini-3-flash", 100, "2026-01-01T05:00:00Z", 65536),
+                QuotaModel(
+                    "gemini-3-flash", 100, "2026-01-01T05:00:00Z", 65536, True, 24576, "Gemini 3 Flash", 1_048_576
+                ),
                 QuotaModel("claude-opus-4-6-thinking", 40, "2026-01-01T03:12:45.5Z", None),
             ],
         ),

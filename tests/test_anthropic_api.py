@@ -629,3 +629,18 @@ def test_zai_off_and_missing_key(sim: GoogleSimulator, tmp_path: Path) -> None:
         st.config.zai.api_key = ""
         with pytest.raises(anthropic.BadRequestError, match="api_key is not set"):
             client.messages.create(model=SONNET, max_tokens=16, messages=[{"role": "user", "content": "no key"}])
+
+
+@pytest.mark.parametrize("mode", ["fallback", "pooled"])
+def test_a_name_google_does_not_know_goes_to_zai(sim: GoogleSimulator, tmp_path: Path, mode: str) -> None:
+    """With z.ai configured, a model name no Google account or table knows (z.ai's own glm-*) is z.ai's to
+    answer, not a 404; Google is not asked."""
+    with zai_stack(sim, tmp_path, mode) as (st, zai), sdk(st) as client:
+        message = client.messages.create(model="glm-4.7", max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+        assert message.content[0].text == "from z.ai"  # type: ignore[union-attr]
+        assert (
+            client.messages.count_tokens(model="glm-4.7", messages=[{"role": "user", "content": "hi"}]).input_tokens
+            == 42
+        )
+        assert [body["model"] for _, _, body in zai.seen] == ["glm-4.7", "glm-4.7"]
+        assert not [r for r in sim.requests if r.action in ("streamGenerateContent", "countTokens")]

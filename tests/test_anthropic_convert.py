@@ -11,6 +11,7 @@ import pytest
 
 from agfast.convert import anthropic as conv
 from agfast.convert.anthropic_stream import MessageCollector, StreamConverter, usage_of, warmup_events
+from agfast.convert.models import ModelSpec
 from agfast.convert.signatures import SKIP_VALIDATOR, SignatureCache
 from agfast.sim import MODEL_CATALOG
 from agfast.sim.errors import SimError
@@ -418,7 +419,7 @@ THINKING_CASES = [
     (OPUS, {"thinkingConfig": {"thinkingBudget": 3000}, "max_tokens": 2000}, budget(3000), 3000 + 8192),
     (OPUS, {"thinkingLevel": "low", "max_tokens": 30000}, budget(8192), 30000),
     (OPUS, enabled(200000, 1000), budget(64000 - 8192), 64000),  # capped by the model's output limit
-    (SONNET, enabled(2048, 1000), None, 1000),  # this model cannot think
+    (SONNET, enabled(2048, 1000), budget(2048), 2048 + 8192),  # the static table: Sonnet 4.6 thinks when asked
     (FLASH, {"thinking": ADAPTIVE, "max_tokens": 1000}, budget(24576), 24576 + 8192),
     (FLASH, {"max_tokens": 1000}, None, 1000),  # unasked, Gemini thinks its default way and shows nothing
     (FLASH, enabled(99999, 65536), budget(32768), 65536),  # Gemini budgets capped at the model's
@@ -429,6 +430,20 @@ THINKING_CASES = [
 def test_thinking_config(model: str, extra: dict[str, Any], config: Any, max_out: int) -> None:
     body = {"model": "m", "messages": [user("think about it")], **extra}
     gen = to_gemini(body, model).request["generationConfig"]
+    assert gen.get("thinkingConfig") == config
+    assert gen["maxOutputTokens"] == max_out
+
+
+@pytest.mark.parametrize(
+    ("spec", "config", "max_out"),
+    [
+        (ModelSpec(64000, 32768, False), None, 1000),  # Google says it cannot think: no thinkingConfig
+        (ModelSpec(4096, 32768, True), budget(2048), 4096),  # raised above the budget, within Google's limit
+    ],
+)
+def test_thinking_follows_the_given_spec(spec: ModelSpec, config: Any, max_out: int) -> None:
+    body = {"model": "m", "messages": [user("think about it")], **enabled(2048, 1000)}
+    gen = to_gemini(body, SONNET, spec=spec, validate=False).request["generationConfig"]
     assert gen.get("thinkingConfig") == config
     assert gen["maxOutputTokens"] == max_out
 

@@ -6,9 +6,10 @@ import pytest
 
 from agfast.convert.models import (
     BUILTIN_ROUTES,
-    IMAGE_VARIANTS,
     MODEL_SPECS,
     ModelSpec,
+    cautious_spec,
+    described_spec,
     is_thinking_model,
     list_models,
     model_family,
@@ -16,6 +17,7 @@ from agfast.convert.models import (
     normalize_to_standard_id,
     resolve_model_route,
     route_for_pool,
+    route_known,
     wildcard_match,
 )
 
@@ -247,18 +249,44 @@ def test_normalize_to_standard_id(name: str, expected: str | None) -> None:
 @pytest.mark.parametrize(
     ("name", "account_max", "expected"),
     [
-        ("gemini-2.5-flash", None, ModelSpec(65535, 32768)),
-        ("gemini-3-pro-high", None, ModelSpec(65536, 49152)),
-        ("claude-opus-4-6-thinking", None, ModelSpec(64000, 32768)),
-        ("claude-sonnet-4-6-thinking", None, ModelSpec(64000, 32768)),  # -thinking shares the base spec
-        ("gpt-oss-120b-medium", None, ModelSpec(32768, 0)),
-        ("claude-next", None, ModelSpec(65535, 16000)),
-        ("gemini-next", None, ModelSpec(65535, 24576)),
-        ("gemini-2.5-flash", 8192, ModelSpec(8192, 32768)),  # account quota data overrides
+        ("gemini-2.5-flash", None, ModelSpec(65535, 32768, True)),
+        ("gemini-3-pro-high", None, ModelSpec(65536, 49152, True)),
+        ("claude-opus-4-6-thinking", None, ModelSpec(64000, 32768, True)),
+        ("claude-sonnet-4-6-thinking", None, ModelSpec(64000, 32768, True)),  # -thinking shares the base spec
+        ("claude-sonnet-4-6", None, ModelSpec(64000, 32768, True)),  # can think when asked
+        ("gpt-oss-120b-medium", None, ModelSpec(32768, 0, False)),
+        ("claude-next", None, ModelSpec(65535, 16000, True)),
+        ("gemini-next", None, ModelSpec(65535, 24576, False)),
+        ("gemini-3.1-flash-lite", None, ModelSpec(65535, 24576, False)),
+        ("gemini-2.5-flash", 8192, ModelSpec(8192, 32768, True)),  # account quota data overrides
     ],
 )
 def test_model_spec(name: str, account_max: int | None, expected: ModelSpec) -> None:
     assert model_spec(name, account_max) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "supports_thinking", "budget", "max_out", "expected"),
+    [
+        # Google's word first
+        ("claude-sonnet-4-6", True, 24576, 64000, ModelSpec(64000, 24576, True)),
+        ("claude-sonnet-4-6", None, None, 64000, ModelSpec(64000, 32768, False)),  # proto3: absent = false
+        ("gemini-3-flash", True, 8192, 8192, ModelSpec(8192, 8192, True)),
+        # what Google leaves out comes from the static table
+        ("gemini-3-flash", True, None, None, ModelSpec(65536, 32768, True)),
+        # a -thinking id thinks whatever the description omits
+        ("claude-opus-4-6-thinking", None, None, None, ModelSpec(64000, 32768, True)),
+    ],
+)
+def test_described_spec(
+    name: str, supports_thinking: bool | None, budget: int | None, max_out: int | None, expected: ModelSpec
+) -> None:
+    assert described_spec(name, supports_thinking, budget, max_out) == expected
+
+
+def test_cautious_spec_takes_the_smaller_limits() -> None:
+    a, b = ModelSpec(64000, 32768, True), ModelSpec(8192, 40000, False)
+    assert cautious_spec(a, b) == cautious_spec(b, a) == ModelSpec(8192, 32768, False)
 
 
 def test_model_specs_table() -> None:
@@ -283,33 +311,53 @@ def test_is_thinking_model(name: str, expected: bool) -> None:
     assert is_thinking_model(name) is expected
 
 
-def test_list_models_full() -> None:
-    got = list_models({"my-alias": "x"}, ["gemini-3.5-flash-low", "claude-opus-4-6-thinking"])
-    assert got == sorted(set(got))
-    expected_members = {
-        "my-alias",
-        "gemini-3.5-flash-low",
-        "gemini-3-flash",
-        "claude",
-        "gemini-2.0-flash-exp",
-    }
-    assert expected_members <= set(got)
-    assert set(BUILTIN_ROUTES) <= set(got)
-    assert set(IMAGE_VARIANTS) <= set(got)
-    assert len(IMAGE_VARIANTS) == 21
-    assert "gemini-3-pro-image-4k-21x9" in got
+CATALOG_CUSTOM = {"my-alias": "gemini-3-flash", "gpt-4*": "gemini-3-flash", "ghost": "nowhere"}
 
 
 @pytest.mark.parametrize(
-    ("account_models", "expected"),
+    ("model", "offered", "complete", "expected"),
     [
-        ([], []),
-        (["gemini-3.5-flash-low", "gemini-3.5-flash-low"], ["gemini-3-flash", "gemini-3.5-flash-low"]),
-        (
-            ["gpt-oss-120b-medium", "claude-sonnet-4-6"],
-            ["claude", "claude-sonnet-4-6", "gpt-oss-120b-medium"],
-        ),
+        # every account's list known: a name is known when it routes to something offered
+        ("gemini-3-flash", FULL_POOL, True, "gemini-3-flash"),
+        ("claude-opus-5-5", FULL_POOL, True, OPUS),  # family routing
+        ("gemini-3.5-flash-lite", FULL_POOL, True, "gemini-3.1-flash-lite"),
+        ("gpt-5", FULL_POOL, True, FLASH),
+        ("my-alias", FULL_POOL, True, "gemini-3-flash"),
+        ("gpt-4.1", FULL_POOL, True, "gemini-3-flash"),  # custom wildcard
+        ("gpt-5", FLASH_ONLY, True, FLASH),
+        ("foo-bar", FULL_POOL, True, None),
+        ("dall-e-3", FULL_POOL, True, None),
+        ("ghost", FULL_POOL, True, None),  # mapped, but to a model nobody offers
+        ("gemini-9-ultra", FULL_POOL, True, None),
+        ("gemini-3-pro-image-4k-16x9", FULL_POOL, True, None),
+        # lists unknown (no quota data yet): the tables decide, Google judges the rest
+        ("claude-sonnet-4-6", frozenset(), False, SONNET),
+        ("gpt-4o", frozenset(), False, "gemini-3-flash"),
+        ("gpt-3.5-turbo", frozenset(), False, FLASH),
+        ("gemini-9-ultra", frozenset(), False, "gemini-9-ultra"),
+        ("claude-opus-5-5", frozenset(), False, "claude-opus-5-5"),
+        ("ghost", frozenset(), False, "nowhere"),
+        ("o3-mini", frozenset(), False, "o3-mini"),
+        ("foo-bar", frozenset(), False, None),
+        ("dall-e-3", frozenset(), False, None),
+        # some lists known: what they offer, plus what the tables know
+        ("foo-bar", FLASH_ONLY, False, None),
+        ("gemini-3-pro", FLASH_ONLY, False, "gemini-3-flash"),
     ],
 )
-def test_list_models_raw_only(account_models: list[str], expected: list[str]) -> None:
-    assert list_models({"ignored": "x"}, account_models, only_raw_quota_models=True) == expected
+def test_route_known(model: str, offered: frozenset[str], complete: bool, expected: str | None) -> None:
+    assert route_known(model, CATALOG_CUSTOM, None, offered, complete) == expected
+
+
+def test_list_models_names_only_what_routes_to_an_offered_model() -> None:
+    got = list_models(CATALOG_CUSTOM, None, FLASH_ONLY, True)
+    assert got == sorted(set(got))
+    assert set(FLASH_ONLY) | {"my-alias", "gpt-4o", "claude-opus-4-6", "gemini-3-pro-high"} <= set(got)
+    assert not {"ghost", "gpt-4*", "internal-background-task", "claude"} & set(got)
+    assert not any("*" in name for name in got)
+    assert all(route_known(name, CATALOG_CUSTOM, None, FLASH_ONLY, True) for name in got)
+
+
+def test_list_models_with_unknown_lists_falls_back_to_the_tables() -> None:
+    got = set(list_models(CATALOG_CUSTOM, None, frozenset(), False))
+    assert set(BUILTIN_ROUTES) - {"internal-background-task"} | {"my-alias", "ghost"} == got

@@ -12,6 +12,7 @@ from agfast.convert import openai_chat as chat
 from agfast.convert import openai_completions as completions
 from agfast.convert import openai_responses as responses
 from agfast.convert.gemini import IDENTITY
+from agfast.convert.models import ModelSpec
 from agfast.convert.signatures import SKIP_VALIDATOR, SignatureCache
 from agfast.sim.server import spec_for
 from agfast.sim.signatures import SignatureBook
@@ -19,7 +20,7 @@ from agfast.sim.validate import validate_envelope, validate_generate_request
 
 FLASH = "gemini-3-flash"  # thinking, strict signatures
 LITE = "gemini-3.1-flash-lite"  # no thinking
-CLAUDE = "claude-sonnet-4-6"  # no thinking
+CLAUDE = "claude-sonnet-4-6"  # thinks only when asked
 CLAUDE_THINKING = "claude-sonnet-4-6-thinking"
 
 WEATHER = {
@@ -377,6 +378,31 @@ REQUESTS = [
 def test_request_conversion(body: dict[str, Any], mapped: str, path: str, expected: Any) -> None:
     request = convert({"model": "m", **body}, mapped)
     assert at(request, path) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "body", "expected"),
+    [
+        # what Google says the model can do decides, not the static table
+        (ModelSpec(64000, 32768, False), {"reasoning_effort": "low"}, None),
+        (ModelSpec(64000, 32768, True), {"reasoning_effort": "low"}, {"includeThoughts": True, "thinkingBudget": 8192}),
+        (
+            ModelSpec(64000, 4096, True),
+            {"thinking": {"type": "enabled"}},
+            {"includeThoughts": True, "thinkingBudget": 4096},
+        ),
+    ],
+)
+def test_thinking_follows_the_given_spec(spec: ModelSpec, body: dict[str, Any], expected: Any) -> None:
+    plan = chat.to_gemini({"messages": [user("x")], **body}, CLAUDE, SignatureCache.create(), spec=spec)
+    assert plan.request["generationConfig"].get("thinkingConfig") == expected
+
+
+def test_output_limit_follows_the_given_spec() -> None:
+    plan = chat.to_gemini(
+        {"messages": [user("x")], "max_tokens": 60000}, FLASH, SignatureCache.create(), spec=ModelSpec(8192, 4096, True)
+    )
+    assert plan.request["generationConfig"]["maxOutputTokens"] == 8192
 
 
 def test_request_field_order_is_stable() -> None:

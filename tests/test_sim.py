@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import orjson
 import pytest
 
 from agfast.sim import (
+    MODEL_CATALOG,
     SKIP_SIGNATURE,
     Fault,
     GoogleSimulator,
@@ -288,6 +290,34 @@ def test_fetch_available_models() -> None:
         assert status == 404 and err["error"]["message"] == "Resource projects/nope could not be found."
 
     arun(body, sim)
+
+
+def test_catalog_override_describes_and_serves_a_model_differently() -> None:
+    """A test can make "Google" describe a model otherwise; the description and the serving agree."""
+    thinking_sonnet = dataclasses.replace(
+        MODEL_CATALOG["claude-sonnet-4-6"], supports_thinking=True, thinking_budget=24576, max_output_tokens=8192
+    )
+    sim = GoogleSimulator(demo_accounts(1), catalog={"claude-sonnet-4-6": thinking_sonnet})
+
+    async def body(c: Client) -> None:
+        token = await c.token()
+        _, got = await c.call("fetchAvailableModels", {"project": P1}, token)
+        sonnet = got["models"]["claude-sonnet-4-6"]
+        assert sonnet["supportsThinking"] is True and sonnet["thinkingBudget"] == 24576
+        assert sonnet["maxOutputTokens"] == 8192
+        thinking = {"thinkingConfig": {"includeThoughts": True, "thinkingBudget": 2048}, "maxOutputTokens": 4096}
+        status, answer = await c.call(
+            "generateContent", env("ponder", model="claude-sonnet-4-6", generationConfig=thinking), token
+        )
+        assert status == 200 and any(p.get("thought") for p in parts_of(answer))
+        status, _ = await c.call(
+            "generateContent", env("x", model="claude-sonnet-4-6", generationConfig={"maxOutputTokens": 9000}), token
+        )
+        assert status == 400  # the described output limit is enforced
+
+    arun(body, sim)
+    # the built-in catalog itself is untouched
+    assert GoogleSimulator().catalog["claude-sonnet-4-6"].supports_thinking is False
 
 
 # ----------------------------------------------------------------------------------------------------------

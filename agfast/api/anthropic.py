@@ -121,6 +121,7 @@ class _Prepared:
             self.lifted,
             model=self.mapped,
             thinking=self.thinking,
+            spec=app.model_spec(self.mapped),
             signatures=app.signatures,
             session=self.session,
             tools=self.tools,
@@ -152,9 +153,12 @@ class AnthropicApi:
         return body
 
     def _route(self, body: dict[str, Any], thinking: convert.Thinking) -> str:
-        mapped = self.app.route(body["model"])
+        """The upstream model, or "" when no account or table knows the client's name."""
+        mapped = self.app.lookup(body["model"])
+        if mapped is None:
+            return ""
         if not mapped.startswith("gemini") and convert.web_search_only(body.get("tools")):
-            return self.app.route(convert.SEARCH_MODEL)
+            return self.app.lookup(convert.SEARCH_MODEL) or mapped
         if thinking.wanted and "claude" in mapped and "thinking" not in mapped:
             # A Claude model asked to think goes to its thinking variant when the pool has one.
             variant = mapped + "-thinking"
@@ -162,13 +166,21 @@ class AnthropicApi:
                 return variant
         return mapped
 
+    async def _unknown_model(self, req: Request, resp: Response, prepared: _Prepared, path: str) -> None:
+        """A name Google's side does not know: z.ai (when configured, it may serve it), else a 404."""
+        if self.zai.mode != "off":
+            await self.zai.forward(req, resp, self._zai_body(prepared), path)
+            return
+        raise self.app.unknown_model(prepared.body["model"])
+
     def _prepare(self, req: Request, body: dict[str, Any]) -> tuple[_Prepared, bool]:
         """(the prepared request, whether it is a warmup probe)."""
         thinking = convert.thinking_request(body)
         messages, lifted = convert.lift_system(body["messages"])
         messages = convert.merge_consecutive(messages)
         mapped = self._route(body, thinking)
-        messages = convert.filter_thinking(messages, mapped, self.app.signatures)
+        if mapped:
+            messages = convert.filter_thinking(messages, mapped, self.app.signatures)
         header = req.headers.get(SESSION_HEADER)
         session = convert.session_key(body, header.decode("latin-1") if header else None)
         prepared = _Prepared(body, messages, lifted, mapped, thinking, session, tools=True)
@@ -177,7 +189,7 @@ class AnthropicApi:
     def _background(self, prepared: _Prepared) -> None:
         texts = [*convert.system_texts(prepared.body.get("system")), *prepared.lifted]
         if convert.is_background_task(prepared.messages, texts):
-            prepared.mapped = self.app.route(convert.BACKGROUND_MODEL)
+            prepared.mapped = self.app.lookup(convert.BACKGROUND_MODEL) or prepared.mapped
             prepared.messages = convert.purge_thinking(prepared.messages)
             prepared.thinking = convert.Thinking("disabled")
             prepared.tools = False
@@ -208,6 +220,9 @@ class AnthropicApi:
             return
         if self.zai.take_turn():
             await self.zai.forward(req, resp, self._zai_body(prepared), "/v1/messages")
+            return
+        if not prepared.mapped:
+            await self._unknown_model(req, resp, prepared, "/v1/messages")
             return
         self._background(prepared)
         try:
@@ -302,6 +317,9 @@ class AnthropicApi:
         prepared, _ = self._prepare(req, body)
         if self.zai.mode == "exclusive":
             await self.zai.forward(req, resp, self._zai_body(prepared), "/v1/messages/count_tokens")
+            return
+        if not prepared.mapped:
+            await self._unknown_model(req, resp, prepared, "/v1/messages/count_tokens")
             return
         try:
             conversion = prepared.build_request(self.app)

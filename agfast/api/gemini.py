@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from agfast.app import App
 
 DONE = b"[DONE]"
+# Model lists report this context window for a model Google did not describe (no account listed it yet).
+DEFAULT_INPUT_TOKEN_LIMIT = 128000
+GENERATION_METHODS = ("generateContent", "streamGenerateContent", "countTokens")
 
 
 def failure(exc: Exception, mapped: str) -> HttpError:
@@ -61,7 +64,9 @@ class GeminiApi:
         mapped = self._mapped(model)
         session_id = convert.session_id_from_contents(contents)
 
-        request = convert.native_request(body, mapped, "", clean=b'"[undefined]"' in req.body)
+        request = convert.native_request(
+            body, mapped, "", clean=b'"[undefined]"' in req.body, spec=self.app.model_spec(mapped)
+        )
 
         def build(lease: Lease) -> bytes:
             request["sessionId"] = fnv1a64_signed(lease.account_id)
@@ -171,28 +176,37 @@ class GeminiApi:
         total = inner.get("totalTokens", 0) if isinstance(inner, dict) else 0
         resp.send(200, orjson.dumps({"totalTokens": total}), b"application/json", upstream_headers(lease.email, mapped))
 
+    def _model_doc(self, name: str, mapped: str) -> dict[str, Any]:
+        """A Gemini `Model` for a callable name, its limits as Google described the model it routes to."""
+        app = self.app
+        spec = app.model_spec(mapped)
+        record = app.catalog.records.get(mapped)
+        return {
+            "name": f"models/{name}",
+            "version": "001",
+            "displayName": (record.display_name if record else None) or name,
+            "description": "" if mapped == name else f"Served by {mapped}.",
+            "inputTokenLimit": (record.max_tokens if record else None) or DEFAULT_INPUT_TOKEN_LIMIT,
+            "outputTokenLimit": spec.max_output_tokens,
+            "supportedGenerationMethods": GENERATION_METHODS,
+            "temperature": 1.0,
+            "topP": 0.95,
+            "topK": 64,
+            "thinking": spec.can_think,
+        }
+
     def list_models(self, req: Request, resp: Response) -> None:
-        models = [
-            {
-                "name": f"models/{name}",
-                "version": "001",
-                "displayName": name,
-                "description": "",
-                "inputTokenLimit": 128000,
-                "outputTokenLimit": 8192,
-                "supportedGenerationMethods": ["generateContent", "countTokens"],
-                "temperature": 1.0,
-                "topP": 0.95,
-                "topK": 64,
-            }
-            for name in self.app.model_names()
-        ]
+        lookup = self.app.lookup
+        models = []
+        for name in self.app.model_names():
+            mapped = lookup(name)
+            if mapped is not None:
+                models.append(self._model_doc(name, mapped))
         resp.send(200, orjson.dumps({"models": models}))
 
     def get_model(self, req: Request, resp: Response) -> None:
         name = req.model
-        doc: dict[str, Any] = {"name": f"models/{name}", "displayName": name}
-        resp.send(200, orjson.dumps(doc))
+        resp.send(200, orjson.dumps(self._model_doc(name, self.app.route(name))))
 
 
 def _stream_error(code: int, message: str) -> bytes:

@@ -100,7 +100,7 @@ class OpenAIApi:
 
     def _plan(self, body: dict[str, Any], mapped: str, session: str | None = None) -> chat.ChatPlan:
         try:
-            return chat.to_gemini(body, mapped, self.app.signatures, session=session)
+            return chat.to_gemini(body, mapped, self.app.signatures, session=session, spec=self.app.model_spec(mapped))
         except chat.InvalidRequest as exc:
             raise HttpError(400, exc.message, param=exc.param) from None
 

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from agfast.convert.gemini import ANSWER_HEADROOM, IDENTITY, SAFETY_OFF
-from agfast.convert.models import is_thinking_model, model_spec
+from agfast.convert.models import ModelSpec, model_spec
 from agfast.convert.schema import clean_schema
 from agfast.convert.signatures import MIN_SIGNATURE_LEN, SKIP_VALIDATOR, SignatureCache, family_of
 
@@ -441,10 +441,10 @@ def is_too_long(message: str) -> bool:
     return any(marker in lower for marker in TOO_LONG_MARKERS)
 
 
-def thinking_on(thinking: Thinking, model: str) -> bool:
+def thinking_on(thinking: Thinking, model: str, spec: ModelSpec | None = None) -> bool:
     """Whether this request shows thinking: asked for, and the model can; unasked, only `-thinking` models do
     (Gemini still thinks by default, but a client that did not ask gets no thinking blocks)."""
-    if not is_thinking_model(model):
+    if not (spec or model_spec(model)).can_think:
         return False
     if not thinking.mode:
         return "thinking" in model.lower()
@@ -462,10 +462,13 @@ def to_gemini(
     session: str,
     tools: bool = True,
     thinking_as_text: bool = False,
+    spec: ModelSpec | None = None,
 ) -> Conversion:
-    """The v1internal request for `model`; `thinking_as_text` is the signature-error recovery form."""
+    """The v1internal request for `model`; `thinking_as_text` is the signature-error recovery form; `spec` is
+    what `model` can do (Google's description), the static table when not given."""
     claude = family_of(model) == "claude"
-    think = thinking_on(thinking, model) and not thinking_as_text
+    spec = spec or model_spec(model)
+    think = thinking_on(thinking, model, spec) and not thinking_as_text
     declarations, search = _tools(body.get("tools")) if tools else ([], False)
     if think and claude and _forced_tool(body.get("tool_choice")):
         think = False  # Claude refuses thinking together with a forced tool choice
@@ -484,7 +487,7 @@ def to_gemini(
         request["toolConfig"] = {"functionCallingConfig": _calling_config(body.get("tool_choice"))}
     elif search:
         request["tools"] = [{"googleSearch": {}}]
-    request["generationConfig"] = _generation_config(body, model, thinking, think)
+    request["generationConfig"] = _generation_config(body, model, thinking, think, spec)
     request["safetySettings"] = SAFETY_OFF
     request["sessionId"] = ""
     request["contents"] = contents
@@ -580,8 +583,9 @@ def _calling_config(choice: Any) -> dict[str, Any]:
     return {"mode": "VALIDATED"}
 
 
-def _generation_config(body: dict[str, Any], model: str, thinking: Thinking, think: bool) -> dict[str, Any]:
-    spec = model_spec(model)
+def _generation_config(
+    body: dict[str, Any], model: str, thinking: Thinking, think: bool, spec: ModelSpec
+) -> dict[str, Any]:
     claude = family_of(model) == "claude"
     gen: dict[str, Any] = {}
     for src, dst in (("temperature", "temperature"), ("top_p", "topP"), ("top_k", "topK")):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from agfast.convert.models import model_spec
+from agfast.convert.models import ModelSpec, model_spec
 from agfast.convert.schema import clean_schema
 
 IDENTITY = (
@@ -85,9 +85,10 @@ def _tools(tools: Any) -> list[dict[str, Any]] | None:
     return out
 
 
-def generation_config(config: Any, model: str) -> dict[str, Any]:
+def generation_config(config: Any, model: str, spec: ModelSpec | None = None) -> dict[str, Any]:
+    """The client's generationConfig within `model`'s limits (`spec`: what it can do, else the static table)."""
     gen = dict(config) if isinstance(config, dict) else {}
-    spec = model_spec(model)
+    spec = spec or model_spec(model)
     thinking = gen.get("thinkingConfig")
     if isinstance(thinking, dict):
         thinking = dict(thinking)
@@ -121,7 +122,9 @@ def system_instruction(system: Any) -> dict[str, Any]:
     return {"role": "user", "parts": parts}
 
 
-def native_request(body: dict[str, Any], model: str, session_id: str, *, clean: bool = True) -> dict[str, Any]:
+def native_request(
+    body: dict[str, Any], model: str, session_id: str, *, clean: bool = True, spec: ModelSpec | None = None
+) -> dict[str, Any]:
     """A client's GenerateContentRequest, made acceptable to v1internal for `model`.
 
     `clean=False` skips the deep `[undefined]` sweep when the caller saw no such string in the raw bytes.
@@ -136,7 +139,8 @@ def native_request(body: dict[str, Any], model: str, session_id: str, *, clean: 
         request["tools"] = tools
         tool_config = body.get("toolConfig", body.get("tool_config"))
         request["toolConfig"] = tool_config if isinstance(tool_config, dict) else VALIDATED
-    request["generationConfig"] = generation_config(body.get("generationConfig", body.get("generation_config")), model)
+    config = body.get("generationConfig", body.get("generation_config"))
+    request["generationConfig"] = generation_config(config, model, spec)
     safety = body.get("safetySettings", body.get("safety_settings"))
     request["safetySettings"] = safety if isinstance(safety, list) else SAFETY_OFF
     request["sessionId"] = session_id

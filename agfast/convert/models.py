@@ -4,13 +4,15 @@ Everything here is a table plus a few small functions reading it. The resolution
 forwarding rules → exact custom mapping → wildcard custom mapping → ``BUILTIN_ROUTES`` → pass through,
 and, when the pool's model list is known, a family fallback so that names newer than any table
 (``claude-opus-5-5``, ``gemini-3.5-flash-lite``, ``gpt-5``) land on the nearest model the accounts offer
-instead of an upstream 404.
+instead of an upstream 404. `route_known` adds the refusal: a name neither the tables nor any account's model
+list knows is not sent upstream at all. What a model can do (`ModelSpec`) is Google's description when an
+account fetched one, the static table otherwise.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NamedTuple
@@ -299,23 +301,27 @@ def normalize_to_standard_id(name: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Static specs (§7.5).
+# What a model can do (§7.5): Google's own description (fetchAvailableModels) first, this table for the rest.
 
 
 class ModelSpec(NamedTuple):
+    """What an upstream model can do: the most it may be asked to write, its default thinking budget, whether it
+    thinks when asked."""
+
     max_output_tokens: int
     thinking_budget: int
+    can_think: bool
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
-    "gemini-2.0-flash": ModelSpec(65535, 24576),
-    "gemini-2.5-flash": ModelSpec(65535, 32768),
-    "gemini-3-flash": ModelSpec(65536, 32768),
-    "gemini-3-pro-high": ModelSpec(65536, 49152),
-    "gemini-3.1-pro-preview": ModelSpec(65536, 49152),
-    "claude-sonnet-4-6": ModelSpec(64000, 32768),
-    "claude-opus-4-6-thinking": ModelSpec(64000, 32768),
-    "gpt-oss-120b-medium": ModelSpec(32768, 0),
+    "gemini-2.0-flash": ModelSpec(65535, 24576, True),
+    "gemini-2.5-flash": ModelSpec(65535, 32768, True),
+    "gemini-3-flash": ModelSpec(65536, 32768, True),
+    "gemini-3-pro-high": ModelSpec(65536, 49152, True),
+    "gemini-3.1-pro-preview": ModelSpec(65536, 49152, True),
+    "claude-sonnet-4-6": ModelSpec(64000, 32768, True),
+    "claude-opus-4-6-thinking": ModelSpec(64000, 32768, True),
+    "gpt-oss-120b-medium": ModelSpec(32768, 0, False),
 }
 DEFAULT_MAX_OUTPUT_TOKENS = 65535
 DEFAULT_THINKING_BUDGET = 24576
@@ -323,18 +329,48 @@ DEFAULT_CLAUDE_THINKING_BUDGET = 16000
 
 
 def model_spec(name: str, account_max_output_tokens: int | None = None) -> ModelSpec:
-    """Output/thinking limits for an upstream model; an account's own quota data overrides max output."""
+    """Output/thinking limits for an upstream model from the static table; an account's own quota data overrides
+    max output."""
     spec = MODEL_SPECS.get(name)
     if spec is None and name.endswith("-thinking"):
         spec = MODEL_SPECS.get(name.removesuffix("-thinking"))
     if spec is None:
         claude = "claude" in name.lower()
         spec = ModelSpec(
-            DEFAULT_MAX_OUTPUT_TOKENS, DEFAULT_CLAUDE_THINKING_BUDGET if claude else DEFAULT_THINKING_BUDGET
+            DEFAULT_MAX_OUTPUT_TOKENS,
+            DEFAULT_CLAUDE_THINKING_BUDGET if claude else DEFAULT_THINKING_BUDGET,
+            # Every Claude model Antigravity serves has extended thinking; Gemini per is_thinking_model.
+            claude or is_thinking_model(name),
         )
     if account_max_output_tokens:
         spec = spec._replace(max_output_tokens=account_max_output_tokens)
     return spec
+
+
+def described_spec(
+    name: str, supports_thinking: bool | None, thinking_budget: int | None, max_output_tokens: int | None
+) -> ModelSpec:
+    """What Google says `name` can do (fetchAvailableModels fields), the static table filling in what it omits.
+
+    proto3 JSON drops false values, so a described model without `supportsThinking` cannot think; a `-thinking`
+    id is the exception (its name is the contract).
+    """
+    static = model_spec(name)
+    return ModelSpec(
+        max_output_tokens if max_output_tokens and max_output_tokens > 0 else static.max_output_tokens,
+        thinking_budget if thinking_budget and thinking_budget > 0 else static.thinking_budget,
+        supports_thinking is True or "thinking" in name.lower(),
+    )
+
+
+def cautious_spec(a: ModelSpec, b: ModelSpec) -> ModelSpec:
+    """Two accounts' descriptions of one model merged so a request built before the account is picked fits
+    either: the smaller limits, thinking only if both can."""
+    return ModelSpec(
+        min(a.max_output_tokens, b.max_output_tokens),
+        min(a.thinking_budget, b.thinking_budget),
+        a.can_think and b.can_think,
+    )
 
 
 def is_thinking_model(name: str) -> bool:
@@ -348,34 +384,59 @@ def is_thinking_model(name: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Model list (§7.4).
+# Which names can be called, and the model lists (§7.4, narrowed to what answers).
 
-_IMAGE_BASE = "gemini-3-pro-image"
-_IMAGE_SIZES = ("", "-2k", "-4k")
-_IMAGE_RATIOS = ("", "-1x1", "-4x3", "-3x4", "-16x9", "-9x16", "-21x9")
-IMAGE_VARIANTS: tuple[str, ...] = tuple(f"{_IMAGE_BASE}{s}{r}" for s in _IMAGE_SIZES for r in _IMAGE_RATIOS)
-EXTRA_LISTED_MODELS: tuple[str, ...] = (
-    "gemini-2.0-flash-exp",
-    "gemini-2.5-flash",
-    "gemini-3-flash",
-    "gemini-3.1-pro-high",
-    "gemini-3.1-pro-low",
-)
+# Google's own id prefixes (the quota filter of §4.6): while the pool's model lists are unknown, a name like this
+# is plausibly real and is left for Google to judge.
+UPSTREAM_PREFIXES = ("gemini-", "claude-", "gpt-")
+# Routable but not a model anyone should pick from a list.
+UNLISTED = frozenset({"internal-background-task"})
+
+
+def statically_known(model: str, custom_mapping: Mapping[str, str], forwarding: Mapping[str, str]) -> bool:
+    """Whether the tables alone know the name: custom_mapping (exact or wildcard), upstream forwarding, the
+    built-in routes, a routing family, or one of Google's id prefixes."""
+    return (
+        model in custom_mapping
+        or model in forwarding
+        or model in BUILTIN_ROUTES
+        or model_family(model) is not None
+        or model.lower().startswith(UPSTREAM_PREFIXES)
+        or any("*" in pattern and wildcard_match(pattern, model) for pattern in custom_mapping)
+    )
+
+
+def route_known(
+    model: str,
+    custom_mapping: Mapping[str, str],
+    forwarding: Mapping[str, str] | None,
+    offered: Collection[str],
+    complete: bool,
+) -> str | None:
+    """The upstream model for `model`, or None when neither the mapping nor any account's model list knows it.
+
+    With every account's list fetched (`complete`), a name is known when it routes (mapping, family fallback)
+    to a model some account offers. Before that, unknown is not "none": a name the tables know goes upstream
+    as routed and Google judges it; only a name nothing knows (`foo-bar`, `dall-e-3`) is refused.
+    """
+    routed = route_for_pool(model, custom_mapping, forwarding, offered)
+    if routed in offered:
+        return routed
+    if complete or not statically_known(model, custom_mapping, forwarding or _NO_RULES):
+        return None
+    return routed
 
 
 def list_models(
-    custom_mapping: Mapping[str, str], account_models: Iterable[str], only_raw_quota_models: bool = False
+    custom_mapping: Mapping[str, str], forwarding: Mapping[str, str] | None, offered: Collection[str], complete: bool
 ) -> list[str]:
-    """Sorted, de-duplicated ids for /v1/models, /v1/models/claude and /v1beta/models."""
-    ids: set[str] = set()
-    for raw in account_models:
-        ids.add(raw)
-        standard = normalize_to_standard_id(raw)
-        if standard is not None:
-            ids.add(standard)
-    if not only_raw_quota_models:
-        ids.update(custom_mapping)
-        ids.update(BUILTIN_ROUTES)
-        ids.update(IMAGE_VARIANTS)
-        ids.update(EXTRA_LISTED_MODELS)
+    """Sorted ids for /v1/models, /v1/models/claude and /v1beta/models: every model an account offers and every
+    alias (custom_mapping, built-in table) that routes to one; never a pattern. While some account's list is
+    unknown, the aliases the tables would send upstream are listed too."""
+    ids = set(offered)
+    for name in (*custom_mapping, *BUILTIN_ROUTES):
+        if "*" in name or name in UNLISTED or name in ids:
+            continue
+        if route_known(name, custom_mapping, forwarding, offered, complete) is not None:
+            ids.add(name)
     return sorted(ids)

@@ -25,7 +25,7 @@ from agfast.convert.gemini import (
     session_id_from_contents,
     system_instruction,
 )
-from agfast.convert.models import is_thinking_model, model_spec
+from agfast.convert.models import ModelSpec, is_thinking_model, model_spec
 from agfast.convert.schema import clean_schema
 from agfast.convert.signatures import SKIP_VALIDATOR, SignatureCache, family_of
 
@@ -458,8 +458,9 @@ def _response_format(fmt: Any, gen: dict[str, Any], param: str) -> None:
         raise InvalidRequest(f"Unsupported response format type {kind!r}.", f"{param}.type")
 
 
-def _thinking(body: dict[str, Any], mapped: str) -> dict[str, Any] | None:
-    """thinkingConfig per §6.2: on for thinking models or when the client asks; budget from the client."""
+def _thinking(body: dict[str, Any], mapped: str, spec: ModelSpec) -> dict[str, Any] | None:
+    """thinkingConfig per §6.2: on for thinking models or when the client asks and the model can think; budget
+    from the client."""
     effort = body.get("reasoning_effort")
     raw = body.get("thinking")
     hint: dict[str, Any] = raw if isinstance(raw, dict) else {}
@@ -467,16 +468,16 @@ def _thinking(body: dict[str, Any], mapped: str) -> dict[str, Any] | None:
         return None
     budget = hint.get("budget_tokens")
     asked = hint.get("type") == "enabled" or effort in EFFORT_BUDGETS
-    if not asked and not is_thinking_model(mapped):
+    if not spec.can_think or (not asked and not is_thinking_model(mapped)):
         return None
     if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
         budget = EFFORT_BUDGETS.get(effort) if isinstance(effort, str) else None
     if budget is None:
-        budget = model_spec(mapped).thinking_budget
+        budget = spec.thinking_budget
     return {"includeThoughts": True, "thinkingBudget": budget}
 
 
-def _generation(body: dict[str, Any], mapped: str, allow_thinking: bool) -> dict[str, Any]:
+def _generation(body: dict[str, Any], mapped: str, allow_thinking: bool, spec: ModelSpec) -> dict[str, Any]:
     gen: dict[str, Any] = {}
     for name, target, kinds in GENERATION_FIELDS:
         value = body.get(name)
@@ -502,14 +503,22 @@ def _generation(body: dict[str, Any], mapped: str, allow_thinking: bool) -> dict
         gen["stopSequences"] = [s for s in stop if isinstance(s, str)]
     _response_format(body.get("response_format"), gen, "response_format")
     if allow_thinking:
-        config = _thinking(body, mapped)
+        config = _thinking(body, mapped, spec)
         if config is not None:
             gen["thinkingConfig"] = config
-    return generation_config(gen, mapped)
+    return generation_config(gen, mapped, spec)
 
 
-def to_gemini(body: dict[str, Any], mapped: str, signatures: SignatureCache, *, session: str | None = None) -> ChatPlan:
-    """A chat completions body → the GenerateContentRequest for `mapped` (sessionId set per account later)."""
+def to_gemini(
+    body: dict[str, Any],
+    mapped: str,
+    signatures: SignatureCache,
+    *,
+    session: str | None = None,
+    spec: ModelSpec | None = None,
+) -> ChatPlan:
+    """A chat completions body → the GenerateContentRequest for `mapped` (sessionId set per account later);
+    `spec` is what `mapped` can do (Google's description), the static table when not given."""
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise InvalidRequest("'messages' must be an array.", "messages")
@@ -544,7 +553,7 @@ def to_gemini(body: dict[str, Any], mapped: str, signatures: SignatureCache, *, 
         request["tools"] = [{"googleSearch": {}}]
         request_type = "web_search"
     # A Claude thinking request whose tool history lost its signatures must go without thinking (§6.2).
-    request["generationConfig"] = _generation(body, mapped, complete)
+    request["generationConfig"] = _generation(body, mapped, complete, spec or model_spec(mapped))
     request["safetySettings"] = SAFETY_OFF
     request["sessionId"] = ""
     request["contents"] = contents

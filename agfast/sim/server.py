@@ -11,7 +11,7 @@ import secrets
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +84,11 @@ class GoogleSimulator:
         min_client_version: str | None = None,
         record: bool = True,
         cache_min_tokens: int = 1024,
+        catalog: Mapping[str, ModelSpec] | None = None,
     ) -> None:
+        # What this "Google" says about each model (fetchAvailableModels) and enforces when serving it; entries
+        # given here replace the built-in catalog's, so a test can describe a model differently.
+        self.catalog: dict[str, ModelSpec] = {**MODEL_CATALOG, **(catalog or {})}
         self.accounts: dict[str, SimAccount] = {}
         for account in accounts or ():
             self.add_account(account)
@@ -553,7 +557,7 @@ class GoogleSimulator:
         reset = rfc3339(time.time() + account.reset_after)
         models: dict[str, Any] = {}
         for name in account.models:
-            spec = spec_for(name)
+            spec = spec_for(name, self.catalog)
             quota: dict[str, Any] = {"resetTime": reset}
             fraction = account.remaining_fraction(name)
             if fraction > 0:  # proto3 JSON drops zero values, so an exhausted model has no remainingFraction
@@ -617,7 +621,7 @@ class GoogleSimulator:
             raise SimError(400, google_error(400, "Request contains an invalid argument."))
         if model not in account.models:
             raise SimError(404, google_error(404, "Requested entity was not found."))
-        spec = spec_for(model)
+        spec = spec_for(model, self.catalog)
         if account.remaining_fraction(model) <= 0:
             delay = account.reset_after
             raise SimError(
@@ -720,8 +724,9 @@ class GoogleSimulator:
         return resp
 
 
-def spec_for(name: str) -> ModelSpec:
-    spec = MODEL_CATALOG.get(name)
+def spec_for(name: str, catalog: Mapping[str, ModelSpec] = MODEL_CATALOG) -> ModelSpec:
+    """The catalog's entry for `name`, or what Google would plausibly say about an uncatalogued id."""
+    spec = catalog.get(name)
     if spec is not None:
         return spec
     family = "claude" if name.startswith("claude") else "gpt" if name.startswith("gpt") else "gemini"

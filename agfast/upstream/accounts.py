@@ -67,6 +67,10 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
 def _int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
@@ -91,6 +95,11 @@ class QuotaModel:
     percentage: int  # 0-100, floor(remainingFraction × 100)
     reset_time: str | None  # RFC 3339
     max_output_tokens: int | None
+    # What Google says the model can do (fetchAvailableModels); None = not said.
+    supports_thinking: bool | None = None
+    thinking_budget: int | None = None
+    display_name: str | None = None
+    max_tokens: int | None = None  # context window
 
 
 @dataclass(slots=True, repr=False)
@@ -386,6 +395,10 @@ class Account:
                         0 if pct is None else pct,
                         _str(m.get("reset_time")) or None,
                         _int(m.get("max_output_tokens")),
+                        _bool(m.get("supports_thinking")),
+                        _int(m.get("thinking_budget")),
+                        _str(m.get("display_name")),
+                        _int(m.get("max_tokens")),
                     )
                 )
         return out
