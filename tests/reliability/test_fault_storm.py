@@ -115,7 +115,9 @@ def test_fault_storms_leave_no_hung_client_and_no_lost_account(sim: GoogleSimula
             assert len(statuses) == WAVE, name
             assert incomplete == 0, name
             assert worst < CLIENT_BOUND_S, name
-            assert set(statuses) <= {200, 429, 502, 503}, (name, sorted(set(statuses)))
+            # Upstream trouble only: Google's own 5xx may be passed on when every attempt met one (Anthropic's surface
+            # reports the last upstream status, as the reference does), never a 4xx blaming the client.
+            assert set(statuses) <= {200, 429, 500, 502, 503}, (name, sorted(set(statuses)))
         sim.clear_faults()
         # The storm is over: the same server answers normally again.
         statuses, _, incomplete = asyncio.run(_wave(st.port, 8))
