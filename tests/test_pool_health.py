@@ -105,7 +105,9 @@ def test_wrong_oauth_client_makes_bounded_refresh_calls(sim: GoogleSimulator, tm
     with expired_stack(sim, tmp_path, oauth_client_id="not-the-issuing-client") as st:
         results = concurrently(25, lambda i: anthropic_call(st, f"session-{i % 5}"))
         results += concurrently(25, lambda i: openai_call(st, f"A conversation opener number {i % 5}"))
+        later = request(st.port, "POST", "/v1/messages", MESSAGES, {"Content-Type": "application/json"})
         calls = token_calls(sim)
+    assert later.status == 503 and 1 <= int(later.headers["retry-after"]) <= 15  # when the back-off ends
     assert calls <= len(sim.accounts)
     assert {status for status, _ in results} == {503}
     for _, message in results:

@@ -98,7 +98,12 @@ class NoAccountError(Exception):
 
 
 class AccountNotReady(Exception):
-    """This account cannot serve now (token refresh failed or backing off, no project); the text says why."""
+    """This account cannot serve now (token refresh failed or backing off, no project); the text says why,
+    `retry_after` how long a refresh back-off still lasts."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def refresh_key(account_id: str) -> str:
@@ -401,6 +406,7 @@ class AccountPool:
         self, key: str, session_id: str | None, sticky: bool, attempted: set[str], chosen: Member | float | None
     ) -> Lease:
         last_error = ""
+        back_off: float | None = None  # the shortest refresh back-off met: when asking again makes sense
         while chosen is not None:
             if not isinstance(chosen, Member):
                 if chosen > SHORT_WAIT:
@@ -411,10 +417,12 @@ class AccountPool:
                     return await self._ready(chosen)
                 except AccountNotReady as exc:
                     last_error = f"{chosen.email}: {exc}"
+                    if exc.retry_after is not None:
+                        back_off = exc.retry_after if back_off is None else min(back_off, exc.retry_after)
                     log.debug("account %s not ready: %s", chosen.masked, exc)
             chosen = self._choose(key, session_id, sticky, attempted)
         if last_error:
-            raise NoAccountError(f"All accounts failed or unhealthy. Last error: {last_error}")
+            raise NoAccountError(f"All accounts failed or unhealthy. Last error: {last_error}", retry_after=back_off)
         raise NoAccountError("All accounts failed or unhealthy.")
 
     def _preferred(self, ranked: list[Member], key: str, now: float) -> Member | None:
@@ -483,7 +491,7 @@ class AccountPool:
         now = time.time()
         wait = self.state.locked_until(key) - now
         if wait > 0:
-            raise AccountNotReady(f"{member.refresh_error} (next refresh attempt in {int(wait + 0.999)}s)")
+            raise AccountNotReady(f"{member.refresh_error} (next refresh attempt in {int(wait + 0.999)}s)", wait)
         try:
             grant = await oauth.refresh_token(self.client.session, self.config, account.refresh_token)
         except oauth.OAuthError as exc:
@@ -502,7 +510,7 @@ class AccountPool:
                 _clock(now + seconds),
                 seconds,
             )
-            raise AccountNotReady(member.refresh_error) from None
+            raise AccountNotReady(member.refresh_error, seconds) from None
         if member.refresh_error:
             self.state.reset_failures(key)
             self.state.unlock(key)
