@@ -469,6 +469,8 @@ class AccountPool:
                     try:
                         project, tier = await oauth.load_code_assist(self.client, account.access_token)
                     except oauth.AccountSetupError as exc:
+                        if fields:  # keep the fresh token even though the project is still unknown
+                            await self._persist(member, fields)
                         raise AccountNotReady(str(exc)) from None
                     account.project_id = project
                     fields = TOKEN_FIELDS
@@ -511,10 +513,9 @@ class AccountPool:
                 seconds,
             )
             raise AccountNotReady(member.refresh_error, seconds) from None
-        if member.refresh_error:
-            self.state.reset_failures(key)
-            self.state.unlock(key)
-            member.refresh_error = ""
+        self.state.reset_failures(key)  # success ends the doubling (rare: once an hour per account)
+        self.state.unlock(key)
+        member.refresh_error = ""
         account.apply_refresh(
             grant.access_token,
             grant.expires_in,
