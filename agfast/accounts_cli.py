@@ -37,8 +37,6 @@ EXIT_USAGE = 2
 CONCURRENCY = 4
 # The table's status cell; the full reason is in `--json`.
 STATUS_WIDTH = 60
-# OAuth errors that mean "wrong or missing OAuth client", not "dead token".
-CLIENT_ERRORS = frozenset({"invalid_request", "invalid_client", "unauthorized_client"})
 ADD_HINT = "agfast accounts add --refresh-token -"
 COMMANDS = ("add", "list", "remove", "import", "refresh")
 
@@ -92,10 +90,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "and the process list",
     )
 
-    lst = sub.add_parser("list", parents=[common], help="show the accounts, their status and quota")
+    lst = sub.add_parser(
+        "list",
+        parents=[common],
+        help="show the accounts, their status and quota",
+        description="One line per account: email, id, tier, project, status (with the reason when it is not "
+        "usable), remaining quota and access-token expiry. Never shows a token.",
+    )
     lst.add_argument("--json", action="store_true", help="a JSON array instead of the table (no tokens)")
 
-    rm = sub.add_parser("remove", parents=[common], help="delete an account")
+    rm = sub.add_parser(
+        "remove",
+        parents=[common],
+        help="delete an account",
+        description="Delete the account's file and index entry. A running server drops it from its pool as "
+        "soon as it notices (at the latest after accounts_reload_interval) and never writes it back.",
+    )
     rm.add_argument("target", metavar="ID_OR_EMAIL")
 
     imp = sub.add_parser(
@@ -210,7 +220,7 @@ def describe_failure(exc: BaseException, cfg: config.Config) -> str:
     """What went wrong, in words a user can act on; never a token."""
     if isinstance(exc, oauth.OAuthError):
         text = str(exc)
-        if exc.error in CLIENT_ERRORS:
+        if exc.error in oauth.CLIENT_ERRORS:
             if not (cfg.oauth_client_id and cfg.oauth_client_secret):
                 text += (
                     " (no OAuth client configured: set oauth.client_id and oauth.client_secret in config.toml, "

@@ -52,10 +52,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"agfast {__version__}")
     _serve_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="{serve,accounts,sim}")
-    serve = sub.add_parser("serve", help="run the proxy (the default command)")
+    serve = sub.add_parser(
+        "serve",
+        help="run the proxy (the default command)",
+        description="Run the gateway: OpenAI, Anthropic and Gemini routes in front of the account pool. It "
+        "serves even with no account yet (proxy routes answer 503 until one is added).",
+    )
     _serve_flags(serve)
     accounts_cli.add_parser(sub)
-    sim = sub.add_parser("sim", help="run the local Google simulator alone")
+    sim = sub.add_parser(
+        "sim",
+        help="run the local Google simulator alone",
+        description="Run agfast's Google simulator (OAuth, userinfo, v1internal) on loopback, with demo "
+        "accounts whose refresh tokens it prints: for tests, benchmarks and trying clients.",
+    )
     sim.add_argument("--host", default="127.0.0.1", help="(default: 127.0.0.1)")
     sim.add_argument("--port", type=int, default=8046, help="(default: 8046)")
     sim.add_argument("--accounts", type=int, default=3, help="demo accounts to create (default: 3)")
@@ -116,7 +126,10 @@ def _run(coro: Any) -> int:
     return int(uvloop.run(coro))
 
 
-NO_ACCOUNT = "no available account: add one with 'agfast accounts add' (or try --demo)"
+NO_ACCOUNT = (
+    "no usable account yet: add one with 'agfast accounts add' (or try --demo); serving anyway, proxy routes "
+    "answer 503 until an account is added"
+)
 
 
 async def _serve(cfg: config.Config) -> int:
@@ -147,11 +160,10 @@ async def _serve(cfg: config.Config) -> int:
         app = App(cfg)
         app.start()
         if app.pool.size == 0 and cfg.zai.dispatch_mode == "off":
+            # Not a start-up failure: accounts added while serving join within accounts_reload_interval.
             print(f"agfast: {NO_ACCOUNT}", file=sys.stderr)
             for email, reason in app.pool.skipped.items():
                 print(f"agfast: skipped {email}: {reason}", file=sys.stderr)
-            await app.close()
-            return EXIT_FAILURE
         server = Server(cfg, build_router(app))
         try:
             await server.start()

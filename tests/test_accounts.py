@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from agfast.upstream.accounts import (
+    TOKEN_FIELDS,
     Account,
     AccountFileError,
     AccountStore,
@@ -486,6 +487,64 @@ def test_disable(tmp_path: Path, reason: str, stored: str) -> None:
     raw = on_disk(tmp_path / "accounts" / f"{acct.id}.json")
     assert (raw["disabled"], raw["disabled_reason"], raw["disabled_at"]) == (True, stored, NOW)
     assert usable(Account(raw), NOW) == (False, "disabled")
+
+
+# -- merge: what a server writes onto a file others may have changed ----------------------------------------
+
+
+def _remove(store: AccountStore, acct: Account) -> None:
+    store.remove(acct.id)
+
+
+def _disable_elsewhere(store: AccountStore, acct: Account) -> None:
+    other = store.get(acct.id)
+    assert other is not None
+    other.disable("switched off by its owner", now=NOW)
+    store.save(other)
+
+
+def _rename_elsewhere(store: AccountStore, acct: Account) -> None:
+    other = store.get(acct.id)
+    assert other is not None
+    other.name = "Renamed Elsewhere"
+    store.save(other)
+
+
+MERGES = [
+    # (what another process did after the server read the account, merged result, what is on disk after)
+    (_remove, None, None),
+    (_disable_elsewhere, "disabled", ("ya29.fresh", True, "Dev One")),
+    (_rename_elsewhere, "ok", ("ya29.fresh", False, "Renamed Elsewhere")),
+]
+
+
+@pytest.mark.parametrize(("meanwhile", "status", "after"), MERGES)
+def test_merge_lets_what_others_did_win(tmp_path: Path, meanwhile: Any, status: str | None, after: Any) -> None:
+    store = seeded_store(tmp_path)
+    (held,) = store.load_all()  # what a server holds in memory
+    meanwhile(store, held)
+    held.apply_refresh("ya29.fresh", 3599, NOW)  # the server's own change
+    merged = store.merge(held, TOKEN_FIELDS)
+    path = tmp_path / "accounts" / f"{held.id}.json"
+    if after is None:
+        assert merged is None and not path.exists()  # a removed account is never re-created
+        index = tmp_path / "accounts.json"
+        assert not index.exists() or held.id not in index.read_text()
+        return
+    assert merged is not None and usable(merged, NOW)[1] == status
+    raw = on_disk(path)
+    assert (raw["token"]["access_token"], raw["disabled"], raw["name"]) == after
+
+
+def test_stale_temp_files_are_swept(tmp_path: Path) -> None:
+    store = seeded_store(tmp_path)
+    stale = [tmp_path / "accounts" / ".abc.json.x1y2.tmp", tmp_path / ".accounts.json.q9.tmp"]
+    kept = [tmp_path / "accounts" / "notes.tmp", tmp_path / ".config.toml.q9.tmp"]  # not written by the store
+    for path in stale + kept:
+        path.write_bytes(b"{")
+    assert store.remove_stale_temp_files() == 2
+    assert [p.exists() for p in stale + kept] == [False, False, True, True]
+    assert len(store.load_all()) == 1
 
 
 # -- import -----------------------------------------------------------------------------------------------

@@ -232,7 +232,7 @@ BAD_BODIES = [
     ("/v1/messages", b"null", 400, "not null", None),
     ("/v1beta/models/gemini-3-flash:generateContent", b"{}", 400, "'contents'", None),
     ("/v1/models/gemini-3-flash:generateContent", b"{]", 400, "not valid JSON", None),
-    ("/v1/chat/completions", CHAT, 503, "No available account", None),
+    ("/v1/chat/completions", CHAT, 503, "no accounts yet: add one with `agfast accounts add`", None),
 ]
 
 

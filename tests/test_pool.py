@@ -136,3 +136,26 @@ def test_p2c_only_draws_from_the_best_five(tmp_path: Path) -> None:
     seen = {pick(pool) for _ in range(200)}
     assert seen <= {"n00", "n01", "n02", "n03", "n04"}
     assert len(seen) >= 2
+
+
+def test_empty_pool_says_how_to_add_an_account(tmp_path: Path) -> None:
+    pool = make_pool(tmp_path, [])
+    with pytest.raises(NoAccountError) as info:
+        asyncio.run(pool.acquire(MODEL))
+    assert str(info.value) == "no accounts yet: add one with `agfast accounts add` / `login`"
+
+
+def test_pool_of_unusable_accounts_says_why(tmp_path: Path) -> None:
+    pool = make_pool(tmp_path, [("a", "Google AI Pro", 50), ("b", "Google AI Pro", 50), ("c", None, None)])
+    for name in "ab":
+        pool.store.disable(pool.store.find(f"{name}@example.com"), "revoked")  # type: ignore[arg-type]
+    forbidden = pool.store.find("c@example.com")
+    assert forbidden is not None
+    forbidden.mark_forbidden("403")
+    pool.store.save(forbidden)
+    pool.load()
+    with pytest.raises(NoAccountError) as info:
+        asyncio.run(pool.acquire(MODEL))
+    assert str(info.value) == (
+        "no usable account (2 disabled, 1 forbidden): see `agfast accounts list`, or add one with `agfast accounts add`"
+    )

@@ -25,6 +25,7 @@ from agfast.http.response import CT_JSON, CT_SSE, Response
 from agfast.upstream.client import envelope, fnv1a64_signed
 from agfast.upstream.gateway import (
     STREAM_BREAKS,
+    UNREACHABLE_MESSAGE,
     ExhaustedError,
     Stream,
     UpstreamError,
@@ -43,9 +44,8 @@ ESTIMATE_HEADER = b"x-agfast-token-estimate: true\r\n"
 # A silent upstream (long thinking) gets a ping this often, well inside common 30–60 s proxy idle limits.
 PING_EVERY = 15.0
 # Google refusing *our* account is not the client's auth problem: 401/403 would make Claude Code report a bad
-# key or log the user out, 503 makes it retry (the reference rewrites 403; 401 the same way here). No upstream
-# status at all (unreachable) is 503 too.
-ACCOUNT_FAULT_STATUS = {0: 503, 401: 503, 403: 503}
+# key or log the user out, 503 makes it retry (the reference rewrites 403; 401 the same way here).
+ACCOUNT_FAULT_STATUS = {401: 503, 403: 503}
 STREAM_ERROR_TYPES = {
     400: "invalid_request_error",
     429: "rate_limit_error",
@@ -80,13 +80,16 @@ def failure(exc: Exception, mapped: str) -> HttpError:
         status = ACCOUNT_FAULT_STATUS.get(exc.status, exc.status)
         return HttpError(status, message, headers=head)
     if isinstance(exc, ExhaustedError):
+        if exc.unreachable:
+            head = upstream_headers(exc.email, mapped)
+            return HttpError(502, UNREACHABLE_MESSAGE, error_type="api_error", headers=head)
         status = ACCOUNT_FAULT_STATUS.get(exc.status, exc.status)
         return HttpError(status, str(exc), headers=upstream_headers(exc.email, mapped))
     if isinstance(exc, NoAccountError):
         head = upstream_headers("", mapped)
         if exc.retry_after:
             head += b"retry-after: %d\r\n" % max(1, int(exc.retry_after + 0.999))
-        return HttpError(503, f"No available accounts: {exc}", error_type="overloaded_error", headers=head)
+        return HttpError(503, str(exc), error_type="overloaded_error", headers=head)
     raise exc
 
 

@@ -20,7 +20,14 @@ from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import SHUTDOWN_MESSAGE, Response
 from agfast.upstream.client import envelope, fnv1a64_signed, gemini_request_id
-from agfast.upstream.gateway import STREAM_BREAKS, ExhaustedError, Stream, UpstreamError, collect
+from agfast.upstream.gateway import (
+    STREAM_BREAKS,
+    UNREACHABLE_MESSAGE,
+    ExhaustedError,
+    Stream,
+    UpstreamError,
+    collect,
+)
 from agfast.upstream.pool import Lease, NoAccountError
 
 if TYPE_CHECKING:
@@ -40,9 +47,11 @@ def failure(exc: Exception, mapped: str) -> HttpError:
     if isinstance(exc, ExhaustedError):
         if exc.not_found:
             return HttpError(404, f"Model {mapped} is not available to any account. {exc}", headers=head)
+        if exc.unreachable:
+            return HttpError(502, UNREACHABLE_MESSAGE, headers=head)
         return HttpError(429, f"All accounts exhausted. {exc}", headers=head)
     if isinstance(exc, NoAccountError):
-        return HttpError(503, f"No available account: {exc}", headers=head)
+        return HttpError(503, str(exc), headers=head)
     raise exc
 
 

@@ -26,7 +26,14 @@ from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import CT_JSON, CT_SSE, Response
 from agfast.upstream.client import envelope, fnv1a64_signed
-from agfast.upstream.gateway import STREAM_BREAKS, ExhaustedError, Stream, UpstreamError, collect
+from agfast.upstream.gateway import (
+    STREAM_BREAKS,
+    UNREACHABLE_MESSAGE,
+    ExhaustedError,
+    Stream,
+    UpstreamError,
+    collect,
+)
 from agfast.upstream.pool import NoAccountError
 
 if TYPE_CHECKING:
@@ -50,11 +57,14 @@ def failure(exc: Exception, mapped: str) -> HttpError:
         if exc.not_found:
             message = f"The model `{mapped}` is not available to any account. {exc}"
             return HttpError(404, message, code="model_not_found", headers=head)
+        if exc.unreachable:
+            code = "upstream_unreachable"
+            return HttpError(502, UNREACHABLE_MESSAGE, error_type="api_error", code=code, headers=head)
         return HttpError(429, f"All accounts exhausted. {exc}", code="rate_limit_exceeded", headers=head)
     if isinstance(exc, NoAccountError):
         if exc.retry_after:
             head += b"retry-after: %d\r\n" % max(1, round(exc.retry_after))
-        return HttpError(503, f"No available account: {exc}", headers=head)
+        return HttpError(503, str(exc), headers=head)
     raise exc
 
 

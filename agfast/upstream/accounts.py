@@ -9,6 +9,11 @@ and fields agfast does not know (device profiles, quota groups, newer app versio
 through a load → save untouched. Files are replaced atomically (temp file, fsync, rename; mode 0600), so a
 reader — another agfast process, or the desktop app — never sees half a file.
 
+Several processes write here (a server, `agfast accounts …`, other workers). Every write holds one advisory
+lock (``.accounts.lock``), and the server never saves a whole account it read earlier: ``merge`` writes only
+the fields it changed onto the file as it is *now*, and writes nothing when the file is gone. So a removal or
+a disable by anyone wins over what a server holds in memory, and a removed account is never resurrected.
+
 Tokens are secrets: they never appear in ``repr(Account)``, in log lines or in exception messages.
 """
 
@@ -21,19 +26,21 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from agfast.fileio import atomic_write
+from agfast.fileio import atomic_write, exclusive, stale_temp_files
 
 log = logging.getLogger("agfast.accounts")
 
 INDEX_FILE = "accounts.json"
 ACCOUNTS_DIR = "accounts"
+# Held by every writer of the files above, in every process (hidden: not an account, not Antigravity's).
+LOCK_FILE = ".accounts.lock"
 INDEX_VERSION = "2.0"
 # Same bound as Antigravity Tools: reasons quote upstream error text, which can be long.
 DISABLED_REASON_MAX = 800
@@ -47,6 +54,11 @@ DIR_MODE = 0o700
 _MS_THRESHOLD = 100_000_000_000
 # An id becomes a file name: no separators, no leading dot.
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# Top-level fields each kind of server-side change owns; `AccountStore.merge` writes only these.
+TOKEN_FIELDS = ("token",)
+QUOTA_FIELDS = ("quota",)
+DISABLE_FIELDS = ("disabled", "disabled_reason", "disabled_at")
+VALIDATION_FIELDS = ("validation_blocked", "validation_blocked_until", "validation_blocked_reason", "validation_url")
 _INDEX_SUMMARY_KEYS = (
     "id",
     "email",
@@ -61,6 +73,14 @@ _INDEX_SUMMARY_KEYS = (
 
 class AccountFileError(ValueError):
     """An account or import file that cannot be used; the message names the file and field, never a value."""
+
+
+def mask_email(email: str) -> str:
+    """`use***@gm***`: enough to tell accounts apart in a log line, too little to say whose they are."""
+    local, at, domain = email.partition("@")
+    if not at:
+        return local[:3] + "***"
+    return f"{local[:3]}***@{domain[:2]}***"
 
 
 def _str(value: Any) -> str | None:
@@ -577,24 +597,73 @@ class AccountStore:
     def _write_index(self, index: dict[str, Any]) -> None:
         atomic_write(self.index_path, orjson.dumps(index, option=orjson.OPT_INDENT_2))
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The write lock: this process's threads, and every other process writing this data dir."""
+        with self._lock, exclusive(self.data_dir / LOCK_FILE):
+            yield
+
+    def _put_index_entry(self, account: Account) -> None:
+        index = self.read_index()
+        entries: list[Any] = index["accounts"]
+        summary = account.summary()
+        for entry in entries:
+            if isinstance(entry, dict) and entry.get("id") == account.id:
+                entry.update(summary)
+                break
+        else:
+            entries.append(summary)
+        if not index.get("current_account_id"):
+            index["current_account_id"] = account.id
+        self._write_index(index)
+
     def save(self, account: Account) -> None:
-        """Write the account file, then its index entry (unknown index fields are kept)."""
+        """Write the whole account file (creating it), then its index entry (unknown index fields are kept).
+
+        For adding or replacing an account on purpose (`accounts add`); a server updating an account it
+        holds uses `merge`, which cannot undo what another process did to the file.
+        """
         path = self._path(account.id)
         self._ensure_dirs()
-        with self._lock:
+        with self._writing():
             atomic_write(path, account.to_json())
-            index = self.read_index()
-            entries: list[Any] = index["accounts"]
-            summary = account.summary()
-            for entry in entries:
-                if isinstance(entry, dict) and entry.get("id") == account.id:
-                    entry.update(summary)
-                    break
-            else:
-                entries.append(summary)
-            if not index.get("current_account_id"):
-                index["current_account_id"] = account.id
-            self._write_index(index)
+            self._put_index_entry(account)
+
+    def merge(self, account: Account, fields: Iterable[str]) -> Account | None:
+        """Write `account`'s `fields` onto its file as the file is now, and return what was written.
+
+        Never creates a file: None when it is gone (removed by another process, and that removal wins) or
+        unreadable. Every other field is kept as it is on disk, so a disable done meanwhile stays; the caller
+        checks whether the returned account is still usable.
+        """
+        path = self._path(account.id)
+        with self._writing():
+            if not path.exists():
+                return None
+            try:
+                current = read_account_file(path)
+            except AccountFileError as e:
+                log.warning("not updating an unreadable account file: %s", e)
+                return None
+            for name in fields:
+                if name in account.raw:
+                    current.raw[name] = account.raw[name]
+                else:
+                    current.raw.pop(name, None)
+            atomic_write(path, current.to_json())
+            self._put_index_entry(current)
+        return current
+
+    def remove_stale_temp_files(self) -> int:
+        """Delete temp files left by a writer killed mid-write (under the write lock, so none is live)."""
+        if not self.accounts_dir.is_dir():
+            return 0
+        with self._writing():
+            stale = stale_temp_files(self.accounts_dir) + stale_temp_files(self.data_dir, INDEX_FILE)
+            for path in stale:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        return len(stale)
 
     def upsert(
         self,
@@ -639,7 +708,7 @@ class AccountStore:
         account = self.find(id_or_email)
         if account is None:
             return False
-        with self._lock:
+        with self._writing():
             with contextlib.suppress(FileNotFoundError):
                 self._path(account.id).unlink()
             index = self.read_index()
@@ -653,10 +722,11 @@ class AccountStore:
                 self._write_index(index)
         return True
 
-    def disable(self, account: Account, reason: str, now: float | None = None) -> None:
-        """Mark the account disabled on disk (reason truncated to 800 chars), as on invalid_grant."""
+    def disable(self, account: Account, reason: str, now: float | None = None) -> Account | None:
+        """Mark the account disabled on disk (reason truncated to 800 chars), as on invalid_grant; a removed
+        account stays removed (None)."""
         account.disable(reason, now)
-        self.save(account)
+        return self.merge(account, DISABLE_FIELDS)
 
     def import_path(self, path: Path) -> list[tuple[str, str]]:
         """(email, refresh_token) pairs found at ``path``; see read_import."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -22,10 +23,17 @@ from agfast import sse
 from agfast.config import Config
 from agfast.http.protocol import Request
 from agfast.upstream import retry
+from agfast.upstream.accounts import mask_email
 from agfast.upstream.client import Answer, TransportError, UpstreamClient
 from agfast.upstream.pool import AccountPool, Lease, NoAccountError
 
+log = logging.getLogger("agfast.upstream")
+
 DONE = b"[DONE]"
+# ExhaustedError.status when the last attempt got no answer at all (refused, DNS, TLS, timeout).
+UNREACHABLE = 0
+# What a client is told then; the endpoint URL and the exception go to the log only.
+UNREACHABLE_MESSAGE = "Google could not be reached (no upstream endpoint answered); see the agfast log for details"
 # Network read size for upstream streams; one read usually holds several SSE events.
 READ_SIZE = 64 * 1024
 
@@ -55,6 +63,11 @@ class ExhaustedError(Exception):
         self.email = email
         # Every account answered 404: the model is not there for anyone, which no amount of waiting fixes.
         self.not_found = not_found
+
+    @property
+    def unreachable(self) -> bool:
+        """The last attempt reached no Google endpoint at all: a 502 for the client, not a rate limit."""
+        return self.status == UNREACHABLE
 
 
 # What a broken upstream read raises (reset, truncated body, read timeout).
@@ -322,7 +335,8 @@ class Gateway:
                 )
             except TransportError as exc:
                 req.upstream_seconds += perf_counter() - started
-                last = (0, f"upstream unreachable: {exc}", lease.email)
+                log.warning("upstream unreachable (account %s): %s", mask_email(lease.email), exc)
+                last = (UNREACHABLE, UNREACHABLE_MESSAGE, lease.email)
                 attempted.add(lease.account_id)
                 rotate = True
                 continue

@@ -6,6 +6,7 @@ Error texts never carry tokens; Google's own error descriptions are passed on (t
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,13 @@ import orjson
 from agfast.config import Config
 from agfast.upstream.client import TransportError, UpstreamClient
 
+log = logging.getLogger("agfast.oauth")
+
+# OAuth errors that mean "wrong or missing OAuth client", not "dead token".
+CLIENT_ERRORS = frozenset({"invalid_request", "invalid_client", "unauthorized_client"})
+CLIENT_HINT = (
+    " — is oauth.client_id (AGFAST_OAUTH_CLIENT_ID) the OAuth client that issued this account's refresh token?"
+)
 # Antigravity's IDE identity for loadCodeAssist (reference §4.5).
 LOAD_CODE_ASSIST_BODY = {
     "metadata": {"ideType": "ANTIGRAVITY", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"}
@@ -38,6 +46,11 @@ class OAuthError(Exception):
     @property
     def invalid_grant(self) -> bool:
         return self.error == "invalid_grant"
+
+
+def client_hint(exc: OAuthError) -> str:
+    """A pointer at the setting to fix when Google refused the OAuth client rather than the token."""
+    return CLIENT_HINT if exc.error in CLIENT_ERRORS else ""
 
 
 class AccountSetupError(Exception):
@@ -70,7 +83,8 @@ async def refresh_token(session: aiohttp.ClientSession, config: Config, token: s
             raw = await resp.read()
             status = resp.status
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise OAuthError(0, "transport_error", f"token endpoint unreachable ({type(exc).__name__})") from None
+        log.warning("token endpoint %s unreachable: %s: %s", config.oauth_token_url, type(exc).__name__, exc)
+        raise OAuthError(0, "transport_error", "Google's token endpoint could not be reached") from None
     doc = _json(raw)
     if status != 200 or not isinstance(doc.get("access_token"), str):
         error = str(doc.get("error") or f"http_{status}")
@@ -90,7 +104,8 @@ async def userinfo(session: aiohttp.ClientSession, config: Config, access_token:
             raw = await resp.read()
             status = resp.status
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise AccountSetupError(f"userinfo unreachable ({type(exc).__name__})") from None
+        log.warning("userinfo endpoint %s unreachable: %s: %s", config.userinfo_url, type(exc).__name__, exc)
+        raise AccountSetupError("Google's userinfo endpoint could not be reached") from None
     doc = _json(raw)
     if status != 200 or not isinstance(doc.get("email"), str):
         raise AccountSetupError(f"userinfo failed: HTTP {status} {_google_message(doc)}".strip())
@@ -102,7 +117,8 @@ async def load_code_assist(client: UpstreamClient, access_token: str) -> tuple[s
     try:
         status, doc, _ = await client.call_json("loadCodeAssist", LOAD_CODE_ASSIST_BODY, access_token)
     except TransportError as exc:
-        raise AccountSetupError(f"loadCodeAssist unreachable: {exc}") from None
+        log.warning("loadCodeAssist unreachable: %s", exc)
+        raise AccountSetupError("Google could not be reached (loadCodeAssist)") from None
     if status != 200 or not isinstance(doc, dict):
         raise AccountSetupError(f"loadCodeAssist failed: HTTP {status} {_google_message(doc)}".strip())
     project = doc.get("cloudaicompanionProject")
@@ -142,7 +158,8 @@ async def fetch_quota(client: UpstreamClient, access_token: str, project: str | 
         if status == 403 and project:
             status, doc, _ = await client.call_json("fetchAvailableModels", {}, access_token)
     except TransportError as exc:
-        raise AccountSetupError(f"fetchAvailableModels unreachable: {exc}") from None
+        log.warning("fetchAvailableModels unreachable: %s", exc)
+        raise AccountSetupError("Google could not be reached (fetchAvailableModels)") from None
     if status != 200 or not isinstance(doc, dict):
         raise AccountSetupError(f"fetchAvailableModels failed: HTTP {status} {_google_message(doc)}".strip())
     snapshot = QuotaSnapshot()

@@ -14,7 +14,14 @@ tier (ULTRA, PRO, FREE, unknown) and then by the target model's remaining quota.
 Rotation (after an upstream error) skips 2 and 3. Rate-limited accounts are skipped; if all are limited and
 the shortest lockout is ≤ 2 s we wait it out, else the error says how long. Before returning, the access
 token is refreshed when it expires within 90 s (one refresh per account at a time, however many requests
-wait) and the project id is looked up once. `invalid_grant` disables the account on disk.
+wait) and the project id is looked up once. `invalid_grant` disables the account on disk; any other refresh
+failure puts the account in a refresh back-off (15 s doubling to 5 min) that every request respects, and a
+request tries each account at most once — so a broken OAuth client costs one token call per account, not a
+storm. With no OAuth client configured at all, no refresh is attempted.
+
+Disk wins over memory: saves write only the fields the pool changed onto the file as it is now (never
+creating it), and an account found removed or disabled there leaves the pool at once. State changes
+(disabled, blocked, forbidden, locked, refresh back-off, left the pool) are logged at WARNING, email masked.
 
 Shared mutable state (lockouts, session bindings, last-used, failure counters) lives behind `PoolState`,
 so a later store can share it between workers and hosts; this module only has the in-memory one.
@@ -29,6 +36,7 @@ import random
 import time
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiohttp
@@ -36,7 +44,16 @@ import aiohttp
 from agfast.config import Config
 from agfast.convert.models import normalize_to_standard_id
 from agfast.upstream import oauth, retry
-from agfast.upstream.accounts import Account, AccountStore, usable
+from agfast.upstream.accounts import (
+    DISABLE_FIELDS,
+    QUOTA_FIELDS,
+    TOKEN_FIELDS,
+    VALIDATION_FIELDS,
+    Account,
+    AccountStore,
+    mask_email,
+    usable,
+)
 from agfast.upstream.client import UpstreamClient
 from agfast.upstream.onboarding import set_tier, store_quota
 
@@ -58,6 +75,18 @@ RANK_CACHE_SIZE = 256
 # Statuses that lock an account out (reference §4.9). Not 503/529: "overloaded" is the model's state, not the
 # account's, and the policy retries it on the same account after a backoff; a lockout would defeat that.
 LOCKOUT_STATUSES = frozenset({429, 500})
+# A failed token refresh (not invalid_grant) is not retried for this long, doubling per failure up to the
+# maximum: a wrong OAuth client or an unreachable token endpoint must not be asked again by every request.
+REFRESH_BACKOFF_FIRST = 15.0
+REFRESH_BACKOFF_MAX = 300.0
+# The doubling stops here (15 s × 2^5 > 300 s already); keeps the arithmetic bounded.
+REFRESH_BACKOFF_STEPS = 5
+NO_OAUTH_CLIENT = (
+    "no OAuth client configured, so its expired access token cannot be refreshed: set oauth.client_id and "
+    "oauth.client_secret in config.toml (or AGFAST_OAUTH_CLIENT_ID and AGFAST_OAUTH_CLIENT_SECRET) to the "
+    "client that issued the refresh tokens"
+)
+NO_ACCOUNTS = "no accounts yet: add one with `agfast accounts add` / `login`"
 
 
 class NoAccountError(Exception):
@@ -66,6 +95,24 @@ class NoAccountError(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class AccountNotReady(Exception):
+    """This account cannot serve now (token refresh failed or backing off, no project); the text says why,
+    `retry_after` how long a refresh back-off still lasts."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def refresh_key(account_id: str) -> str:
+    """The PoolState key of an account's refresh back-off (a lock) and its failure count."""
+    return account_id + "#refresh"
+
+
+def _clock(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%SZ")
 
 
 class PoolState(Protocol):
@@ -150,6 +197,8 @@ class Member:
     max_pct: int = 0
     reset_times: dict[str, str] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Why the last token refresh failed; quoted to requests while the refresh back-off lasts.
+    refresh_error: str = ""
 
     @property
     def id(self) -> str:
@@ -158,6 +207,10 @@ class Member:
     @property
     def email(self) -> str:
         return self.account.email
+
+    @property
+    def masked(self) -> str:
+        return mask_email(self.account.email)
 
     def reindex(self) -> None:
         self.tier_rank = oauth.tier_rank(self.account.subscription_tier)
@@ -218,12 +271,15 @@ class AccountPool:
     def load(self) -> None:
         """(Re)read the data dir; members keep their locks and runtime state across reloads."""
         now = time.time()
+        stale = self.store.remove_stale_temp_files()
+        if stale:
+            log.warning("removed %d temp file(s) left by an interrupted write in %s", stale, self.store.data_dir)
         fresh: dict[str, Member] = {}
         self.skipped = {}
         for account in self.store.load_all():
             if account.validation_blocked and account.validation_block_expired(now):
                 account.clear_validation_block()
-                self.store.save(account)
+                self.store.merge(account, VALIDATION_FIELDS)
             ok, reason = usable(account, now)
             if not ok:
                 self.skipped[account.email] = reason
@@ -232,6 +288,10 @@ class AccountPool:
             member.account = account
             member.reindex()
             fresh[account.id] = member
+        for gone in self.members.keys() - fresh.keys():
+            member = self.members[gone]
+            why = self.skipped.get(member.email, "removed")
+            log.warning("account %s left the pool: %s on disk", member.masked, why)
         self.members = fresh
         self.changed()
 
@@ -291,7 +351,7 @@ class AccountPool:
         """An account ready to call `model` (fresh token, known project), or NoAccountError."""
         key = quota_key(model)
         if not self.members:
-            raise NoAccountError("No available account: the pool is empty (add one with 'agfast accounts add').")
+            raise NoAccountError(self._empty_message())
         if not self._ranked(key, ()):
             raise NoAccountError(f"No accounts available with quota for model: {model}")
         attempted = set(exclude)
@@ -310,6 +370,15 @@ class AccountPool:
                 f"Token acquisition timed out ({self.config.token_timeout:g}s): the token or project lookup is slow"
             ) from None
 
+    def _empty_message(self) -> str:
+        if not self.skipped:
+            return NO_ACCOUNTS
+        reasons: dict[str, int] = {}
+        for reason in self.skipped.values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        summary = ", ".join(f"{count} {reason}" for reason, count in sorted(reasons.items()))
+        return f"no usable account ({summary}): see `agfast accounts list`, or add one with `agfast accounts add`"
+
     def _choose(self, key: str, session_id: str | None, sticky: bool, attempted: set[str]) -> Member | float | None:
         """The next account to try (marked attempted and bound), seconds to wait if all are limited, or None."""
         now = time.time()
@@ -318,7 +387,7 @@ class AccountPool:
             return None
         member = self._preferred(ranked, key, now)
         if member is None and sticky and session_id:
-            member = self._sticky(session_id, key, now)
+            member = self._sticky(session_id, key, now, attempted)
         if member is None and sticky:
             member = self._recent(ranked, key, now)
         if member is None:
@@ -337,6 +406,7 @@ class AccountPool:
         self, key: str, session_id: str | None, sticky: bool, attempted: set[str], chosen: Member | float | None
     ) -> Lease:
         last_error = ""
+        back_off: float | None = None  # the shortest refresh back-off met: when asking again makes sense
         while chosen is not None:
             if not isinstance(chosen, Member):
                 if chosen > SHORT_WAIT:
@@ -345,16 +415,14 @@ class AccountPool:
             else:
                 try:
                     return await self._ready(chosen)
-                except oauth.OAuthError as exc:
-                    last_error = f"{chosen.email}: token refresh failed ({exc.error})"
-                    if exc.invalid_grant:
-                        await self._disable(chosen, f"invalid_grant: {exc.description or exc.error}")
-                except oauth.AccountSetupError as exc:
+                except AccountNotReady as exc:
                     last_error = f"{chosen.email}: {exc}"
-                log.warning("account unusable now: %s", last_error)
+                    if exc.retry_after is not None:
+                        back_off = exc.retry_after if back_off is None else min(back_off, exc.retry_after)
+                    log.debug("account %s not ready: %s", chosen.masked, exc)
             chosen = self._choose(key, session_id, sticky, attempted)
         if last_error:
-            raise NoAccountError(f"All accounts failed or unhealthy. Last error: {last_error}")
+            raise NoAccountError(f"All accounts failed or unhealthy. Last error: {last_error}", retry_after=back_off)
         raise NoAccountError("All accounts failed or unhealthy.")
 
     def _preferred(self, ranked: list[Member], key: str, now: float) -> Member | None:
@@ -366,9 +434,9 @@ class AccountPool:
                 return member
         return None
 
-    def _sticky(self, session_id: str, key: str, now: float) -> Member | None:
+    def _sticky(self, session_id: str, key: str, now: float, attempted: set[str]) -> Member | None:
         bound = self.state.binding(session_id)
-        if bound is None:
+        if bound is None or bound in attempted:  # tried in this request already: the next choice rebinds
             return None
         member = self.members.get(bound)
         if member is None or not member.serves(key) or self._limited(member, key, now):
@@ -386,39 +454,100 @@ class AccountPool:
         return None
 
     async def _ready(self, member: Member) -> Lease:
+        """A lease with a fresh token and a known project, or AccountNotReady saying why not."""
         account = member.account
         if account.needs_refresh(time.time()) or not account.project_id:
-            async with member.lock:  # one refresh per account; later waiters find it done
-                changed = False
+            async with member.lock:  # one refresh per account; later waiters find it done (or backing off)
+                if self.members.get(member.id) is not member:
+                    raise AccountNotReady("the account left the pool (removed or disabled)")
+                account = member.account
+                fields: tuple[str, ...] = ()
                 if account.needs_refresh(time.time()):
-                    grant = await oauth.refresh_token(self.client.session, self.config, account.refresh_token)
-                    account.apply_refresh(
-                        grant.access_token,
-                        grant.expires_in,
-                        time.time(),
-                        refresh_token=grant.refresh_token,
-                        id_token=grant.id_token,
-                    )
-                    changed = True
+                    await self._refresh(member, account)
+                    fields = TOKEN_FIELDS
                 if not account.project_id:
-                    project, tier = await oauth.load_code_assist(self.client, account.access_token)
+                    try:
+                        project, tier = await oauth.load_code_assist(self.client, account.access_token)
+                    except oauth.AccountSetupError as exc:
+                        if fields:  # keep the fresh token even though the project is still unknown
+                            await self._persist(member, fields)
+                        raise AccountNotReady(str(exc)) from None
                     account.project_id = project
+                    fields = TOKEN_FIELDS
                     if tier:
                         set_tier(account, tier)
                         member.reindex()
                         self.changed()
-                    changed = True
-                if changed:
-                    await self._save(account)
+                        fields = TOKEN_FIELDS + QUOTA_FIELDS
+                if fields:
+                    await self._persist(member, fields)
+                    if self.members.get(member.id) is not member:  # removed or disabled on disk meanwhile
+                        raise AccountNotReady("the account left the pool (removed or disabled on disk)")
         return Lease(member, account.access_token, account.project_id or "")
 
-    async def _save(self, account: Account) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.store.save, account)
+    async def _refresh(self, member: Member, account: Account) -> None:
+        """New access token into `account`; a failure disables (invalid_grant) or starts the back-off."""
+        if not self.config.oauth_client_id:
+            raise AccountNotReady(NO_OAUTH_CLIENT)
+        key = refresh_key(member.id)
+        now = time.time()
+        wait = self.state.locked_until(key) - now
+        if wait > 0:
+            raise AccountNotReady(f"{member.refresh_error} (next refresh attempt in {int(wait + 0.999)}s)", wait)
+        try:
+            grant = await oauth.refresh_token(self.client.session, self.config, account.refresh_token)
+        except oauth.OAuthError as exc:
+            if exc.invalid_grant:
+                await self._disable(member, f"invalid_grant: {exc.description or exc.error}")
+                raise AccountNotReady("token refresh failed (invalid_grant): the account is disabled") from None
+            now = time.time()
+            failures = self.state.add_failure(key, now)
+            seconds = min(REFRESH_BACKOFF_FIRST * 2 ** min(failures - 1, REFRESH_BACKOFF_STEPS), REFRESH_BACKOFF_MAX)
+            member.refresh_error = f"token refresh failed ({exc}){oauth.client_hint(exc)}"
+            self.state.lock(key, now + seconds, member.refresh_error)
+            log.warning(
+                "account %s: %s; refresh back-off until %s (%ds)",
+                member.masked,
+                member.refresh_error,
+                _clock(now + seconds),
+                seconds,
+            )
+            raise AccountNotReady(member.refresh_error, seconds) from None
+        self.state.reset_failures(key)  # success ends the doubling (rare: once an hour per account)
+        self.state.unlock(key)
+        member.refresh_error = ""
+        account.apply_refresh(
+            grant.access_token,
+            grant.expires_in,
+            time.time(),
+            refresh_token=grant.refresh_token,
+            id_token=grant.id_token,
+        )
+
+    async def _persist(self, member: Member, fields: tuple[str, ...]) -> None:
+        """Write what the pool changed onto the file as it is now; a removed or disabled file wins."""
+        try:
+            merged = await asyncio.get_running_loop().run_in_executor(None, self.store.merge, member.account, fields)
+        except OSError as exc:
+            log.warning("account %s: cannot save (%s)", member.masked, exc.strerror or type(exc).__name__)
+            return
+        if merged is None:
+            self._leave(member, "removed on disk")
+            return
+        ok, reason = usable(merged, time.time())
+        if not ok:
+            self._leave(member, f"{reason} on disk")
+
+    def _leave(self, member: Member, why: str) -> None:
+        if self.members.get(member.id) is member:
+            self._drop(member)
+            log.warning("account %s left the pool: %s", member.masked, why)
 
     async def _disable(self, member: Member, reason: str) -> None:
         self._drop(member)
-        self.store.disable(member.account, reason)
-        log.warning("account %s disabled: %s", member.email, reason[:200])
+        member.account.disable(reason)
+        log.warning("account %s disabled: %s", member.masked, reason[:200])
+        await self._persist(member, DISABLE_FIELDS)
 
     # -- outcomes ----------------------------------------------------------------------------------------
 
@@ -435,12 +564,22 @@ class AccountPool:
             return
         if status == 403:
             text = body.decode("utf-8", "replace")
+            account = member.account
+            fields: tuple[str, ...]
             if "VALIDATION_REQUIRED" in text or "verify your account" in text.lower() or "validation_url" in text:
-                member.account.block_validation(now + VALIDATION_BLOCK, "VALIDATION_REQUIRED", _validation_url(text))
+                account.block_validation(now + VALIDATION_BLOCK, "VALIDATION_REQUIRED", _validation_url(text))
+                fields = VALIDATION_FIELDS
+                log.warning(
+                    "account %s validation-blocked until %s: VALIDATION_REQUIRED (the owner must verify it)",
+                    member.masked,
+                    _clock(now + VALIDATION_BLOCK),
+                )
             else:
-                member.account.mark_forbidden(f"403: {text[:300]}")
+                account.mark_forbidden(f"403: {text[:300]}")
+                fields = QUOTA_FIELDS
+                log.warning("account %s forbidden (403): out of the pool until re-added", member.masked)
             self._drop(member)
-            self._spawn(self._save(member.account))
+            self._spawn(self._persist(member, fields))
             return
         if status not in LOCKOUT_STATUSES:
             return
@@ -457,7 +596,17 @@ class AccountPool:
             until_reset = retry.seconds_until(member.reset_times[key], now)
             if until_reset is not None:
                 seconds = retry.cap_lockout(max(until_reset, 2.0))
-        self.state.lock(retry.lock_key(member.id, reason, key), now + seconds, reason.value)
+        lock_key = retry.lock_key(member.id, reason, key)
+        self.state.lock(lock_key, now + seconds, reason.value)
+        log.warning(
+            "account %s locked%s until %s (%gs): %s after HTTP %d",
+            member.masked,
+            "" if lock_key == member.id else f" for {key}",
+            _clock(now + seconds),
+            round(seconds, 1),
+            reason.value,
+            status,
+        )
 
     # -- background upkeep -------------------------------------------------------------------------------
 
@@ -474,7 +623,7 @@ class AccountPool:
         store_quota(member.account, tier, snapshot, time.time())
         member.reindex()
         self.changed()
-        await self._save(member.account)
+        await self._persist(member, TOKEN_FIELDS + QUOTA_FIELDS)
 
     async def refresh_quotas(self, only_missing: bool = False) -> None:
         for member in list(self.members.values()):
@@ -482,12 +631,8 @@ class AccountPool:
                 continue
             try:
                 await self.refresh_quota(member)
-            except oauth.OAuthError as exc:
-                if exc.invalid_grant:
-                    await self._disable(member, f"invalid_grant: {exc.description or exc.error}")
-                log.warning("quota refresh failed for %s: %s", member.email, exc.error)
-            except (oauth.AccountSetupError, aiohttp.ClientError, OSError) as exc:
-                log.warning("quota refresh failed for %s: %s", member.email, exc)
+            except (AccountNotReady, oauth.AccountSetupError, aiohttp.ClientError, OSError) as exc:
+                log.warning("quota refresh failed for %s: %s", member.masked, exc)
 
     def _disk_stamp(self) -> tuple[int, int]:
         """Changes whenever an account file or the index is written (atomic renames touch the directory)."""
