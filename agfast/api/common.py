@@ -26,13 +26,20 @@ _KINDS: dict[type, str] = {
 
 
 def json_object(req: Request) -> dict[str, Any]:
-    """The body as a JSON object, parsed exactly once."""
-    if not req.body:
+    """The body as a JSON object, parsed exactly once.
+
+    The raw bytes are released once parsed (sniff them before calling): a big body would otherwise stay alive
+    as a whole extra copy while it is converted, encoded and sent upstream.
+    """
+    raw = req.body
+    if not raw:
         raise HttpError(400, "Request body is empty; expected a JSON object.")
+    req.body = b""
     try:
-        body = orjson.loads(req.body)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise HttpError(400, f"Request body is not valid JSON: {exc}") from None
+    del raw
     if not isinstance(body, dict):
         raise HttpError(400, f"Request body must be a JSON object, not {_json_kind(body)}.")
     return body

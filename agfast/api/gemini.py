@@ -52,6 +52,7 @@ class GeminiApi:
         return self.app.route(model)
 
     async def generate(self, req: Request, resp: Response) -> None:
+        undefined = b'"[undefined]"' in req.body
         body = json_object(req)
         contents = require(body, "contents", list)
         if not contents:
@@ -60,7 +61,7 @@ class GeminiApi:
         mapped = self._mapped(model)
         session_id = convert.session_id_from_contents(contents)
 
-        request = convert.native_request(body, mapped, "", clean=b'"[undefined]"' in req.body)
+        request = convert.native_request(body, mapped, "", clean=undefined)
 
         def build(lease: Lease) -> bytes:
             request["sessionId"] = fnv1a64_signed(lease.account_id)

@@ -95,8 +95,9 @@ class OpenAIApi:
     # -- shared steps --------------------------------------------------------------------------------------
     @staticmethod
     def _body(req: Request) -> dict[str, Any]:
+        undefined = b'"[undefined]"' in req.body  # a Cherry Studio artefact
         body = json_object(req)
-        return drop_undefined(body) if b'"[undefined]"' in req.body else body  # a Cherry Studio artefact
+        return drop_undefined(body) if undefined else body
 
     def _plan(self, body: dict[str, Any], mapped: str, session: str | None = None) -> chat.ChatPlan:
         try:
