@@ -265,6 +265,7 @@ RESPONSES_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("metadata a list", {"metadata": ["a"]}, "metadata"),
     ("instructions an object", {"instructions": {"text": "be brief"}}, "instructions"),
     ("input item content a number", {"input": [{"role": "user", "content": 7}]}, "input[0].content"),
+    ("input item type an array", {"input": [{"type": [], "content": "hi"}]}, "input[0].type"),
 ]
 
 

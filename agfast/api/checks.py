@@ -106,6 +106,8 @@ def check_responses(req: Request, body: dict[str, Any]) -> None:
     if isinstance(items, list):
         each(items, dict, "input")
         for i, item in enumerate(items):
+            for name in ("type", "role"):
+                optional(item, name, str, f"input[{i}]")
             content = optional(item, "content", (str, list), f"input[{i}]")
             if isinstance(content, list):
                 _content_parts(content, f"input[{i}].content")
