@@ -1,6 +1,6 @@
 """Wrong types at every level of every surface's body: never a 500, always an answer in the caller's shape.
 
-Each example takes a valid body, picks one node at any depth (messages, contents, input, tools, system, a
+Each example takes a valid body, picks one to three nodes at any depth (messages, contents, input, tools, system, a
 part, a schema keyword…) and replaces it with a value of another JSON type, or drops it. The real server
 must answer 2xx or 4xx in its protocol's shape; a handler crash (logged "handler failed", answered 500)
 fails the example. Bounded for CI; `AGFAST_FUZZ_EXAMPLES=2000` runs the full sweep.
@@ -158,8 +158,20 @@ WRONG = st.one_of(
     st.text(max_size=8),
     st.lists(INT64, max_size=3),
     st.dictionaries(st.text(max_size=4), INT64, max_size=2),
-    st.just([[[]]]),
-    st.just({"type": 5}),
+    # Containers whose insides are wrong: what a converter meets one level further down.
+    st.sampled_from(
+        [
+            [[[]]],
+            {"type": 5},
+            [{}],
+            [5],
+            [None],
+            {"text": 5},
+            [{"type": "text", "text": 5}],
+            {"parts": [5]},
+            [{"name": 5}],
+        ]
+    ),
 )
 
 
@@ -195,16 +207,22 @@ def test_no_body_shape_crashes_a_handler(
     st_, sim = server
     route, start, extra = data.draw(st.sampled_from(CASES), label="case")
     base = {**BASES[start], **extra}
-    path = data.draw(st.sampled_from(list(paths(base))), label="path")
-    drop = data.draw(st.booleans(), label="drop") and isinstance(path[-1], str)
-    value = data.draw(WRONG, label="value")
-    body = replaced(base, path, value, drop)
+    body = base
+    # One to three nodes changed; a later change may land inside an earlier one's value.
+    for _ in range(data.draw(st.integers(1, 3), label="changes")):
+        nodes = list(paths(body))
+        if not nodes:
+            break
+        path = data.draw(st.sampled_from(nodes), label="path")
+        drop = data.draw(st.booleans(), label="drop") and isinstance(path[-1], str)
+        value = data.draw(WRONG, label="value")
+        body = replaced(body, path, value, drop)
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="agfast.http"):
         reply = request(st_.port, "POST", route, orjson.dumps(body), {"content-type": "application/json"})
     crashes = [r.getMessage() for r in caplog.records if "handler failed" in r.getMessage()]
-    assert not crashes, (route, path, value, drop, caplog.text[-2000:])
-    assert reply.status < 500 or reply.status in (502, 503), (route, path, value, reply.status, reply.body[:300])
+    assert not crashes, (route, body, caplog.text[-2000:])
+    assert reply.status < 500 or reply.status in (502, 503), (route, body, reply.status, reply.body[:300])
     if reply.status >= 400:
         assert in_shape(route, reply.json()), (route, reply.body[:300])
         assert b"Traceback" not in reply.body
