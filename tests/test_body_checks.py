@@ -105,7 +105,7 @@ def test_responses_tool_schema_260_levels_deep(stack: ServerThread, sim: GoogleS
 
 @pytest.mark.parametrize("surface", ["chat", "responses", "anthropic", "gemini"])
 def test_tool_schema_past_the_schema_limit(stack: ServerThread, sim: GoogleSimulator, surface: str) -> None:
-    """100 levels: inside the body limit (128), past the schema limit (64); the field is named exactly."""
+    """100 levels: inside the body limit (252), past the schema limit (64); the field is named exactly."""
     schema = deep_schema(100)
     if surface == "chat":
         tools = b'[{"type":"function","function":{"name":"f","parameters":' + schema + b"}}]"
@@ -155,8 +155,8 @@ def test_count_tokens_with_a_field_nested_1000_levels(stack: ServerThread, sim: 
     ],
 )
 def test_any_body_nested_past_the_body_limit(stack: ServerThread, sim: GoogleSimulator, path: str, family: str) -> None:
-    """Past 128 levels anywhere (here an unknown field): 400, never RecursionError or an encoder failure."""
-    status, doc = post(stack, path, b'{"model":"m","junk":' + nested(200) + b"}")
+    """Past 252 levels anywhere (here an unknown field): 400, never RecursionError or an encoder failure."""
+    status, doc = post(stack, path, b'{"model":"m","junk":' + nested(300) + b"}")
     assert status == 400
     if family == "openai":
         assert doc["error"]["param"].startswith("junk.a.a")
@@ -165,6 +165,45 @@ def test_any_body_nested_past_the_body_limit(stack: ServerThread, sim: GoogleSim
     else:
         assert "'junk.a.a" in google_error(doc)
     assert sim.requests == []
+
+
+@pytest.mark.parametrize("surface", ["chat", "responses"])
+def test_tool_call_arguments_nested_in_their_json_text(stack: ServerThread, sim: GoogleSimulator, surface: str) -> None:
+    """Arguments are JSON inside a string, parsed past the body check: their depth is checked on their own."""
+    arguments = nested(100).decode()
+    if surface == "chat":
+        call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+        body = {"model": MODEL, "messages": [*USER, {"role": "assistant", "tool_calls": [call]}, *USER]}
+        path, param = "/v1/chat/completions", "messages[1].tool_calls[0].function.arguments"
+    else:
+        item = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": arguments}
+        body = {"model": MODEL, "input": [{"role": "user", "content": "hi"}, item]}
+        path, param = "/v1/responses", "input[1].arguments"
+    status, doc = post(stack, path, orjson.dumps(body))
+    assert status == 400, doc
+    assert doc["error"]["param"] == param
+    assert sim.requests == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", b'{"model":"%s","messages":[{"role":"user","content":"hi"}],"metadata":%s}'),
+        ("/v1/responses", b'{"model":"%s","input":"hi","metadata":%s}'),
+        ("/v1/responses", b'{"model":"%s","input":"hi","stream":true,"metadata":%s}'),
+        ("/v1/messages", b'{"model":"%s","max_tokens":9,"messages":[{"role":"user","content":"hi"}],"metadata":%s}'),
+        ("/v1beta/models/m:generateContent", b'{"model":"%s","contents":[{"parts":[{"text":"hi"}]}],"x":%s}'),
+    ],
+)
+def test_a_body_at_the_depth_limit_is_served(stack: ServerThread, path: str, body: bytes) -> None:
+    """252 levels is allowed: converted, encoded, echoed and answered without an encoder or recursion failure."""
+    model = CLAUDE if "messages" in path else MODEL
+    reply = request(stack.port, "POST", path.replace("/m:", f"/{MODEL}:"), body % (model.encode(), nested(250)), JSON)
+    assert reply.status == 200, reply.body[:300]
+    if b'"stream":true' in body:
+        assert b"event: response.completed" in reply.body
+    else:
+        assert reply.json()
 
 
 # -- the last resort: an internal error is a 500 in shape, logged, and shows no internals ---------------------

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from agfast.convert.limits import MAX_BODY_DEPTH, MAX_SCHEMA_DEPTH, Path, dotted, too_deep
+from agfast.convert.limits import MAX_BODY_DEPTH, MAX_SCHEMA_DEPTH, Path, body_too_deep, dotted, too_deep
 from agfast.http.errors import Family, HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import Response
@@ -46,7 +46,7 @@ def json_object(req: Request) -> dict[str, Any]:
     del raw
     if not isinstance(body, dict):
         raise HttpError(400, f"Request body must be a JSON object, not {_json_kind(body)}.")
-    deep = too_deep(body, MAX_BODY_DEPTH)
+    deep = body_too_deep(body)
     if deep is not None:
         raise too_deep_error(req, deep, MAX_BODY_DEPTH)
     return body

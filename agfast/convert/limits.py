@@ -2,21 +2,28 @@
 
 Nesting is the one input shape that breaks code far from where it arrives: orjson refuses to encode more
 than 254 levels (the upstream envelope, an echoed Responses object), and Python recursion in the converters
-and schema cleaner ends in RecursionError. A bounded walk over the parsed body turns both into a 400 that
-names the field, before any upstream call.
+and schema cleaner ends in RecursionError. Checking the parsed body once, before any upstream call, turns
+both into a 400 that names the field.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# A whole request body. orjson encodes at most 254 levels and the envelope nests the request two deeper; the
-# recursive helpers spend up to two frames a level against Python's 1000. Real requests stay under 20 levels
-# (tool schemas are the deepest part), so 128 refuses only abuse.
-MAX_BODY_DEPTH = 128
+import orjson
+
+# orjson encodes at most 254 nested containers; the envelope nests a request one level deeper than the client
+# sent it, and a Responses event echoes fields one level deeper too. A body within 252 levels encodes wherever
+# it travels, and the converters' recursion (at most two frames a level) stays far from Python's 1000. Real
+# requests stay under 20 levels.
+ORJSON_MAX_DEPTH = 254
+MAX_BODY_DEPTH = 252
 # One tool (or response) schema. Every schema level is two JSON levels (`properties` → name → schema); 64
 # allows 32 nested objects, beyond any real tool, and keeps the cleaned copy far from the body limit.
 MAX_SCHEMA_DEPTH = 64
+# Tool-call arguments arrive as JSON text, parsed outside the body's own check; like the schema that shapes
+# them (one level per object where a schema spends two) they never need more.
+MAX_ARGUMENTS_DEPTH = 64
 # Largest output a request may ask for. No routed model writes more than its context window and the largest
 # is 1M tokens: a bigger number is a client bug (or an int32 overflow upstream), not a wish. Smaller values
 # above a model's own limit are lowered to it, as before.
@@ -27,6 +34,22 @@ MAX_CANDIDATES = 8
 MAX_PATH_SEGMENTS = 8
 
 Path = list[str | int]
+
+
+def body_too_deep(body: Any) -> Path | None:
+    """The path to a container nested past MAX_BODY_DEPTH, or None.
+
+    orjson's encoder is the check (one pass in C, several times faster than a walk in Python; the body is
+    wrapped so the encoder's own limit falls exactly on ours); only a refused body is walked, to name the field.
+    """
+    wrapped = body
+    for _ in range(ORJSON_MAX_DEPTH - MAX_BODY_DEPTH):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+    except orjson.JSONEncodeError:
+        return too_deep(body, MAX_BODY_DEPTH)
+    return None
 
 
 def too_deep(value: Any, limit: int) -> Path | None:
