@@ -206,6 +206,30 @@ def test_a_body_at_the_depth_limit_is_served(stack: ServerThread, path: str, bod
         assert reply.json()
 
 
+RECURSIVE = {
+    "$defs": {"node": {"type": "object", "properties": {k: {"$ref": "#/$defs/node"} for k in "abcd"}}},
+    "$ref": "#/$defs/node",
+}
+
+
+@pytest.mark.parametrize("surface", ["chat", "anthropic", "gemini"])
+def test_recursive_schema_expansion_is_bounded(stack: ServerThread, sim: GoogleSimulator, surface: str) -> None:
+    """Four self-references used to expand 4^12 times (minutes of event-loop CPU, a huge request)."""
+    if surface == "chat":
+        tool = {"type": "function", "function": {"name": "tree", "parameters": RECURSIVE}}
+        path, body = "/v1/chat/completions", {"model": MODEL, "messages": USER, "tools": [tool]}
+    elif surface == "anthropic":
+        tool = {"name": "tree", "input_schema": RECURSIVE}
+        path, body = "/v1/messages", {"model": CLAUDE, "max_tokens": 64, "messages": USER, "tools": [tool]}
+    else:
+        tool = {"functionDeclarations": [{"name": "tree", "parameters": RECURSIVE}]}
+        path, body = f"/v1beta/models/{MODEL}:generateContent", {"contents": GEMINI_USER, "tools": [tool]}
+    status, doc = post(stack, path, orjson.dumps(body))
+    assert status == 200, doc
+    [sent] = [r for r in sim.requests if r.action == "streamGenerateContent"]
+    assert len(orjson.dumps(sent.json["request"]["tools"])) < 64 * 1024
+
+
 # -- the last resort: an internal error is a 500 in shape, logged, and shows no internals ---------------------
 
 
