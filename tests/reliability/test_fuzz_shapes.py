@@ -158,6 +158,11 @@ WRONG = st.one_of(
     st.text(max_size=8),
     st.lists(INT64, max_size=3),
     st.dictionaries(st.text(max_size=4), INT64, max_size=2),
+    st.recursive(
+        st.none() | st.booleans() | INT64 | st.text(max_size=4),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+        max_leaves=8,
+    ),
     # Containers whose insides are wrong: what a converter meets one level further down.
     st.sampled_from(
         [
