@@ -303,6 +303,11 @@ OPENAI_CHAT_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("message part a number", {"messages": [{"role": "user", "content": [5]}]}, "messages[0].content[0]"),
     ("empty messages", {"messages": []}, "messages"),
     ("tool_calls an object", {"messages": [{"role": "assistant", "tool_calls": {}}]}, "messages[0].tool_calls"),
+    (
+        "response schema not an object",
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": []}}},
+        "response_format.json_schema.schema",
+    ),
 ]
 
 
@@ -329,6 +334,11 @@ RESPONSES_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("instructions an object", {"instructions": {"text": "be brief"}}, "instructions"),
     ("input item content a number", {"input": [{"role": "user", "content": 7}]}, "input[0].content"),
     ("input item type an array", {"input": [{"type": [], "content": "hi"}]}, "input[0].type"),
+    (
+        "text format schema a string",
+        {"text": {"format": {"type": "json_schema", "schema": "{}"}}},
+        "text.format.schema",
+    ),
 ]
 
 
@@ -355,6 +365,7 @@ ANTHROPIC_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("string max_tokens", {"max_tokens": "many"}, "Field 'max_tokens' must be an integer"),
     ("temperature above 1", {"temperature": 1.5}, "temperature: Input should be between 0 and 1"),
     ("string top_p", {"top_p": "x"}, "top_p: Input should be a valid number"),
+    ("fractional top_k", {"top_k": 2.5}, "top_k: Input should be a valid integer"),
     ("string stream", {"stream": "yes"}, "stream: Input should be a boolean"),
     ("stop_sequences a string", {"stop_sequences": "END"}, "stop_sequences: Input should be an array"),
     ("tools an object", {"tools": {"name": "f"}}, "tools: Input should be an array"),

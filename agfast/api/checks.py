@@ -89,6 +89,9 @@ def check_chat(req: Request, body: dict[str, Any]) -> None:
     tools = optional(body, "tools", list)
     if tools:
         _tools(req, tools, flat=False)
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict):
+        _response_schema(req, fmt, "response_format")
 
 
 def check_completions(req: Request, body: dict[str, Any]) -> None:
@@ -114,6 +117,18 @@ def check_responses(req: Request, body: dict[str, Any]) -> None:
     tools = body.get("tools")
     if tools:
         _tools(req, tools, flat=True)
+    text = body.get("text")
+    fmt = optional(text, "format", dict, "text") if isinstance(text, dict) else None
+    if fmt is not None:
+        _response_schema(req, fmt, "text.format")
+
+
+def _response_schema(req: Request, fmt: dict[str, Any], where: str) -> None:
+    """A json_schema response format's schema (chat nests it under `json_schema`, Responses does not)."""
+    inner = optional(fmt, "json_schema", dict, where)
+    spec, at = (inner, f"{where}.json_schema") if inner is not None else (fmt, where)
+    if spec.get("schema") is not None:
+        schema_object(req, spec["schema"], f"{at}.schema")
 
 
 def _content_parts(parts: list[Any], where: str) -> None:

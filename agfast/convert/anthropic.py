@@ -116,8 +116,8 @@ _BLOCK_REQUIRED: dict[str, tuple[tuple[str, type], ...]] = {
     "tool_use": (("id", str), ("name", str)),
     "tool_result": (("tool_use_id", str),),
 }
-# Anthropic's documented sampling ranges.
-SAMPLING_RANGES = (("temperature", 0, 1), ("top_p", 0, 1), ("top_k", 0, 1 << 31))
+# Anthropic's documented sampling ranges: (field, low, high, integer only).
+SAMPLING_RANGES = (("temperature", 0, 1, False), ("top_p", 0, 1, False), ("top_k", 0, 1 << 31, True))
 _KIND = {str: "a string", list: "an array", dict: "an object", int: "an integer", bool: "a boolean"}
 
 
@@ -139,8 +139,8 @@ def check_body(body: dict[str, Any], *, need_max_tokens: bool = True) -> Problem
         return Problem("max_tokens", "max_tokens: Input should be greater than or equal to 1")
     if need_max_tokens and body["max_tokens"] > MAX_OUTPUT_TOKENS:
         return Problem("max_tokens", f"max_tokens: Input should be less than or equal to {MAX_OUTPUT_TOKENS}")
-    for name, low, high in SAMPLING_RANGES:
-        problem = _number(name, body.get(name), low, high)
+    for name, low, high, integer in SAMPLING_RANGES:
+        problem = _number(name, body.get(name), low, high, integer)
         if problem is not None:
             return problem
     stops = body.get("stop_sequences")
@@ -195,11 +195,11 @@ def check_body(body: dict[str, Any], *, need_max_tokens: bool = True) -> Problem
     return None
 
 
-def _number(path: str, value: Any, low: float, high: float) -> Problem | None:
+def _number(path: str, value: Any, low: float, high: float, integer: bool) -> Problem | None:
     if value is None:
         return None
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return Problem(path, f"{path}: Input should be a valid number")
+    if not isinstance(value, int if integer else int | float) or isinstance(value, bool):
+        return Problem(path, f"{path}: Input should be a valid {'integer' if integer else 'number'}")
     if not low <= value <= high:
         return Problem(path, f"{path}: Input should be between {low} and {high}")
     return None
