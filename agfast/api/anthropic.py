@@ -143,6 +143,7 @@ class AnthropicApi:
     # -- pre-processing (§6.5 steps 1–8) ---------------------------------------------------------------------
 
     def _body(self, req: Request, *, need_max_tokens: bool) -> dict[str, Any]:
+        cached = b"cache_control" in req.body
         body = json_object(req)
         require(body, "model", str)
         require(body, "messages", list)
@@ -151,7 +152,7 @@ class AnthropicApi:
         problem = convert.check_body(body, need_max_tokens=need_max_tokens)
         if problem is not None:
             raise HttpError(400, problem.message, param=problem.field)
-        if b"cache_control" in req.body:
+        if cached:
             body = convert.strip_cache_control(body)
         return body
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from agfast import sse
-from agfast.api.common import json_object, require, shutdown_cut, upstream_headers
+from agfast.api.checks import check_gemini
+from agfast.api.common import json_object, shutdown_cut, upstream_headers
 from agfast.convert import gemini as convert
 from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
@@ -65,17 +66,15 @@ class GeminiApi:
         return self.app.route(model)
 
     async def generate(self, req: Request, resp: Response) -> None:
+        undefined = b'"[undefined]"' in req.body
         body = json_object(req)
-        contents = require(body, "contents", list)
-        if not contents:
-            raise HttpError(400, "contents must not be empty.", param="contents")
+        check_gemini(req, body)
+        contents = body["contents"]
         model = req.model
         mapped = self._mapped(model)
         session_id = convert.session_id_from_contents(contents)
 
-        request = convert.native_request(
-            body, mapped, "", clean=b'"[undefined]"' in req.body, spec=self.app.model_spec(mapped)
-        )
+        request = convert.native_request(body, mapped, "", clean=undefined, spec=self.app.model_spec(mapped))
 
         def build(lease: Lease) -> bytes:
             request["sessionId"] = fnv1a64_signed(lease.account_id)
@@ -169,8 +168,7 @@ class GeminiApi:
 
     async def count_tokens(self, req: Request, resp: Response) -> None:
         body = json_object(req)
-        if not isinstance(body.get("generateContentRequest"), dict):
-            require(body, "contents", list)
+        check_gemini(req, body, count=True)
         mapped = self._mapped(req.model)
         request = convert.count_request(body, mapped)
         payload = orjson.dumps({"request": request})

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from agfast.api import checks
 from agfast.api.common import BROKEN, SHUTDOWN, json_object, pump, require, upstream_headers
 from agfast.convert import openai_chat as chat
 from agfast.convert import openai_completions as completions
@@ -105,8 +106,9 @@ class OpenAIApi:
     # -- shared steps --------------------------------------------------------------------------------------
     @staticmethod
     def _body(req: Request) -> dict[str, Any]:
+        undefined = b'"[undefined]"' in req.body  # a Cherry Studio artefact
         body = json_object(req)
-        return drop_undefined(body) if b'"[undefined]"' in req.body else body  # a Cherry Studio artefact
+        return drop_undefined(body) if undefined else body
 
     def _plan(self, body: dict[str, Any], mapped: str, session: str | None = None) -> chat.ChatPlan:
         try:
@@ -162,7 +164,7 @@ class OpenAIApi:
     async def chat_completions(self, req: Request, resp: Response) -> None:
         body = self._body(req)
         model = require(body, "model", str)
-        require(body, "messages", list)
+        checks.check_chat(req, body)
         await self._chat(req, resp, body, model, legacy=False)
 
     async def _chat(self, req: Request, resp: Response, body: dict[str, Any], model: str, *, legacy: bool) -> None:
@@ -211,6 +213,7 @@ class OpenAIApi:
             await self._responses(req, resp, body, model)  # the reference serves Responses bodies here too
             return
         require(body, "prompt", object)
+        checks.check_completions(req, body)
         try:
             converted = completions.to_chat(body)
         except chat.InvalidRequest as exc:
@@ -236,6 +239,7 @@ class OpenAIApi:
         return None
 
     async def _responses(self, req: Request, resp: Response, body: dict[str, Any], model: str) -> None:
+        checks.check_responses(req, body)
         previous = body.get("previous_response_id")
         history = None
         if previous is not None:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from agfast.convert.gemini import ANSWER_HEADROOM, IDENTITY, SAFETY_OFF
+from agfast.convert.limits import MAX_OUTPUT_TOKENS, MAX_SCHEMA_DEPTH, dotted, too_deep
 from agfast.convert.models import ModelSpec, model_spec
 from agfast.convert.schema import clean_schema
 from agfast.convert.signatures import MIN_SIGNATURE_LEN, SKIP_VALIDATOR, SignatureCache, family_of
@@ -115,6 +116,8 @@ _BLOCK_REQUIRED: dict[str, tuple[tuple[str, type], ...]] = {
     "tool_use": (("id", str), ("name", str)),
     "tool_result": (("tool_use_id", str),),
 }
+# Anthropic's documented sampling ranges: (field, low, high, integer only).
+SAMPLING_RANGES = (("temperature", 0, 1, False), ("top_p", 0, 1, False), ("top_k", 0, 1 << 31, True))
 _KIND = {str: "a string", list: "an array", dict: "an object", int: "an integer", bool: "a boolean"}
 
 
@@ -134,6 +137,20 @@ def check_body(body: dict[str, Any], *, need_max_tokens: bool = True) -> Problem
             return problem
     if need_max_tokens and body["max_tokens"] < 1:
         return Problem("max_tokens", "max_tokens: Input should be greater than or equal to 1")
+    if need_max_tokens and body["max_tokens"] > MAX_OUTPUT_TOKENS:
+        return Problem("max_tokens", f"max_tokens: Input should be less than or equal to {MAX_OUTPUT_TOKENS}")
+    for name, low, high, integer in SAMPLING_RANGES:
+        problem = _number(name, body.get(name), low, high, integer)
+        if problem is not None:
+            return problem
+    stops = body.get("stop_sequences")
+    if stops is not None:
+        if not isinstance(stops, list):
+            return Problem("stop_sequences", "stop_sequences: Input should be an array of strings")
+        for j, stop in enumerate(stops):
+            problem = _wrong(f"stop_sequences.{j}", stop, str)
+            if problem is not None:
+                return problem
     messages = body["messages"]
     if not messages:
         return Problem("messages", "messages: at least one message is required")
@@ -167,7 +184,7 @@ def check_body(body: dict[str, Any], *, need_max_tokens: bool = True) -> Problem
         for j, tool in enumerate(tools):
             if not isinstance(tool, dict):
                 return Problem(f"tools.{j}", f"tools.{j}: Input should be an object")
-            problem = _wrong(f"tools.{j}.name", tool.get("name"), str)
+            problem = _wrong(f"tools.{j}.name", tool.get("name"), str) or _check_schema(tool, f"tools.{j}")
             if problem is not None:
                 return problem
     for name, kind in (("thinking", dict), ("stream", bool), ("metadata", dict), ("tool_choice", dict)):
@@ -175,6 +192,32 @@ def check_body(body: dict[str, Any], *, need_max_tokens: bool = True) -> Problem
             problem = _wrong(name, body[name], kind)
             if problem is not None:
                 return problem
+    return None
+
+
+def _number(path: str, value: Any, low: float, high: float, integer: bool) -> Problem | None:
+    if value is None:
+        return None
+    if not isinstance(value, int if integer else int | float) or isinstance(value, bool):
+        return Problem(path, f"{path}: Input should be a valid {'integer' if integer else 'number'}")
+    if not low <= value <= high:
+        return Problem(path, f"{path}: Input should be between {low} and {high}")
+    return None
+
+
+def _check_schema(tool: dict[str, Any], path: str) -> Problem | None:
+    """A tool's `input_schema`, when given, is an object of sane depth."""
+    schema = tool.get("input_schema")
+    if schema is None:
+        return None  # hosted tools (bash_…, text_editor_…, web_search_…) bring none; others get an empty one
+    where = f"{path}.input_schema"
+    if not isinstance(schema, dict):
+        return Problem(where, f"{where}: Input should be an object")
+    deep = too_deep(schema, MAX_SCHEMA_DEPTH)
+    if deep is not None:
+        inner = dotted(deep, brackets=False)
+        where = f"{where}.{inner}" if inner else where
+        return Problem(where, f"{where}: Input should be nested at most {MAX_SCHEMA_DEPTH} levels deep")
     return None
 
 

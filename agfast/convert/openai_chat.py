@@ -25,6 +25,7 @@ from agfast.convert.gemini import (
     session_id_from_contents,
     system_instruction,
 )
+from agfast.convert.limits import MAX_ARGUMENTS_DEPTH, too_deep
 from agfast.convert.models import ModelSpec, is_thinking_model, model_spec
 from agfast.convert.schema import clean_schema
 from agfast.convert.signatures import SKIP_VALIDATOR, SignatureCache, family_of
@@ -208,7 +209,7 @@ def content_text(content: Any) -> str:
     return orjson.dumps(content).decode()
 
 
-def _arguments(raw: Any) -> dict[str, Any]:
+def _arguments(raw: Any, param: str) -> dict[str, Any]:
     """Tool-call arguments as a Struct: JSON text parsed; anything not an object wrapped so Google takes it."""
     if isinstance(raw, dict):
         return raw
@@ -219,6 +220,8 @@ def _arguments(raw: Any) -> dict[str, Any]:
             raw = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return {"arguments": raw}
+        if too_deep(raw, MAX_ARGUMENTS_DEPTH) is not None:
+            raise InvalidRequest(f"'{param}' is nested more than {MAX_ARGUMENTS_DEPTH} levels deep.", param)
         if isinstance(raw, dict):
             return raw
     return {"value": raw}
@@ -268,10 +271,12 @@ class _History:
             call_id = call.get("id")
             call_id = call_id if isinstance(call_id, str) and call_id else f"call_{name}_{j}"
             self.call_names[call_id] = name
-            parts.append({"functionCall": {"name": name, "args": _arguments(fn.get("arguments")), "id": call_id}})
+            args = _arguments(fn.get("arguments"), f"{param}.tool_calls[{j}].function.arguments")
+            parts.append({"functionCall": {"name": name, "args": args, "id": call_id}})
         legacy = msg.get("function_call")
         if isinstance(legacy, dict) and isinstance(legacy.get("name"), str):
-            parts.append({"functionCall": {"name": legacy["name"], "args": _arguments(legacy.get("arguments"))}})
+            args = _arguments(legacy.get("arguments"), f"{param}.function_call.arguments")
+            parts.append({"functionCall": {"name": legacy["name"], "args": args}})
         self.add("model", parts)
 
     def tool(self, msg: dict[str, Any], param: str) -> None:

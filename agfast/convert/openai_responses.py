@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from agfast import sse
+from agfast.convert.limits import MAX_ARGUMENTS_DEPTH, too_deep
 from agfast.convert.openai_chat import InvalidRequest, Reader, ToolCall, content_text
 
 MESSAGE_ROLES = frozenset({"user", "assistant", "system", "developer"})
@@ -106,6 +107,15 @@ class _Input:
         if not isinstance(name, str) or not name:
             raise InvalidRequest("A function_call item needs a name.", f"{param}.name")
         args = item.get("arguments", "{}")
+        if isinstance(args, str) and args.lstrip().startswith(("{", "[")):
+            # Checked here too so the error names this item, not the chat message it becomes.
+            try:
+                parsed = orjson.loads(args)
+            except orjson.JSONDecodeError:
+                parsed = None
+            if too_deep(parsed, MAX_ARGUMENTS_DEPTH) is not None:
+                where = f"{param}.arguments"
+                raise InvalidRequest(f"'{where}' is nested more than {MAX_ARGUMENTS_DEPTH} levels deep.", where)
         self._call(item, name, args if isinstance(args, str) else orjson.dumps(args).decode())
 
     def custom_tool_call(self, item: dict[str, Any], param: str) -> None:

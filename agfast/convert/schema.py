@@ -23,13 +23,27 @@ TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object", 
 FORMATS = {"string": {"date-time", "enum"}, "integer": {"int32", "int64"}, "number": {"float", "double"}}
 # Deep enough for real tool schemas; deeper (or cyclic) references collapse to a plain object.
 MAX_DEPTH = 24
+# References resolved per schema. A recursive schema expands exponentially with its branching (three
+# self-references 24 levels deep is 3^12 copies: seconds of CPU on the event loop and a huge request);
+# real schemas resolve a few dozen. Past the budget, references collapse to a plain object like deep ones.
+MAX_REF_EXPANSIONS = 256
+
+
+class _Defs(dict[str, Any]):
+    """The schema's `$defs`, and how many more references may be expanded from them."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left = MAX_REF_EXPANSIONS
 
 
 def clean_schema(schema: Any, *, upper_types: bool = False, root_object: bool = False) -> dict[str, Any]:
     """A Gemini-valid copy of `schema`; `upper_types` writes OBJECT/STRING (the OpenAI path's habit)."""
     if not isinstance(schema, dict):
         return {"type": "OBJECT" if upper_types else "object"}
-    defs: dict[str, Any] = {}
+    defs = _Defs()
     for key in ("$defs", "definitions"):
         found = schema.get(key)
         if isinstance(found, dict):
@@ -45,16 +59,22 @@ def _type_of(schema: dict[str, Any]) -> str:
     return value.lower() if isinstance(value, str) else ""
 
 
-def _resolve(ref: str, defs: dict[str, Any]) -> Any:
+def _resolve(ref: str, defs: _Defs) -> Any:
+    """The definition `ref` names, or None (unknown, or the expansion budget is spent)."""
+    if defs.left <= 0:
+        return None
+    defs.left -= 1
     name = ref.rsplit("/", 1)[-1]
     return defs.get(name)
 
 
-def _clean(schema: Any, defs: dict[str, Any], depth: int, upper: bool) -> dict[str, Any]:
+def _clean(schema: Any, defs: _Defs, depth: int, upper: bool) -> dict[str, Any]:
     if not isinstance(schema, dict) or depth > MAX_DEPTH:
         return {"type": "OBJECT" if upper else "object"}
     ref = schema.get("$ref")
     if isinstance(ref, str):
+        if defs.left <= 0:
+            return {"type": "OBJECT" if upper else "object"}
         target = _resolve(ref, defs)
         merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}} if isinstance(target, dict) else {}
         return _clean(merged, defs, depth + 1, upper)
@@ -161,7 +181,7 @@ def _clean(schema: Any, defs: dict[str, Any], depth: int, upper: bool) -> dict[s
     return out
 
 
-def _fold_all_of(schema: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[str, Any]:
+def _fold_all_of(schema: dict[str, Any], defs: _Defs, depth: int) -> dict[str, Any]:
     parts = schema.get("allOf")
     if not isinstance(parts, list) or not parts:
         return schema

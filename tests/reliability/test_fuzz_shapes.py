@@ -1,0 +1,234 @@
+"""Wrong types at every level of every surface's body: never a 500, always an answer in the caller's shape.
+
+Each example takes a valid body, picks one to three nodes at any depth (messages, contents, input, tools, system, a
+part, a schema keyword…) and replaces it with a value of another JSON type, or drops it. The real server
+must answer 2xx or 4xx in its protocol's shape; a handler crash (logged "handler failed", answered 500)
+fails the example. Bounded for CI; `AGFAST_FUZZ_EXAMPLES=2000` runs the full sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from helpers import ServerThread, request
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from stack import agfast_on, start_sim
+
+from agfast.sim import GoogleSimulator
+
+EXAMPLES = int(os.environ.get("AGFAST_FUZZ_EXAMPLES", "60"))
+MODEL = "gemini-3-flash"
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "enum": ["a", "b"]},
+        "days": {"type": "array", "items": {"type": "integer"}},
+    },
+    "required": ["city"],
+}
+
+# route → a valid body touching most of what the converters read.
+BASES: dict[str, dict[str, Any]] = {
+    "/v1/chat/completions": {
+        "model": MODEL,
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "call get_weather"}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+            {"role": "user", "content": "thanks"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": SCHEMA}}],
+        "tool_choice": "auto",
+        "max_tokens": 64,
+        "temperature": 0.5,
+        "stop": ["END"],
+        "response_format": {"type": "text"},
+        "stream": False,
+    },
+    "/v1/responses": {
+        "model": MODEL,
+        "instructions": "Be brief.",
+        "input": [
+            {"role": "user", "content": [{"type": "input_text", "text": "call get_weather"}]},
+            {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "hm"}]},
+        ],
+        "tools": [{"type": "function", "name": "get_weather", "parameters": SCHEMA}],
+        "reasoning": {"effort": "low"},
+        "text": {"format": {"type": "text"}},
+        "max_output_tokens": 64,
+        "metadata": {"k": "v"},
+        "store": False,
+    },
+    "/v1/completions": {"model": MODEL, "prompt": "Say hi", "max_tokens": 16, "stop": "\n", "temperature": 1},
+    "/v1/messages": {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 64,
+        "system": [{"type": "text", "text": "Be brief."}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "call get_weather"}]},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "a"}}],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}]},
+        ],
+        "tools": [{"name": "get_weather", "input_schema": SCHEMA}],
+        "tool_choice": {"type": "auto"},
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "stop_sequences": ["END"],
+        "metadata": {"user_id": "u"},
+    },
+    "/v1/messages/count_tokens": {
+        "model": "claude-sonnet-4-6",
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "count me"}],
+        "tools": [{"name": "get_weather", "input_schema": SCHEMA}],
+    },
+    f"/v1beta/models/{MODEL}:generateContent": {
+        "systemInstruction": {"parts": [{"text": "Be brief."}]},
+        "contents": [
+            {"role": "user", "parts": [{"text": "call get_weather"}]},
+            {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "a"}}}]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"r": "sunny"}}}]},
+        ],
+        "tools": [{"functionDeclarations": [{"name": "get_weather", "parameters": SCHEMA}]}],
+        "generationConfig": {"maxOutputTokens": 64, "thinkingConfig": {"thinkingBudget": 1024}, "stopSequences": ["X"]},
+        "safetySettings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "OFF"}],
+    },
+    f"/v1beta/models/{MODEL}:countTokens": {
+        "contents": [{"role": "user", "parts": [{"text": "count me"}]}],
+        "systemInstruction": {"parts": [{"text": "Be brief."}]},
+    },
+}
+# Streaming variants take other converters: (route, the body it starts from, fields set on top).
+CASES: list[tuple[str, str, dict[str, Any]]] = [
+    *((route, route, {}) for route in BASES),
+    (f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse", f"/v1beta/models/{MODEL}:generateContent", {}),
+    ("/v1/chat/completions", "/v1/chat/completions", {"stream": True, "stream_options": {"include_usage": True}}),
+    ("/v1/responses", "/v1/responses", {"stream": True}),
+    ("/v1/messages", "/v1/messages", {"stream": True}),
+]
+
+Node = tuple[Any, ...]
+
+
+def paths(value: Any, prefix: Node = ()) -> Iterator[Node]:
+    """Every node's path in a JSON value (the root excluded)."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield (*prefix, key)
+        yield from paths(child, (*prefix, key))
+
+
+def replaced(body: Any, path: Node, value: Any, drop: bool) -> Any:
+    """A copy of `body` with the node at `path` set to `value` (or removed)."""
+    copy = orjson.loads(orjson.dumps(body))
+    parent = copy
+    for key in path[:-1]:
+        parent = parent[key]
+    if drop:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return copy
+
+
+INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+WRONG = st.one_of(
+    st.none(),
+    st.booleans(),
+    INT64,
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.lists(INT64, max_size=3),
+    st.dictionaries(st.text(max_size=4), INT64, max_size=2),
+    st.recursive(
+        st.none() | st.booleans() | INT64 | st.text(max_size=4),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+        max_leaves=8,
+    ),
+    # Containers whose insides are wrong: what a converter meets one level further down.
+    st.sampled_from(
+        [
+            [[[]]],
+            {"type": 5},
+            [{}],
+            [5],
+            [None],
+            {"text": 5},
+            [{"type": "text", "text": 5}],
+            {"parts": [5]},
+            [{"name": 5}],
+        ]
+    ),
+)
+
+
+def family(route: str) -> str:
+    return "anthropic" if "/messages" in route else "gemini" if "models/" in route else "openai"
+
+
+def in_shape(route: str, doc: Any) -> bool:
+    kind = family(route)
+    if kind == "anthropic":
+        return doc.get("type") == "error" and {"type", "message"} <= set(doc["error"])
+    if kind == "gemini":
+        return {"code", "message", "status"} <= set(doc["error"])
+    return {"message", "type", "code", "param"} <= set(doc["error"])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerThread, GoogleSimulator]]:
+    with start_sim() as sim, agfast_on(sim, Path(tmp_path_factory.mktemp("fuzz"))) as st:
+        yield st, sim
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    database=None,
+)
+@given(data=st.data())
+def test_no_body_shape_crashes_a_handler(
+    server: tuple[ServerThread, GoogleSimulator], caplog: pytest.LogCaptureFixture, data: st.DataObject
+) -> None:
+    st_, sim = server
+    route, start, extra = data.draw(st.sampled_from(CASES), label="case")
+    base = {**BASES[start], **extra}
+    body = base
+    # One to three nodes changed; a later change may land inside an earlier one's value.
+    for _ in range(data.draw(st.integers(1, 3), label="changes")):
+        nodes = list(paths(body))
+        if not nodes:
+            break
+        path = data.draw(st.sampled_from(nodes), label="path")
+        drop = data.draw(st.booleans(), label="drop") and isinstance(path[-1], str)
+        value = data.draw(WRONG, label="value")
+        body = replaced(body, path, value, drop)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="agfast.http"):
+        reply = request(st_.port, "POST", route, orjson.dumps(body), {"content-type": "application/json"})
+    crashes = [r.getMessage() for r in caplog.records if "handler failed" in r.getMessage()]
+    assert not crashes, (route, body, caplog.text[-2000:])
+    assert reply.status < 500 or reply.status in (502, 503), (route, body, reply.status, reply.body[:300])
+    if reply.status >= 400:
+        assert in_shape(route, reply.json()), (route, reply.body[:300])
+        assert b"Traceback" not in reply.body
+    sim.clear_requests()
