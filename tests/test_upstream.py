@@ -141,7 +141,9 @@ ROTATE = [
 
 
 @pytest.mark.parametrize(("status", "gap"), ROTATE)
-def test_error_rotates_to_next_account(pair_stack: ServerThread, pair: GoogleSimulator, status: int, gap: float) -> None:
+def test_error_rotates_to_next_account(
+    pair_stack: ServerThread, pair: GoogleSimulator, status: int, gap: float
+) -> None:
     # A 403 is first re-sent once without x-goog-user-project on the same account (reference §5.1).
     pair.script(Fault("status", status=status, action="streamGenerateContent", times=2 if status == 403 else 1))
     code, reply = generate(pair_stack, f"Please rotate after a {status}")
@@ -158,8 +160,9 @@ def test_error_rotates_to_next_account(pair_stack: ServerThread, pair: GoogleSim
     assert reply["headers"]["x-account-email"] == EMPTIER
 
 
-# (status, fault extras). A stated 0.6 s delay (too long for a grace retry) keeps 429/500 lockouts at their 2 s floor, short enough that the
-# pool would wait one out and re-ask a failed account if the gateway forgot which ones it had tried.
+# (status, fault extras). A stated 0.6 s delay (too long for a grace retry) keeps 429/500 lockouts at their 2 s
+# floor, short enough that the pool would wait one out and re-ask a failed account if the gateway forgot which
+# ones it had tried.
 EVERY_ACCOUNT_ONCE = [
     (401, {}),
     (404, {}),
@@ -170,7 +173,10 @@ EVERY_ACCOUNT_ONCE = [
 
 @pytest.mark.parametrize(("status", "extra"), EVERY_ACCOUNT_ONCE, ids=[str(r[0]) for r in EVERY_ACCOUNT_ONCE])
 def test_each_account_is_tried_once_before_giving_up(
-    pair_stack: ServerThread, pair: GoogleSimulator, status: int, extra: dict  # type: ignore[type-arg]
+    pair_stack: ServerThread,
+    pair: GoogleSimulator,
+    status: int,
+    extra: dict,  # type: ignore[type-arg]
 ) -> None:
     """Three attempts are allowed, but with two accounts the third has nobody new to ask: it is not sent."""
     pair.script(Fault("status", status=status, action="streamGenerateContent", times=None, **extra))
@@ -189,10 +195,7 @@ def test_error_as_first_event_of_a_200_stream_is_retried(
     prompt = "The first answer is an error in disguise"
     status, body = raw_generate(pair_stack, prompt, stream=stream)
     assert status == 200, body
-    if stream:
-        chunks = [orjson.loads(data) for _, data in strict_sse(body)]
-    else:
-        chunks = [orjson.loads(body)]
+    chunks = [orjson.loads(data) for _, data in strict_sse(body)] if stream else [orjson.loads(body)]
     assert all("error" not in c for c in chunks)
     assert "".join(p["text"] for c in chunks for p in c["candidates"][0]["content"]["parts"]) == (
         f"[gemini-3-flash] echo: {prompt}"
@@ -571,20 +574,40 @@ NON_STREAMING = [
 ]  # fmt: skip
 
 
+# Per-response values (ids, times, signatures, token counts that prompt caching changes): all else must match.
+VOLATILE = frozenset(
+    {"id", "created", "created_at", "createTime", "responseId", "thoughtSignature", "usage", "usageMetadata"}
+)
+
+
+def stable(doc: object) -> object:
+    if isinstance(doc, dict):
+        return {k: stable(v) for k, v in doc.items() if k not in VOLATILE}
+    if isinstance(doc, list):
+        return [stable(v) for v in doc]
+    return doc
+
+
 @pytest.mark.parametrize(("path", "body", "text_of"), NON_STREAMING, ids=["gemini", "chat", "messages", "responses"])
 def test_non_streaming_answer_survives_a_mid_stream_break(
     stack: ServerThread,
     sim: GoogleSimulator,
     path: str,
-    body: dict,
-    text_of: object,  # type: ignore[type-arg]
+    body: dict,  # type: ignore[type-arg]
+    text_of: object,
 ) -> None:
-    """A client that did not ask to stream has received nothing yet: a broken upstream is simply re-run."""
+    """A client that did not ask to stream has received nothing yet: a broken upstream is simply re-run, and
+    the answer is exactly the one an unbroken run gives (nothing of the broken attempt kept, e.g. reasoning)."""
+    clean = request(stack.port, "POST", path, orjson.dumps(body), {"content-type": "application/json"})
+    assert clean.status == 200, clean.body[:300]
+    sim.clear_requests()
     sim.script(Fault("disconnect", after_chunks=1, action="streamGenerateContent", times=1))
     reply = request(stack.port, "POST", path, orjson.dumps(body), {"content-type": "application/json"})
     assert reply.status == 200, reply.body[:300]
     expected = "[gemini-3-flash] echo: Collected answers survive a broken stream"
     assert text_of(reply.json()) == expected  # type: ignore[operator]
+    assert stable(reply.json()) == stable(clean.json())
     first, second = generations(sim)
     assert first.aborted and second.finished
+    assert first.chunks_sent >= 1  # the broken attempt did deliver something that had to be dropped
     assert first.email != second.email  # the re-run goes to another account

@@ -22,7 +22,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "gateway-in-stream-error",
         "agfast/upstream/gateway.py",
-        '    if not data.startswith(b\'{"error"\'):\n        return None\n',
+        "    if not data.startswith(b'{\"error\"'):\n        return None\n",
         "    return None\n",
         (f"{UP}::test_error_as_first_event_of_a_200_stream_is_retried",),
         "a 200 stream whose first event is a Google error is served as an answer instead of retried",
