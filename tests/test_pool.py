@@ -120,6 +120,16 @@ def test_lockouts_are_capped_and_cleared_by_success(tmp_path: Path) -> None:
     assert pool._limited(lease.member, "gemini-3-flash", time.time()) > 0
 
 
+def test_success_lifts_the_account_lockout(tmp_path: Path) -> None:
+    pool = make_pool(tmp_path, [("a", "Google AI Pro", 50)])
+    lease = asyncio.run(pool.acquire(MODEL))
+    pool.mark_failure(lease, 500, b'{"error":{"code":500,"message":"boom","status":"INTERNAL"}}', None, MODEL)
+    assert pool._limited(lease.member, MODEL, time.time()) > 2  # 8 s server-error back-off
+    pool.mark_success(lease)  # it served after all (e.g. a short wait-out): no reason to keep it out
+    assert pool._limited(lease.member, MODEL, time.time()) == 0
+    assert pick(pool, rotate=True) == "a"
+
+
 def test_all_locked_says_how_long(tmp_path: Path) -> None:
     pool = make_pool(tmp_path, [("a", "Google AI Pro", 50)])
     lease = asyncio.run(pool.acquire(MODEL))

@@ -185,6 +185,20 @@ def test_each_account_is_tried_once_before_giving_up(
     assert [(r.email, r.status) for r in generations(pair)] == [(FULLER, status), (EMPTIER, status)]
 
 
+def test_refused_token_is_refreshed_before_the_accounts_next_use(pair: GoogleSimulator, tmp_path: Path) -> None:
+    """Google revoked FULLER's access token early: the 401 rotates the request, and FULLER's next request gets a
+    fresh token first instead of a second 401."""
+    with agfast_on(pair, tmp_path, preferred_account_id=FULLER) as st:
+        pair.expire_access_tokens(FULLER)  # agfast still believes the token has an hour left
+        assert generate(st, "My token was revoked")[0] == 200
+        # (the simulator records no account for a call it refused at the token check)
+        assert [(r.email, r.status) for r in generations(pair)] == [(None, 401), (EMPTIER, 200)]
+        pair.clear_requests()
+        assert generate(st, "Fixed-account mode brings me back")[0] == 200
+        assert [(r.email, r.status) for r in generations(pair)] == [(FULLER, 200)]
+        assert pair.refresh_count[FULLER] == 1
+
+
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "collected"])
 def test_error_as_first_event_of_a_200_stream_is_retried(
     pair_stack: ServerThread, pair: GoogleSimulator, stream: bool
