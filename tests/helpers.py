@@ -18,12 +18,20 @@ from pathlib import Path
 import orjson
 import uvloop
 
+import agfast
 from agfast.app import App, build_router
 from agfast.config import Config
 from agfast.http.router import Router
 from agfast.server import Server
 
-REPO = Path(__file__).resolve().parent.parent
+# Where the agfast under test was imported from: the checkout (editable install) or site-packages (`pip install
+# .`). Child processes start there, so `python -m agfast` runs that same agfast and not a checkout shadowing it.
+AGFAST_ROOT = Path(agfast.__file__).resolve().parent.parent
+
+
+def in_ci() -> bool:
+    """CI=true (GitHub Actions, GitLab, most others): what a laptop may skip, CI must run."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
 class ServerThread:
@@ -277,7 +285,7 @@ class AgfastProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=full_env,
-            cwd=REPO,
+            cwd=AGFAST_ROOT,
             text=True,
         )
         self.lines: list[str] = []
@@ -330,5 +338,10 @@ def run_agfast(
     full_env.update(OFFLINE_ENV)
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "agfast", *args], capture_output=True, text=True, env=full_env, cwd=REPO, timeout=timeout
+        [sys.executable, "-m", "agfast", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=AGFAST_ROOT,
+        timeout=timeout,
     )

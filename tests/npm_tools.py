@@ -9,15 +9,11 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from helpers import in_ci
 
 CACHE = Path(os.environ.get("AGFAST_TEST_NPM_CACHE", Path.home() / ".cache" / "agfast-tests" / "npm"))
 # A cold install of an agent CLI takes seconds on a good link; give slow mirrors room, but bound it.
 INSTALL_TIMEOUT = 600
-
-
-def in_ci() -> bool:
-    """CI=true (GitHub Actions, GitLab, most others): the real-CLI tests are the truest ones, never skipped."""
-    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
 def unavailable(reason: str) -> NoReturn:
