@@ -204,11 +204,11 @@ class AccountPool:
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
-        # P2C's coin; a test seeds its own to make selection reproducible.
-        self.rng = rng if rng is not None else random.Random()
         self.store = store
         self.client = client
         self.state: PoolState = state if state is not None else MemoryState()
+        # P2C's coin; a test seeds its own to make selection reproducible.
+        self.rng = rng if rng is not None else random.Random()
         self.members: dict[str, Member] = {}
         self.skipped: dict[str, str] = {}
         self._background: set[asyncio.Task[None]] = set()
