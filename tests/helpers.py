@@ -18,12 +18,20 @@ from pathlib import Path
 import orjson
 import uvloop
 
+import agfast
 from agfast.app import App, build_router
 from agfast.config import Config
 from agfast.http.router import Router
 from agfast.server import Server
 
-REPO = Path(__file__).resolve().parent.parent
+# Where the agfast under test was imported from: the checkout (editable install) or site-packages (`pip install
+# .`). Child processes start there, so `python -m agfast` runs that same agfast and not a checkout shadowing it.
+AGFAST_ROOT = Path(agfast.__file__).resolve().parent.parent
+
+
+def in_ci() -> bool:
+    """CI=true (GitHub Actions, GitLab, most others): what a laptop may skip, CI must run."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
 class ServerThread:
@@ -224,6 +232,31 @@ def encode(method: str, path: str, body: bytes | None = None, headers: dict[str,
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
 
 
+def strict_sse(raw: bytes, *, comments: bool = False) -> list[tuple[str | None, bytes]]:
+    """SSE bytes as agfast must frame them → [(event name or None, data)], failing on any deviation.
+
+    Every event is an optional `event: NAME` line, then `data: …` lines, then one blank line: LF only, no
+    stray fields, no missing or doubled blank line, nothing after the last event. `: comment` events (keep-alive
+    pings) are allowed only with `comments=True` and are dropped from the result.
+    """
+    assert b"\r" not in raw, "SSE from agfast uses LF line ends only"
+    assert raw.endswith(b"\n\n") and not raw.endswith(b"\n\n\n"), f"stream must end with one blank line: {raw[-40:]!r}"
+    out: list[tuple[str | None, bytes]] = []
+    for frame in raw[:-2].split(b"\n\n"):
+        lines = frame.split(b"\n")
+        assert lines != [b""], f"empty event (doubled blank line) in {raw[:200]!r}"
+        if lines[0].startswith(b":"):
+            assert comments and len(lines) == 1, f"unexpected comment event {frame!r}"
+            continue
+        name: str | None = None
+        if lines[0].startswith(b"event: "):
+            name = lines.pop(0)[7:].decode()
+            assert name and " " not in name, f"bad event name in {frame!r}"
+        assert lines and all(line.startswith(b"data: ") for line in lines), f"malformed event {frame!r}"
+        out.append((name, b"\n".join(line[6:] for line in lines)))
+    return out
+
+
 # Upstream URLs on the discard port: a test process that tried to reach Google would fail fast, offline.
 OFFLINE_ENV = {
     "AGFAST_UPSTREAM_ENDPOINTS": "http://127.0.0.1:9/v1internal",
@@ -255,7 +288,7 @@ class AgfastProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=full_env,
-            cwd=REPO,
+            cwd=AGFAST_ROOT,
             text=True,
         )
         self.lines: list[str] = []
@@ -308,5 +341,10 @@ def run_agfast(
     full_env.update(OFFLINE_ENV)
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "agfast", *args], capture_output=True, text=True, env=full_env, cwd=REPO, timeout=timeout
+        [sys.executable, "-m", "agfast", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=AGFAST_ROOT,
+        timeout=timeout,
     )

@@ -6,18 +6,28 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+from helpers import in_ci
 
 CACHE = Path(os.environ.get("AGFAST_TEST_NPM_CACHE", Path.home() / ".cache" / "agfast-tests" / "npm"))
 # A cold install of an agent CLI takes seconds on a good link; give slow mirrors room, but bound it.
 INSTALL_TIMEOUT = 600
 
 
+def unavailable(reason: str) -> NoReturn:
+    """Skip locally (no node, offline laptop); in CI a missing agent CLI is a broken pipeline: fail."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI is set: real-CLI tests must run, not skip)", pytrace=False)
+    pytest.skip(reason)
+
+
 def npm_binary(package: str, version: str, binary: str) -> Path:
-    """Path to `binary` from `package@version`, installing it on first use; skips the test when impossible."""
+    """Path to `binary` from `package@version`, installing it on first use; skips the test when impossible
+    (fails instead under CI=true)."""
     if shutil.which("npm") is None or shutil.which("node") is None:
-        pytest.skip(f"{package}: node/npm not installed")
+        unavailable(f"{package}: node/npm not installed")
     prefix = CACHE / f"{package.replace('/', '__')}@{version}"
     exe = prefix / "node_modules" / ".bin" / binary
     if exe.exists():
@@ -29,8 +39,8 @@ def npm_binary(package: str, version: str, binary: str) -> Path:
             capture_output=True, text=True, timeout=INSTALL_TIMEOUT,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
-        pytest.skip(f"{package}@{version}: npm install timed out (registry unreachable?)")
+        unavailable(f"{package}@{version}: npm install timed out (registry unreachable?)")
     if done.returncode != 0 or not exe.exists():
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        pytest.skip(f"{package}@{version}: npm install failed: {' | '.join(tail)}")
+        unavailable(f"{package}@{version}: npm install failed: {' | '.join(tail)}")
     return exe

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import REPO, run_agfast
+from helpers import AGFAST_ROOT, run_agfast
 
 from agfast.sim import DEFAULT_MODELS, Fault, GoogleSimulator, SimulatorThread, demo_accounts
 from agfast.sim.accounts import DEPRECATED_MODEL_IDS
@@ -71,7 +71,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> s
     full_env.update({**STRICT, **(env or {})})
     command = [sys.executable, "-m", "agfast", *args]
     return checked(
-        subprocess.run(command, input=stdin, capture_output=True, text=True, env=full_env, cwd=REPO, timeout=20)
+        subprocess.run(command, input=stdin, capture_output=True, text=True, env=full_env, cwd=AGFAST_ROOT, timeout=20)
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+from helpers import strict_sse
 
 from agfast.convert import anthropic as conv
 from agfast.convert.anthropic_stream import MessageCollector, StreamConverter, usage_of, warmup_events
@@ -216,6 +217,13 @@ def test_cache_control_removed_everywhere() -> None:
             ),
         ],
     }
+    before = orjson.dumps(body)
+    cleaned = conv.strip_cache_control(body)
+    # The step itself (the z.ai pass-through forwards its output as is): no key left at any depth, nothing
+    # else touched, and the caller's body is a copy, not edited in place.
+    assert b"cache_control" not in orjson.dumps(cleaned)
+    assert orjson.dumps(body) == before
+    assert orjson.dumps(cleaned) == before.replace(b',"cache_control":{"type":"ephemeral"}', b"")
     req = to_gemini(body).request
     assert b"cache_control" not in orjson.dumps(req)
 
@@ -659,16 +667,21 @@ def chunk(*parts: dict[str, Any], finish: str | None = None, usage: dict[str, in
     return out
 
 
+# The last event of every finished Anthropic stream, byte for byte (an error event ends a failed one instead).
+MESSAGE_STOP = b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+
+
 def events(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """Anthropic SSE bytes, framed strictly (helpers.strict_sse) → (event name, JSON); every event is named and
+    the name repeats the JSON's type; message_stop, if present, is the last event."""
     out = []
-    for frame in raw.decode().split("\n\n"):
-        if not frame:
-            continue
-        name, data = frame.split("\n", 1)
-        assert name.startswith("event: ") and data.startswith("data: ")
-        payload = orjson.loads(data[6:])
-        assert payload["type"] == name[7:]
-        out.append((name[7:], payload))
+    for name, data in strict_sse(raw):
+        assert name is not None, "Anthropic events are always named"
+        payload = orjson.loads(data)
+        assert payload["type"] == name
+        out.append((name, payload))
+    names = [name for name, _ in out]
+    assert "message_stop" not in names[:-1], names
     return out
 
 
@@ -679,6 +692,7 @@ def run(
     cache = SignatureCache.create()
     stream = StreamConverter("claude-opus-4-7", mapped, cache, "sess", **kwargs)
     raw = b"".join(stream.feed(c) for c in chunks) + stream.finish()
+    assert raw.endswith(MESSAGE_STOP)
     collector = MessageCollector("claude-opus-4-7", mapped, SignatureCache.create(), "sess", **kwargs)
     for c in chunks:
         collector.add(c)
@@ -835,7 +849,9 @@ def test_usage_without_cache_or_thoughts() -> None:
 
 
 def test_warmup_events() -> None:
-    evs = events(warmup_events("claude-x"))
+    raw = warmup_events("claude-x")
+    assert raw.endswith(MESSAGE_STOP)
+    evs = events(raw)
     assert [n for n, _ in evs] == [
         "message_start",
         "content_block_start",

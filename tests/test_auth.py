@@ -1,15 +1,24 @@
-"""Every auth mode × every key header form × health and non-health paths, over real sockets."""
+"""Every auth mode × (no key, the right or a wrong key in each header form) × health and proxied paths, over real
+sockets; "allowed" means an answer served by a real (simulated) account, not just "not 401"."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 from helpers import ServerThread, make_config, request
+from stack import agfast_on, start_sim
+
+from agfast.sim import GoogleSimulator
 
 KEY = "sk-test-key-123456"
-CHAT = b'{"model":"gemini-3-flash","messages":[{"role":"user","content":"hi"}]}'
+PROMPT = "Who let me in"
+ANSWER = f"[gemini-3-flash] echo: {PROMPT}"
+CHAT = orjson.dumps({"model": "gemini-3-flash", "messages": [{"role": "user", "content": PROMPT}]})
+GENERATE = orjson.dumps({"contents": [{"parts": [{"text": PROMPT}]}]})
 
 # Header forms a client may use to carry the key (spec §2.2 step 5).
 FORMS = {
@@ -18,6 +27,13 @@ FORMS = {
     "x-api-key": lambda k: {"x-api-key": k},
     "x-goog-api-key": lambda k: {"x-goog-api-key": k},
 }
+# What a client sends: no key at all (the header form is moot then, so it is one row), or the right or a wrong
+# key in each form.
+KEYS = [
+    ("none", None),
+    *((f"right-{f}", (KEY, f)) for f in FORMS),
+    *((f"wrong-{f}", ("sk-wrong-key-000000", f)) for f in FORMS),
+]
 
 # (mode name, config overrides, health guarded?, other routes guarded?)
 MODES = [
@@ -28,48 +44,54 @@ MODES = [
     ("auto-lan", {"auth_mode": "auto", "allow_lan_access": True}, False, True),
 ]
 
-# (path, method, body, status when allowed)
+# (path, method, body, is health?, the answer that proves the request got through: served by a real account)
 PATHS = [
-    ("/healthz", "GET", None, 200, True),
-    ("/health", "GET", None, 200, True),
-    ("/v1/chat/completions", "POST", CHAT, 503, False),
-    # Authorised, it reaches the pool, which is empty here: 503 in Google's shape.
-    ("/v1beta/models/gemini-3-flash:generateContent", "POST", b'{"contents":[{"parts":[{"text":"hi"}]}]}', 503, False),
-]
+    ("/healthz", "GET", None, True, lambda doc: doc["status"]),
+    ("/health", "GET", None, True, lambda doc: doc["status"]),
+    ("/v1/chat/completions", "POST", CHAT, False, lambda doc: doc["choices"][0]["message"]["content"]),
+    ("/v1beta/models/gemini-3-flash:generateContent", "POST", GENERATE, False,
+     lambda doc: doc["candidates"][0]["content"]["parts"][0]["text"]),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[GoogleSimulator]:
+    with start_sim(accounts=1) as thread:
+        yield thread
 
 
 @pytest.fixture(scope="module", params=MODES, ids=[m[0] for m in MODES])
-def mode_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:  # type: ignore[type-arg]
+def mode_server(
+    request: pytest.FixtureRequest, sim: GoogleSimulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple]:  # type: ignore[type-arg]
     name, overrides, health_guarded, guarded = request.param
-    cfg = make_config(tmp_path_factory.mktemp(name), api_key=KEY, **overrides)
-    with ServerThread(cfg) as st:
+    with agfast_on(sim, tmp_path_factory.mktemp(name), api_key=KEY, **overrides) as st:
         yield st, health_guarded, guarded
 
 
-@pytest.mark.parametrize("form", list(FORMS))
-@pytest.mark.parametrize(("path", "method", "body", "ok_status", "is_health"), PATHS)
-@pytest.mark.parametrize("key", ["right", "wrong", "none"])
+@pytest.mark.parametrize(("path", "method", "body", "is_health", "answer_of"), PATHS, ids=[p[0] for p in PATHS])
+@pytest.mark.parametrize("key", [k[1] for k in KEYS], ids=[k[0] for k in KEYS])
 def test_auth_matrix(
     mode_server: tuple,  # type: ignore[type-arg]
-    form: str,
     path: str,
     method: str,
     body: bytes | None,
-    ok_status: int,
     is_health: bool,
-    key: str,
+    answer_of: Callable[[dict[str, Any]], str],
+    key: tuple[str, str] | None,
 ) -> None:
     server, health_guarded, guarded = mode_server
-    headers = {} if key == "none" else FORMS[form](KEY if key == "right" else "sk-wrong-key-000000")
-    reply = request(server.port, method, path, body, headers)
+    headers = {} if key is None else FORMS[key[1]](key[0])
+    reply = request(server.port, method, path, body, {**headers, "Content-Type": "application/json"})
     needs_key = health_guarded if is_health else guarded
-    if needs_key and key != "right":
+    if needs_key and (key is None or key[0] != KEY):
         assert reply.status == 401
         message = reply.json()["error"]["message"]
-        assert ("Missing API key" in message) == (key == "none")
+        assert ("Missing API key" in message) == (key is None)
         assert KEY not in reply.body.decode() and "sk-wrong" not in reply.body.decode()
     else:
-        assert reply.status == ok_status
+        assert reply.status == 200, reply.body[:300]
+        assert answer_of(reply.json()) == ("ok" if is_health else ANSWER)
 
 
 def test_bind_follows_lan_flag(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import sse_module
 from helpers import AgfastProcess, request, run_agfast, seed_account
 
 from agfast.cli import build_parser
@@ -21,6 +22,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 def test_serves_with_each_hot_path(data_dir: Path, impl: str) -> None:
+    sse_module(impl)  # "c" needs the build
     with AgfastProcess("--port", "0", "--data-dir", str(data_dir), impl=impl) as proc:
         line = proc.lines[-1]
         assert f"hot path: {impl}" in line

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
+from helpers import strict_sse
 
 from agfast.convert import openai_chat as chat
 from agfast.convert import openai_completions as completions
@@ -591,14 +592,13 @@ def chunk(*parts: dict[str, Any], finish: str | None = None, usage: dict[str, in
 
 
 def events(raw: bytes) -> list[Any]:
-    """SSE bytes → the JSON of each data line ("[DONE]" kept as a string)."""
-    out: list[Any] = []
-    for block in raw.split(b"\n\n"):
-        for line in block.split(b"\n"):
-            if line.startswith(b"data: "):
-                data = line[6:]
-                out.append(data.decode() if data == b"[DONE]" else orjson.loads(data))
-    return out
+    """Chat/completions SSE bytes, framed strictly (helpers.strict_sse), → the JSON of each event, ending with
+    the "[DONE]" event (kept as a string), which must come once and last: clients stop reading there."""
+    frames = strict_sse(raw)
+    assert all(name is None for name, _ in frames), "chat chunks carry no event names"
+    datas = [data for _, data in frames]
+    assert datas and datas[-1] == b"[DONE]" and datas.count(b"[DONE]") == 1, datas[-2:]
+    return [orjson.loads(data) for data in datas[:-1]] + ["[DONE]"]
 
 
 def deltas(chunks: list[dict[str, Any]], **kwargs: Any) -> list[Any]:
@@ -935,15 +935,27 @@ def build(
     obj = responses.response_object({"model": "gpt-5", "input": "x"}, "resp_1", "gpt-5", 1)
     builder = responses.ResponsesBuilder(reader, obj, custom=custom, stream=stream)
     raw = builder.start() + b"".join(builder.feed(c) for c in chunks) + builder.finish()
-    out: list[tuple[str, Any]] = []
-    for block in raw.split(b"\n\n"):
-        if block:
-            name, data = block.split(b"\n", 1)
-            doc = orjson.loads(data.removeprefix(b"data: "))
-            assert name == b"event: " + doc["type"].encode()
-            out.append((doc["type"], doc))
+    out = responses_events(raw) if stream else []
+    assert stream or raw == b""
     assert [doc["sequence_number"] for _, doc in out] == list(range(len(out)))
     return out, builder
+
+
+# A Responses stream has no [DONE]: it ends with exactly one of these, as its last event.
+RESPONSES_TERMINAL = ("response.completed", "response.incomplete", "response.failed")
+
+
+def responses_events(raw: bytes) -> list[tuple[str, Any]]:
+    """Responses SSE bytes, framed strictly → (event name, JSON); the name must repeat the JSON's type and the
+    last event must be the one terminal event."""
+    out: list[tuple[str, Any]] = []
+    for name, data in strict_sse(raw):
+        doc = orjson.loads(data)
+        assert name == doc["type"], (name, doc["type"])
+        out.append((name, doc))
+    names = [name for name, _ in out]
+    assert names[-1] in RESPONSES_TERMINAL and sum(n in RESPONSES_TERMINAL for n in names) == 1, names[-3:]
+    return out
 
 
 def test_responses_stream_event_sequence() -> None:
@@ -1031,7 +1043,7 @@ def test_responses_failure_ends_with_response_failed() -> None:
         reader, responses.response_object({}, "resp_2", "m", 1), custom=frozenset(), stream=True
     )
     raw = builder.start() + builder.feed(chunk({"text": "par"})) + builder.fail("upstream went away")
-    docs = [orjson.loads(b.split(b"data: ", 1)[1]) for b in raw.split(b"\n\n") if b]
+    docs = [doc for _, doc in responses_events(raw)]
     assert docs[-2]["type"] == "response.output_item.done"  # the open message is closed first
     assert docs[-1]["type"] == "response.failed"
     assert docs[-1]["response"]["error"] == {"code": "server_error", "message": "upstream went away"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def make_pool(tmp_path: Path, rows: list[tuple[str, str | None, int | None]], **
     cfg = Config(data_dir=tmp_path, api_key="sk-pool-test-1")
     for key, value in config.items():
         setattr(cfg, key, value)
-    pool = AccountPool(cfg, store, UpstreamClient(cfg))
+    pool = AccountPool(cfg, store, UpstreamClient(cfg), rng=random.Random(18))  # P2C draws are reproducible
     pool.load()
     return pool
 
@@ -80,10 +81,18 @@ def test_session_sticks_and_rotation_moves(tmp_path: Path) -> None:
     first = pick(pool, "sid-1")
     pool.state.set_last_used("nobody", time.time())  # only the binding can keep it now
     assert {pick(pool, "sid-1") for _ in range(5)} == {first}
-    moved = pick(
-        pool, "sid-1", rotate=True, exclude=(next(m.id for m in pool.members.values() if m.email.startswith(first)),)
-    )
-    assert moved != first
+
+
+def test_rotation_ignores_the_binding_and_the_reuse_window(tmp_path: Path) -> None:
+    """With two accounts P2C always keeps the fuller one: a rotating pick that still honoured the session's
+    binding or the last-used account (both on the emptier one) would return the emptier one."""
+    pool = make_pool(tmp_path, [("full", "Google AI Pro", 90), ("empty", "Google AI Pro", 10)])
+    empty = next(m.id for m in pool.members.values() if m.email.startswith("empty"))
+    pool.state.bind("sid-1", empty)
+    pool.state.set_last_used(empty, time.time())
+    assert pick(pool, "sid-1") == "empty"
+    assert pick(pool) == "empty"
+    assert pick(pool, "sid-1", rotate=True) == "full"
 
 
 def test_preferred_account_until_it_is_locked(tmp_path: Path) -> None:
@@ -109,6 +118,16 @@ def test_lockouts_are_capped_and_cleared_by_success(tmp_path: Path) -> None:
     assert 295 <= wait <= 300  # 5 h stated, 300 s cap
     pool.mark_success(lease)  # clears the account-level lock (this one is model-level, it stays)
     assert pool._limited(lease.member, "gemini-3-flash", time.time()) > 0
+
+
+def test_success_lifts_the_account_lockout(tmp_path: Path) -> None:
+    pool = make_pool(tmp_path, [("a", "Google AI Pro", 50)])
+    lease = asyncio.run(pool.acquire(MODEL))
+    pool.mark_failure(lease, 500, b'{"error":{"code":500,"message":"boom","status":"INTERNAL"}}', None, MODEL)
+    assert pool._limited(lease.member, MODEL, time.time()) > 2  # 8 s server-error back-off
+    pool.mark_success(lease)  # it served after all (e.g. a short wait-out): no reason to keep it out
+    assert pool._limited(lease.member, MODEL, time.time()) == 0
+    assert pick(pool, rotate=True) == "a"
 
 
 def test_all_locked_says_how_long(tmp_path: Path) -> None:

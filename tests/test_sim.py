@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from helpers import AGFAST_ROOT
 
 from agfast.sim import (
     MODEL_CATALOG,
@@ -1167,7 +1168,7 @@ def test_run_forever_prints_and_exits_on_sigint() -> None:
         "from agfast.sim.runner import run_forever\n"
         "run_forever('127.0.0.1', 0, demo_accounts(2), 3, 0.0)\n"
     )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = str(AGFAST_ROOT)  # the agfast under test, even when a checkout would shadow it
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
         stdout=subprocess.PIPE,

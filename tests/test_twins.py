@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import compiled_missing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,7 +29,7 @@ def compiled(name: str) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ImportError:
-        pytest.fail(f"{name} is not built (pip install -e . compiles it)")
+        compiled_missing(name)
 
 
 @pytest.mark.parametrize(("pure", "name"), PAIRS)

@@ -17,7 +17,7 @@ import pytest
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-from helpers import ServerThread, connect, encode, request
+from helpers import ServerThread, connect, encode, request, strict_sse
 from stack import Fault, agfast_on, generations, onboard_all, stack_config, start_sim
 
 from agfast.sim import GoogleSimulator
@@ -112,34 +112,111 @@ def test_envelope_and_headers_sent_upstream(stack: ServerThread, sim: GoogleSimu
 
 # -- rotation and waits (reference §5.5) -------------------------------------------------------------------
 
+# Two accounts, one with more quota left: P2C draws both and keeps the fuller one, so the first pick is always
+# FULLER, and an attempt that did not rotate would pick it again. Every row below therefore proves rotation.
+FULLER, EMPTIER = "demo1@sim.local", "demo2@sim.local"
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[GoogleSimulator]:
+    with start_sim(accounts=2) as thread:
+        thread.accounts[EMPTIER].default_remaining = 0.4
+        yield thread
+
+
+@pytest.fixture
+def pair_stack(pair: GoogleSimulator, tmp_path: Path) -> Iterator[ServerThread]:
+    with agfast_on(pair, tmp_path) as st:
+        yield st
+
+
 ROTATE = [
-    # (status, expected minimum gap between attempts in seconds at SCALE, message)
-    (429, 5.0 * SCALE, None),
-    (500, 3.0 * SCALE, None),
-    (401, 0.2 * SCALE, None),
-    (403, 0.2 * SCALE, None),
-    (404, 0.3 * SCALE, None),
+    # (status, expected minimum gap between attempts in seconds at SCALE)
+    (429, 5.0 * SCALE),
+    (500, 3.0 * SCALE),
+    (401, 0.2 * SCALE),
+    (403, 0.2 * SCALE),
+    (404, 0.3 * SCALE),
 ]
 
 
-@pytest.mark.parametrize(("status", "gap", "message"), ROTATE)
+@pytest.mark.parametrize(("status", "gap"), ROTATE)
 def test_error_rotates_to_next_account(
-    stack: ServerThread, sim: GoogleSimulator, status: int, gap: float, message: str | None
+    pair_stack: ServerThread, pair: GoogleSimulator, status: int, gap: float
 ) -> None:
     # A 403 is first re-sent once without x-goog-user-project on the same account (reference §5.1).
-    sim.script(Fault("status", status=status, action="streamGenerateContent", times=2 if status == 403 else 1))
-    code, reply = generate(stack, f"Please rotate after a {status}")
+    pair.script(Fault("status", status=status, action="streamGenerateContent", times=2 if status == 403 else 1))
+    code, reply = generate(pair_stack, f"Please rotate after a {status}")
     assert code == 200, reply
-    gens = generations(sim)
+    gens = generations(pair)
     if status == 403:
         retried, *gens = gens
         assert "x-goog-user-project" in retried.headers and "x-goog-user-project" not in gens[0].headers
         assert retried.email == gens[0].email
     first, second = gens
-    assert first.status == status and second.status == 200
-    assert first.email != second.email
+    assert (first.email, first.status) == (FULLER, status)
+    assert (second.email, second.status) == (EMPTIER, 200)
     assert second.time - first.time >= gap * 0.9
-    assert reply["headers"]["x-account-email"] == second.email
+    assert reply["headers"]["x-account-email"] == EMPTIER
+
+
+# (status, fault extras). A stated 0.6 s delay (too long for a grace retry) keeps 429/500 lockouts at their 2 s
+# floor, short enough that the pool would wait one out and re-ask a failed account if the gateway forgot which
+# ones it had tried.
+EVERY_ACCOUNT_ONCE = [
+    (401, {}),
+    (404, {}),
+    (429, {"retry_delay": 0.6}),
+    (500, {"retry_delay": 0.6}),
+]
+
+
+@pytest.mark.parametrize(("status", "extra"), EVERY_ACCOUNT_ONCE, ids=[str(r[0]) for r in EVERY_ACCOUNT_ONCE])
+def test_each_account_is_tried_once_before_giving_up(
+    pair_stack: ServerThread,
+    pair: GoogleSimulator,
+    status: int,
+    extra: dict,  # type: ignore[type-arg]
+) -> None:
+    """Three attempts are allowed, but with two accounts the third has nobody new to ask: it is not sent."""
+    pair.script(Fault("status", status=status, action="streamGenerateContent", times=None, **extra))
+    code, reply = generate(pair_stack, f"Everyone answers {status}")
+    assert code != 200, reply
+    assert [(r.email, r.status) for r in generations(pair)] == [(FULLER, status), (EMPTIER, status)]
+
+
+def test_refused_token_is_refreshed_before_the_accounts_next_use(pair: GoogleSimulator, tmp_path: Path) -> None:
+    """Google revoked FULLER's access token early: the 401 rotates the request, and FULLER's next request gets a
+    fresh token first instead of a second 401."""
+    with agfast_on(pair, tmp_path, preferred_account_id=FULLER) as st:
+        pair.expire_access_tokens(FULLER)  # agfast still believes the token has an hour left
+        assert generate(st, "My token was revoked")[0] == 200
+        # (the simulator records no account for a call it refused at the token check)
+        assert [(r.email, r.status) for r in generations(pair)] == [(None, 401), (EMPTIER, 200)]
+        pair.clear_requests()
+        assert generate(st, "Fixed-account mode brings me back")[0] == 200
+        assert [(r.email, r.status) for r in generations(pair)] == [(FULLER, 200)]
+        assert pair.refresh_count[FULLER] == 1
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "collected"])
+def test_error_as_first_event_of_a_200_stream_is_retried(
+    pair_stack: ServerThread, pair: GoogleSimulator, stream: bool
+) -> None:
+    """Google sometimes answers 200 and then sends an error as the first event: nothing reached the client yet,
+    so it is an upstream error like any other (a 500 here: rotate) and the client sees only the good answer."""
+    pair.script(Fault("stream_error", status=500, after_chunks=0, action="streamGenerateContent", times=1))
+    prompt = "The first answer is an error in disguise"
+    status, body = raw_generate(pair_stack, prompt, stream=stream)
+    assert status == 200, body
+    chunks = [orjson.loads(data) for _, data in strict_sse(body)] if stream else [orjson.loads(body)]
+    assert all("error" not in c for c in chunks)
+    assert "".join(p["text"] for c in chunks for p in c["candidates"][0]["content"]["parts"]) == (
+        f"[gemini-3-flash] echo: {prompt}"
+    )
+    first, second = generations(pair)
+    assert (first.email, first.status, first.fault, first.chunks_sent) == (FULLER, 200, "stream_error", 0)
+    assert (second.email, second.status, second.fault) == (EMPTIER, 200, None)
 
 
 def test_short_429_grace_retries_same_account(stack: ServerThread, sim: GoogleSimulator) -> None:
@@ -511,20 +588,40 @@ NON_STREAMING = [
 ]  # fmt: skip
 
 
+# Per-response values (ids, times, signatures, token counts that prompt caching changes): all else must match.
+VOLATILE = frozenset(
+    {"id", "created", "created_at", "createTime", "responseId", "thoughtSignature", "usage", "usageMetadata"}
+)
+
+
+def stable(doc: object) -> object:
+    if isinstance(doc, dict):
+        return {k: stable(v) for k, v in doc.items() if k not in VOLATILE}
+    if isinstance(doc, list):
+        return [stable(v) for v in doc]
+    return doc
+
+
 @pytest.mark.parametrize(("path", "body", "text_of"), NON_STREAMING, ids=["gemini", "chat", "messages", "responses"])
 def test_non_streaming_answer_survives_a_mid_stream_break(
     stack: ServerThread,
     sim: GoogleSimulator,
     path: str,
-    body: dict,
-    text_of: object,  # type: ignore[type-arg]
+    body: dict,  # type: ignore[type-arg]
+    text_of: object,
 ) -> None:
-    """A client that did not ask to stream has received nothing yet: a broken upstream is simply re-run."""
+    """A client that did not ask to stream has received nothing yet: a broken upstream is simply re-run, and
+    the answer is exactly the one an unbroken run gives (nothing of the broken attempt kept, e.g. reasoning)."""
+    clean = request(stack.port, "POST", path, orjson.dumps(body), {"content-type": "application/json"})
+    assert clean.status == 200, clean.body[:300]
+    sim.clear_requests()
     sim.script(Fault("disconnect", after_chunks=1, action="streamGenerateContent", times=1))
     reply = request(stack.port, "POST", path, orjson.dumps(body), {"content-type": "application/json"})
     assert reply.status == 200, reply.body[:300]
     expected = "[gemini-3-flash] echo: Collected answers survive a broken stream"
     assert text_of(reply.json()) == expected  # type: ignore[operator]
+    assert stable(reply.json()) == stable(clean.json())
     first, second = generations(sim)
     assert first.aborted and second.finished
+    assert first.chunks_sent >= 1  # the broken attempt did deliver something that had to be dropped
     assert first.email != second.email  # the re-run goes to another account

@@ -254,11 +254,14 @@ class AccountPool:
         store: AccountStore,
         client: UpstreamClient,
         state: PoolState | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.client = client
         self.state: PoolState = state if state is not None else MemoryState()
+        # P2C's coin; a test seeds its own to make selection reproducible.
+        self.rng = rng if rng is not None else random.Random()
         self.members: dict[str, Member] = {}
         self.skipped: dict[str, str] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -394,7 +397,7 @@ class AccountPool:
             free = [m for m in ranked if not self._limited(m, key, now)]
             if not free:
                 return min(self._limited(m, key, now) for m in ranked)
-            member = _p2c(free, key)
+            member = _p2c(free, key, self.rng)
         if sticky:
             self.state.set_last_used(member.id, now)
             if session_id:
@@ -668,11 +671,11 @@ class AccountPool:
         await asyncio.gather(*self._background, return_exceptions=True)
 
 
-def _p2c(free: list[Member], key: str) -> Member:
+def _p2c(free: list[Member], key: str, rng: random.Random) -> Member:
     top = free[:P2C_TOP]
     if len(top) == 1:
         return top[0]
-    a, b = random.sample(top, 2)
+    a, b = rng.sample(top, 2)
     return a if a.quotas.get(key, a.max_pct) >= b.quotas.get(key, b.max_pct) else b
 
 
