@@ -19,7 +19,12 @@ one-second tick rather than a timer per request:
     HANDLING  handler running                           → no deadline (the handler owns its timeouts)
 
 Flow control: `pause_writing`/`resume_writing` gate `Response.drain()` so a slow client slows our upstream
-reads; pipelined input beyond PIPELINE_HIGH_WATER while a handler runs pauses reading from the socket.
+reads; pipelined input beyond PIPELINE_HIGH_WATER while a handler runs pauses reading from the socket. Between
+requests, a connection whose unsent output is over WRITE_HIGH_WATER starts no new request and reads nothing
+until the client takes its answers (`resume_writing`), whatever answered (handler, early 401/404, error): a
+client that pipelines and never reads holds one socket read of input and one high-water mark of output, no
+more. A connection that stays stuck like that past its phase deadline is aborted, and one closed with output
+still unsent is aborted once the client stops taking it (CLOSE_LINGER), so the buffers go with it.
 A client that disconnects cancels its handler task at once (and with it the upstream request).
 """
 
@@ -53,8 +58,14 @@ NEVER = float("inf")
 PIPELINE_HIGH_WATER = 256 * 1024
 # asyncio's own default high-water mark; small enough that a stalled SSE reader stalls upstream reads quickly.
 WRITE_HIGH_WATER = 64 * 1024
+# Pipelined requests served in one turn of the event loop before others get theirs: one socket read can hold
+# thousands of tiny requests, and a connection must not hold the loop (and every other client) for their sum.
+PIPELINE_TURN = 32
 # How long an early-rejected upload (413) may keep streaming into the void before we hang up.
 DISCARD_GRACE = 2.0
+# A closed connection whose client took none of our last bytes for this long is aborted (its buffers freed):
+# long enough for a slow reader of one big answer, short enough that non-readers cannot pile up.
+CLOSE_LINGER = 10.0
 
 
 class Request:
@@ -109,6 +120,7 @@ class HttpProtocol(asyncio.Protocol):
         "family",
         "head_bytes",
         "in_process",
+        "linger_unsent",
         "phase",
         "pipelined",
         "read_paused",
@@ -139,6 +151,7 @@ class HttpProtocol(asyncio.Protocol):
         self.pipelined = 0
         self.head_bytes = 0
         self.in_process = False
+        self.linger_unsent = 0
 
     # -- asyncio callbacks -------------------------------------------------------------------------------
 
@@ -191,8 +204,9 @@ class HttpProtocol(asyncio.Protocol):
         self._process()
         # EOF is the client leaving: close (connection_lost then cancels a running handler and its upstream
         # call). HTTP clients do not half-close to wait for an answer; a streaming one that did would hold an
-        # upstream stream open for nobody.
-        return None
+        # upstream stream open for nobody. Requests it pipelined before leaving that wait for their turn are still
+        # answered (the parser holds the EOF: the connection closes after them).
+        return True if self.read_paused and not self.closed else None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -204,6 +218,8 @@ class HttpProtocol(asyncio.Protocol):
             self.drain_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+        if self.read_paused and self.phase != HANDLING:
+            self._continue()
 
     # -- request cycle -----------------------------------------------------------------------------------
 
@@ -211,8 +227,12 @@ class HttpProtocol(asyncio.Protocol):
         if self.in_process:
             return
         self.in_process = True
+        started = 0
         try:
             while not self.closed and self.phase != HANDLING:
+                if self.write_paused or started >= PIPELINE_TURN:
+                    self._hold()
+                    return
                 try:
                     event = self.conn.next_event()
                 except h11.RemoteProtocolError as exc:
@@ -222,6 +242,7 @@ class HttpProtocol(asyncio.Protocol):
                 if kind is h11.Data:
                     self._on_body(event.data)  # type: ignore[union-attr]
                 elif kind is h11.Request:
+                    started += 1
                     self._on_request(event)  # type: ignore[arg-type]
                 elif kind is h11.EndOfMessage:
                     self._on_end()
@@ -232,6 +253,24 @@ class HttpProtocol(asyncio.Protocol):
                     return
         finally:
             self.in_process = False
+
+    def _hold(self) -> None:
+        """Read nothing more until the client takes our answers (`resume_writing`) or, when it already does,
+        until the loop has served everyone else once."""
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        if not self.write_paused:
+            self.state.loop.call_soon(self._continue)
+
+    def _continue(self) -> None:
+        """Serve the rest of what the client pipelined, after a yielded turn or a backpressure hold."""
+        if self.closed or self.phase == HANDLING or self.write_paused:
+            return
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        self._process()
 
     def _on_request(self, event: h11.Request) -> None:
         state = self.state
@@ -424,19 +463,15 @@ class HttpProtocol(asyncio.Protocol):
         if req is None or not req.keep_alive or self.state.shutting_down:
             self._close()
             return
-        leftover, eof = self.conn.trailing_data
-        conn = self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.state.config.max_header_size)
+        self.conn, leftover, eof = _next_parser(self.conn, self.state.config.max_header_size)
         if leftover:
-            conn.receive_data(leftover)
             self.phase = HEAD
-            self.head_bytes = len(leftover)
+            self.head_bytes = leftover
             self.deadline = self.state.now + self.state.config.header_timeout
         else:
             self.phase = IDLE
             self.deadline = self.state.now + self.state.config.keepalive_timeout
-        if eof:
-            conn.receive_data(b"")
-        if self.read_paused:
+        if self.read_paused and not self.write_paused:
             self.read_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
         if leftover or eof:
@@ -469,6 +504,19 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_deadline(self) -> None:
         """The tick found this connection past its deadline."""
+        if self.closed:
+            # Closed with output unsent: keep waiting only while the client is still taking some.
+            unsent = self.transport.get_write_buffer_size() if self.transport is not None else 0
+            if unsent and unsent < self.linger_unsent:
+                self.linger_unsent = unsent
+                self.deadline = self.state.now + CLOSE_LINGER
+            else:
+                self.abort()
+            return
+        if self.write_paused:
+            # Nothing we could still write would reach a client that reads nothing.
+            self.abort()
+            return
         phase = self.phase
         if phase in (HEAD, BODY):
             self._raw_error(408, "Timed out waiting for the request.")
@@ -483,6 +531,8 @@ class HttpProtocol(asyncio.Protocol):
             self.request.keep_alive = False
 
     def abort(self) -> None:
+        self.closed = True
+        self.deadline = NEVER
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if self.transport is not None:
@@ -492,8 +542,14 @@ class HttpProtocol(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self.deadline = NEVER
-            if self.transport is not None:
-                self.transport.close()
+            transport = self.transport
+            if transport is not None:
+                transport.close()
+                # close() waits to flush; a client that never reads would keep the buffer alive forever.
+                unsent = transport.get_write_buffer_size()
+                if unsent:
+                    self.linger_unsent = unsent
+                    self.deadline = self.state.now + CLOSE_LINGER
 
 
 def _handler_failed(route: Route, req: Request, resp: Response, exc: Exception) -> None:
@@ -513,6 +569,29 @@ def _settle(route: Route, resp: Response) -> None:
         resp.error(route.family, 500, "The handler produced no response.")
     elif not resp.finished:
         resp.end()
+
+
+def _next_parser(old: h11.Connection, max_size: int) -> tuple[h11.Connection, int, bool]:
+    """The next cycle's parser, holding what the client already pipelined: (parser, bytes held, EOF seen).
+
+    h11's public route (`trailing_data` into `receive_data`) copies the whole pipelined buffer twice per request,
+    so thousands of tiny pipelined requests cost quadratic time; the buffer object is handed over instead (h11 is
+    pinned; it is complete at a cycle's end, its search marks reset by the last extraction). The public route
+    stays as the fallback.
+    """
+    new = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size)
+    buf = getattr(old, "_receive_buffer", None)
+    if buf is not None and hasattr(new, "_receive_buffer"):
+        eof: bool = old._receive_buffer_closed
+        new._receive_buffer = buf
+        new._receive_buffer_closed = eof
+        return new, len(buf), eof
+    leftover, eof = old.trailing_data
+    if leftover:
+        new.receive_data(leftover)
+    if eof:
+        new.receive_data(b"")
+    return new, len(leftover), eof
 
 
 def _head_size(event: h11.Request) -> int:
