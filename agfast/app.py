@@ -14,7 +14,7 @@ from agfast.api.openai import OpenAIApi
 from agfast.config import Config
 from agfast.convert.models import list_models, route_for_pool
 from agfast.convert.signatures import SignatureCache
-from agfast.http.errors import Family
+from agfast.http.errors import Family, HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import Response
 from agfast.http.router import GET, HEAD, POST, Router
@@ -69,6 +69,9 @@ class App:
             self._routes_version = pool.version
         mapped = self._routes.get(model)
         if mapped is None:
+            if not model.isprintable():
+                # It would end up in X-Mapped-Model and log lines; no real model name has control characters.
+                raise HttpError(400, "Model name must not contain control characters.", param="model")
             mapped = route_for_pool(model, self.config.custom_mapping, pool.forwarding(), pool.available_models())
             if len(self._routes) < ROUTE_CACHE_SIZE:
                 self._routes[model] = mapped

@@ -38,7 +38,6 @@ class ServerState:
     __slots__ = (
         "_ids",
         "_prefix",
-        "access_log",
         "auth",
         "config",
         "connections",
@@ -58,8 +57,6 @@ class ServerState:
             route.guarded = self.auth.guards(route)
         self.connections: set[HttpProtocol] = set()
         self.shutting_down = False
-        # One line per answered request at debug level only: no logging work on the hot path otherwise.
-        self.access_log = config.log_level == "debug"
         self.now = time.monotonic()
         self.date_header = b""
         # Request ids: a per-process random prefix and a counter; unique without a uuid4 per request.

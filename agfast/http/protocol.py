@@ -9,8 +9,8 @@ which re-validates and re-serialises every header: heads are joined from pre-enc
 h11's strict request parsing (malformed input → 400, oversized head → 431) without its response cost.
 
 One request is handled at a time per connection; pipelined requests wait in the parser's buffer, so answers
-go out in order. A connection is in one of five phases, each with its own deadline, checked by the server's
-one-second tick rather than a timer per request:
+go out in order. A connection is in one of five phases, each with its own deadline (a total for the phase, not
+a gap between bytes), checked by the server's one-second tick rather than a timer per request:
 
     IDLE      keep-alive wait for the next request      → close quietly
     HEAD      request head arriving                     → 408 (slowloris)
@@ -43,6 +43,7 @@ from agfast.http import auth
 from agfast.http.errors import Family, HttpError, error_body
 from agfast.http.response import CT_JSON, Response
 from agfast.http.router import Route, family_for_path
+from agfast.logtext import escape, mask_email
 
 if TYPE_CHECKING:
     from agfast.server import ServerState
@@ -74,12 +75,14 @@ class Request:
     __slots__ = (
         "account_email",
         "action",
+        "attempts",
         "body",
         "cors",
         "head_only",
         "headers",
         "http10",
         "keep_alive",
+        "mapped_model",
         "method",
         "model",
         "path",
@@ -106,7 +109,11 @@ class Request:
         self.route: Route | None = None
         self.model = ""
         self.action = ""
+        # Filled in by the upstream gateway, for the access log: the model sent to Google, the last account
+        # tried and how many upstream calls it took.
+        self.mapped_model = ""
         self.account_email = ""
+        self.attempts = 0
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -194,8 +201,8 @@ class HttpProtocol(asyncio.Protocol):
             if self.pipelined > PIPELINE_HIGH_WATER and not self.read_paused:
                 self.read_paused = True
                 self.transport.pause_reading()  # type: ignore[union-attr]
-        elif phase == BODY or (phase == DISCARD and self.request is not None and self.request.keep_alive):
-            self.deadline = self.state.now + self.state.config.body_timeout
+        # BODY and DISCARD keep the deadline set when the head arrived: body_timeout bounds the whole body, so a
+        # client dribbling a byte per second cannot hold the connection for max_body_size seconds.
         self.conn.receive_data(data)
         self._process()
 
@@ -240,13 +247,15 @@ class HttpProtocol(asyncio.Protocol):
                     return
                 kind = type(event)
                 if kind is h11.Data:
-                    self._on_body(event.data)  # type: ignore[union-attr]
+                    self._on_body(event)  # type: ignore[arg-type]
                 elif kind is h11.Request:
                     started += 1
                     self._on_request(event)  # type: ignore[arg-type]
                 elif kind is h11.EndOfMessage:
                     self._on_end()
                 elif event is h11.NEED_DATA or event is h11.PAUSED:
+                    if self.phase == BODY and self._chunk_over_limit():
+                        self._too_large()
                     return
                 elif kind is h11.ConnectionClosed:
                     self._close()
@@ -309,6 +318,12 @@ class HttpProtocol(asyncio.Protocol):
         match = state.router.match(event.method, path)
         route = match.route if match is not None else None
         self.family = route.family if route is not None else family_for_path(path)
+        if b"transfer-encoding" in headers and b"content-length" in headers:
+            # RFC 9112 §6.3 lets a server reject this or frame by Transfer-Encoding, and either way close after.
+            # We reject: it is the classic request-smuggling shape (a front proxy framing by Content-Length sees
+            # a different body and next request than we would), and no honest client sends both.
+            self._raw_error(400, "Request has both Content-Length and Transfer-Encoding; send only one.")
+            return
         if event.method == b"OPTIONS":
             self._early(_preflight)
             return
@@ -320,6 +335,11 @@ class HttpProtocol(asyncio.Protocol):
                 return
         if match is None:
             self._early(lambda resp: resp.send(404, self._not_found_body(path)))
+            return
+        if not match.model.isprintable():
+            # `/v1beta/models/x%0d%0aX-Evil:1:generateContent`: such a name must reach no header and no log.
+            msg = "Model name must not contain control characters."
+            self._early(lambda resp: resp.send(400, error_body(self.family, 400, msg)))
             return
         if route is None:
             if match.action:
@@ -341,15 +361,22 @@ class HttpProtocol(asyncio.Protocol):
         if self.conn.they_are_waiting_for_100_continue:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
 
-    def _on_body(self, data: bytes) -> None:
+    def _on_body(self, event: h11.Data) -> None:
         if self.phase != BODY:
             return
+        data = event.data
         self.body_size += len(data)
-        if self.body_size > self.state.config.max_body_size:
-            self.body_parts = []
+        if self.body_size > self.state.config.max_body_size or (event.chunk_start and self._chunk_over_limit()):
             self._too_large()
             return
         self.body_parts.append(data)
+
+    def _chunk_over_limit(self) -> bool:
+        """A chunk-size line announces what is coming: refuse a chunk that would pass the body limit before its
+        bytes arrive (h11 streams chunks, so it would otherwise be read up to the limit first)."""
+        # h11 keeps the rest of the current chunk in its (pinned) ChunkedReader; other readers have no such field.
+        pending: int = getattr(self.conn._reader, "_bytes_in_chunk", 0)
+        return pending > 0 and self.body_size + pending > self.state.config.max_body_size
 
     def _on_end(self) -> None:
         if self.phase == DISCARD:
@@ -407,6 +434,7 @@ class HttpProtocol(asyncio.Protocol):
     def _too_large(self) -> None:
         req = self.request
         assert req is not None
+        self.body_parts = []
         req.keep_alive = False
         limit = self.state.config.max_body_size
         msg = f"Request body is larger than the {limit} byte limit (max_body_size)."
@@ -429,7 +457,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def response_complete(self) -> None:
         """Called by Response when the last byte is queued: next cycle, or hang up."""
-        if self.state.access_log:
+        if access.isEnabledFor(logging.INFO):
             self._log_access()
         if self.phase == DISCARD:
             req = self.request
@@ -442,16 +470,21 @@ class HttpProtocol(asyncio.Protocol):
         self._finish_cycle()
 
     def _log_access(self) -> None:
+        """One line per answer: id, method, path, status, duration, model -> mapped model, account, attempts."""
         req, resp = self.request, self.response
         if req is None or resp is None:
             return
-        access.debug(
-            "%s %s %d %.1fms %s",
-            req.method.decode("latin-1"),
-            req.path,
+        access.info(
+            "%s %s %s %d %.1fms %s->%s %s attempts=%d",
+            req.request_id.decode("latin-1"),
+            escape(req.method.decode("latin-1")),
+            escape(req.path) or "-",
             resp.status,
             (perf_counter() - req.started) * 1000,
-            req.request_id.decode("latin-1"),
+            escape(req.model) or "-",
+            escape(req.mapped_model) or "-",
+            mask_email(req.account_email) or "-",
+            req.attempts,
         )
 
     def _finish_cycle(self) -> None:
@@ -558,7 +591,7 @@ def _handler_failed(route: Route, req: Request, resp: Response, exc: Exception) 
         if not resp.head_sent:
             resp.send_error(route.family, exc)
         return
-    log.error("handler failed for %s", req.path, exc_info=exc)
+    log.error("handler failed for %s", escape(req.path), exc_info=exc)
     if not resp.head_sent:
         resp.error(route.family, 500, "Internal error in agfast; see the server log.")
 

@@ -303,6 +303,7 @@ class Gateway:
         extra = upstream_extra_headers(model, self.beta_for_claude)
         recovered = False
         attempt = -1
+        req.mapped_model = model
         while attempt + 1 < total:
             attempt += 1
             if reuse is not None:
@@ -315,6 +316,8 @@ class Gateway:
                         raise
                     break
             body = build(lease)
+            req.attempts += 1
+            req.account_email = lease.email
             started = perf_counter()
             try:
                 answer = await self.client.call(
