@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from helpers import ServerThread, request
+from helpers import ServerThread, connect, encode, request
 from stack import KEY, Fault, agfast_on, start_sim
 
 from agfast.logtext import escape, mask_email
@@ -86,6 +87,20 @@ def test_unauthenticated_answer_is_logged_too(stack: ServerThread, caplog: pytes
     reply = request(stack.port, "GET", "/v1/models")
     assert reply.status == 401
     assert lines_for(caplog, reply.headers["x-request-id"])[0].split()[1:4] == ["GET", "/v1/models", "401"]
+
+
+def test_client_that_leaves_mid_request_is_logged_as_499(
+    sim: GoogleSimulator, stack: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS)
+    sim.script(Fault("slow_first_byte", delay=3.0, action="streamGenerateContent"))
+    body = b'{"model":"gemini-3-flash","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+    headers = {"x-api-key": KEY, "Content-Type": "application/json", "X-Request-Id": "leaver-1"}
+    with contextlib.closing(connect(stack.port)) as sock:
+        sock.sendall(encode("POST", "/v1/chat/completions", body, headers))
+        time.sleep(0.5)  # the upstream call is under way
+    [line] = lines_for(caplog, "leaver-1")
+    assert re.match(r"^leaver-1 POST /v1/chat/completions 499 [0-9.]+ms gemini-3-flash->gemini-3-flash ", line), line
 
 
 def test_silent_above_info(stack: ServerThread, caplog: pytest.LogCaptureFixture) -> None:

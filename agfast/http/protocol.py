@@ -53,6 +53,8 @@ access = logging.getLogger("agfast.access")
 
 IDLE, HEAD, BODY, DISCARD, HANDLING = range(5)
 NEVER = float("inf")
+# Logged for a request whose client left before its answer was complete (nginx's convention).
+CLIENT_CLOSED = 499
 
 # Bytes a client may pipeline while its previous request is still being answered before we stop reading
 # (uvicorn uses the same order of magnitude); memory per connection stays bounded.
@@ -183,6 +185,8 @@ class HttpProtocol(asyncio.Protocol):
         self.state.connections.discard(self)
         if self.task is not None and not self.task.done():
             self.task.cancel()
+            if access.isEnabledFor(logging.INFO):
+                self._log_access(CLIENT_CLOSED)
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -469,7 +473,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._finish_cycle()
 
-    def _log_access(self) -> None:
+    def _log_access(self, status: int = 0) -> None:
         """One line per answer: id, method, path, status, duration, model -> mapped model, account, attempts."""
         req, resp = self.request, self.response
         if req is None or resp is None:
@@ -479,7 +483,7 @@ class HttpProtocol(asyncio.Protocol):
             req.request_id.decode("latin-1"),
             escape(req.method.decode("latin-1")),
             escape(req.path) or "-",
-            resp.status,
+            status or resp.status,
             (perf_counter() - req.started) * 1000,
             escape(req.model) or "-",
             escape(req.mapped_model) or "-",
