@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import openai
 import pytest
-from helpers import ServerThread, connect, encode, request
+from helpers import Reader, ServerThread, connect, encode, request
 from stack import KEY, Fault, agfast_on, start_sim
 
 from agfast.logtext import escape, mask_email
@@ -101,6 +101,16 @@ def test_client_that_leaves_mid_request_is_logged_as_499(
         time.sleep(0.5)  # the upstream call is under way
     [line] = lines_for(caplog, "leaver-1")
     assert re.match(r"^leaver-1 POST /v1/chat/completions 499 [0-9.]+ms gemini-3-flash->gemini-3-flash ", line), line
+
+
+def test_malformed_request_line_names_no_method(stack: ServerThread, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS)
+    with contextlib.closing(connect(stack.port)) as sock:
+        sock.sendall(b"GET\r\n\r\n")
+        reply = Reader(sock).read()
+    assert reply.status == 400
+    [line] = lines_for(caplog, reply.headers["x-request-id"])
+    assert re.match(r"^req_\w+ - - 400 [0-9.]+ms -->- - attempts=0$", line), line
 
 
 def test_silent_above_info(stack: ServerThread, caplog: pytest.LogCaptureFixture) -> None:

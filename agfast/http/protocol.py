@@ -526,7 +526,7 @@ class HttpProtocol(asyncio.Protocol):
         """Answer without a parsed request (bad bytes, timeouts) and hang up."""
         if self.closed:
             return
-        req = self.request or Request(b"GET", "", b"", {})
+        req = self.request or Request(b"-", "", b"", {})
         req.keep_alive = False
         req.head_only = False
         if not req.request_id:
