@@ -193,3 +193,14 @@ def test_non_reader_that_stays_connected_is_cut_at_its_deadline(tmp_path: Path) 
         while buffered(st) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert buffered(st) == []
+
+
+def test_pipelined_requests_before_a_half_close_are_all_answered(server: ServerThread) -> None:
+    """Served a turn at a time, the requests sent before EOF still all get answers, then the server hangs up."""
+    count = 200
+    with contextlib.closing(connect(server.port)) as sock:
+        sock.sendall(encode("GET", "/healthz") * count)
+        sock.shutdown(socket.SHUT_WR)
+        reader = Reader(sock)
+        assert [reader.read().status for _ in range(count)] == [200] * count
+        assert reader.closed()
