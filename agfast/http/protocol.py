@@ -23,8 +23,8 @@ reads; pipelined input beyond PIPELINE_HIGH_WATER while a handler runs pauses re
 requests, a connection whose unsent output is over WRITE_HIGH_WATER starts no new request and reads nothing
 until the client takes its answers (`resume_writing`), whatever answered (handler, early 401/404, error): a
 client that pipelines and never reads holds one socket read of input and one high-water mark of output, no
-more. A connection that stays stuck like that past its phase deadline is aborted, and one closed with output
-still unsent is aborted once the client stops taking it (CLOSE_LINGER), so the buffers go with it.
+more. A connection still stuck like that at its phase deadline is closed; one closed with output unsent is
+aborted as soon as the client takes none of it for CLOSE_LINGER, so the buffers go with it.
 A client that disconnects cancels its handler task at once (and with it the upstream request).
 """
 
@@ -33,11 +33,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 from time import perf_counter
 from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote
 
 import h11
+
+try:  # where the kernel tells how much of a socket's send queue the peer has not taken yet (Linux)
+    import termios
+    from fcntl import ioctl
+
+    OUTQ: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # pragma: no cover - elsewhere only our own buffer is measured
+    OUTQ = None
 
 from agfast.http import auth
 from agfast.http.errors import Family, HttpError, error_body
@@ -543,7 +552,7 @@ class HttpProtocol(asyncio.Protocol):
         """The tick found this connection past its deadline."""
         if self.closed:
             # Closed with output unsent: keep waiting only while the client is still taking some.
-            unsent = self.transport.get_write_buffer_size() if self.transport is not None else 0
+            unsent = _unsent(self.transport) if self.transport is not None else 0
             if unsent and unsent < self.linger_unsent:
                 self.linger_unsent = unsent
                 self.deadline = self.state.now + CLOSE_LINGER
@@ -551,8 +560,9 @@ class HttpProtocol(asyncio.Protocol):
                 self.abort()
             return
         if self.write_paused:
-            # Nothing we could still write would reach a client that reads nothing.
-            self.abort()
+            # Its answers are still unread (a 408 would queue behind them): hang up once they are taken, or
+            # abort if the client stops taking them (CLOSE_LINGER).
+            self._close()
             return
         phase = self.phase
         if phase in (HEAD, BODY):
@@ -582,10 +592,9 @@ class HttpProtocol(asyncio.Protocol):
             transport = self.transport
             if transport is not None:
                 transport.close()
-                # close() waits to flush; a client that never reads would keep the buffer alive forever.
-                unsent = transport.get_write_buffer_size()
-                if unsent:
-                    self.linger_unsent = unsent
+                # close() waits to flush our buffer; a client that never reads would keep it alive forever.
+                if transport.get_write_buffer_size():
+                    self.linger_unsent = _unsent(transport)
                     self.deadline = self.state.now + CLOSE_LINGER
 
 
@@ -629,6 +638,19 @@ def _next_parser(old: h11.Connection, max_size: int) -> tuple[h11.Connection, in
     if eof:
         new.receive_data(b"")
     return new, len(leftover), eof
+
+
+def _unsent(transport: asyncio.Transport) -> int:
+    """Bytes written that the client has not taken yet: our buffer plus, where the kernel says, its send queue
+    (a slow reader first drains megabytes of kernel queue before our own buffer shrinks)."""
+    unsent = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if OUTQ is not None and sock is not None:
+        try:
+            unsent += struct.unpack("i", ioctl(sock.fileno(), OUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            pass
+    return unsent
 
 
 def _head_size(event: h11.Request) -> int:

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from helpers import AgfastProcess, Reader, ServerThread, connect, encode, make_config, request, seed_account
 
+from agfast.http import protocol
+
 CONNECTIONS = int(os.environ.get("AGFAST_FLOOD_CONNECTIONS", "4"))
 SECONDS = float(os.environ.get("AGFAST_FLOOD_SECONDS", "3"))
 KEY = "sk-flood-test-key-0001"
@@ -190,30 +192,81 @@ def test_held_connections_buffer_little_and_release_it_when_they_leave(server: S
     assert request(server.port, "GET", "/healthz").status == 200
 
 
-def test_slow_reader_still_gets_every_pipelined_answer_in_order(server: ServerThread) -> None:
-    """Backpressure only delays: a client that pipelines a lot and reads late gets all answers."""
-    count = 3000
-    with contextlib.closing(connect(server.port, timeout=10)) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sender = threading.Thread(target=sock.sendall, args=(encode("GET", "/healthz") * count,), daemon=True)
+def request_number(reply_id: str) -> int:
+    return int(reply_id.rsplit("_", 1)[1], 16)
+
+
+def test_slow_steady_reader_gets_every_pipelined_answer_in_order(tmp_path: Path) -> None:
+    """Backpressure only delays: a client that pipelines far more than the buffers hold and reads slowly, pausing
+    for well under the deadline (2 s here) each time, gets every answer, in order."""
+    cfg = make_config(tmp_path, auth_mode="off", header_timeout=2.0, keepalive_timeout=2.0)
+    count = 4000  # 26 MB of answers: more than the kernel buffers take
+    with ServerThread(cfg) as st, contextlib.closing(connect(st.port, timeout=10)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sender = threading.Thread(target=sock.sendall, args=(encode("GET", "/v1/models") * count,), daemon=True)
         sender.start()
-        time.sleep(0.5)
+        held = time.monotonic() + 5
+        while not any(unsent for unsent, _ in buffered(st)) and time.monotonic() < held:
+            time.sleep(0.02)
+        assert buffered(st)[0][0] > 0  # answers wait in the server's own buffer: it is holding this connection
         reader = Reader(sock)
-        ids = [reader.read().headers["x-request-id"] for _ in range(count)]
+        numbers = []
+        for i in range(count):
+            numbers.append(request_number(reader.read().headers["x-request-id"]))
+            if i % 1000 == 999:
+                time.sleep(0.2)
         sender.join(10)
-    numbers = [int(i.rsplit("_", 1)[1], 16) for i in ids]
     assert numbers == sorted(numbers) and len(set(numbers)) == count
 
 
-def test_non_reader_that_stays_connected_is_cut_at_its_deadline(tmp_path: Path) -> None:
-    cfg = make_config(tmp_path, auth_mode="off", header_timeout=1.0, keepalive_timeout=1.0)
-    with ServerThread(cfg) as st, Flood(st.port, encode("GET", "/v1/models"), 1, 0.5):
-        time.sleep(0.6)  # the flood is over; its socket stays open, nothing read
+MODELS_BATCH = encode("GET", "/v1/models") * 2000  # 80 KB asking for 13 MB: read whole before the server holds
+
+
+@pytest.mark.parametrize("sender", ["flood", "one batch"])
+def test_non_reader_that_stays_connected_is_cut_after_its_deadline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sender: str
+) -> None:
+    """Closed at its phase deadline (0.5 s here); aborted once it took nothing for CLOSE_LINGER (1 s here)."""
+    monkeypatch.setattr(protocol, "CLOSE_LINGER", 1.0)
+    cfg = make_config(tmp_path, auth_mode="off", header_timeout=0.5, keepalive_timeout=0.5)
+    with ServerThread(cfg) as st, Flood(st.port, encode("GET", "/v1/models"), 1, 0.5) as flood:
+        if sender == "one batch":
+            flood.stop_at = 0.0
+            flood.socks[0].sendall(MODELS_BATCH)
+        time.sleep(0.6)  # the sending is over; the socket stays open, nothing read
         assert len(buffered(st)) == 1
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 6
         while buffered(st) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert buffered(st) == []
+
+
+def test_held_connection_closed_at_its_deadline_still_delivers_what_it_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its requests all read, a held connection past its deadline is closed, not cut: a client that then reads
+    (slowly, never stopping for CLOSE_LINGER) gets every answer already made, whole, then the end."""
+    monkeypatch.setattr(protocol, "CLOSE_LINGER", 2.0)
+    cfg = make_config(tmp_path, auth_mode="off", header_timeout=0.5, keepalive_timeout=0.5)
+    with ServerThread(cfg) as st, contextlib.closing(connect(st.port, timeout=10)) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(MODELS_BATCH)
+        closed = time.monotonic() + 5  # the deadline (0.5 s) is seen by the 1 s tick
+        while st.call(lambda: [c.closed for c in st.server.state.connections]) != [True]:
+            assert time.monotonic() < closed
+            time.sleep(0.05)
+        reader = Reader(sock)
+        numbers = []
+        with contextlib.suppress(EOFError):
+            while True:
+                numbers.append(request_number(reader.read().headers["x-request-id"]))
+                if len(numbers) % 200 == 0:
+                    time.sleep(0.3)
+        print(f"\n{len(numbers)} answers delivered after the close")
+        assert 0 < len(numbers) < 2000
+        assert numbers == sorted(numbers)
+        assert reader.buf == b""  # ended after a whole answer, by FIN, not by a reset
+        assert reader.closed()
 
 
 def test_pipelined_requests_before_a_half_close_are_all_answered(server: ServerThread) -> None:
