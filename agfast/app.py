@@ -83,6 +83,9 @@ class App:
         catalog = self.catalog
         mapped = self._routes.get(model)
         if mapped is None:
+            if not model.isprintable():
+                # It would end up in X-Mapped-Model and log lines; no real model name has control characters.
+                raise HttpError(400, "Model name must not contain control characters.", param="model")
             found = route_known(
                 model, self.config.custom_mapping, self.pool.forwarding(), catalog.offered, catalog.complete
             )

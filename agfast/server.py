@@ -42,7 +42,6 @@ class ServerState:
     __slots__ = (
         "_ids",
         "_prefix",
-        "access_log",
         "auth",
         "browsers",
         "config",
@@ -64,8 +63,6 @@ class ServerState:
         self.browsers = BrowserPolicy(config, self.auth)
         self.connections: set[HttpProtocol] = set()
         self.shutting_down = False
-        # One line per answered request at debug level only: no logging work on the hot path otherwise.
-        self.access_log = config.log_level == "debug"
         self.now = time.monotonic()
         self.date_header = b""
         # Request ids: a per-process random prefix and a counter; unique without a uuid4 per request.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import re
@@ -273,9 +274,15 @@ def seed_account(data_dir: Path, email: str = "seed@example.com") -> None:
 
 
 class AgfastProcess:
-    """`python -m agfast` as a child process; the port is read back from its start-up line."""
+    """`python -m agfast` as a child process; the port is read back from its start-up line.
+
+    Its stderr is read all the time by a thread, as a terminal would: at the default level every answer writes
+    an access line, and a pipe nobody reads fills up and blocks the server's loop.
+    """
 
     LISTENING = re.compile(r"listening on http://[^:]+:(\d+)")
+    # Lines of stderr kept (the newest); a long campaign logs far more than any test reads.
+    KEEP_LINES = 20_000
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, impl: str = "c") -> None:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("AGFAST_")}
@@ -293,7 +300,23 @@ class AgfastProcess:
         )
         self.lines: list[str] = []
         self.port = 0
-        self.stderr_text = ""
+        self.stderr_lines: collections.deque[str] = collections.deque(maxlen=self.KEEP_LINES)
+        self.access_lines = 0
+        self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stderr_reader.start()
+
+    def _read_stderr(self) -> None:
+        stream = self.proc.stderr
+        assert stream is not None
+        with contextlib.suppress(ValueError, OSError):  # closed under us when the test is done with agfast
+            for line in stream:
+                self.stderr_lines.append(line)
+                if "agfast.access" in line:
+                    self.access_lines += 1
+
+    @property
+    def stderr_text(self) -> str:
+        return "".join(self.stderr_lines)
 
     def wait_listening(self, timeout: float = 20.0) -> AgfastProcess:
         deadline = time.monotonic() + timeout
@@ -301,7 +324,9 @@ class AgfastProcess:
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
-                raise RuntimeError(f"agfast exited: {self.proc.wait()} {self.proc.stderr.read()}")  # type: ignore[union-attr]
+                code = self.proc.wait()
+                self._stderr_reader.join(5)
+                raise RuntimeError(f"agfast exited: {code} {self.stderr_text}")
             self.lines.append(line)
             found = self.LISTENING.search(line)
             if found:
@@ -313,8 +338,7 @@ class AgfastProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         code = self.proc.wait(timeout)
-        if self.proc.stderr is not None and not self.proc.stderr.closed:
-            self.stderr_text = self.proc.stderr.read()
+        self._stderr_reader.join(5)
         self.close()
         return code
 
@@ -322,6 +346,7 @@ class AgfastProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._stderr_reader.join(5)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()

@@ -391,3 +391,102 @@ def test_percent_encoded_path(server: ServerThread) -> None:
     assert reply.status == 400
     assert "'contents'" in message_of(reply.json())
     assert orjson.loads(reply.body)["error"]["status"] == "INVALID_ARGUMENT"
+
+
+# -- abuse at the edges of HTTP (issue #9.5) -----------------------------------------------------------------
+
+
+def test_content_length_with_transfer_encoding_is_400_and_closes(server: ServerThread) -> None:
+    """RFC 9112 §6.3: such a message may be a smuggling attempt; we refuse it and hang up, so the bytes after the
+    chunked end (a second request to a front proxy that framed by Content-Length) are never served."""
+    smuggled = encode("GET", "/nope-smuggled")
+    body = chunked(CHAT)
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    data = head + b"Content-Length: %d\r\n\r\n" % (len(body) + len(smuggled)) + body + smuggled
+    with contextlib.closing(connect(server.port)) as sock:
+        sock.sendall(data)
+        reader = Reader(sock)
+        reply = reader.read()
+        assert reply.status == 400
+        assert "Content-Length" in message_of(reply.json()) and family_of(reply.json()) == "openai"
+        assert reply.headers["connection"] == "close"
+        assert reader.closed()
+        assert b"HTTP/1.1" not in reader.buf  # no answer to the smuggled request
+    still_serving(server)
+
+
+def test_declared_chunk_over_the_body_limit_is_413_at_once(server: ServerThread) -> None:
+    """A chunk-size line announcing more than max_body_size is refused before any of its bytes arrive."""
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    for first in (b"", b"%x\r\n%b\r\n" % (10, b"0123456789")):
+        with contextlib.closing(connect(server.port)) as sock:
+            sock.sendall(head + first + b"%x\r\n" % (64 * 1024 + 1))
+            reader = Reader(sock)
+            started = time.monotonic()
+            reply = reader.read()  # before the body deadline (1.5 s here) could have answered 408
+            assert reply.status == 413
+            assert time.monotonic() - started < 1.0
+            assert reader.closed()
+    with contextlib.closing(connect(server.port)) as sock:
+        sock.sendall(head + b"ffffffffffffffffffff\r\nabc")  # 20 hex digits: h11's longest chunk size
+        assert Reader(sock).read().status == 413
+    still_serving(server)
+
+
+def test_body_dribbled_a_byte_at_a_time_hits_the_total_body_timeout(server: ServerThread) -> None:
+    """body_timeout (1.5 s here) bounds the whole body, not each gap between bytes."""
+    started = time.monotonic()
+    with contextlib.closing(connect(server.port, timeout=10)) as sock:
+        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        try:
+            for _ in range(100):
+                sock.sendall(b" ")
+                time.sleep(0.2)
+                if time.monotonic() - started > 6:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        reply = Reader(sock).read()
+    assert reply.status == 408
+    assert time.monotonic() - started < 4
+    still_serving(server)
+
+
+INJECTIONS = [
+    # (method, path, body, family): model names carrying CR LF, in the path or in the body
+    ("POST", "/v1beta/models/foo%0d%0aX-Evil:1:generateContent", b'{"contents":[{"parts":[{"text":"hi"}]}]}', "gemini"),
+    ("POST", "/v1/models/foo%0aX-Evil:1:streamGenerateContent", b'{"contents":[{"parts":[{"text":"hi"}]}]}', "gemini"),
+    ("GET", "/v1beta/models/foo%0d%0aX-Evil:1", None, "gemini"),
+    ("POST", "/v1/chat/completions", b'{"model":"gemini-3-flash\\r\\nX-Evil: 1","messages":[]}', "openai"),
+    ("POST", "/v1/responses", b'{"model":"gemini-3-flash\\r\\nX-Evil: 1","input":"hi"}', "openai"),
+    (
+        "POST",
+        "/v1/messages",
+        b'{"model":"claude-x\\u0000\\r\\nX-Evil: 1","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}',
+        "anthropic",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "family"), INJECTIONS)
+def test_model_names_with_control_bytes_are_refused(
+    server: ServerThread, method: str, path: str, body: bytes | None, family: str
+) -> None:
+    reply = request(server.port, method, path, body, JSON)
+    assert reply.status == 400
+    assert family_of(reply.json()) == family
+    assert "control characters" in message_of(reply.json())
+    assert b"evil" not in reply.raw_head.lower()
+    if family == "openai":
+        assert reply.json()["error"]["param"] == "model"
+
+
+def test_mapped_model_with_control_bytes_never_becomes_a_header(tmp_path: Path) -> None:
+    """Even a configured mapping cannot split our head: such a value is left out of X-Mapped-Model."""
+    cfg = make_config(tmp_path, auth_mode="off", custom_mapping={"evil": "gemini\r\nX-Evil: 1"})
+    with ServerThread(cfg) as st:
+        body = b'{"model":"evil","messages":[{"role":"user","content":"hi"}]}'
+        reply = request(st.port, "POST", "/v1/chat/completions", body, JSON)
+    assert reply.status == 503  # no account here; the error still carries the upstream headers
+    assert b"evil" not in reply.raw_head.lower()
+    assert "x-mapped-model" not in reply.headers

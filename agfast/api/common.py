@@ -144,9 +144,12 @@ def _json_kind(value: object) -> str:
 
 
 def upstream_headers(email: str, mapped: str) -> bytes:
-    """`X-Mapped-Model` always, `X-Account-Email` once an account was picked (reference §8.1)."""
-    head = b"x-mapped-model: " + mapped.encode() + b"\r\n"
-    if email:
+    """`X-Mapped-Model` always, `X-Account-Email` once an account was picked (reference §8.1).
+
+    A value with control characters (CR LF would start a header of the client's choosing) is left out.
+    """
+    head = b"x-mapped-model: " + mapped.encode() + b"\r\n" if mapped.isprintable() else b""
+    if email and email.isprintable():
         head += b"x-account-email: " + email.encode() + b"\r\n"
     return head
 

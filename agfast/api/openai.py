@@ -168,6 +168,7 @@ class OpenAIApi:
         await self._chat(req, resp, body, model, legacy=False)
 
     async def _chat(self, req: Request, resp: Response, body: dict[str, Any], model: str, *, legacy: bool) -> None:
+        req.model = model
         mapped = self.app.route(model)
         plan = self._plan(body, mapped)
         reader = fast.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
@@ -256,6 +257,7 @@ class OpenAIApi:
             converted = responses.to_chat(body, history)
         except chat.InvalidRequest as exc:
             raise HttpError(400, exc.message, param=exc.param) from None
+        req.model = model
         mapped = self.app.route(model)
         plan = self._plan(converted.chat, mapped, self._session(req, body))
         reader = fast.Reader(self.app.signatures, mapped, plan.session, plan.schemas)

@@ -9,8 +9,8 @@ which re-validates and re-serialises every header: heads are joined from pre-enc
 h11's strict request parsing (malformed input → 400, oversized head → 431) without its response cost.
 
 One request is handled at a time per connection; pipelined requests wait in the parser's buffer, so answers
-go out in order. A connection is in one of five phases, each with its own deadline, checked by the server's
-one-second tick rather than a timer per request:
+go out in order. A connection is in one of five phases, each with its own deadline (a total for the phase, not
+a gap between bytes), checked by the server's one-second tick rather than a timer per request:
 
     IDLE      keep-alive wait for the next request      → close quietly
     HEAD      request head arriving                     → 408 (slowloris)
@@ -19,7 +19,12 @@ one-second tick rather than a timer per request:
     HANDLING  handler running                           → no deadline (the handler owns its timeouts)
 
 Flow control: `pause_writing`/`resume_writing` gate `Response.drain()` so a slow client slows our upstream
-reads; pipelined input beyond PIPELINE_HIGH_WATER while a handler runs pauses reading from the socket.
+reads; pipelined input beyond PIPELINE_HIGH_WATER while a handler runs pauses reading from the socket. Between
+requests, a connection whose unsent output is over WRITE_HIGH_WATER starts no new request and reads nothing
+until the client takes its answers (`resume_writing`), whatever answered (handler, early 401/404, error): a
+client that pipelines and never reads holds one socket read of input and one high-water mark of output, no
+more. A connection still stuck like that at its phase deadline is closed; one closed with output unsent is
+aborted as soon as the client takes none of it for CLOSE_LINGER, so the buffers go with it.
 A client that disconnects cancels its handler task at once (and with it the upstream request).
 """
 
@@ -28,16 +33,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 from time import perf_counter
 from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote
 
 import h11
 
+try:  # where the kernel tells how much of a socket's send queue the peer has not taken yet (Linux)
+    import termios
+    from fcntl import ioctl
+
+    OUTQ: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # pragma: no cover - elsewhere only our own buffer is measured
+    OUTQ = None
+
 from agfast.http import auth
 from agfast.http.errors import Family, HttpError, error_body
 from agfast.http.response import CT_JSON, SHUTDOWN_MESSAGE, Response
 from agfast.http.router import Route, family_for_path
+from agfast.logtext import escape, mask_email
 
 if TYPE_CHECKING:
     from agfast.server import ServerState
@@ -47,14 +62,22 @@ access = logging.getLogger("agfast.access")
 
 IDLE, HEAD, BODY, DISCARD, HANDLING = range(5)
 NEVER = float("inf")
+# Logged for a request whose client left before its answer was complete (nginx's convention).
+CLIENT_CLOSED = 499
 
 # Bytes a client may pipeline while its previous request is still being answered before we stop reading
 # (uvicorn uses the same order of magnitude); memory per connection stays bounded.
 PIPELINE_HIGH_WATER = 256 * 1024
 # asyncio's own default high-water mark; small enough that a stalled SSE reader stalls upstream reads quickly.
 WRITE_HIGH_WATER = 64 * 1024
+# Pipelined requests served in one turn of the event loop before others get theirs: one socket read can hold
+# thousands of tiny requests, and a connection must not hold the loop (and every other client) for their sum.
+PIPELINE_TURN = 32
 # How long an early-rejected upload (413) may keep streaming into the void before we hang up.
 DISCARD_GRACE = 2.0
+# A closed connection whose client took none of our last bytes for this long is aborted (its buffers freed):
+# long enough for a slow reader of one big answer, short enough that non-readers cannot pile up.
+CLOSE_LINGER = 10.0
 
 
 class Request:
@@ -63,12 +86,14 @@ class Request:
     __slots__ = (
         "account_email",
         "action",
+        "attempts",
         "body",
         "cors",
         "head_only",
         "headers",
         "http10",
         "keep_alive",
+        "mapped_model",
         "method",
         "model",
         "path",
@@ -95,7 +120,11 @@ class Request:
         self.route: Route | None = None
         self.model = ""
         self.action = ""
+        # Filled in by the upstream gateway, for the access log: the model sent to Google, the last account
+        # tried and how many upstream calls it took.
+        self.mapped_model = ""
         self.account_email = ""
+        self.attempts = 0
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -109,6 +138,7 @@ class HttpProtocol(asyncio.Protocol):
         "family",
         "head_bytes",
         "in_process",
+        "linger_unsent",
         "phase",
         "pipelined",
         "read_paused",
@@ -139,6 +169,7 @@ class HttpProtocol(asyncio.Protocol):
         self.pipelined = 0
         self.head_bytes = 0
         self.in_process = False
+        self.linger_unsent = 0
 
     # -- asyncio callbacks -------------------------------------------------------------------------------
 
@@ -163,6 +194,8 @@ class HttpProtocol(asyncio.Protocol):
         self.state.connections.discard(self)
         if self.task is not None and not self.task.done():
             self.task.cancel()
+            if access.isEnabledFor(logging.INFO):
+                self._log_access(CLIENT_CLOSED)
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -181,8 +214,8 @@ class HttpProtocol(asyncio.Protocol):
             if self.pipelined > PIPELINE_HIGH_WATER and not self.read_paused:
                 self.read_paused = True
                 self.transport.pause_reading()  # type: ignore[union-attr]
-        elif phase == BODY or (phase == DISCARD and self.request is not None and self.request.keep_alive):
-            self.deadline = self.state.now + self.state.config.body_timeout
+        # BODY and DISCARD keep the deadline set when the head arrived: body_timeout bounds the whole body, so a
+        # client dribbling a byte per second cannot hold the connection for max_body_size seconds.
         self.conn.receive_data(data)
         self._process()
 
@@ -191,8 +224,9 @@ class HttpProtocol(asyncio.Protocol):
         self._process()
         # EOF is the client leaving: close (connection_lost then cancels a running handler and its upstream
         # call). HTTP clients do not half-close to wait for an answer; a streaming one that did would hold an
-        # upstream stream open for nobody.
-        return None
+        # upstream stream open for nobody. Requests it pipelined before leaving that wait for their turn are still
+        # answered (the parser holds the EOF: the connection closes after them).
+        return True if self.read_paused and not self.closed else None
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -204,6 +238,8 @@ class HttpProtocol(asyncio.Protocol):
             self.drain_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+        if self.read_paused and self.phase != HANDLING:
+            self._continue()
 
     # -- request cycle -----------------------------------------------------------------------------------
 
@@ -211,8 +247,12 @@ class HttpProtocol(asyncio.Protocol):
         if self.in_process:
             return
         self.in_process = True
+        started = 0
         try:
             while not self.closed and self.phase != HANDLING:
+                if self.write_paused or started >= PIPELINE_TURN:
+                    self._hold()
+                    return
                 try:
                     event = self.conn.next_event()
                 except h11.RemoteProtocolError as exc:
@@ -220,18 +260,39 @@ class HttpProtocol(asyncio.Protocol):
                     return
                 kind = type(event)
                 if kind is h11.Data:
-                    self._on_body(event.data)  # type: ignore[union-attr]
+                    self._on_body(event)  # type: ignore[arg-type]
                 elif kind is h11.Request:
+                    started += 1
                     self._on_request(event)  # type: ignore[arg-type]
                 elif kind is h11.EndOfMessage:
                     self._on_end()
                 elif event is h11.NEED_DATA or event is h11.PAUSED:
+                    if self.phase == BODY and self._chunk_over_limit():
+                        self._too_large()
                     return
                 elif kind is h11.ConnectionClosed:
                     self._close()
                     return
         finally:
             self.in_process = False
+
+    def _hold(self) -> None:
+        """Read nothing more until the client takes our answers (`resume_writing`) or, when it already does,
+        until the loop has served everyone else once."""
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+        if not self.write_paused:
+            self.state.loop.call_soon(self._continue)
+
+    def _continue(self) -> None:
+        """Serve the rest of what the client pipelined, after a yielded turn or a backpressure hold."""
+        if self.closed or self.phase == HANDLING or self.write_paused:
+            return
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        self._process()
 
     def _on_request(self, event: h11.Request) -> None:
         state = self.state
@@ -270,6 +331,12 @@ class HttpProtocol(asyncio.Protocol):
         match = state.router.match(event.method, path)
         route = match.route if match is not None else None
         self.family = route.family if route is not None else family_for_path(path)
+        if b"transfer-encoding" in headers and b"content-length" in headers:
+            # RFC 9112 §6.3 lets a server reject this or frame by Transfer-Encoding, and either way close after.
+            # We reject: it is the classic request-smuggling shape (a front proxy framing by Content-Length sees
+            # a different body and next request than we would), and no honest client sends both.
+            self._raw_error(400, "Request has both Content-Length and Transfer-Encoding; send only one.")
+            return
         guarded = state.auth.guards(route)
         refused = state.browsers.screen(req, self.family, guarded, self.transport)
         if refused is not None:
@@ -286,6 +353,11 @@ class HttpProtocol(asyncio.Protocol):
                 return
         if match is None:
             self._early(lambda resp: resp.send(404, self._not_found_body(path)))
+            return
+        if not match.model.isprintable():
+            # `/v1beta/models/x%0d%0aX-Evil:1:generateContent`: such a name must reach no header and no log.
+            msg = "Model name must not contain control characters."
+            self._early(lambda resp: resp.send(400, error_body(self.family, 400, msg)))
             return
         if route is None:
             if match.action:
@@ -307,15 +379,22 @@ class HttpProtocol(asyncio.Protocol):
         if self.conn.they_are_waiting_for_100_continue:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
 
-    def _on_body(self, data: bytes) -> None:
+    def _on_body(self, event: h11.Data) -> None:
         if self.phase != BODY:
             return
+        data = event.data
         self.body_size += len(data)
-        if self.body_size > self.state.config.max_body_size:
-            self.body_parts = []
+        if self.body_size > self.state.config.max_body_size or (event.chunk_start and self._chunk_over_limit()):
             self._too_large()
             return
         self.body_parts.append(data)
+
+    def _chunk_over_limit(self) -> bool:
+        """A chunk-size line announces what is coming: refuse a chunk that would pass the body limit before its
+        bytes arrive (h11 streams chunks, so it would otherwise be read up to the limit first)."""
+        # h11 keeps the rest of the current chunk in its (pinned) ChunkedReader; other readers have no such field.
+        pending: int = getattr(self.conn._reader, "_bytes_in_chunk", 0)
+        return pending > 0 and self.body_size + pending > self.state.config.max_body_size
 
     def _on_end(self) -> None:
         if self.phase == DISCARD:
@@ -378,6 +457,7 @@ class HttpProtocol(asyncio.Protocol):
     def _too_large(self) -> None:
         req = self.request
         assert req is not None
+        self.body_parts = []
         req.keep_alive = False
         limit = self.state.config.max_body_size
         msg = f"Request body is larger than the {limit} byte limit (max_body_size)."
@@ -400,7 +480,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def response_complete(self) -> None:
         """Called by Response when the last byte is queued: next cycle, or hang up."""
-        if self.state.access_log:
+        if access.isEnabledFor(logging.INFO):
             self._log_access()
         if self.phase == DISCARD:
             req = self.request
@@ -412,17 +492,22 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._finish_cycle()
 
-    def _log_access(self) -> None:
+    def _log_access(self, status: int = 0) -> None:
+        """One line per answer: id, method, path, status, duration, model -> mapped model, account, attempts."""
         req, resp = self.request, self.response
         if req is None or resp is None:
             return
-        access.debug(
-            "%s %s %d %.1fms %s",
-            req.method.decode("latin-1"),
-            req.path,
-            resp.status,
-            (perf_counter() - req.started) * 1000,
+        access.info(
+            "%s %s %s %d %.1fms %s->%s %s attempts=%d",
             req.request_id.decode("latin-1"),
+            escape(req.method.decode("latin-1")),
+            escape(req.path) or "-",
+            status or resp.status,
+            (perf_counter() - req.started) * 1000,
+            escape(req.model) or "-",
+            escape(req.mapped_model) or "-",
+            mask_email(req.account_email) or "-",
+            req.attempts,
         )
 
     def _finish_cycle(self) -> None:
@@ -434,19 +519,15 @@ class HttpProtocol(asyncio.Protocol):
         if req is None or not req.keep_alive or self.state.shutting_down:
             self._close()
             return
-        leftover, eof = self.conn.trailing_data
-        conn = self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.state.config.max_header_size)
+        self.conn, leftover, eof = _next_parser(self.conn, self.state.config.max_header_size)
         if leftover:
-            conn.receive_data(leftover)
             self.phase = HEAD
-            self.head_bytes = len(leftover)
+            self.head_bytes = leftover
             self.deadline = self.state.now + self.state.config.header_timeout
         else:
             self.phase = IDLE
             self.deadline = self.state.now + self.state.config.keepalive_timeout
-        if eof:
-            conn.receive_data(b"")
-        if self.read_paused:
+        if self.read_paused and not self.write_paused:
             self.read_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
         if leftover or eof:
@@ -464,7 +545,7 @@ class HttpProtocol(asyncio.Protocol):
         """Answer without a parsed request (bad bytes, timeouts) and hang up."""
         if self.closed:
             return
-        req = self.request or Request(b"GET", "", b"", {})
+        req = self.request or Request(b"-", "", b"", {})
         req.keep_alive = False
         req.head_only = False
         if not req.request_id:
@@ -479,6 +560,20 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_deadline(self) -> None:
         """The tick found this connection past its deadline."""
+        if self.closed:
+            # Closed with output unsent: keep waiting only while the client is still taking some.
+            unsent = _unsent(self.transport) if self.transport is not None else 0
+            if unsent and unsent < self.linger_unsent:
+                self.linger_unsent = unsent
+                self.deadline = self.state.now + CLOSE_LINGER
+            else:
+                self.abort()
+            return
+        if self.write_paused:
+            # Its answers are still unread (a 408 would queue behind them): hang up once they are taken, or
+            # abort if the client stops taking them (CLOSE_LINGER).
+            self._close()
+            return
         phase = self.phase
         if phase in (HEAD, BODY):
             self._raw_error(408, "Timed out waiting for the request.")
@@ -502,6 +597,8 @@ class HttpProtocol(asyncio.Protocol):
         return True
 
     def abort(self) -> None:
+        self.closed = True
+        self.deadline = NEVER
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if self.transport is not None:
@@ -511,8 +608,13 @@ class HttpProtocol(asyncio.Protocol):
         if not self.closed:
             self.closed = True
             self.deadline = NEVER
-            if self.transport is not None:
-                self.transport.close()
+            transport = self.transport
+            if transport is not None:
+                transport.close()
+                # close() waits to flush our buffer; a client that never reads would keep it alive forever.
+                if transport.get_write_buffer_size():
+                    self.linger_unsent = _unsent(transport)
+                    self.deadline = self.state.now + CLOSE_LINGER
 
 
 def _handler_failed(route: Route, req: Request, resp: Response, exc: Exception) -> None:
@@ -521,7 +623,7 @@ def _handler_failed(route: Route, req: Request, resp: Response, exc: Exception) 
         if not resp.head_sent:
             resp.send_error(route.family, exc)
         return
-    log.error("handler failed for %s", req.path, exc_info=exc)
+    log.error("handler failed for %s", escape(req.path), exc_info=exc)
     if not resp.head_sent:
         resp.error(route.family, 500, "Internal error in agfast; see the server log.")
 
@@ -532,6 +634,42 @@ def _settle(route: Route, resp: Response) -> None:
         resp.error(route.family, 500, "The handler produced no response.")
     elif not resp.finished:
         resp.end()
+
+
+def _next_parser(old: h11.Connection, max_size: int) -> tuple[h11.Connection, int, bool]:
+    """The next cycle's parser, holding what the client already pipelined: (parser, bytes held, EOF seen).
+
+    h11's public route (`trailing_data` into `receive_data`) copies the whole pipelined buffer twice per request,
+    so thousands of tiny pipelined requests cost quadratic time; the buffer object is handed over instead (h11 is
+    pinned; it is complete at a cycle's end, its search marks reset by the last extraction). The public route
+    stays as the fallback.
+    """
+    new = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size)
+    buf = getattr(old, "_receive_buffer", None)
+    if buf is not None and hasattr(new, "_receive_buffer"):
+        eof: bool = old._receive_buffer_closed
+        new._receive_buffer = buf
+        new._receive_buffer_closed = eof
+        return new, len(buf), eof
+    leftover, eof = old.trailing_data
+    if leftover:
+        new.receive_data(leftover)
+    if eof:
+        new.receive_data(b"")
+    return new, len(leftover), eof
+
+
+def _unsent(transport: asyncio.Transport) -> int:
+    """Bytes written that the client has not taken yet: our buffer plus, where the kernel says, its send queue
+    (a slow reader first drains megabytes of kernel queue before our own buffer shrinks)."""
+    unsent = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if OUTQ is not None and sock is not None:
+        try:
+            unsent += struct.unpack("i", ioctl(sock.fileno(), OUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            pass
+    return unsent
 
 
 def _head_size(event: h11.Request) -> int:

@@ -75,14 +75,6 @@ class AccountFileError(ValueError):
     """An account or import file that cannot be used; the message names the file and field, never a value."""
 
 
-def mask_email(email: str) -> str:
-    """`use***@gm***`: enough to tell accounts apart in a log line, too little to say whose they are."""
-    local, at, domain = email.partition("@")
-    if not at:
-        return local[:3] + "***"
-    return f"{local[:3]}***@{domain[:2]}***"
-
-
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 

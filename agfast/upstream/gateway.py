@@ -22,8 +22,8 @@ import orjson
 from agfast import sse
 from agfast.config import Config
 from agfast.http.protocol import Request
+from agfast.logtext import mask_email
 from agfast.upstream import retry
-from agfast.upstream.accounts import mask_email
 from agfast.upstream.client import Answer, TransportError, UpstreamClient
 from agfast.upstream.pool import AccountPool, Lease, NoAccountError
 
@@ -316,6 +316,7 @@ class Gateway:
         extra = upstream_extra_headers(model, self.beta_for_claude)
         recovered = False
         attempt = -1
+        req.mapped_model = model
         while attempt + 1 < total:
             attempt += 1
             if reuse is not None:
@@ -328,6 +329,8 @@ class Gateway:
                         raise
                     break
             body = build(lease)
+            req.attempts += 1
+            req.account_email = lease.email
             started = perf_counter()
             try:
                 answer = await self.client.call(

@@ -43,6 +43,7 @@ import aiohttp
 
 from agfast.config import Config
 from agfast.convert.models import normalize_to_standard_id
+from agfast.logtext import mask_email
 from agfast.upstream import oauth, retry
 from agfast.upstream.accounts import (
     DISABLE_FIELDS,
@@ -51,7 +52,6 @@ from agfast.upstream.accounts import (
     VALIDATION_FIELDS,
     Account,
     AccountStore,
-    mask_email,
     usable,
 )
 from agfast.upstream.client import UpstreamClient
