@@ -12,9 +12,15 @@ from pathlib import Path
 FULL = os.environ.get("AGFAST_RELIABILITY_FULL", "") not in ("", "0")
 
 
-def size(bounded: int, full: int) -> int:
+def size(bounded: int | float, full: int | float) -> int | float:
     """The campaign size for this run."""
     return full if FULL else bounded
+
+
+def knob(name: str, bounded: float, full: float) -> float:
+    """A campaign size that one variable (`name`) can also set on its own, e.g. for a longer flood."""
+    value = os.environ.get(name)
+    return float(value) if value else size(bounded, full)  # type: ignore[arg-type]
 
 
 def rss_kib(pid: int, field: str = "VmRSS") -> int:

@@ -268,10 +268,10 @@ def raw_exchange(port: int, data: bytes, half_close: bool = False) -> tuple[int 
 MALFORMED = [
     ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage-tls-hello\r\n\r\n", 400),
     ("bad request line", b"GET\r\n\r\n", 400),
-    ("bad version", b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 505),
-    ("header without colon", b"GET /healthz HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n", 400),
-    ("20 KB of headers", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
-    ("bad content-length", b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n", 400),
+    ("bad version", b"GET / HTTP/9.9\r\nHost: localhost\r\n\r\n", 505),
+    ("header without colon", b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nNoColonHere\r\n\r\n", 400),
+    ("20 KB of headers", b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 431),
+    ("bad content-length", b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Length: nope\r\n\r\n", 400),
     (
         "bad chunk size",
         b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
@@ -326,7 +326,7 @@ def test_body_over_limit_chunked_is_413(server: ServerThread) -> None:
 
 def test_slow_header_client_gets_408(server: ServerThread) -> None:
     """A slowloris sending one header byte a second is cut off after header_timeout (1.5 s here)."""
-    data = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 50
+    data = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 50
     started = time.monotonic()
     with contextlib.closing(connect(server.port)) as sock:
         sock.settimeout(10)
@@ -401,7 +401,7 @@ def test_content_length_with_transfer_encoding_is_400_and_closes(server: ServerT
     chunked end (a second request to a front proxy that framed by Content-Length) are never served."""
     smuggled = encode("GET", "/nope-smuggled")
     body = chunked(CHAT)
-    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
     data = head + b"Content-Length: %d\r\n\r\n" % (len(body) + len(smuggled)) + body + smuggled
     with contextlib.closing(connect(server.port)) as sock:
         sock.sendall(data)
@@ -417,7 +417,7 @@ def test_content_length_with_transfer_encoding_is_400_and_closes(server: ServerT
 
 def test_declared_chunk_over_the_body_limit_is_413_at_once(server: ServerThread) -> None:
     """A chunk-size line announcing more than max_body_size is refused before any of its bytes arrive."""
-    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
     for first in (b"", b"%x\r\n%b\r\n" % (10, b"0123456789")):
         with contextlib.closing(connect(server.port)) as sock:
             sock.sendall(head + first + b"%x\r\n" % (64 * 1024 + 1))
@@ -437,7 +437,7 @@ def test_body_dribbled_a_byte_at_a_time_hits_the_total_body_timeout(server: Serv
     """body_timeout (1.5 s here) bounds the whole body, not each gap between bytes."""
     started = time.monotonic()
     with contextlib.closing(connect(server.port, timeout=10)) as sock:
-        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n")
         try:
             for _ in range(100):
                 sock.sendall(b" ")
@@ -457,7 +457,12 @@ INJECTIONS = [
     ("POST", "/v1beta/models/foo%0d%0aX-Evil:1:generateContent", b'{"contents":[{"parts":[{"text":"hi"}]}]}', "gemini"),
     ("POST", "/v1/models/foo%0aX-Evil:1:streamGenerateContent", b'{"contents":[{"parts":[{"text":"hi"}]}]}', "gemini"),
     ("GET", "/v1beta/models/foo%0d%0aX-Evil:1", None, "gemini"),
-    ("POST", "/v1/chat/completions", b'{"model":"gemini-3-flash\\r\\nX-Evil: 1","messages":[]}', "openai"),
+    (
+        "POST",
+        "/v1/chat/completions",
+        b'{"model":"gemini-3-flash\\r\\nX-Evil: 1","messages":[{"role":"user","content":"hi"}]}',
+        "openai",
+    ),
     ("POST", "/v1/responses", b'{"model":"gemini-3-flash\\r\\nX-Evil: 1","input":"hi"}', "openai"),
     (
         "POST",

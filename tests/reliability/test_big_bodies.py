@@ -8,20 +8,20 @@ itself is the floor (orjson holds its own copy of the input while it builds the 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
+from campaign import knob
 from helpers import AgfastProcess, Reader, connect, encode
 from stack import CLIENT_ID, CLIENT_SECRET, KEY, onboard_all, stack_config, start_sim
 
 from agfast.sim import GoogleSimulator
 
 MIB = 1024 * 1024
-BODY_MB = int(os.environ.get("AGFAST_BIG_BODY_MB", "20"))
+BODY_MB = int(knob("AGFAST_BIG_BODY_MB", 20, 50))
 # Peak growth allowed per body byte; the slack absorbs allocator rounding and interpreter noise.
 MAX_COPIES = 3
 SLACK_MIB = 8

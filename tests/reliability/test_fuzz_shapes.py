@@ -9,13 +9,13 @@ fails the example. Bounded for CI; `AGFAST_FUZZ_EXAMPLES=2000` runs the full swe
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from campaign import knob
 from helpers import ServerThread, request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,7 +23,7 @@ from stack import agfast_on, start_sim
 
 from agfast.sim import GoogleSimulator
 
-EXAMPLES = int(os.environ.get("AGFAST_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(knob("AGFAST_FUZZ_EXAMPLES", 60, 5000))
 MODEL = "gemini-3-flash"
 SCHEMA = {
     "type": "object",

@@ -1,13 +1,12 @@
 """Clients that pipeline requests and never read the answers: memory stays bounded, others keep being served.
 
-Campaign size comes from the environment so a full run can be bigger than the gate's:
-AGFAST_FLOOD_CONNECTIONS (default 4) non-reading connections, each flooding for AGFAST_FLOOD_SECONDS (default 3).
+Campaign size: AGFAST_FLOOD_CONNECTIONS non-reading connections (4; 16 at full size), each flooding for
+AGFAST_FLOOD_SECONDS (3; 30 at full size).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 import time
@@ -15,12 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from campaign import knob
 from helpers import AgfastProcess, Reader, ServerThread, connect, encode, make_config, request, seed_account
 
 from agfast.http import protocol
 
-CONNECTIONS = int(os.environ.get("AGFAST_FLOOD_CONNECTIONS", "4"))
-SECONDS = float(os.environ.get("AGFAST_FLOOD_SECONDS", "3"))
+CONNECTIONS = int(knob("AGFAST_FLOOD_CONNECTIONS", 4, 16))
+SECONDS = knob("AGFAST_FLOOD_SECONDS", 3, 30)
 KEY = "sk-flood-test-key-0001"
 # What a held connection may cost the server: its parser's unread input (one socket read, 256 KiB in uvloop),
 # unsent output up to the high-water mark plus one answer, and allocator slack. Before the fix a 3 s flood
