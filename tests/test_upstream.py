@@ -403,6 +403,8 @@ def test_no_retry_after_first_byte(stack: ServerThread, sim: GoogleSimulator) ->
     events = [line for line in body.split(b"\n") if line.startswith(b"data: ")]
     assert b'"candidates"' in events[0]
     assert b'"error"' in events[-1] and b"interrupted" in events[-1]
+    # What broke is logged; the client is told in words, never an exception class (ClientPayloadError, …).
+    assert b"Error" not in events[-1] and b"Exception" not in events[-1]
     assert len(generations(sim)) == 1
 
 

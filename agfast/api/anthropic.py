@@ -31,6 +31,7 @@ from agfast.upstream.gateway import (
     UpstreamError,
     collect,
     google_message,
+    stream_broke,
 )
 from agfast.upstream.pool import Lease, NoAccountError
 
@@ -312,7 +313,7 @@ class AnthropicApi:
         try:
             await collect(stream, fresh, fail)
         except STREAM_BREAKS as exc:
-            raise HttpError(502, f"upstream stream interrupted ({type(exc).__name__})", headers=headers) from None
+            raise HttpError(502, stream_broke(exc), headers=headers) from None
         resp.send(200, orjson.dumps(made[-1].result()), CT_JSON, headers)
 
     # -- /v1/messages/count_tokens -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from agfast.convert.limits import MAX_BODY_DEPTH, MAX_SCHEMA_DEPTH, Path, body_t
 from agfast.http.errors import Family, HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import SHUTDOWN_MESSAGE, Response
-from agfast.upstream.gateway import DONE, STREAM_BREAKS, Stream, parse_event
+from agfast.upstream.gateway import DONE, STREAM_BREAKS, Stream, parse_event, stream_broke
 
 # Status reported for an upstream that broke mid-stream (no Google status exists for it).
 BROKEN = 0
@@ -188,7 +188,7 @@ async def pump(resp: Response, stream: Stream, feed: Callable[[dict[str, Any]], 
             if resp.paused:
                 await resp.drain()
     except STREAM_BREAKS as exc:
-        return BROKEN, f"upstream stream interrupted ({type(exc).__name__})"
+        return BROKEN, stream_broke(exc)
     except asyncio.CancelledError:
         if not shutdown_cut(resp):
             raise

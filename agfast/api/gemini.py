@@ -28,6 +28,7 @@ from agfast.upstream.gateway import (
     Stream,
     UpstreamError,
     collect,
+    stream_broke,
 )
 from agfast.upstream.pool import Lease, NoAccountError
 
@@ -137,7 +138,7 @@ class GeminiApi:
                     await resp.drain()
         except STREAM_BREAKS as exc:
             # Past the first byte nothing can be retried: the client learns in-stream why its answer stopped.
-            error = _stream_error(502, f"upstream stream interrupted ({type(exc).__name__})")
+            error = _stream_error(502, stream_broke(exc))
         except asyncio.CancelledError:
             if not shutdown_cut(resp):
                 raise
@@ -163,7 +164,7 @@ class GeminiApi:
         try:
             await collect(stream, fresh, fail)
         except STREAM_BREAKS as exc:
-            raise HttpError(502, f"upstream stream interrupted ({type(exc).__name__})", headers=headers) from None
+            raise HttpError(502, stream_broke(exc), headers=headers) from None
         resp.send(200, orjson.dumps(made[-1].result()), b"application/json", headers)
 
     async def count_tokens(self, req: Request, resp: Response) -> None:

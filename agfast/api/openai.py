@@ -34,6 +34,7 @@ from agfast.upstream.gateway import (
     Stream,
     UpstreamError,
     collect,
+    stream_broke,
 )
 from agfast.upstream.pool import NoAccountError
 
@@ -153,7 +154,7 @@ class OpenAIApi:
         try:
             await collect(stream, start, fail)
         except STREAM_BREAKS as exc:
-            raise HttpError(502, f"upstream stream interrupted ({type(exc).__name__})", headers=headers) from None
+            raise HttpError(502, stream_broke(exc), headers=headers) from None
 
     @staticmethod
     def _start(resp: Response, headers: bytes) -> None:

@@ -72,6 +72,14 @@ class ExhaustedError(Exception):
 
 # What a broken upstream read raises (reset, truncated body, read timeout).
 STREAM_BREAKS = (aiohttp.ClientError, OSError, TimeoutError)
+# What a client is told when Google's stream broke off; the exception's class goes to the log only.
+STREAM_BROKE = "upstream stream interrupted: Google's answer broke off before it was complete"
+
+
+def stream_broke(exc: BaseException) -> str:
+    """The client-facing message for a broken upstream stream (logged with its cause)."""
+    log.warning("upstream stream interrupted: %s", type(exc).__name__)
+    return STREAM_BROKE
 
 
 @dataclass(slots=True)
@@ -357,7 +365,8 @@ class Gateway:
                 except STREAM_BREAKS as exc:
                     answer.response.release()
                     req.upstream_seconds += perf_counter() - started
-                    last = (502, f"stream failed before the first chunk ({type(exc).__name__})", lease.email)
+                    log.warning("upstream stream failed before the first chunk: %s", type(exc).__name__)
+                    last = (502, "the upstream stream failed before the first chunk", lease.email)
                     attempted.add(lease.account_id)
                     rotate = True
                     continue
