@@ -161,7 +161,7 @@ def test_empty_pool_says_how_to_add_an_account(tmp_path: Path) -> None:
     pool = make_pool(tmp_path, [])
     with pytest.raises(NoAccountError) as info:
         asyncio.run(pool.acquire(MODEL))
-    assert str(info.value) == "no accounts yet: add one with `agfast accounts add` / `login`"
+    assert str(info.value) == "no accounts yet: add one with `agfast accounts add` (or try `agfast --demo`)"
 
 
 def test_pool_of_unusable_accounts_says_why(tmp_path: Path) -> None:

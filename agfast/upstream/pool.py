@@ -86,7 +86,7 @@ NO_OAUTH_CLIENT = (
     "oauth.client_secret in config.toml (or AGFAST_OAUTH_CLIENT_ID and AGFAST_OAUTH_CLIENT_SECRET) to the "
     "client that issued the refresh tokens"
 )
-NO_ACCOUNTS = "no accounts yet: add one with `agfast accounts add` / `login`"
+NO_ACCOUNTS = "no accounts yet: add one with `agfast accounts add` (or try `agfast --demo`)"
 
 
 class NoAccountError(Exception):
