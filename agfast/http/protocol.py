@@ -497,15 +497,17 @@ class HttpProtocol(asyncio.Protocol):
         req, resp = self.request, self.response
         if req is None or resp is None:
             return
+        model = req.model
+        # `model -> mapped` only where a model was asked for (a proxied request), `-` elsewhere.
+        models = f"{escape(model)}->{escape(req.mapped_model) or '-'}" if model else "-"
         access.info(
-            "%s %s %s %d %.1fms %s->%s %s attempts=%d",
+            "%s %s %s %d %.1fms %s %s attempts=%d",
             req.request_id.decode("latin-1"),
             escape(req.method.decode("latin-1")),
             escape(req.path) or "-",
             status or resp.status,
             (perf_counter() - req.started) * 1000,
-            escape(req.model) or "-",
-            escape(req.mapped_model) or "-",
+            models,
             mask_email(req.account_email) or "-",
             req.attempts,
         )
