@@ -1,14 +1,24 @@
-"""Shared fixtures: both hot-path implementations, and the server under test."""
+"""Shared fixtures: both hot-path implementations, and the server under test.
+
+A module's tests share one Google simulator (`sim`) and talk to agfast through `stack`. Modules tune them with
+constants, read here through `request.module`: `SIM_ACCOUNTS` (the simulator's accounts, default 3),
+`SHARED_STACK = True` (one agfast for the whole module instead of one per test) and `STACK_CONFIG` (config
+overrides for that shared agfast).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
 
 import pytest
-from helpers import AGFAST_ROOT, in_ci
+from helpers import AGFAST_ROOT, ServerThread, in_ci
+from stack import agfast_on, start_sim
 
 from agfast import _sse_py
+from agfast.sim import GoogleSimulator
 
 try:
     from agfast import _sse as _sse_c  # type: ignore[attr-defined]
@@ -47,3 +57,39 @@ def impl(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def sse(impl: str) -> ModuleType:
     return sse_module(impl)
+
+
+@pytest.fixture(scope="module")
+def sim(request: pytest.FixtureRequest) -> Iterator[GoogleSimulator]:
+    """The module's Google simulator, shared by its tests (`SIM_ACCOUNTS` accounts, 3 unless the module says)."""
+    with start_sim(accounts=getattr(request.module, "SIM_ACCOUNTS", 3)) as thread:
+        yield thread
+
+
+@pytest.fixture
+def fresh(sim: GoogleSimulator, tmp_path: Path) -> Iterator[ServerThread]:
+    """A private agfast for one test, for tests that script faults: its pool's lockouts die with it."""
+    with agfast_on(sim, tmp_path / "agfast") as st:
+        yield st
+    sim.clear_faults()
+
+
+@pytest.fixture(scope="module")
+def shared_stack(
+    request: pytest.FixtureRequest, sim: GoogleSimulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerThread]:
+    """One agfast for all the module's tests (no faults scripted, so no lockouts leak between them)."""
+    overrides = getattr(request.module, "STACK_CONFIG", {})
+    with agfast_on(sim, tmp_path_factory.mktemp(request.module.__name__), **overrides) as st:
+        yield st
+
+
+@pytest.fixture
+def stack(request: pytest.FixtureRequest, sim: GoogleSimulator) -> ServerThread:
+    """The agfast a test talks to: `fresh`, or the module's `shared_stack` (`SHARED_STACK = True`) with the
+    simulator's request log emptied, so the test sees only its own upstream calls."""
+    if getattr(request.module, "SHARED_STACK", False):
+        shared: ServerThread = request.getfixturevalue("shared_stack")
+        sim.clear_requests()
+        return shared
+    return request.getfixturevalue("fresh")  # type: ignore[no-any-return]

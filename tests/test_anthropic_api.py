@@ -15,7 +15,7 @@ import orjson
 import pytest
 from aiohttp import web
 from helpers import ServerThread, request
-from stack import KEY, Fault, agfast_on, generations, start_sim
+from stack import KEY, Fault, agfast_on, generations
 
 from agfast.config import ZaiConfig
 from agfast.sim import GoogleSimulator
@@ -35,18 +35,6 @@ WEATHER: Any = {
     },
 }
 ADAPTIVE: Any = {"type": "adaptive"}
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[GoogleSimulator]:
-    with start_sim() as thread:
-        yield thread
-
-
-@pytest.fixture
-def stack(sim: GoogleSimulator, tmp_path: Path) -> Iterator[ServerThread]:
-    with agfast_on(sim, tmp_path) as st:
-        yield st
 
 
 @contextmanager

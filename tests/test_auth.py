@@ -10,11 +10,12 @@ from typing import Any
 import orjson
 import pytest
 from helpers import ServerThread, make_config, request
-from stack import agfast_on, start_sim
+from stack import agfast_on
 
 from agfast.sim import GoogleSimulator
 
 KEY = "sk-test-key-123456"
+SIM_ACCOUNTS = 1  # conftest: the module's simulator has one account
 PROMPT = "Who let me in"
 ANSWER = f"[gemini-3-flash] echo: {PROMPT}"
 CHAT = orjson.dumps({"model": "gemini-3-flash", "messages": [{"role": "user", "content": PROMPT}]})
@@ -52,12 +53,6 @@ PATHS = [
     ("/v1beta/models/gemini-3-flash:generateContent", "POST", GENERATE, False,
      lambda doc: doc["candidates"][0]["content"]["parts"][0]["text"]),
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[GoogleSimulator]:
-    with start_sim(accounts=1) as thread:
-        yield thread
 
 
 @pytest.fixture(scope="module", params=MODES, ids=[m[0] for m in MODES])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 from helpers import ServerThread, make_config, request
-from stack import KEY, agfast_on, start_sim
+from stack import KEY
 
 from agfast.http.errors import Family
 from agfast.http.router import POST, Router
@@ -32,24 +32,7 @@ CLAUDE = "claude-sonnet-4-6"
 USER = [{"role": "user", "content": "hello"}]
 GEMINI_USER = [{"role": "user", "parts": [{"text": "hello"}]}]
 JSON = {"content-type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[GoogleSimulator]:
-    with start_sim() as thread:
-        yield thread
-
-
-@pytest.fixture(scope="module")
-def shared(sim: GoogleSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with agfast_on(sim, tmp_path_factory.mktemp("checks")) as st:
-        yield st
-
-
-@pytest.fixture
-def stack(shared: ServerThread, sim: GoogleSimulator) -> ServerThread:
-    sim.clear_requests()
-    return shared
+SHARED_STACK = True  # conftest: one agfast for the module (refused bodies lock no account out)
 
 
 def nested(levels: int, leaf: bytes = b"1") -> bytes:

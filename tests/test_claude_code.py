@@ -18,15 +18,13 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from helpers import ServerThread, request
 from npm_tools import npm_binary
-from stack import KEY, agfast_on, generations, start_sim
+from stack import KEY, generations
 
 from agfast.sim import GoogleSimulator
 
@@ -36,18 +34,6 @@ CLAUDE_CODE_VERSION = os.environ.get("AGFAST_CLAUDE_CODE_VERSION", "2.1.197")
 RUN_TIMEOUT_S = 120
 MARKER = "agfast-tool-ran-4711"
 FIXTURE = Path(__file__).parent / "data" / "claude_code_session.json"
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[GoogleSimulator]:
-    with start_sim() as thread:
-        yield thread
-
-
-@pytest.fixture
-def stack(sim: GoogleSimulator, tmp_path: Path) -> Iterator[ServerThread]:
-    with agfast_on(sim, tmp_path / "agfast") as st:
-        yield st
 
 
 # -- the real CLI --------------------------------------------------------------------------------------------------

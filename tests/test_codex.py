@@ -12,13 +12,12 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from npm_tools import npm_binary
-from stack import KEY, agfast_on, generations, start_sim
+from stack import KEY, agfast_on, generations
 
 from agfast.sim import GoogleSimulator
 
@@ -33,12 +32,6 @@ PROMPT = "call exec_command to run echo hi"
 def codex_binary() -> Path:
     """The cached Codex CLI (installed on first use; the test skips, saying why, when that is impossible)."""
     return npm_binary("@openai/codex", CODEX_VERSION, "codex")
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[GoogleSimulator]:
-    with start_sim() as thread:
-        yield thread
 
 
 def run_codex(codex: Path, base_url: str, home: Path, work: Path, prompt: str) -> subprocess.CompletedProcess[str]:

@@ -7,30 +7,17 @@ with helpers.strict_sse rather than through an SDK.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
 from helpers import ServerThread, request, strict_sse
-from stack import agfast_on, start_sim
-
-from agfast.sim import GoogleSimulator
 
 PROMPT = "Frame this answer exactly"
 ANSWER = f"[gemini-3-flash] echo: {PROMPT}"
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[GoogleSimulator]:
-    with start_sim(accounts=1) as thread:
-        yield thread
-
-
-@pytest.fixture(scope="module")
-def stack(sim: GoogleSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with agfast_on(sim, tmp_path_factory.mktemp("framing")) as st:
-        yield st
+SIM_ACCOUNTS = 1  # conftest: the module's simulator has one account
+SHARED_STACK = True  # conftest: one agfast for the module (nothing here scripts faults)
 
 
 def chat_text(frames: list[tuple[str | None, bytes]]) -> str:

@@ -24,20 +24,10 @@ from agfast.upstream.accounts import AccountStore
 
 CUSTOM = {"my-alias": "gemini-3-flash", "gpt-4*": "gemini-3-flash", "ghost": "not-offered-anywhere"}
 UNKNOWN = ["foo-bar", "dall-e-3"]
+SHARED_STACK = True  # conftest: one agfast for the module, with the aliases above
+STACK_CONFIG = {"custom_mapping": CUSTOM}
 # What Google is asked for a model's answer or its token count: none of it may happen for an unknown name.
 UPSTREAM_ACTIONS = ("generateContent", "streamGenerateContent", "countTokens")
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[GoogleSimulator]:
-    with start_sim() as thread:
-        yield thread
-
-
-@pytest.fixture(scope="module")
-def stack(sim: GoogleSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    with agfast_on(sim, tmp_path_factory.mktemp("catalog"), custom_mapping=CUSTOM) as st:
-        yield st
 
 
 # One SDK client per (kind, server), closed when the module ends (a collected client leaks its socket, and

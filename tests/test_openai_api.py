@@ -15,7 +15,7 @@ import openai
 import orjson
 import pytest
 from helpers import ServerThread, request
-from stack import KEY, Fault, agfast_on, generations, start_sim
+from stack import KEY, Fault, agfast_on, generations
 
 from agfast.api import openai as openai_api
 from agfast.sim import GoogleSimulator
@@ -25,6 +25,7 @@ from agfast.sim.server import spec_for
 from agfast.sim.signatures import SKIP_SIGNATURE, SignatureBook
 
 MODEL = "gemini-3-flash"
+SHARED_STACK = True  # conftest: one agfast for the happy paths; tests that script faults take `fresh`
 WEATHER = {
     "type": "function",
     "function": {
@@ -45,33 +46,6 @@ TIME = {
         "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}, "required": ["zone"]},
     },
 }
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[GoogleSimulator]:
-    with start_sim() as thread:
-        yield thread
-
-
-@pytest.fixture(scope="module")
-def shared(sim: GoogleSimulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    """One agfast for the happy paths (no faults, so no lockouts leak between tests)."""
-    with agfast_on(sim, tmp_path_factory.mktemp("openai")) as st:
-        yield st
-
-
-@pytest.fixture
-def stack(shared: ServerThread, sim: GoogleSimulator) -> ServerThread:
-    sim.clear_requests()
-    return shared
-
-
-@pytest.fixture
-def fresh(sim: GoogleSimulator, tmp_path: Path) -> Iterator[ServerThread]:
-    """A private agfast for tests that script faults (its pool's lockouts die with it)."""
-    with agfast_on(sim, tmp_path) as st:
-        yield st
-    sim.clear_faults()
 
 
 @contextlib.contextmanager

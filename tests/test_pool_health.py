@@ -28,12 +28,6 @@ from agfast.upstream.pool import NO_ACCOUNTS
 MODEL = "claude-sonnet-4-6"
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[GoogleSimulator]:
-    with start_sim() as thread:
-        yield thread
-
-
 def expired_stack(sim: GoogleSimulator, data_dir: Path, **overrides: Any) -> ServerThread:
     """agfast over three onboarded accounts whose access tokens have expired (each request must refresh)."""
     sim.clear_faults()

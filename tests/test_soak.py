@@ -5,25 +5,17 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import orjson
-import pytest
-from stack import Fault, agfast_on, start_sim
+from stack import Fault, agfast_on
 
 from agfast.sim import GoogleSimulator
 
 REQUESTS = 240
 CONCURRENCY = 24
 PROMPT = "Soak test prompt number"
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[GoogleSimulator]:
-    with start_sim() as thread:
-        yield thread
 
 
 def bodies(i: int) -> tuple[str, bytes]:

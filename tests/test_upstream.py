@@ -26,18 +26,6 @@ from agfast.upstream.accounts import AccountStore
 SCALE = 0.01
 
 
-@pytest.fixture(scope="module")
-def sim() -> Iterator[GoogleSimulator]:
-    with start_sim() as thread:
-        yield thread
-
-
-@pytest.fixture
-def stack(sim: GoogleSimulator, tmp_path: Path) -> Iterator[ServerThread]:
-    with agfast_on(sim, tmp_path) as st:
-        yield st
-
-
 def sdk(st: ServerThread) -> genai.Client:
     return genai.Client(
         api_key="sk-anything",

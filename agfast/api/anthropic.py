@@ -17,8 +17,7 @@ import orjson
 from agfast.api.common import BROKEN, SHUTDOWN, json_object, pump, require, upstream_headers
 from agfast.api.zai import ZaiDispatcher
 from agfast.convert import anthropic as convert
-from agfast.convert.anthropic_stream import MessageCollector, StreamConverter
-from agfast.convert.twins import anthropic_stream as fast
+from agfast.convert.anthropic_stream import PING, MessageCollector, StreamConverter, warmup_events, warmup_message
 from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import CT_JSON, CT_SSE, Response
@@ -220,9 +219,9 @@ class AnthropicApi:
             head = WARMUP_HEADERS + upstream_headers("", prepared.mapped)
             if streaming:
                 resp.start(200, CT_SSE, head)
-                resp.end(fast.warmup_events(body["model"]))
+                resp.end(warmup_events(body["model"]))
             else:
-                resp.send(200, orjson.dumps(fast.warmup_message(body["model"])), CT_JSON, head)
+                resp.send(200, orjson.dumps(warmup_message(body["model"])), CT_JSON, head)
             return
         if self.zai.take_turn():
             await self.zai.forward(req, resp, self._zai_body(prepared), "/v1/messages")
@@ -267,17 +266,13 @@ class AnthropicApi:
             headers = upstream_headers(stream.lease.email, mapped)
             options = {"omit_thinking": prepared.thinking.omit}
             if streaming:
-                converter = fast.StreamConverter(
-                    body["model"], mapped, self.app.signatures, prepared.session, **options
-                )
+                converter = StreamConverter(body["model"], mapped, self.app.signatures, prepared.session, **options)
                 await self._stream(resp, stream, converter, headers)
             else:
                 await self._collect(
                     resp,
                     stream,
-                    lambda: fast.MessageCollector(
-                        body["model"], mapped, self.app.signatures, prepared.session, **options
-                    ),
+                    lambda: MessageCollector(body["model"], mapped, self.app.signatures, prepared.session, **options),
                     headers,
                 )
         finally:
@@ -285,7 +280,7 @@ class AnthropicApi:
 
     async def _stream(self, resp: Response, stream: Stream, converter: StreamConverter, headers: bytes) -> None:
         resp.start(200, CT_SSE, headers)
-        resp.keep_alive(PING_EVERY, fast.PING)
+        resp.keep_alive(PING_EVERY, PING)
         failed = await pump(resp, stream, converter.feed)
         if failed is None:
             resp.end(converter.finish())

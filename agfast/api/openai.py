@@ -22,7 +22,6 @@ from agfast.convert import openai_chat as chat
 from agfast.convert import openai_completions as completions
 from agfast.convert import openai_responses as responses
 from agfast.convert.gemini import drop_undefined
-from agfast.convert.twins import openai_chat as fast
 from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import CT_JSON, CT_SSE, Response
@@ -172,7 +171,7 @@ class OpenAIApi:
         req.model = model
         mapped = self.app.route(model)
         plan = self._plan(body, mapped)
-        reader = fast.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
+        reader = chat.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
         stream = await self._open(req, plan, mapped)
         try:
             headers = upstream_headers(stream.lease.email, mapped)
@@ -186,18 +185,18 @@ class OpenAIApi:
                 else:
                     options = body.get("stream_options")
                     include_usage = isinstance(options, dict) and options.get("include_usage") is True
-                    conv = fast.ChatStream(
+                    conv = chat.ChatStream(
                         reader, model=model, created=created, include_usage=include_usage, response_id=response_id
                     )
                 error = await self._pump(resp, stream, conv.feed)
-                resp.end(fast.stream_error(*error) if error else conv.finish())
+                resp.end(chat.stream_error(*error) if error else conv.finish())
                 return
             collector: completions.CompletionCollector | chat.ChatCollector | None = None
 
             def start() -> Feed:
                 nonlocal collector
-                fresh = fast.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
-                collector = completions.CompletionCollector(fresh) if legacy else fast.ChatCollector(fresh)
+                fresh = chat.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
+                collector = completions.CompletionCollector(fresh) if legacy else chat.ChatCollector(fresh)
                 return collector.feed
 
             await self._collect(stream, start, headers)
@@ -261,7 +260,7 @@ class OpenAIApi:
         req.model = model
         mapped = self.app.route(model)
         plan = self._plan(converted.chat, mapped, self._session(req, body))
-        reader = fast.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
+        reader = chat.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
         streaming = body.get("stream") is True
         created = int(time.time())
         response_id = responses.new_id("resp_")
@@ -285,7 +284,7 @@ class OpenAIApi:
 
                 def start() -> Feed:
                     nonlocal builder
-                    fresh = fast.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
+                    fresh = chat.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
                     builder = responses.ResponsesBuilder(
                         fresh,
                         responses.response_object(body, response_id, model, created),

@@ -9,14 +9,13 @@ itself is the floor (orjson holds its own copy of the input while it builds the 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 from campaign import knob
 from helpers import AgfastProcess, Reader, connect, encode
-from stack import CLIENT_ID, CLIENT_SECRET, KEY, onboard_all, stack_config, start_sim
+from stack import CLIENT_ID, CLIENT_SECRET, KEY, onboard_all, stack_config
 
 from agfast.sim import GoogleSimulator
 
@@ -26,12 +25,6 @@ BODY_MB = int(knob("AGFAST_BIG_BODY_MB", 20, 50))
 MAX_COPIES = 3
 SLACK_MIB = 8
 MODEL = "gemini-3-flash"
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[GoogleSimulator]:
-    with start_sim() as thread:
-        yield thread
 
 
 def memory(pid: int) -> dict[str, int]:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import orjson
-import pytest
 from campaign import report, size
 from helpers import ServerThread
-from stack import Fault, onboard_all, stack_config, start_sim
+from stack import Fault, onboard_all, stack_config
 
 from agfast.sim import GoogleSimulator
 from agfast.upstream.accounts import AccountStore
@@ -26,12 +24,6 @@ CLIENT_BOUND_S = 20.0
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
 GEMINI = "/v1beta/models/gemini-3-flash:streamGenerateContent?alt=sse"
-
-
-@pytest.fixture(scope="module")
-def sim() -> Iterator[GoogleSimulator]:
-    with start_sim(accounts=3) as thread:
-        yield thread
 
 
 def _body(i: int) -> tuple[str, bytes]:
