@@ -36,6 +36,7 @@ import h11
 
 from agfast.http import auth
 from agfast.http.errors import Family, HttpError, error_body
+from agfast.http.origin import echoable
 from agfast.http.response import CT_JSON, SHUTDOWN_MESSAGE, Response
 from agfast.http.router import Route, family_for_path
 
@@ -548,7 +549,8 @@ def _preflight(resp: Response) -> None:
     req = resp.request
     headers = req.headers
     extra = PREFLIGHT_HEADERS + b"access-control-allow-headers: "
-    extra += headers.get(b"access-control-request-headers", b"*") + b"\r\n"
+    asked = headers.get(b"access-control-request-headers", b"*")
+    extra += (asked if echoable(asked) else b"*") + b"\r\n"
     if req.cors and b"access-control-request-private-network" in headers:
         # Chrome's Private Network Access: a public page reaching a loopback server must be let in explicitly.
         extra += b"access-control-allow-private-network: true\r\n"
