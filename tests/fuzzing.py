@@ -9,11 +9,8 @@ runs in this process without recording, so a million requests cost it no memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,6 +160,8 @@ class Answer:
 STATUS_LINE = re.compile(rb"HTTP/1\.1 ([1-5]\d\d) [\x20-\x7e]*")
 HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+): ?([\x20-\x7e\x80-\xff\t]*)")
 CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
+# A response head longer than this is not one agfast would write.
+MAX_HEAD = 64 * 1024
 # Statuses that carry no body whatever their headers say.
 NO_BODY = (204, 304)
 
@@ -172,7 +171,7 @@ class Malformed(Exception):
 
 
 def parse_answers(data: bytes, may_be_head: bool) -> list[Answer]:
-    """Every response in `data`, in order, each checked for a valid status line, header lines and framing.
+    """Every response in `data` (all the server sent before closing), in order, each one well-formed.
 
     A response to HEAD carries a Content-Length but no body; the request bytes decide whether that may happen
     (`may_be_head`), and then both readings are tried.
@@ -183,60 +182,99 @@ def parse_answers(data: bytes, may_be_head: bool) -> list[Answer]:
     return out
 
 
+def take_answer(buf: bytearray) -> Answer | None:
+    """The first response in `buf` (removed from it) once it is complete; None while it is not."""
+    data = bytes(buf)
+    while True:
+        try:
+            found = _one(data, 0, head_only=False)
+        except Malformed:
+            raise Malformed(data[:600]) from None
+        if found is None:
+            return None
+        answer, end = found
+        del buf[:end]
+        if answer.status >= 200:
+            return answer
+        data = bytes(buf)  # an interim 100 Continue: the real answer follows
+
+
 def _parse_from(data: bytes, pos: int, may_be_head: bool, out: list[Answer]) -> bool:
     while pos < len(data):
-        end = data.find(b"\r\n\r\n", pos)
-        if end < 0:
-            return False
-        lines = data[pos:end].split(b"\r\n")
-        if not STATUS_LINE.fullmatch(lines[0]):
-            return False
-        status = int(lines[0][9:12])
-        headers: dict[bytes, bytes] = {}
-        for line in lines[1:]:
-            found = HEADER_LINE.fullmatch(line)
-            if found is None:
+        if may_be_head:
+            # HEAD: the same head, no body. That reading first when what follows starts another response (or
+            # is nothing); the other reading if it leads nowhere.
+            try:
+                bare = _one(data, pos, head_only=True)
+            except Malformed:
                 return False
-            name = found.group(1).lower()
-            if name in headers and name in (b"content-length", b"transfer-encoding"):
+            if bare is None:
                 return False
-            headers[name] = found.group(2)
-        pos = end + 4
-        if status < 200:  # 100 Continue: an interim answer, the real one follows
-            continue
-        length = headers.get(b"content-length")
-        chunked = headers.get(b"transfer-encoding")
-        if length is not None and chunked is not None:
-            return False
-        if status in NO_BODY:
-            out.append(Answer(status, headers, b""))
-            continue
-        if may_be_head and (length is not None or chunked is not None):
-            # HEAD: the same head, no body. Try that reading first when the rest starts a response or is empty.
-            rest = data[pos : pos + 9]
-            if rest in (b"", b"HTTP/1.1 "[: len(rest)]) or rest == b"HTTP/1.1 ":
-                trial: list[Answer] = [Answer(status, headers, b"")]
-                if _parse_from(data, pos, may_be_head, trial):
+            if _starts_answer(data, bare[1]):
+                trial = [bare[0]] if bare[0].status >= 200 else []
+                if _parse_from(data, bare[1], may_be_head, trial):
                     out.extend(trial)
                     return True
-        if chunked is not None:
-            if chunked != b"chunked":
-                return False
-            body, pos = _dechunk(data, pos)
-            if pos < 0:
-                return False
-        elif length is not None:
-            if not length.isdigit() or pos + int(length) > len(data):
-                return False
-            body = data[pos : pos + int(length)]
-            pos += int(length)
-        else:
-            body, pos = data[pos:], len(data)  # delimited by close
-        out.append(Answer(status, headers, body))
+        try:
+            found = _one(data, pos, head_only=False)
+        except Malformed:
+            return False
+        if found is None:
+            return False
+        answer, pos = found
+        if answer.status >= 200:  # 100 Continue: an interim answer, the real one follows
+            out.append(answer)
     return True
 
 
+def _starts_answer(data: bytes, pos: int) -> bool:
+    rest = data[pos : pos + 9]
+    return rest == b"HTTP/1.1 "[: len(rest)]
+
+
+def _one(data: bytes, pos: int, head_only: bool) -> tuple[Answer, int] | None:
+    """The response at `pos` and where it ends; None if incomplete; Malformed if it cannot be one."""
+    end = data.find(b"\r\n\r\n", pos)
+    if end < 0:
+        if len(data) - pos > MAX_HEAD:
+            raise Malformed(data[pos : pos + 600])
+        return None
+    lines = data[pos:end].split(b"\r\n")
+    if not STATUS_LINE.fullmatch(lines[0]):
+        raise Malformed(data[pos : pos + 600])
+    status = int(lines[0][9:12])
+    headers: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        found = HEADER_LINE.fullmatch(line)
+        if found is None:
+            raise Malformed(data[pos : pos + 600])
+        name = found.group(1).lower()
+        if name in headers and name in (b"content-length", b"transfer-encoding"):
+            raise Malformed(data[pos : pos + 600])
+        headers[name] = found.group(2)
+    pos = end + 4
+    if status < 200 or status in NO_BODY or head_only:
+        return Answer(status, headers, b""), pos
+    length = headers.get(b"content-length")
+    chunked = headers.get(b"transfer-encoding")
+    if length is not None and chunked is not None:
+        raise Malformed(data[:600])
+    if chunked is not None:
+        if chunked != b"chunked":
+            raise Malformed(data[:600])
+        body, pos = _dechunk(data, pos)
+        return None if pos < 0 else (Answer(status, headers, body), pos)
+    if length is not None:
+        if not length.isdigit():
+            raise Malformed(data[:600])
+        if pos + int(length) > len(data):
+            return None
+        return Answer(status, headers, data[pos : pos + int(length)]), pos + int(length)
+    return Answer(status, headers, data[pos:]), len(data)  # delimited by close
+
+
 def _dechunk(data: bytes, pos: int) -> tuple[bytes, int]:
+    """The de-chunked body and where it ends; (b"", -1) if incomplete; Malformed if the framing is wrong."""
     parts = []
     while True:
         end = data.find(b"\r\n", pos)
@@ -244,11 +282,13 @@ def _dechunk(data: bytes, pos: int) -> tuple[bytes, int]:
             return b"", -1
         size_text = data[pos:end].split(b";", 1)[0]
         if not CHUNK_SIZE.fullmatch(size_text):
-            return b"", -1
+            raise Malformed(data[pos : pos + 600])
         size = int(size_text, 16)
         pos = end + 2
-        if data[pos + size : pos + size + 2] != b"\r\n":
+        if len(data) < pos + size + 2:
             return b"", -1
+        if data[pos + size : pos + size + 2] != b"\r\n":
+            raise Malformed(data[pos : pos + 600])
         parts.append(data[pos : pos + size])
         pos += size + 2
         if size == 0:
@@ -337,33 +377,6 @@ async def one_shot(
         transport.abort()
 
 
-async def pump(jobs: Iterator[Callable[[], Any]], concurrency: int) -> None:
-    """Run coroutine factories from `jobs`, `concurrency` at a time, until it is exhausted."""
-
-    async def worker() -> None:
-        for job in jobs:
-            await job()
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
 def run(main: Any) -> Any:
     """Run a campaign coroutine on uvloop (the client side should not be the bottleneck)."""
     return uvloop.run(main)
-
-
-def chunks_of(items: Iterable[Any], n: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-@contextlib.contextmanager
-def stopwatch() -> Iterator[Callable[[], float]]:
-    started = time.monotonic()
-    yield lambda: time.monotonic() - started
