@@ -20,6 +20,8 @@ import asyncio
 import os
 import random
 import time
+import zlib
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from surfaces import BASES, CASES, MODEL, SCHEMA, in_shape
 from agfast.sim import SKIP_SIGNATURE
 
 # Per implementation (the compiled and the pure-Python hot path each get this many).
-INPUTS = int(os.environ.get("AGFAST_FUZZ_BODY_INPUTS", 0)) or size(2_500, 250_000)
+INPUTS = int(os.environ.get("AGFAST_FUZZ_BODY_INPUTS", 0)) or size(4_000, 250_000)
 SEED = int(os.environ.get("AGFAST_FUZZ_SEED", "20261201"))
 # Keep-alive connections in flight: the simulator (in this process) and agfast share two cores.
 CONCURRENCY = 48
@@ -427,6 +429,13 @@ class KeepAlive(asyncio.Protocol):
         return await asyncio.wait_for(waiter, deadline)
 
 
+# Status and refusal digest per input index, per implementation: the second twin's campaign compares its
+# answers with the first's.
+ANSWERED: dict[str, tuple[array[int], array[int]]] = {}
+# Refusals compared word for word between the twins (crc32 of the body); 5xx messages name accounts and timings.
+COMPARED_ERRORS = frozenset({400, 404, 413, 422})
+
+
 @pytest.fixture(params=["c", "py"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FuzzTarget]:
     settings = {"auth_mode": "off", "max_body_size": MAX_BODY, "log_level": "warning"}
@@ -434,7 +443,9 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FuzzTarge
         yield fuzz_target
 
 
-async def _campaign(target: FuzzTarget, tally: Tally, rss: list[int]) -> None:
+async def _campaign(
+    target: FuzzTarget, tally: Tally, rss: list[int], statuses: array[int], refusals: array[int]
+) -> None:
     loop = asyncio.get_running_loop()
     port = target.port
     next_index = iter(range(INPUTS))
@@ -464,6 +475,9 @@ async def _campaign(target: FuzzTarget, tally: Tally, rss: list[int]) -> None:
                 conn = None
             else:
                 tally.statuses[answer.status] = tally.statuses.get(answer.status, 0) + 1
+                statuses[index] = answer.status
+                if answer.status in COMPARED_ERRORS:
+                    refusals[index] = zlib.crc32(answer.body)
                 wrong = problem(route, answer)
                 if wrong:
                     tally.fail(wrong, sent, answer.body)
@@ -494,8 +508,11 @@ def test_every_seed_body_is_served(target: FuzzTarget) -> None:
 def test_bodies_never_crash_a_surface(target: FuzzTarget) -> None:
     tally = Tally()
     rss: list[int] = []
+    statuses = array("H", bytes(2 * INPUTS))
+    refusals = array("I", bytes(4 * INPUTS))
+    ANSWERED[target.impl] = (statuses, refusals)
     started = time.monotonic()
-    run(_campaign(target, tally, rss))
+    run(_campaign(target, tally, rss, statuses, refusals))
     seconds = time.monotonic() - started
     alive = target.alive()
     code, peak = target.finish()
@@ -522,3 +539,11 @@ def test_bodies_never_crash_a_surface(target: FuzzTarget) -> None:
     assert not tally.failures, f"{tally.failures}\n{tally.describe()}"
     assert tally.inputs == INPUTS
     assert max(rss) - rss[0] < RSS_GROWTH_KIB, rss
+    other = ANSWERED.get("c" if target.impl == "py" else "py")
+    if other is not None:
+        # The twins are one implementation twice: the same body earns the same status from both, and the same
+        # refusal word for word.
+        theirs, their_refusals = other
+        differ = [i for i in range(INPUTS) if statuses[i] != theirs[i] or refusals[i] != their_refusals[i]]
+        examples = [(i, *build_input(SEED, i), theirs[i], statuses[i]) for i in differ[:3]]
+        assert not differ, f"{len(differ)} inputs answered differently by the twins: {examples}"

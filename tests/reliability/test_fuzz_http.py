@@ -30,7 +30,7 @@ from fuzzing import Answer, FuzzTarget, Malformed, Tally, one_shot, parse_answer
 from helpers import Reader, connect, encode
 from stack import KEY
 
-INPUTS = int(os.environ.get("AGFAST_FUZZ_HTTP_INPUTS", 0)) or size(6_000, 500_000)
+INPUTS = int(os.environ.get("AGFAST_FUZZ_HTTP_INPUTS", 0)) or size(8_000, 500_000)
 SEED = int(os.environ.get("AGFAST_FUZZ_SEED", "20261201"))
 # Connections in flight at once: enough to keep both the server and the simulator busy on two cores.
 CONCURRENCY = 96
