@@ -320,43 +320,57 @@ class Tally:
         return "\n".join(f"{kind}: sent {sent!r}\n  got {got!r}" for kind, sent, got in self.examples)
 
 
+class Exchange:
+    """What the server sent on one connection before closing it, and how long it had been quiet by then."""
+
+    __slots__ = ("data", "quiet")
+
+    def __init__(self, data: bytes, quiet: float) -> None:
+        self.data = data
+        self.quiet = quiet
+
+
 class OneShot(asyncio.Protocol):
     """A connection that collects everything the server sends until it closes the connection."""
 
-    __slots__ = ("chunks", "done", "first", "transport")
+    __slots__ = ("active", "chunks", "done", "first", "loop", "transport")
 
-    def __init__(self, first: bytes, done: asyncio.Future[bytes]) -> None:
+    def __init__(self, first: bytes, done: asyncio.Future[Exchange]) -> None:
         self.chunks: list[bytes] = []
         self.done = done
         self.first = first
         self.transport: asyncio.Transport | None = None
+        self.loop = done.get_loop()
+        self.active = self.loop.time()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.transport.write(self.first)  # type: ignore[union-attr]
+        self.active = self.loop.time()
 
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
+        self.active = self.loop.time()
 
     def eof_received(self) -> bool:
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
-            self.done.set_result(b"".join(self.chunks))
+            self.done.set_result(Exchange(b"".join(self.chunks), self.loop.time() - self.active))
 
 
 async def one_shot(
     port: int, fragments: list[bytes], deadline: float, gap: float = 0.0, abort_after: float | None = None
-) -> bytes | None:
-    """Everything the server sent before closing the connection, or None when it did not close in time.
+) -> Exchange | None:
+    """What the server sent before closing the connection, or None when it did not close in time.
 
     `fragments` are written `gap` seconds apart (so the server parses them as they come); with `abort_after`
-    the client resets the connection that long after its last write and the answer is b"" (nothing to judge).
+    the client resets the connection that long after its last write, and nothing is left to judge.
     """
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[bytes] = loop.create_future()
-    transport, _ = await loop.create_connection(lambda: OneShot(fragments[0], done), "127.0.0.1", port)
+    done: asyncio.Future[Exchange] = loop.create_future()
+    transport, proto = await loop.create_connection(lambda: OneShot(fragments[0], done), "127.0.0.1", port)
     handle = loop.call_later(deadline, done.cancel)
     try:
         for fragment in fragments[1:]:
@@ -364,9 +378,10 @@ async def one_shot(
             if transport.is_closing():
                 break
             transport.write(fragment)
+            proto.active = loop.time()
         if abort_after is not None:
             await asyncio.sleep(abort_after)
-            return b""
+            return Exchange(b"", 0.0)
         return await done
     except asyncio.CancelledError:
         if not done.cancelled():

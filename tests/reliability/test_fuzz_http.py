@@ -26,7 +26,7 @@ from pathlib import Path
 import orjson
 import pytest
 from campaign import report, size
-from fuzzing import Answer, FuzzTarget, Malformed, Tally, one_shot, parse_answers, run
+from fuzzing import Answer, Exchange, FuzzTarget, Malformed, Tally, one_shot, parse_answers, run
 from helpers import Reader, connect, encode
 from stack import KEY
 
@@ -54,6 +54,11 @@ ALLOWED = frozenset({200, 204, 400, 401, 403, 404, 405, 408, 413, 414, 429, 431,
 # Answers given before the body was read (auth, routing, preflight, size): the body is then read and dropped, and
 # when its framing turns out broken the server hangs up without another word, which is all it can do.
 EARLY = frozenset({204, 400, 401, 403, 404, 405, 413})
+
+# A keep-alive connection left idle is closed without a word after keepalive_timeout (PHASE_TIMEOUT), counted
+# on the server's one-second tick clock: at least a second of quiet. That is how an input ends whose body
+# swallowed the probe exactly; a close that says nothing sooner than this after an answer is a fault.
+IDLE_CLOSE = 0.5
 
 MODEL = "gemini-3-flash"
 BEARER = f"Bearer {KEY}".encode()
@@ -350,7 +355,7 @@ def build_input(seed: int, index: int) -> Input:
         cuts = sorted(rng.randrange(1, len(data)) for _ in range(rng.randint(1, 4)) if len(data) > 1)
         bounds = [0, *cuts, len(data)]
         pieces = [data[a:b] for a, b in pairwise(bounds) if b > a]
-        return Input(pieces, probe, FRAGMENT_GAP, None)
+        return Input(pieces or [data], probe, FRAGMENT_GAP, None)
     if roll < 0.15:
         # The client leaves mid-exchange (before, during or after its answer): only the server's log can tell.
         return Input([data], probe, 0.0, rng.choice((0.0, 0.001, 0.005, 0.02)))
@@ -360,11 +365,12 @@ def build_input(seed: int, index: int) -> Input:
 # -- the oracle ----------------------------------------------------------------------------------------------
 
 
-def judge(sent: bytes, probe: bool, got: bytes | None, tally: Tally) -> None:
+def judge(sent: bytes, probe: bool, exchange: Exchange | None, tally: Tally) -> None:
     """Check everything the server said on one connection; record what was wrong."""
-    if got is None:
+    if exchange is None:
         tally.fail("hang", sent, b"")
         return
+    got = exchange.data
     try:
         answers = parse_answers(got, may_be_head=b"HEAD" in sent.upper())
     except Malformed:
@@ -382,7 +388,12 @@ def judge(sent: bytes, probe: bool, got: bytes | None, tally: Tally) -> None:
             return
     if any(a.headers.get(b"connection") == b"close" for a in answers[:-1]):
         tally.fail("kept talking after connection: close", sent, got)
-    elif probe and answers[-1].headers.get(b"connection") != b"close" and answers[-1].status not in EARLY:
+    elif (
+        probe
+        and answers[-1].headers.get(b"connection") != b"close"
+        and answers[-1].status not in EARLY
+        and exchange.quiet < IDLE_CLOSE
+    ):
         tally.fail("closed without saying so", sent, got)
 
 
@@ -430,12 +441,12 @@ async def _campaign(target: FuzzTarget, tally: Tally, rss: list[int]) -> None:
         for index in next_index:
             case = build_input(SEED, index)
             try:
-                got = await one_shot(port, case.fragments, DEADLINE, case.gap, case.abort_after)
+                exchange = await one_shot(port, case.fragments, DEADLINE, case.gap, case.abort_after)
             except OSError as exc:  # the server refused the connection: down, or its backlog overflowed
                 tally.fail(f"connect failed: {exc}", case.data, b"")
             else:
                 if case.abort_after is None:
-                    judge(case.data, case.probe, got, tally)
+                    judge(case.data, case.probe, exchange, tally)
             tally.inputs += 1
             if index % sample_every == 0 and index >= warm_at:
                 rss.append(target.rss_kib())
