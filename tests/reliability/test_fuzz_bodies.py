@@ -205,7 +205,8 @@ PLAIN: list[Any] = [
 ]  # fmt: skip
 # Serialised, so each pick is a fresh object (later changes edit containers in place).
 PLAIN_BLOBS = [orjson.dumps(value) for value in PLAIN]
-SPECIAL = "\x00agfast-raw-%d\x00"  # a placeholder string, replaced by raw text after serialisation
+SPECIAL = "\x00agfast-raw-%d\x00"
+INT64_MIN = -(2**63)  # a placeholder string, replaced by raw text after serialisation
 
 
 class Slot:
@@ -299,7 +300,11 @@ def _mutate_node(doc: Any, rng: random.Random, raws: list[bytes]) -> Any:
         else:
             slot.set([value, value])
     elif roll < 96 and isinstance(value, (int, float)) and not isinstance(value, bool):
-        slot.set(rng.choice((-value, value * 10**6, 0, -1, value + 0.5, float(value))))
+        changed = rng.choice((-value, value * 10**6, 0, -1, value + 0.5, float(value)))
+        if isinstance(changed, int) and not INT64_MIN <= changed < 2**64:
+            raws.append(b"%d" % changed)  # beyond what orjson writes: raw text
+            changed = SPECIAL % (len(raws) - 1)
+        slot.set(changed)
     else:
         slot.set([value] if rng.random() < 0.5 else {"value": value})
     return doc
@@ -454,40 +459,39 @@ async def _campaign(
 
     async def worker() -> None:
         conn: KeepAlive | None = None
-        for index in next_index:
-            route, body = build_input(SEED, index)
-            sent = request_bytes(route, body)
-            if conn is None or conn.closed:
-                _, conn = await loop.create_connection(KeepAlive, "127.0.0.1", port)
-            try:
-                answer = await conn.ask(sent, DEADLINE)
-                if answer is None:
-                    tally.fail("closed without an answer", sent, bytes(conn.buf))
-            except TimeoutError:
-                tally.fail("hang", sent, bytes(conn.buf))
-                answer = None
-            except Malformed as exc:
-                tally.fail("malformed answer", sent, exc.args[0])
-                answer = None
-            tally.inputs += 1
-            if answer is None:
-                conn.transport.abort()  # type: ignore[union-attr]
-                conn = None
-            else:
-                tally.statuses[answer.status] = tally.statuses.get(answer.status, 0) + 1
-                statuses[index] = answer.status
-                if answer.status in COMPARED_ERRORS:
-                    refusals[index] = zlib.crc32(answer.body)
-                wrong = problem(route, answer)
-                if wrong:
-                    tally.fail(wrong, sent, answer.body)
-                if answer.headers.get(b"connection") == b"close":
+        try:
+            for index in next_index:
+                route, body = build_input(SEED, index)
+                sent = request_bytes(route, body)
+                if conn is None or conn.closed:
+                    _, conn = await loop.create_connection(KeepAlive, "127.0.0.1", port)
+                try:
+                    answer = await conn.ask(sent, DEADLINE)
+                    if answer is None:
+                        tally.fail("closed without an answer", sent, bytes(conn.buf))
+                except TimeoutError:
+                    tally.fail("hang", sent, bytes(conn.buf))
+                    answer = None
+                except Malformed as exc:
+                    tally.fail("malformed answer", sent, exc.args[0])
+                    answer = None
+                tally.inputs += 1
+                if answer is None or answer.headers.get(b"connection") == b"close":
                     conn.transport.abort()  # type: ignore[union-attr]
                     conn = None
-            if index % sample_every == 0 and index >= warm_at:
-                rss.append(target.rss_kib())
-        if conn is not None:
-            conn.transport.close()  # type: ignore[union-attr]
+                if answer is not None:
+                    tally.statuses[answer.status] = tally.statuses.get(answer.status, 0) + 1
+                    statuses[index] = answer.status
+                    if answer.status in COMPARED_ERRORS:
+                        refusals[index] = zlib.crc32(answer.body)
+                    wrong = problem(route, answer)
+                    if wrong:
+                        tally.fail(wrong, sent, answer.body)
+                if index % sample_every == 0 and index >= warm_at:
+                    rss.append(target.rss_kib())
+        finally:
+            if conn is not None:
+                conn.transport.abort()  # type: ignore[union-attr]
 
     await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
 
