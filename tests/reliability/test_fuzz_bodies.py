@@ -9,9 +9,10 @@ text (truncated, flipped, invalid UTF-8, trailing garbage): invalid JSON. Reques
 connections to agfast (a child process) in front of the simulator, so bodies that stay valid are really served.
 
 Oracle: a well-formed answer with an allowed status, never a 500; errors in the caller's shape; a 200 is JSON,
-or SSE framed exactly; nothing hangs; agfast's stderr has no traceback. Input `i` of seed `s` is rebuilt by
-`build_input(s, i)`. Bounded in the normal run; `AGFAST_RELIABILITY_FULL=1` runs 500,000 inputs (half on the
-compiled hot path, half on the pure-Python one).
+or SSE framed exactly; nothing hangs; agfast's stderr has no traceback; and the compiled and pure-Python twins
+give every input the same status and the same refusal. Input `i` of seed `s` is rebuilt by `build_input(s, i)`.
+Bounded in the normal run; `AGFAST_RELIABILITY_FULL=1` runs 500,000 inputs, 250,000 per twin
+(`AGFAST_FUZZ_SEED` picks the seed, `AGFAST_FUZZ_BODY_INPUTS` any other size per twin).
 """
 
 from __future__ import annotations

@@ -7,10 +7,12 @@ by structural mutations — method, target (`%`-escapes, control bytes, long and
 names and values, duplicated or conflicting Content-Length / Transfer-Encoding, chunk framing, bodies — then
 byte-level ones (flips, inserts of CR/LF/NUL, deletions, repeats, truncation, splices), sometimes several
 requests pipelined. Almost every input ends with a `Connection: close` probe request, so the server ends each
-connection itself: by answering the probe, by rejecting what came before it, or by a phase timeout when a
-truncated body swallowed the probe. Input `i` of seed `s` is rebuilt by `build_input(s, i)`.
+connection itself: by answering the probe, by rejecting what came before it, by a phase timeout when a
+truncated body swallowed the probe, or by the keep-alive timeout when a body swallowed it exactly. Input `i`
+of seed `s` is rebuilt by `build_input(s, i)`.
 
-Bounded in the normal run; `AGFAST_RELIABILITY_FULL=1` runs 500,000 inputs (`AGFAST_FUZZ_SEED` picks the seed).
+Bounded in the normal run; `AGFAST_RELIABILITY_FULL=1` runs 500,000 inputs (`AGFAST_FUZZ_SEED` picks the seed,
+`AGFAST_FUZZ_HTTP_INPUTS` any other size).
 """
 
 from __future__ import annotations
