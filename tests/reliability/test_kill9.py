@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 from campaign import report, size
-from helpers import REPO
+from helpers import AGFAST_ROOT
 
 from agfast.upstream.accounts import AccountStore
 
@@ -44,7 +44,7 @@ def test_kill9_during_account_writes_leaves_whole_files(tmp_path: Path) -> None:
     started = time.monotonic()
     for _ in range(KILLS):
         proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=REPO
+            [sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=AGFAST_ROOT
         )
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "go"
