@@ -213,6 +213,39 @@ def test_auth_required_and_key_sent_allows_origin(strict_server: ServerThread) -
         assert no_cors(reply.headers)
 
 
+# Values h11 accepts (any byte but NUL and blanks) that no browser sends: echoed, they would put a control
+# character into our own response head, which strict HTTP clients reject as a malformed answer. (Fuzz finding.)
+CONTROL_ORIGINS = ["https://evil.example\x01", "\x1b[31m", "http://a\x7f.example"]
+
+
+@pytest.mark.parametrize("origin", CONTROL_ORIGINS)
+def test_origin_with_control_bytes_is_refused_not_echoed(strict_server: ServerThread, origin: str) -> None:
+    keyed = {"Origin": origin, "Authorization": f"Bearer {KEY}"}
+    reply = request(strict_server.port, "POST", "/v1/chat/completions", CHAT, keyed)
+    assert reply.status == 403
+    assert reply.json()["error"]["code"] == "origin_not_allowed"
+    assert no_cors(reply.headers)
+    preflight = request(strict_server.port, "OPTIONS", "/v1/chat/completions", headers={"Origin": origin})
+    assert preflight.status == 403
+    assert no_cors(preflight.headers)
+
+
+def test_any_origin_still_refuses_control_bytes(tmp_path: Path) -> None:
+    with ServerThread(make_config(tmp_path, cors_allowed_origins=["*"])) as st:
+        reply = request(st.port, "GET", "/healthz", headers={"Origin": CONTROL_ORIGINS[0]})
+        assert reply.status == 403
+        assert no_cors(reply.headers)
+
+
+@pytest.mark.parametrize("asked", ["x-a\x01", "authorization,\x1b", "\x7f"])
+def test_preflight_does_not_echo_control_bytes_in_request_headers(open_server: ServerThread, asked: str) -> None:
+    headers = {"Origin": APP, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": asked}
+    preflight = request(open_server.port, "OPTIONS", "/v1/chat/completions", headers=headers)
+    assert preflight.status == 204
+    assert preflight.headers["access-control-allow-headers"] == "*"
+    assert all(0x20 <= ord(c) < 0x7F for c in preflight.raw_head.decode("latin-1").replace("\r\n", ""))
+
+
 def test_unguarded_route_needs_listed_origin_even_with_auth(tmp_path: Path) -> None:
     cfg = make_config(tmp_path, auth_mode="all_except_health", api_key=KEY)
     with ServerThread(cfg) as st:

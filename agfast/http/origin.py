@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from typing import TYPE_CHECKING
 
@@ -38,6 +39,14 @@ MAX_LEARNED_HOSTS = 64
 # How much of a refused Host/Origin value the 403 quotes (the value is the caller's own, JSON-escaped).
 QUOTE_LIMIT = 200
 ANY = b"*"
+# What a header value we echo into our own response head may contain: visible ASCII, single inner blanks. h11
+# accepts any byte but NUL and blanks, and a control character echoed back makes our answer malformed.
+ECHOABLE = re.compile(rb"[!-~]+(?:[ \t]+[!-~]+)*")
+
+
+def echoable(value: bytes) -> bool:
+    """Whether a request header value may be copied into a response header as it is."""
+    return ECHOABLE.fullmatch(value) is not None
 
 
 def host_form(host: str) -> bytes:
@@ -113,7 +122,12 @@ class BrowserPolicy:
         origin = headers.get(b"origin")
         if origin is None:
             return None
-        if self.any_origin or origin in self.origins:
+        if origin in self.origins:
+            req.cors = origin
+            return None
+        if not echoable(origin):
+            return self._refuse_origin(family, origin)
+        if self.any_origin:
             req.cors = origin
             return None
         if host is not None and origin.partition(b"://")[2] == host and origin.startswith((b"http://", b"https://")):

@@ -50,6 +50,7 @@ except (ImportError, AttributeError):  # pragma: no cover - elsewhere only our o
 
 from agfast.http import auth
 from agfast.http.errors import Family, HttpError, error_body
+from agfast.http.origin import echoable
 from agfast.http.response import CT_JSON, SHUTDOWN_MESSAGE, Response
 from agfast.http.router import Route, family_for_path
 from agfast.logtext import escape, mask_email
@@ -688,7 +689,8 @@ def _preflight(resp: Response) -> None:
     req = resp.request
     headers = req.headers
     extra = PREFLIGHT_HEADERS + b"access-control-allow-headers: "
-    extra += headers.get(b"access-control-request-headers", b"*") + b"\r\n"
+    asked = headers.get(b"access-control-request-headers", b"*")
+    extra += (asked if echoable(asked) else b"*") + b"\r\n"
     if req.cors and b"access-control-request-private-network" in headers:
         # Chrome's Private Network Access: a public page reaching a loopback server must be let in explicitly.
         extra += b"access-control-allow-private-network: true\r\n"
