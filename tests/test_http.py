@@ -288,6 +288,18 @@ def test_malformed_http(server: ServerThread, name: str, data: bytes, status: in
     still_serving(server)
 
 
+@pytest.mark.parametrize(("name", "data", "status"), MALFORMED[:4], ids=[m[0] for m in MALFORMED[:4]])
+def test_malformed_http_is_explained_without_python_reprs(
+    server: ServerThread, name: str, data: bytes, status: int
+) -> None:
+    with contextlib.closing(connect(server.port)) as sock:
+        sock.sendall(data)
+        reply = Reader(sock).read()
+    message = reply.json()["error"]["message"]
+    assert reply.status == status and message
+    assert "bytearray(" not in message and "b'" not in message, message
+
+
 def test_content_length_larger_than_body_then_close(server: ServerThread) -> None:
     data = b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Length: 500\r\n\r\n" + b'{"model":'
     got, closed = raw_exchange(server.port, data, half_close=True)

@@ -541,7 +541,7 @@ class HttpProtocol(asyncio.Protocol):
         if status == 431:
             msg = f"Request headers are larger than the {self.state.config.max_header_size} byte limit."
         else:
-            msg = f"Malformed HTTP request: {exc}"
+            msg = f"Malformed HTTP request: {_plain_reason(exc)}."
         self._raw_error(status, msg)
 
     def _raw_error(self, status: int, message: str) -> None:
@@ -673,6 +673,15 @@ def _unsent(transport: asyncio.Transport) -> int:
         except OSError:
             pass
     return unsent
+
+
+def _plain_reason(exc: h11.RemoteProtocolError) -> str:
+    """h11's reason without the Python repr of the offending bytes it appends (`illegal request line:
+    bytearray(b'...')`): the client sent those bytes, and a repr is no answer for a non-Python client."""
+    text = str(exc)
+    for marker in (": bytearray(", ": b'", ': b"'):
+        text = text.split(marker, 1)[0]
+    return text.rstrip(".") or "unparseable bytes"
 
 
 def _head_size(event: h11.Request) -> int:
