@@ -44,6 +44,9 @@ DEFAULT_KEEPALIVE_TIMEOUT = 75.0
 DEFAULT_BODY_TIMEOUT = 60.0
 # SIGTERM lets in-flight answers (long agent streams included) finish for this long, then closes them.
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+# A streaming client that takes nothing of its answer for this long is cut: otherwise it holds its upstream
+# stream (and a slot of a Google account) open for as long as it likes. As long as a silent upstream may last.
+DEFAULT_CLIENT_STALL_TIMEOUT = 300.0
 # An allowed host: a name or address, optionally with a port; or "*".
 HOST_PATTERN = re.compile(r"\*|\[[0-9a-f:.]+\](:\d+)?|[^\s/?#@\[\]:]+(:\d+)?")
 # An allowed origin as browsers serialise it (scheme://host[:port]), "null" (file:// pages), or "*".
@@ -85,6 +88,7 @@ class Config:
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    client_stall_timeout: float = DEFAULT_CLIENT_STALL_TIMEOUT
     custom_mapping: dict[str, str] = field(default_factory=dict)
     scheduling_mode: str = "Balance"
     preferred_account_id: str | None = None
@@ -173,6 +177,7 @@ FILE_KEYS: dict[str, str] = {
     "body_timeout": "body_timeout",
     "keepalive_timeout": "keepalive_timeout",
     "shutdown_timeout": "shutdown_timeout",
+    "client_stall_timeout": "client_stall_timeout",
     "custom_mapping": "custom_mapping",
     "preferred_account_id": "preferred_account_id",
     "user_agent_override": "user_agent",
@@ -224,6 +229,7 @@ _TYPES: dict[str, type] = {
     "body_timeout": float,
     "keepalive_timeout": float,
     "shutdown_timeout": float,
+    "client_stall_timeout": float,
     "monitor_enabled": bool,
     "retry_wait_scale": float,
     "stream_idle_timeout": float,
@@ -386,6 +392,7 @@ def _validate(cfg: Config) -> None:
         "body_timeout",
         "keepalive_timeout",
         "shutdown_timeout",
+        "client_stall_timeout",
         "request_timeout",
     ):
         if getattr(cfg, name) <= 0:

@@ -166,6 +166,28 @@ def test_slow_reader_applies_backpressure(stream_server: ServerThread, probe: Pr
     assert probe.max_buffer <= 64 * 1024 + CHUNK + 64
 
 
+def test_client_that_stops_reading_is_cut_after_the_stall_timeout(
+    tmp_path: Path, sse: ModuleType, probe: Probe
+) -> None:
+    """A stalled reader must not hold its handler (and its upstream stream) forever."""
+    cfg = make_config(tmp_path, auth_mode="off", client_stall_timeout=1.0)
+    with ServerThread(cfg, streaming_router(sse, probe)) as st:
+        with contextlib.closing(connect(st.port, timeout=10)) as sock:
+            sock.sendall(encode("GET", "/big"))
+            deadline = time.monotonic() + 10
+            while probe.chunks_sent == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            started = time.monotonic()
+            # Not reading: the kernel buffers fill, the handler waits in drain(), then the server hangs up.
+            while st.server.in_flight and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert st.server.in_flight == 0
+            assert 0.8 < time.monotonic() - started < 5
+            assert not probe.finished.is_set()
+            assert Reader(sock).closed()
+        assert request(st.port, "GET", "/healthz").status == 200
+
+
 def test_client_disconnect_cancels_handler(stream_server: ServerThread, probe: Probe) -> None:
     with contextlib.closing(connect(stream_server.port)) as sock:
         sock.sendall(encode("GET", "/slow"))

@@ -7,6 +7,7 @@ going through h11's validating serializer; bodies are written as they are, chunk
 from __future__ import annotations
 
 import asyncio
+import logging
 from http import HTTPStatus
 from time import perf_counter
 from typing import TYPE_CHECKING
@@ -16,6 +17,8 @@ from agfast.http.errors import Family, HttpError, error_body
 
 if TYPE_CHECKING:
     from agfast.http.protocol import HttpProtocol, Request
+
+log = logging.getLogger("agfast.http")
 
 STATUS_LINES: dict[int, bytes] = {
     s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode("latin-1")) for s in HTTPStatus
@@ -203,10 +206,21 @@ class Response:
         return self.proto.closed
 
     async def drain(self) -> None:
-        """Wait until the client has taken enough of what we wrote (backpressure toward upstream reads)."""
+        """Wait until the client has taken enough of what we wrote (backpressure toward upstream reads).
+
+        A client that takes nothing for `client_stall_timeout` is cut: the connection is aborted, which cancels
+        this handler and with it the upstream stream it was holding open.
+        """
         proto = self.proto
         if proto.write_paused and not proto.closed:
             waiter = proto.drain_waiter
             if waiter is None:
                 waiter = proto.drain_waiter = asyncio.get_running_loop().create_future()
-            await waiter
+            stall = proto.state.config.client_stall_timeout
+            try:
+                async with asyncio.timeout(stall):
+                    await asyncio.shield(waiter)
+            except TimeoutError:
+                log.info("client took nothing of its answer for %gs: connection cut", stall)
+                proto.abort()  # cancels this very task: the next await delivers it, here rather than later
+                await asyncio.sleep(0)
