@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from agfast.fileio import atomic_write
 
 AUTH_MODES = ("off", "strict", "all_except_health", "auto")
@@ -218,6 +220,9 @@ ENV_KEYS: dict[str, str] = {
     "AGFAST_ALLOWED_HOSTS": "allowed_hosts",
     "AGFAST_CORS_ALLOWED_ORIGINS": "cors_allowed_origins",
 }
+# Every config-file key also has its environment twin: `AGFAST_` + the key upper-cased, dots → `_`
+# (`upstream.retry_wait_scale` → `AGFAST_UPSTREAM_RETRY_WAIT_SCALE`); the names above win where they differ.
+ENV_KEYS = {**{"AGFAST_" + key.upper().replace(".", "_"): name for key, name in FILE_KEYS.items()}, **ENV_KEYS}
 
 _TYPES: dict[str, type] = {
     "port": int,
@@ -264,6 +269,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
                 raise ValueError(_LISTS[name])
             return list(value)
         if name == "custom_mapping":
+            if isinstance(value, str):  # from the environment: a JSON object
+                value = orjson.loads(value) if value.strip() else {}
             if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
                 raise ValueError("a table of model name = upstream model")
             return dict(value)
@@ -287,6 +294,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         if value is None:
             return None
         return str(value)
+    except orjson.JSONDecodeError:
+        raise ConfigError(f"{source}: {name} must be a JSON object of model name: upstream model") from None
     except (TypeError, ValueError) as exc:
         expected = str(exc) if isinstance(exc, ValueError) and not str(exc).startswith("invalid") else ""
         expected = expected or ("an integer" if kind is int else "a number" if kind is float else "valid")

@@ -59,6 +59,14 @@ PRECEDENCE = [
     ("[monitor]\nenabled = false\n", {}, {}, "monitor_enabled", False),
     ("", {"AGFAST_NO_EXTENSIONS": "1"}, {}, "no_extensions", True),
     ('[oauth]\nclient_id = "cid"\n', {"AGFAST_OAUTH_CLIENT_ID": "env-cid"}, {}, "oauth_client_id", "env-cid"),
+    # Every config key has its AGFAST_ twin (dots → _), typed like the file's value.
+    ("client_stall_timeout = 9\n", {"AGFAST_CLIENT_STALL_TIMEOUT": "12.5"}, {}, "client_stall_timeout", 12.5),
+    ("", {"AGFAST_UPSTREAM_RETRY_WAIT_SCALE": "0.5"}, {}, "retry_wait_scale", 0.5),
+    ("", {"AGFAST_SCHEDULING_MODE": "PerformanceFirst"}, {}, "scheduling_mode", "PerformanceFirst"),
+    ("", {"AGFAST_MONITOR_ENABLED": "false"}, {}, "monitor_enabled", False),
+    ("", {"AGFAST_MAX_BODY_SIZE": "2048"}, {}, "max_body_size", 2048),
+    ("", {"AGFAST_OAUTH_USERINFO_URL": "http://u/info"}, {}, "userinfo_url", "http://u/info"),
+    ("", {"AGFAST_CUSTOM_MAPPING": '{"gpt-4*": "gemini-3-flash"}'}, {}, "custom_mapping", {"gpt-4*": "gemini-3-flash"}),
 ]
 
 
@@ -97,6 +105,9 @@ INVALID = [
     ("", {"AGFAST_ALLOW_LAN": "maybe"}, {}, "true or false"),
     ("[zai]\nbogus = 1\n", {}, {}, "unknown key zai.bogus"),
     ("max_body_size = 10\n", {}, {}, "at least 1024 bytes"),
+    ("", {"AGFAST_CUSTOM_MAPPING": "{not json"}, {}, "AGFAST_CUSTOM_MAPPING: custom_mapping must be a JSON object"),
+    ("", {"AGFAST_CUSTOM_MAPPING": '{"a": 1}'}, {}, "AGFAST_CUSTOM_MAPPING: custom_mapping must be a table"),
+    ("", {"AGFAST_CLIENT_STALL_TIMEOUT": "0"}, {}, "client_stall_timeout must be positive"),
 ]
 
 
