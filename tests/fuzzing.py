@@ -18,7 +18,7 @@ from typing import Any
 import uvloop
 from campaign import rss_kib
 from helpers import AgfastProcess
-from stack import CLIENT_ID, CLIENT_SECRET, KEY, onboard_all, stack_config
+from stack import CLIENT_ID, CLIENT_SECRET, KEY, google_env, onboard_all, stack_config
 
 from agfast.sim import GoogleSimulator, SimulatorThread, demo_accounts
 
@@ -33,29 +33,30 @@ EXCERPT_LINES = 30
 
 
 class StderrWatch:
-    """Drains a child's stream on a thread, counting lines that match BAD_LOG and keeping the first few."""
+    """Counts a child's log lines that match BAD_LOG and keeps the first few, fed line by line (`feed`), or
+    draining a stream of its own on a thread."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any = None) -> None:
         self.bad = 0
         self.lines = 0
         self.excerpts: list[list[str]] = []
         self._open: list[str] | None = None
-        self._thread = threading.Thread(target=self._drain, args=(stream,), daemon=True)
-        self._thread.start()
+        if stream is not None:
+            threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
 
     def _drain(self, stream: Any) -> None:
         for line in stream:
-            self.lines += 1
-            if self._open is not None and len(self._open) < EXCERPT_LINES:
-                self._open.append(line)
-            if BAD_LOG.search(line):
-                self.bad += 1
-                if len(self.excerpts) < KEPT_EXCERPTS:
-                    self._open = [line]
-                    self.excerpts.append(self._open)
+            self.feed(line)
 
-    def join(self, timeout: float = 10.0) -> None:
-        self._thread.join(timeout)
+    def feed(self, line: str) -> None:
+        self.lines += 1
+        if self._open is not None and len(self._open) < EXCERPT_LINES:
+            self._open.append(line)
+        if BAD_LOG.search(line):
+            self.bad += 1
+            if len(self.excerpts) < KEPT_EXCERPTS:
+                self._open = [line]
+                self.excerpts.append(self._open)
 
     def report(self) -> str:
         return "\n---\n".join("".join(lines) for lines in self.excerpts)
@@ -89,15 +90,12 @@ class FuzzTarget:
                 "AGFAST_DATA_DIR": str(self.data_dir),
                 "AGFAST_PORT": "0",
                 "AGFAST_API_KEY": KEY,
-                "AGFAST_UPSTREAM_ENDPOINTS": sim.endpoint,
-                "AGFAST_OAUTH_TOKEN_URL": sim.token_url,
-                "AGFAST_USERINFO_URL": sim.userinfo_url,
-                "AGFAST_OAUTH_CLIENT_ID": CLIENT_ID,
-                "AGFAST_OAUTH_CLIENT_SECRET": CLIENT_SECRET,
+                **google_env(sim),
             }
-            self.proc = AgfastProcess(env=env, impl=self.impl).wait_listening()
-            assert self.proc.proc.stderr is not None and self.proc.proc.stdout is not None
-            self.watch = StderrWatch(self.proc.proc.stderr)
+            # The process's own reader is the pipe's only reader; the watch sees every line through it.
+            self.watch = StderrWatch()
+            self.proc = AgfastProcess(env=env, impl=self.impl, on_stderr=self.watch.feed).wait_listening()
+            assert self.proc.proc.stdout is not None
             StderrWatch(self.proc.proc.stdout)  # stdout too: nothing may block the child on a full pipe
         except BaseException:
             self.__exit__()
@@ -130,7 +128,7 @@ class FuzzTarget:
         assert self.proc is not None and self.watch is not None
         self.rss_peak_kib = rss_kib(self.pid, "VmHWM")
         code = self.proc.proc.wait(0) if self.proc.proc.poll() is not None else _terminate(self.proc)
-        self.watch.join()
+        self.proc.stderr_done()
         return code, self.rss_peak_kib
 
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -284,7 +285,14 @@ class AgfastProcess:
     # Lines of stderr kept (the newest); a long campaign logs far more than any test reads.
     KEEP_LINES = 20_000
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, impl: str = "c") -> None:
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        impl: str = "c",
+        on_stderr: Callable[[str], None] | None = None,
+    ) -> None:
+        """`on_stderr` sees every stderr line as it comes (the one reader of the pipe is this class's thread)."""
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("AGFAST_")}
         if impl == "py":
             full_env["AGFAST_NO_EXTENSIONS"] = "1"
@@ -302,6 +310,7 @@ class AgfastProcess:
         self.port = 0
         self.stderr_lines: collections.deque[str] = collections.deque(maxlen=self.KEEP_LINES)
         self.access_lines = 0
+        self._on_stderr = on_stderr
         self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._stderr_reader.start()
 
@@ -313,6 +322,12 @@ class AgfastProcess:
                 self.stderr_lines.append(line)
                 if "agfast.access" in line:
                     self.access_lines += 1
+                if self._on_stderr is not None:
+                    self._on_stderr(line)
+
+    def stderr_done(self, timeout: float = 10.0) -> None:
+        """Wait until the exited child's stderr has been read to its end."""
+        self._stderr_reader.join(timeout)
 
     @property
     def stderr_text(self) -> str:

@@ -45,6 +45,17 @@ def stack_config(data_dir: Path, sim: GoogleSimulator, **overrides: Any) -> Conf
     return cfg
 
 
+def google_env(sim: GoogleSimulator) -> dict[str, str]:
+    """The environment that points an agfast child process at this simulator (endpoints and OAuth client)."""
+    return {
+        "AGFAST_UPSTREAM_ENDPOINTS": sim.endpoint,
+        "AGFAST_OAUTH_TOKEN_URL": sim.token_url,
+        "AGFAST_USERINFO_URL": sim.userinfo_url,
+        "AGFAST_OAUTH_CLIENT_ID": CLIENT_ID,
+        "AGFAST_OAUTH_CLIENT_SECRET": CLIENT_SECRET,
+    }
+
+
 def onboard_all(cfg: Config, sim: GoogleSimulator, emails: list[str] | None = None) -> AccountStore:
     store = AccountStore(cfg.data_dir)
 
@@ -78,4 +89,4 @@ def generations(sim: GoogleSimulator) -> list[RecordedRequest]:
     return [r for r in sim.requests if r.action in ("streamGenerateContent", "generateContent")]
 
 
-__all__ = ["Fault", "agfast_on", "generations", "start_sim"]
+__all__ = ["Fault", "agfast_on", "generations", "google_env", "start_sim"]

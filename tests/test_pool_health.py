@@ -19,7 +19,7 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from helpers import AgfastProcess, ServerThread, request, run_agfast
-from stack import CLIENT_ID, CLIENT_SECRET, generations, onboard_all, stack_config, start_sim
+from stack import generations, google_env, onboard_all, stack_config, start_sim
 
 from agfast.sim import GoogleSimulator
 from agfast.upstream.accounts import AccountStore
@@ -269,16 +269,6 @@ EMPTY = [
     ("/v1beta/models/gemini-3-flash:generateContent", GENERATE,
      {"error": {"code": 503, "message": NO_ACCOUNTS, "status": "UNAVAILABLE"}}),
 ]  # fmt: skip
-
-
-def google_env(sim: GoogleSimulator) -> dict[str, str]:
-    return {
-        "AGFAST_UPSTREAM_ENDPOINTS": sim.endpoint,
-        "AGFAST_OAUTH_TOKEN_URL": sim.token_url,
-        "AGFAST_USERINFO_URL": sim.userinfo_url,
-        "AGFAST_OAUTH_CLIENT_ID": CLIENT_ID,
-        "AGFAST_OAUTH_CLIENT_SECRET": CLIENT_SECRET,
-    }
 
 
 def test_starts_without_accounts_and_uses_one_added_while_serving(sim: GoogleSimulator, tmp_path: Path) -> None:

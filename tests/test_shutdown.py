@@ -14,7 +14,7 @@ from types import ModuleType
 import orjson
 import pytest
 from helpers import AgfastProcess, Reader, ServerThread, connect, encode, make_config
-from stack import CLIENT_ID, CLIENT_SECRET, onboard_all, stack_config, start_sim
+from stack import google_env, onboard_all, stack_config, start_sim
 from test_streaming import Probe, streaming_router
 
 from agfast.server import CUT_GRACE
@@ -110,13 +110,7 @@ def test_sigterm_ends_running_streams_with_protocol_error(tmp_path: Path, slow_s
     cfg = stack_config(tmp_path, slow_sim)
     onboard_all(cfg, slow_sim)
     (tmp_path / "config.toml").write_text(f'api_key = "sk-shutdown-test"\nshutdown_timeout = {SHUTDOWN_TIMEOUT}\n')
-    env = {
-        "AGFAST_UPSTREAM_ENDPOINTS": slow_sim.endpoint,
-        "AGFAST_OAUTH_TOKEN_URL": slow_sim.token_url,
-        "AGFAST_USERINFO_URL": slow_sim.userinfo_url,
-        "AGFAST_OAUTH_CLIENT_ID": CLIENT_ID,
-        "AGFAST_OAUTH_CLIENT_SECRET": CLIENT_SECRET,
-    }
+    env = google_env(slow_sim)
     with (
         AgfastProcess("--port", "0", "--data-dir", str(tmp_path), env=env, impl=impl) as proc,
         contextlib.ExitStack() as socks,

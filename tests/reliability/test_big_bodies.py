@@ -15,7 +15,7 @@ import orjson
 import pytest
 from campaign import knob
 from helpers import AgfastProcess, Reader, connect, encode
-from stack import CLIENT_ID, CLIENT_SECRET, KEY, onboard_all, stack_config
+from stack import KEY, google_env, onboard_all, stack_config
 
 from agfast.sim import GoogleSimulator
 
@@ -68,11 +68,7 @@ def test_peak_memory_of_a_big_body_stays_within_three_copies(
         "AGFAST_PORT": "0",
         "AGFAST_AUTH_MODE": "off",
         "AGFAST_API_KEY": KEY,
-        "AGFAST_UPSTREAM_ENDPOINTS": sim.endpoint,
-        "AGFAST_OAUTH_TOKEN_URL": sim.token_url,
-        "AGFAST_USERINFO_URL": sim.userinfo_url,
-        "AGFAST_OAUTH_CLIENT_ID": CLIENT_ID,
-        "AGFAST_OAUTH_CLIENT_SECRET": CLIENT_SECRET,
+        **google_env(sim),
     }
     path, body = make("x" * (BODY_MB * MIB))  # type: ignore[operator]
     with AgfastProcess(env=env) as proc, connect(proc.port, timeout=120) as sock:
