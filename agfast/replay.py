@@ -31,7 +31,8 @@ def sse_events(body: bytes) -> list[Any]:
         if line != b"[DONE]":
             lines.append(line)
     try:
-        return orjson.loads(b"[" + b",".join(lines) + b"]")  # type: ignore[no-any-return]
+        events: list[Any] = orjson.loads(b"[" + b",".join(lines) + b"]")
+        return events
     except orjson.JSONDecodeError:
         pass
     out = []
