@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from agfast.config import Config
 from agfast.record import BODY_CAP, RequestRecord
 from agfast.replay import reconstruct
 
@@ -317,6 +318,22 @@ class Monitor(LogReader):
         self._retain()
         self._thread = threading.Thread(target=self._run, name="agfast-monitor", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Monitor:
+        return cls(
+            cfg.data_dir,
+            enabled=cfg.monitor_enabled,
+            retention_days=cfg.monitor_retention_days,
+            max_body_bytes=cfg.monitor_max_body_bytes,
+        )
+
+    def configure(self, cfg: Config) -> None:
+        """Apply what a live config change may change: on/off, retention, body cap."""
+        self.set_enabled(cfg.monitor_enabled)
+        if cfg.monitor_retention_days != self.retention_days:
+            self.set_retention_days(cfg.monitor_retention_days)
+        self.max_body_bytes = cfg.monitor_max_body_bytes
 
     # -- the request path -------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from agfast import sse
+from agfast.config import load
 from agfast.convert import openai_chat as chat
 from agfast.convert import openai_responses as responses
 from agfast.convert.anthropic_stream import StreamConverter
@@ -359,3 +360,21 @@ def test_reads_while_the_writer_writes(monitor: Monitor) -> None:
             reader.count()  # WAL: a reader never waits for the writer
     assert monitor.flush()
     assert reader.count() == 200
+
+
+def test_from_config_and_live_configure(tmp_path: Path) -> None:
+    cfg = load({"data_dir": str(tmp_path)}, {"AGFAST_MONITOR_ENABLED": "false", "AGFAST_MONITOR_MAX_BODY_BYTES": "4"})
+    mon = Monitor.from_config(cfg)
+    try:
+        assert mon.path == tmp_path / DB_NAME and mon.retention_days == 30
+        mon.observe(record())
+        assert rows(mon) == []
+        cfg.monitor_enabled = True
+        cfg.monitor_retention_days = 2
+        mon.configure(cfg)
+        mon.observe(record(request_body=b"abcdefgh"))
+        [row] = rows(mon)
+        assert row["request_body"] == "abcd" and row["truncated"]
+        assert mon.retention_days == 2
+    finally:
+        mon.close()
