@@ -1,5 +1,8 @@
 """Streamed answers made readable again: the SSE bytes a client got → one consolidated JSON document.
 
+Usage is given as Google counts it, whatever the protocol told the client: input = the whole prompt (cache
+reads included), output = answer and thinking tokens, cached = the prompt's cache reads.
+
 The Proxy Monitor stores what the client received; for a stream that is hundreds of small events. Like the
 reference (§8.2) the monitor shows instead the answer they add up to: thinking, text, tool calls, the finish
 reason, usage, and an in-stream error if there was one. Runs in the monitor's writer thread, never on the
@@ -101,6 +104,11 @@ def _tokens(input_tokens: Any = 0, output_tokens: Any = 0, cached_tokens: Any = 
     }
 
 
+def _billed_output(output: Any, details: Any) -> int:
+    """Output as Google counts it, thoughts included: agfast's OpenAI usage reports the thoughts apart."""
+    return int(output or 0) + int(_d(details).get("reasoning_tokens") or 0)
+
+
 def _d(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -117,7 +125,8 @@ def _openai_chat(body: bytes) -> Answer:
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             cached = _d(usage.get("prompt_tokens_details")).get("cached_tokens")
-            answer.usage = _tokens(usage.get("prompt_tokens"), usage.get("completion_tokens"), cached)
+            output = _billed_output(usage.get("completion_tokens"), usage.get("completion_tokens_details"))
+            answer.usage = _tokens(usage.get("prompt_tokens"), output, cached)
         for choice in chunk.get("choices") or ():
             choice = _d(choice)
             if choice.get("index", 0):
@@ -170,7 +179,8 @@ def _openai_responses(body: bytes) -> Answer:
             usage = _d(response.get("usage"))
             if usage:
                 cached = _d(usage.get("input_tokens_details")).get("cached_tokens")
-                answer.usage = _tokens(usage.get("input_tokens"), usage.get("output_tokens"), cached)
+                output = _billed_output(usage.get("output_tokens"), usage.get("output_tokens_details"))
+                answer.usage = _tokens(usage.get("input_tokens"), output, cached)
         elif kind == "error":
             answer.error = event.get("error", event)
     return answer

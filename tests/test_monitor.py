@@ -113,10 +113,10 @@ def gemini_array_bytes(calls: bool) -> bytes:
     return b"[" + b",\r\n".join(orjson.dumps(c) for c in chunks(calls=calls)) + b"]"
 
 
-# (protocol, path, stream bytes builder, usage the client was told: input, output, cached)
+# (protocol, path, stream bytes builder, Google's usage: input, output with thoughts, cached)
 STREAMS = [
-    ("openai", "/v1/chat/completions", openai_chat_bytes, (PROMPT, CANDIDATES, CACHED)),
-    ("openai", "/v1/responses", openai_responses_bytes, (PROMPT, CANDIDATES, CACHED)),
+    ("openai", "/v1/chat/completions", openai_chat_bytes, (PROMPT, CANDIDATES + THOUGHTS, CACHED)),
+    ("openai", "/v1/responses", openai_responses_bytes, (PROMPT, CANDIDATES + THOUGHTS, CACHED)),
     ("anthropic", "/v1/messages", anthropic_bytes, (PROMPT, CANDIDATES + THOUGHTS, CACHED)),
     ("gemini", "/v1beta/models/gemini-3-flash:streamGenerateContent?alt=sse", gemini_sse_bytes,
      (PROMPT, CANDIDATES + THOUGHTS, CACHED)),
