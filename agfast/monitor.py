@@ -81,7 +81,7 @@ CREATE TABLE IF NOT EXISTS request_logs (
     bodies_dropped INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS request_logs_timestamp ON request_logs (timestamp);
-CREATE INDEX IF NOT EXISTS request_logs_errors ON request_logs (timestamp) WHERE status >= 400 OR error != '';
+CREATE INDEX IF NOT EXISTS request_logs_errors ON request_logs (id) WHERE status >= 400 OR error != '';
 CREATE TABLE IF NOT EXISTS token_stats (
     hour INTEGER NOT NULL,
     account_email TEXT NOT NULL,
@@ -129,6 +129,10 @@ _Queued = tuple[RequestRecord, bool] | threading.Event
 
 class NoDatabase(Exception):
     """There is no monitor database yet (the server never ran with this data dir)."""
+
+
+class MonitorUnavailable(Exception):
+    """The database cannot be opened or created (not a database, unwritable); the message says which file."""
 
 
 def db_path(data_dir: Path | str) -> Path:
@@ -312,8 +316,11 @@ class Monitor(LogReader):
         self._gate.set()
         self._parked = threading.Event()
         self._closing = False
-        Path(data_dir).mkdir(parents=True, exist_ok=True)
-        self._conn = self._open_writer()
+        try:
+            Path(data_dir).mkdir(parents=True, exist_ok=True)
+            self._conn = self._open_writer()
+        except (OSError, sqlite3.Error) as exc:
+            raise MonitorUnavailable(f"cannot open the monitor database {self.path}: {exc}") from None
         self._last_retention = 0.0
         self._retain()
         self._thread = threading.Thread(target=self._run, name="agfast-monitor", daemon=True)

@@ -17,7 +17,16 @@ from agfast.convert import openai_chat as chat
 from agfast.convert import openai_responses as responses
 from agfast.convert.anthropic_stream import StreamConverter
 from agfast.convert.signatures import SignatureCache
-from agfast.monitor import DB_NAME, LogReader, Monitor, NoDatabase, mask_query, should_record
+from agfast.monitor import (
+    DB_NAME,
+    LogReader,
+    Monitor,
+    MonitorUnavailable,
+    NoDatabase,
+    _where,
+    mask_query,
+    should_record,
+)
 from agfast.record import BODY_CAP, RequestRecord
 from agfast.sim.answers import Answer, render_chunks
 
@@ -378,3 +387,21 @@ def test_from_config_and_live_configure(tmp_path: Path) -> None:
         assert mon.retention_days == 2
     finally:
         mon.close()
+
+
+@pytest.mark.parametrize("spoil", ["directory", "garbage"])
+def test_unusable_database_is_one_clear_error(tmp_path: Path, spoil: str) -> None:
+    target = tmp_path / DB_NAME
+    if spoil == "directory":
+        target.mkdir()
+    else:
+        target.write_bytes(b"this is not a database, just text" * 200)
+    with pytest.raises(MonitorUnavailable, match=f"cannot open the monitor database {target}"):
+        Monitor(tmp_path)
+
+
+def test_error_filter_uses_its_index(monitor: Monitor) -> None:
+    with sqlite3.connect(monitor.path) as conn:
+        where, args = _where("", True)
+        plan = conn.execute(f"EXPLAIN QUERY PLAN SELECT id FROM request_logs{where} ORDER BY id DESC", args).fetchall()
+    assert "request_logs_errors" in str(plan)
