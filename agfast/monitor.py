@@ -167,6 +167,15 @@ def _text(body: bytes, cap: int) -> tuple[str, bool]:
     return body[:cap].decode("utf-8", "replace"), cut or len(body) >= BODY_CAP
 
 
+def _reconstructed(record: RequestRecord) -> dict[str, Any] | None:
+    """The consolidated stream, or None (the raw bytes are stored) when the bytes defeat the reader."""
+    try:
+        return reconstruct(record.protocol, record.path, record.response_body)
+    except Exception as exc:  # one odd stream must not cost the rest of its batch
+        log.debug("monitor: could not reconstruct %s: %r", record.request_id, exc)
+        return None
+
+
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
 
@@ -402,6 +411,8 @@ class Monitor(LogReader):
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything observed so far (rows and token counts) is committed."""
+        if self._closing:
+            return False
         done = threading.Event()
         self._queue.append(done)
         self._wake.set()
@@ -496,7 +507,7 @@ class Monitor(LogReader):
             response_body, resp_cut = _text(record.response_body, cap)
             truncated = req_cut or resp_cut
             if record.stream and record.response_body:
-                doc = reconstruct(record.protocol, record.path, record.response_body)
+                doc = _reconstructed(record)
                 if doc is not None:
                     response_body = orjson.dumps(doc).decode()
                     usage = doc.get("usage")

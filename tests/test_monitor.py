@@ -405,3 +405,11 @@ def test_error_filter_uses_its_index(monitor: Monitor) -> None:
         where, args = _where("", True)
         plan = conn.execute(f"EXPLAIN QUERY PLAN SELECT id FROM request_logs{where} ORDER BY id DESC", args).fetchall()
     assert "request_logs_errors" in str(plan)
+
+
+def test_a_stream_the_reader_cannot_read_is_stored_raw(monitor: Monitor) -> None:
+    odd = b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":"many"}}\n\n'
+    monitor.observe(record("/v1/messages", "anthropic", stream=True, response_body=odd))
+    monitor.observe(record())  # same batch
+    odd_row, plain = reversed(rows(monitor))
+    assert odd_row["response_body"] == odd.decode() and plain["response_body"] == '{"id":"x"}'
