@@ -109,8 +109,12 @@ def _billed_output(output: Any, details: Any) -> int:
     return int(output or 0) + int(_d(details).get("reasoning_tokens") or 0)
 
 
+_EMPTY: dict[str, Any] = {}
+
+
 def _d(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+    """The value when it is an object, else an empty one: events are read tolerantly, never trusted."""
+    return value if type(value) is dict else _EMPTY
 
 
 # -- OpenAI chat completions chunks ------------------------------------------------------------------------
@@ -191,32 +195,30 @@ def _openai_responses(body: bytes) -> Answer:
 
 def _anthropic(body: bytes) -> Answer:
     answer = Answer()
-    blocks: dict[Any, str] = {}  # content block index → its type
+    text, thinking = answer.text, answer.thinking
     usage: dict[str, Any] = {}
     for event in sse_events(body):
         event = _d(event)
         kind = event.get("type")
-        if kind == "message_start":
-            usage.update(_d(_d(event.get("message")).get("usage")))
-        elif kind == "content_block_start":
-            block = _d(event.get("content_block"))
-            index = event.get("index")
-            blocks[index] = block.get("type", "")
-            if block.get("type") == "tool_use":
-                slot = answer.call(index)
-                slot["id"] = block.get("id", "")
-                slot["name"] = block.get("name", "")
-            elif block.get("type") == "text" and block.get("text"):
-                answer.text.append(str(block["text"]))
-        elif kind == "content_block_delta":
+        if kind == "content_block_delta":  # nearly every event: checked first
             delta = _d(event.get("delta"))
             dtype = delta.get("type")
             if dtype == "text_delta":
-                answer.text.append(str(delta.get("text", "")))
+                text.append(str(delta.get("text", "")))
             elif dtype == "thinking_delta":
-                answer.thinking.append(str(delta.get("thinking", "")))
+                thinking.append(str(delta.get("thinking", "")))
             elif dtype == "input_json_delta":
                 answer.call(event.get("index"))["arguments"] += str(delta.get("partial_json", ""))
+        elif kind == "content_block_start":
+            block = _d(event.get("content_block"))
+            if block.get("type") == "tool_use":
+                slot = answer.call(event.get("index"))
+                slot["id"] = block.get("id", "")
+                slot["name"] = block.get("name", "")
+            elif block.get("type") == "text" and block.get("text"):
+                text.append(str(block["text"]))
+        elif kind == "message_start":
+            usage.update(_d(_d(event.get("message")).get("usage")))
         elif kind == "message_delta":
             reason = _d(event.get("delta")).get("stop_reason")
             if reason:
