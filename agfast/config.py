@@ -114,6 +114,12 @@ class Config:
     # How often the data dir is checked for accounts added or changed by another process (a stat, no reads).
     accounts_reload_interval: float = 15.0
     monitor_enabled: bool = True
+    # Proxy Monitor rows older than this are deleted (at start and hourly); 0 keeps them (reference: 30 days).
+    monitor_retention_days: int = 30
+    # Request and response body bytes stored per row (the request record holds at most 64 KiB of each).
+    monitor_max_body_bytes: int = 64 * 1024
+    # GET /metrics without admin auth (for a scraper on a trusted network).
+    metrics_public: bool = False
     # Host header values served besides this machine's own names (a reverse proxy's, say); "*" = any.
     allowed_hosts: list[str] = field(default_factory=list)
     # Web pages (exact origins, "*" = any) whose cross-origin requests are served and get CORS headers.
@@ -197,6 +203,9 @@ FILE_KEYS: dict[str, str] = {
     "oauth.client_id": "oauth_client_id",
     "oauth.client_secret": "oauth_client_secret",
     "monitor.enabled": "monitor_enabled",
+    "monitor.retention_days": "monitor_retention_days",
+    "monitor.max_body_bytes": "monitor_max_body_bytes",
+    "metrics_public": "metrics_public",
     "allowed_hosts": "allowed_hosts",
     "cors.allowed_origins": "cors_allowed_origins",
 }
@@ -236,6 +245,9 @@ _TYPES: dict[str, type] = {
     "shutdown_timeout": float,
     "client_stall_timeout": float,
     "monitor_enabled": bool,
+    "monitor_retention_days": int,
+    "monitor_max_body_bytes": int,
+    "metrics_public": bool,
     "retry_wait_scale": float,
     "stream_idle_timeout": float,
     "token_timeout": float,
@@ -406,6 +418,10 @@ def _validate(cfg: Config) -> None:
     ):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    if cfg.monitor_retention_days < 0:
+        raise ConfigError("monitor.retention_days must be 0 (keep everything) or more")
+    if cfg.monitor_max_body_bytes < 0:
+        raise ConfigError("monitor.max_body_bytes must be 0 (no bodies) or more")
     for url in cfg.upstream_endpoints:
         if not url.startswith(("http://", "https://")) or not url.endswith("/v1internal"):
             raise ConfigError(f"upstream endpoint must be an http(s) URL ending in /v1internal (got {url!r})")

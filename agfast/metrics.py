@@ -1,0 +1,195 @@
+"""Prometheus metrics: counters and histograms moved by each finished request, gauges read at scrape time.
+
+`observe(record)` runs on the request path: every label child it touches is bound once and kept in a dict,
+so a request costs a few dict lookups and lock-protected additions (see benchmarks/observers.py). State that
+lives elsewhere (account states, open streams, the monitor's queue) is not mirrored on every change; it is
+read through callbacks when Prometheus scrapes. The registry is agfast's own, never the process-global one,
+so two servers in one process (tests) never share series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.registry import Collector
+
+from agfast.record import RequestRecord
+from agfast.upstream.retry import STATUS_POLICY
+
+# The classic text format: every Prometheus version and compatible scraper reads it.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4.encode()
+# A whole request, Google's generation included: from a cached hello to a five-minute agent turn.
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# Google's time to the first event: its queueing and prompt processing, seconds to a minute.
+FIRST_BYTE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 60.0)
+# agfast's own time per request (conversion, pool, writes): tens of microseconds when healthy.
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+ACCOUNT_STATES = ("available", "limited", "disabled")
+TOKEN_KINDS = ("input", "output", "cached")
+# Retries that moved to another account (the policy table says which); a 429 with a stated delay too long
+# to wait out rotates as well, a short one is retried on the same account.
+ROTATING_REASONS = frozenset({s.reason for s in STATUS_POLICY.values() if s.rotate} | {"rate_limited_delay"})
+# The proxy's fixed routes; anything else is folded so a scanner's random paths cannot add series.
+FIXED_ROUTES = frozenset(
+    {
+        "/health", "/healthz", "/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/responses",
+        "/responses", "/v1/messages", "/v1/messages/count_tokens", "/v1/models/claude", "/v1beta/models",
+        "/metrics",
+    }
+)  # fmt: skip
+MODEL_PREFIXES = ("/v1beta/models/", "/v1/models/")
+MODEL_ACTIONS = frozenset({"generateContent", "streamGenerateContent", "countTokens"})
+# Label children remembered per cache (keys hold raw paths, so a scanner could grow them); past it a child is
+# looked up per request instead, slower but bounded. The series themselves are bounded by route_of().
+MAX_CHILDREN = 4096
+
+
+def route_of(path: str) -> str:
+    """A low-cardinality route label: the query dropped, model names in Gemini paths replaced by {model}."""
+    path = path.partition("?")[0]
+    if path in FIXED_ROUTES:
+        return path
+    for prefix in MODEL_PREFIXES:
+        if path.startswith(prefix):
+            _, colon, action = path[len(prefix) :].rpartition(":")
+            if colon and action in MODEL_ACTIONS:
+                return f"{prefix}{{model}}:{action}"
+            return prefix + "{model}"
+    if path.startswith("/api/"):
+        return "/api/*"
+    return "other"
+
+
+StateReader = Callable[[], Mapping[str, int]]
+
+
+class _ScrapeTime(Collector):
+    """Gauges whose truth lives elsewhere, read when Prometheus asks."""
+
+    def __init__(
+        self,
+        account_states: StateReader | None,
+        open_streams: Callable[[], int] | None,
+        monitor_status: Callable[[], Mapping[str, Any]] | None,
+    ) -> None:
+        self.account_states = account_states
+        self.open_streams = open_streams
+        self.monitor_status = monitor_status
+
+    def collect(self) -> Iterable[Metric]:
+        if self.account_states is not None:
+            states = self.account_states()
+            family = GaugeMetricFamily("agfast_accounts", "Accounts in the pool by state.", labels=["state"])
+            for state in ACCOUNT_STATES:
+                family.add_metric([state], states.get(state, 0))
+            yield family
+        if self.open_streams is not None:
+            yield GaugeMetricFamily("agfast_open_streams", "Streamed answers in flight.", value=self.open_streams())
+        if self.monitor_status is not None:
+            status = self.monitor_status()
+            yield GaugeMetricFamily(
+                "agfast_monitor_queue_depth",
+                "Request records waiting for the monitor's writer.",
+                value=status["queued"],
+            )
+            dropped = CounterMetricFamily(
+                "agfast_monitor_dropped",
+                "What the monitor dropped because its queue was full (bodies first, then whole rows).",
+                labels=["what"],
+            )
+            dropped.add_metric(["bodies"], status["dropped_bodies"])
+            dropped.add_metric(["rows"], status["dropped_rows"])
+            yield dropped
+            yield CounterMetricFamily(
+                "agfast_monitor_write_errors", "Monitor batches that failed to write.", value=status["write_errors"]
+            )
+
+
+def _remember(cache: dict[Any, Any], key: Any, child: Any) -> Any:
+    """Keep a bound label child for the next request; a full cache only stops remembering."""
+    if len(cache) < MAX_CHILDREN:
+        cache[key] = child
+    return child
+
+
+class Metrics:
+    """agfast's registry; `observe` is a request observer, `render` the body of GET /metrics."""
+
+    def __init__(
+        self,
+        account_states: StateReader | None = None,
+        open_streams: Callable[[], int] | None = None,
+        monitor_status: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
+        registry = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "agfast_requests", "Requests answered, by surface, route and status.", ("surface", "route", "status"),
+            registry=registry,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "agfast_request_duration_seconds", "Request head arrived to last byte written.", ("surface",),
+            buckets=DURATION_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.first_byte = Histogram(
+            "agfast_upstream_first_byte_seconds", "Request head arrived to Google's first event.", ("surface",),
+            buckets=FIRST_BYTE_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.overhead = Histogram(
+            "agfast_overhead_seconds", "agfast's own time per request: duration less time waiting on Google.",
+            ("surface",), buckets=OVERHEAD_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "agfast_tokens", "Tokens by account, model sent to Google, and kind.", ("account", "model", "kind"),
+            registry=registry,
+        )  # fmt: skip
+        self.retries = Counter(
+            "agfast_retries", "Upstream attempts retried, by reason.", ("reason",), registry=registry
+        )
+        self.rotations = Counter(
+            "agfast_rotations", "Retries that moved to another account, by reason.", ("reason",), registry=registry
+        )
+        registry.register(_ScrapeTime(account_states, open_streams, monitor_status))
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._latency: dict[str, tuple[Any, Any, Any]] = {}
+        self._tokens: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._retries: dict[str, tuple[Any, Any]] = {}
+
+    def observe(self, record: RequestRecord) -> None:
+        """Move the counters and histograms by one finished request."""
+        surface = record.protocol
+        key = (surface, record.path.partition("?")[0], record.status)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = _remember(self._requests, key, self.requests.labels(surface, route_of(key[1]), record.status))
+        counter.inc()
+        latency = self._latency.get(surface)
+        if latency is None:
+            children = (self.duration.labels(surface), self.first_byte.labels(surface), self.overhead.labels(surface))
+            latency = _remember(self._latency, surface, children)
+        latency[0].observe(record.duration)
+        if record.first_byte:
+            latency[1].observe(record.first_byte)
+        latency[2].observe(record.overhead)
+        if record.input_tokens or record.output_tokens or record.cached_tokens:
+            who = (record.account_email, record.mapped_model or record.model)
+            tokens = self._tokens.get(who)
+            if tokens is None:
+                tokens = _remember(self._tokens, who, tuple(self.tokens.labels(*who, k) for k in TOKEN_KINDS))
+            tokens[0].inc(record.input_tokens)
+            tokens[1].inc(record.output_tokens)
+            tokens[2].inc(record.cached_tokens)
+        for reason in record.retries:
+            pair = self._retries.get(reason)
+            if pair is None:
+                pair = _remember(self._retries, reason, (self.retries.labels(reason), self.rotations.labels(reason)))
+            pair[0].inc()
+            if reason in ROTATING_REASONS:
+                pair[1].inc()
+
+    def render(self) -> tuple[bytes, bytes]:
+        """The exposition text and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE
