@@ -219,6 +219,8 @@ class Outcome:
 def describe_failure(exc: BaseException, cfg: config.Config) -> str:
     """What went wrong, in words a user can act on; never a token."""
     if isinstance(exc, oauth.OAuthError):
+        if exc.error == oauth.NO_CLIENT:
+            return exc.description
         text = str(exc)
         if exc.error in oauth.CLIENT_ERRORS:
             if not (cfg.oauth_client_id and cfg.oauth_client_secret):
@@ -348,7 +350,10 @@ async def refresh_one(client: UpstreamClient, store: AccountStore, account: Acco
     problems: list[str] = []
     try:
         async with asyncio.timeout(cfg.request_timeout):
-            grant = await oauth.refresh_token(client.session, cfg, account.refresh_token)
+            grant, client_key = await oauth.refresh_any(
+                client.session, cfg, account.refresh_token, account.oauth_client_key
+            )
+            account.oauth_client_key = client_key
             try:
                 project, tier = await oauth.load_code_assist(client, grant.access_token)
             except oauth.AccountSetupError as exc:
@@ -406,6 +411,7 @@ def _save_refresh(
     )
     if project:
         current.project_id = project
+    current.oauth_client_key = account.oauth_client_key  # the client that just worked
     if current.disabled:  # only retried when named; a working token revives it
         current.enable()
     store_quota(current, tier, quota, now)

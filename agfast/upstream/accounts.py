@@ -272,6 +272,18 @@ class Account:
         else:
             self._token().pop("project_id", None)
 
+    @property
+    def oauth_client_key(self) -> str | None:
+        """The OAuth client that issued the refresh token (reference field; refresh tries it first)."""
+        return _str(_dict(self.raw.get("token")).get("oauth_client_key")) or None
+
+    @oauth_client_key.setter
+    def oauth_client_key(self, value: str | None) -> None:
+        if value:
+            self._token()["oauth_client_key"] = value
+        else:
+            self._token().pop("oauth_client_key", None)
+
     def needs_refresh(self, now: float, skew: float = REFRESH_SKEW_S) -> bool:
         """True when there is no access token or it expires within ``skew`` seconds."""
         return not self.access_token or now >= self.expiry_timestamp - skew

@@ -83,8 +83,8 @@ REFRESH_BACKOFF_MAX = 300.0
 REFRESH_BACKOFF_STEPS = 5
 NO_OAUTH_CLIENT = (
     "no OAuth client configured, so its expired access token cannot be refreshed: set oauth.client_id and "
-    "oauth.client_secret in config.toml (or AGFAST_OAUTH_CLIENT_ID and AGFAST_OAUTH_CLIENT_SECRET) to the "
-    "client that issued the refresh tokens"
+    "oauth.client_secret in config.toml (or AGFAST_OAUTH_CLIENT_ID and AGFAST_OAUTH_CLIENT_SECRET, or "
+    "[[oauth.clients]] / ANTIGRAVITY_OAUTH_CLIENTS) to the client that issued the refresh tokens"
 )
 NO_ACCOUNTS = "no accounts yet: add one with `agfast accounts add` (or try `agfast --demo`)"
 
@@ -490,7 +490,7 @@ class AccountPool:
 
     async def _refresh(self, member: Member, account: Account) -> None:
         """New access token into `account`; a failure disables (invalid_grant) or starts the back-off."""
-        if not self.config.oauth_client_id:
+        if not self.config.oauth_client_chain():
             raise AccountNotReady(NO_OAUTH_CLIENT)
         key = refresh_key(member.id)
         now = time.time()
@@ -498,7 +498,9 @@ class AccountPool:
         if wait > 0:
             raise AccountNotReady(f"{member.refresh_error} (next refresh attempt in {int(wait + 0.999)}s)", wait)
         try:
-            grant = await oauth.refresh_token(self.client.session, self.config, account.refresh_token)
+            grant, client_key = await oauth.refresh_any(
+                self.client.session, self.config, account.refresh_token, account.oauth_client_key
+            )
         except oauth.OAuthError as exc:
             if exc.invalid_grant:
                 await self._disable(member, f"invalid_grant: {exc.description or exc.error}")
@@ -526,6 +528,8 @@ class AccountPool:
             refresh_token=grant.refresh_token,
             id_token=grant.id_token,
         )
+        # Remembered with the token (one merge of the token object): the next refresh asks this client first.
+        account.oauth_client_key = client_key
 
     async def _persist(self, member: Member, fields: tuple[str, ...]) -> None:
         """Write what the pool changed onto the file as it is now; a removed or disabled file wins."""
