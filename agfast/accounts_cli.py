@@ -686,7 +686,8 @@ def read_pasted(loop: asyncio.AbstractEventLoop) -> asyncio.Future[str]:
 
     def read() -> None:
         line = sys.stdin.readline()
-        loop.call_soon_threadsafe(lambda: None if future.done() else future.set_result(line))
+        if line:  # at end of input nothing can be pasted any more, but the browser may still come back
+            loop.call_soon_threadsafe(lambda: None if future.done() else future.set_result(line))
 
     threading.Thread(target=read, name="agfast-login-stdin", daemon=True).start()
     return future
@@ -710,6 +711,11 @@ async def login_command(
 ) -> int:
     signin = SignIn(client.config, client, store)
     signin.ttl = timeout
+    try:
+        signin.oauth_client(key)
+    except SignInError as exc:
+        _error(f"cannot sign in: {exc}")
+        return EXIT_FAILURE
     loop = asyncio.get_running_loop()
     listener = CallbackListener()
     try:
