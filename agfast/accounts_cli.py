@@ -1,4 +1,5 @@
-"""`agfast accounts …`: add, list, remove, import and refresh the Google accounts of a data dir.
+"""`agfast accounts …`: sign in, add, list, remove, import, refresh, switch, export and inspect the Google
+accounts of a data dir, and manage the OAuth clients they are issued by.
 
 Files are AccountStore's business and Google is upstream.oauth's; this module is the user-facing part: one
 line per account, one clear line on stderr per failure, exit codes a script can rely on, and never a token
@@ -93,7 +94,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         "accounts",
         parents=[common],
-        help="manage Google accounts (add, list, remove, import, refresh)",
+        help="manage Google accounts (login, add, list, remove, import, refresh, enable, disable, export, quota, "
+        "client)",
         description="Manage the Google accounts agfast serves from. Without a sub-command: list.",
     )
     sub = parser.add_subparsers(dest="accounts_command", metavar="{" + ",".join(COMMANDS) + "}")
@@ -320,7 +322,7 @@ def describe_failure(exc: BaseException, cfg: config.Config) -> str:
             return exc.description
         text = str(exc)
         if exc.error in oauth.CLIENT_ERRORS:
-            if not (cfg.oauth_client_id and cfg.oauth_client_secret):
+            if not cfg.oauth_client_chain():
                 text += (
                     " (no OAuth client configured: set oauth.client_id and oauth.client_secret in config.toml, "
                     "or AGFAST_OAUTH_CLIENT_ID and AGFAST_OAUTH_CLIENT_SECRET, to the client that issued the token)"
