@@ -110,7 +110,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     login.add_argument("--no-browser", action="store_true", help="print the URL instead of opening a browser")
     login.add_argument(
-        "--timeout", type=float, default=LOGIN_TIMEOUT, metavar="SECONDS", help="give up after this (default: 300)"
+        "--timeout",
+        type=float,
+        default=LOGIN_TIMEOUT,
+        metavar="SECONDS",
+        help="give up after this many seconds (default: %(default)s)",
     )
     login.add_argument("--client", metavar="KEY", help="the OAuth client to sign in with (default: the first)")
 
@@ -197,15 +201,30 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "config file; oauth.client_id and ANTIGRAVITY_OAUTH_CLIENTS are listed too.",
     )
     client_sub = client.add_subparsers(dest="client_command", metavar="{add,list,remove}")
-    cadd = client_sub.add_parser("add", parents=[common], help="add an OAuth client to the config file")
+    cadd = client_sub.add_parser(
+        "add",
+        parents=[common],
+        help="add an OAuth client to the config file",
+        description="Append an [[oauth.clients]] entry to the config file; accounts signed in with it remember KEY.",
+    )
     cadd.add_argument("key", metavar="KEY", help="a short name accounts remember (letters, digits, . _ -)")
     cadd.add_argument("--client-id", required=True, metavar="ID")
     cadd.add_argument(
         "--client-secret", required=True, metavar="SECRET", help="'-' reads it from stdin (keeps it out of history)"
     )
-    cadd.add_argument("--label", default="", help="a description")
-    client_sub.add_parser("list", parents=[common], help="the configured OAuth clients (secrets masked)")
-    crm = client_sub.add_parser("remove", parents=[common], help="remove an OAuth client from the config file")
+    cadd.add_argument("--label", help="a description")
+    client_sub.add_parser(
+        "list",
+        parents=[common],
+        help="the configured OAuth clients (secrets masked)",
+        description="Every OAuth client agfast knows, in the order a refresh tries them; secrets masked.",
+    )
+    crm = client_sub.add_parser(
+        "remove",
+        parents=[common],
+        help="remove an OAuth client from the config file",
+        description="Drop the [[oauth.clients]] entry with this key from the config file.",
+    )
     crm.add_argument("key", metavar="KEY")
 
 
@@ -905,7 +924,7 @@ def client_command(cfg: config.Config, args: argparse.Namespace) -> int:
             raise UsageError("--client-id and --client-secret must not be empty")
         if not config.CLIENT_KEY_PATTERN.fullmatch(args.key):
             raise UsageError("KEY must be letters, digits, '.', '_' or '-' (at most 64)")
-        config.add_client_to_file(path, config.OAuthClient(args.key, args.client_id.strip(), secret, args.label))
+        config.add_client_to_file(path, config.OAuthClient(args.key, args.client_id.strip(), secret, args.label or ""))
         print(f"added OAuth client {args.key} ({args.client_id.strip()}) to {path}")
         return EXIT_OK
     if sub == "remove":
