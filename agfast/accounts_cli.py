@@ -466,7 +466,7 @@ async def refresh_one(client: UpstreamClient, store: AccountStore, account: Acco
             grant, client_key = await oauth.refresh_any(
                 client.session, cfg, account.refresh_token, account.oauth_client_key
             )
-            account.oauth_client_key = client_key
+            account.oauth_client_key = oauth.client_to_remember(cfg, account.oauth_client_key, client_key)
             try:
                 project, tier = await oauth.load_code_assist(client, grant.access_token)
             except oauth.AccountSetupError as exc:

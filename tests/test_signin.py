@@ -20,8 +20,9 @@ import aiohttp
 import orjson
 import pytest
 from helpers import AGFAST_ROOT, ServerThread, request
-from stack import CLIENT_ID, CLIENT_SECRET, agfast_on, start_sim
+from stack import CLIENT_ID, CLIENT_SECRET, agfast_on, onboard_all, stack_config, start_sim
 
+from agfast.config import OAuthClient
 from agfast.sim import GoogleSimulator, SimAccount
 from agfast.upstream.accounts import AccountStore
 
@@ -370,3 +371,29 @@ def test_callback_for_an_expired_flow_is_refused(sim: GoogleSimulator, proxy: Se
     assert status == 400 and "unknown or expired sign-in" in page
     assert NEWCOMER not in saved(proxy.config.data_dir)
     assert proxy.call(lambda: proxy.app.signin.pending) == 0
+
+
+def test_the_server_refreshes_with_the_next_client_and_remembers_it(sim: GoogleSimulator, tmp_path: Path) -> None:
+    """§4.4 in the pool: an expired token whose client is unknown is refreshed by each client in turn; the one
+    that worked is saved with the token, so the next refresh asks it first."""
+    owner = sim.accounts["demo1@sim.local"]
+    owner.client_id = "cid-good"  # this refresh token was issued to cid-good: other clients are refused
+    clients = [OAuthClient("bad", "cid-bad", "bad-real-secret"), OAuthClient("good", "cid-good", "good-secret")]
+    cfg = stack_config(tmp_path, sim, oauth_client_id=None, oauth_client_secret=None, oauth_clients=clients)
+    try:
+        store = onboard_all(cfg, sim, emails=[owner.email])
+        account = store.find(owner.email)
+        assert account is not None and account.oauth_client_key == "good"
+        account.oauth_client_key = None
+        account.expiry_timestamp = 0  # refresh before the first use
+        store.save(account)
+        sim.clear_requests()
+        with ServerThread(cfg) as st:
+            reply = request(st.port, "POST", "/v1/chat/completions", CHAT, {"Content-Type": "application/json"})
+        assert reply.status == 200, reply.body
+    finally:
+        owner.client_id = None
+    calls = [r for r in sim.requests_for("token") if (r.form or {}).get("grant_type") == "refresh_token"]
+    assert [((r.form or {}).get("client_id"), r.status) for r in calls] == [("cid-bad", 401), ("cid-good", 200)]
+    saved_account = AccountStore(tmp_path).find(owner.email)
+    assert saved_account is not None and saved_account.oauth_client_key == "good"

@@ -117,6 +117,14 @@ async def refresh_any(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def client_to_remember(config: Config, previous: str | None, worked: str) -> str | None:
+    """The account's new oauth_client_key: the client that worked, unless the file names a client agfast does
+    not know (Antigravity Tools' own): that one is kept, so the desktop app still finds its client."""
+    if previous is None or any(c.key == previous for c in config.oauth_client_chain()):
+        return worked
+    return previous
+
+
 async def refresh_token(
     session: aiohttp.ClientSession, config: Config, token: str, client: OAuthClient | None = None
 ) -> TokenGrant:

@@ -580,7 +580,7 @@ class AccountPool:
             id_token=grant.id_token,
         )
         # Remembered with the token (one merge of the token object): the next refresh asks this client first.
-        account.oauth_client_key = client_key
+        account.oauth_client_key = oauth.client_to_remember(self.config, account.oauth_client_key, client_key)
 
     async def _persist(self, member: Member, fields: tuple[str, ...]) -> None:
         """Write what the pool changed onto the file as it is now; a removed or disabled file wins."""
