@@ -1,4 +1,5 @@
-"""`agfast accounts …`: add, list, remove, import and refresh the Google accounts of a data dir.
+"""`agfast accounts …`: sign in, add, list, remove, import, refresh, switch, export and inspect the Google
+accounts of a data dir, and manage the OAuth clients they are issued by.
 
 Files are AccountStore's business and Google is upstream.oauth's; this module is the user-facing part: one
 line per account, one clear line on stderr per failure, exit codes a script can rely on, and never a token
@@ -10,9 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import html
 import logging
 import sys
+import threading
 import time
+import urllib.parse
+import webbrowser
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,12 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 from agfast import config
 from agfast.upstream import oauth
-from agfast.upstream.accounts import Account, AccountFileError, AccountStore, usable
+from agfast.upstream.accounts import (
+    DISABLE_FIELDS,
+    PROXY_FIELDS,
+    Account,
+    AccountFileError,
+    AccountStore,
+    usable,
+)
 from agfast.upstream.client import UpstreamClient
-from agfast.upstream.onboarding import discover, save_discovery, store_quota
+from agfast.upstream.onboarding import Discovery, discover, save_discovery, store_quota
+from agfast.upstream.signin import SignIn, SignInError
 
 log = logging.getLogger("agfast.accounts")
 
@@ -38,7 +52,17 @@ CONCURRENCY = 4
 # The table's status cell; the full reason is in `--json`.
 STATUS_WIDTH = 60
 ADD_HINT = "agfast accounts add --refresh-token -"
-COMMANDS = ("add", "list", "remove", "import", "refresh")
+LOGIN_HINT = "agfast accounts login"
+COMMANDS = ("login", "add", "list", "remove", "import", "refresh", "enable", "disable", "export", "quota", "client")
+# How long `login` waits for the browser to come back (a user reading Google's consent page takes a minute).
+LOGIN_TIMEOUT = 300.0
+# Where `login`'s one-shot loopback listener expects Google's redirect.
+CALLBACK_PATH = "/oauth-callback"
+SWITCH_OFF_REASON = "switched off with 'agfast accounts disable'"
+EXPORT_WARNING = (
+    "the export holds refresh tokens: whoever has it can use these Google accounts; keep it private and delete "
+    "it once imported"
+)
 
 
 class UsageError(Exception):
@@ -70,10 +94,29 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         "accounts",
         parents=[common],
-        help="manage Google accounts (add, list, remove, import, refresh)",
+        help="manage Google accounts (login, add, list, remove, import, refresh, enable, disable, export, quota, "
+        "client)",
         description="Manage the Google accounts agfast serves from. Without a sub-command: list.",
     )
     sub = parser.add_subparsers(dest="accounts_command", metavar="{" + ",".join(COMMANDS) + "}")
+
+    login = sub.add_parser(
+        "login",
+        parents=[common],
+        help="add an account by signing in with Google in a browser",
+        description="Open Google's sign-in page (PKCE, local callback on 127.0.0.1), then do what 'add' does "
+        "with the new grant. --no-browser prints the URL and takes the address the browser was sent to (or "
+        "the bare code) on stdin, for SSH hosts.",
+    )
+    login.add_argument("--no-browser", action="store_true", help="print the URL instead of opening a browser")
+    login.add_argument(
+        "--timeout",
+        type=float,
+        default=LOGIN_TIMEOUT,
+        metavar="SECONDS",
+        help="give up after this many seconds (default: %(default)s)",
+    )
+    login.add_argument("--client", metavar="KEY", help="the OAuth client to sign in with (default: the first)")
 
     add = sub.add_parser(
         "add",
@@ -127,6 +170,63 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     ref.add_argument("targets", nargs="*", metavar="ID_OR_EMAIL")
 
+    for verb, text in (("enable", "use the account again"), ("disable", "stop using the account (kept on disk)")):
+        switch = sub.add_parser(verb, parents=[common], help=text, description=text.capitalize() + ".")
+        switch.add_argument("target", metavar="ID_OR_EMAIL")
+
+    export = sub.add_parser(
+        "export",
+        parents=[common],
+        help="print email + refresh token of the accounts as JSON (to stdout only)",
+        description='Print {"accounts": [{"email", "refresh_token"}]}, the format \'import\' reads, to stdout. '
+        "It holds secrets: redirect it to a private file.",
+    )
+    export.add_argument("--emails", metavar="EMAIL[,EMAIL…]", help="only these accounts")
+
+    quota = sub.add_parser(
+        "quota",
+        parents=[common],
+        help="every model's remaining quota and reset time",
+        description="Per account: tier, each model's remaining percentage and reset time, and the 5-hour / "
+        "weekly windows where Google reported them (as of the last refresh; 'agfast accounts refresh' updates).",
+    )
+    quota.add_argument("target", nargs="?", metavar="ID_OR_EMAIL")
+    quota.add_argument("--json", action="store_true", help="JSON instead of the table")
+
+    client = sub.add_parser(
+        "client",
+        parents=[common],
+        help="the OAuth clients accounts are signed in and refreshed with",
+        description="agfast ships no OAuth client: bring yours. Clients are [[oauth.clients]] entries of the "
+        "config file; oauth.client_id and ANTIGRAVITY_OAUTH_CLIENTS are listed too.",
+    )
+    client_sub = client.add_subparsers(dest="client_command", metavar="{add,list,remove}")
+    cadd = client_sub.add_parser(
+        "add",
+        parents=[common],
+        help="add an OAuth client to the config file",
+        description="Append an [[oauth.clients]] entry to the config file; accounts signed in with it remember KEY.",
+    )
+    cadd.add_argument("key", metavar="KEY", help="a short name accounts remember (letters, digits, . _ -)")
+    cadd.add_argument("--client-id", required=True, metavar="ID")
+    cadd.add_argument(
+        "--client-secret", required=True, metavar="SECRET", help="'-' reads it from stdin (keeps it out of history)"
+    )
+    cadd.add_argument("--label", help="a description")
+    client_sub.add_parser(
+        "list",
+        parents=[common],
+        help="the configured OAuth clients (secrets masked)",
+        description="Every OAuth client agfast knows, in the order a refresh tries them; secrets masked.",
+    )
+    crm = client_sub.add_parser(
+        "remove",
+        parents=[common],
+        help="remove an OAuth client from the config file",
+        description="Drop the [[oauth.clients]] entry with this key from the config file.",
+    )
+    crm.add_argument("key", metavar="KEY")
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Entry
@@ -147,6 +247,24 @@ def run(args: argparse.Namespace) -> int:
             return list_accounts(store, as_json=getattr(args, "json", False))
         if command == "remove":
             return remove_account(store, args.target)
+        if command in ("enable", "disable"):
+            return switch_account(store, args.target, on=command == "enable")
+        if command == "export":
+            return export_accounts(store, args.emails)
+        if command == "quota":
+            return show_quota(store, args.target, as_json=args.json)
+        if command == "client":
+            return client_command(cfg, args)
+        if command == "login":
+            if args.timeout <= 0:
+                raise UsageError("--timeout must be positive")
+            return _with_client(
+                cfg,
+                partial(login_command, store=store, no_browser=args.no_browser, timeout=args.timeout, key=args.client),
+            )
+        if command == "import" and not cfg.oauth_client_chain():
+            _error(f"cannot import: {oauth.NO_CLIENT_MESSAGE}")
+            return EXIT_FAILURE
         if command == "add":
             token = read_refresh_token(args.refresh_token)
             return _with_client(cfg, partial(add_command, store=store, refresh=token))
@@ -219,9 +337,11 @@ class Outcome:
 def describe_failure(exc: BaseException, cfg: config.Config) -> str:
     """What went wrong, in words a user can act on; never a token."""
     if isinstance(exc, oauth.OAuthError):
+        if exc.error == oauth.NO_CLIENT:
+            return exc.description
         text = str(exc)
         if exc.error in oauth.CLIENT_ERRORS:
-            if not (cfg.oauth_client_id and cfg.oauth_client_secret):
+            if not cfg.oauth_client_chain():
                 text += (
                     " (no OAuth client configured: set oauth.client_id and oauth.client_secret in config.toml, "
                     "or AGFAST_OAUTH_CLIENT_ID and AGFAST_OAUTH_CLIENT_SECRET, to the client that issued the token)"
@@ -246,12 +366,7 @@ async def add_one(client: UpstreamClient, store: AccountStore, refresh: str, cla
         account, verb = save_discovery(store, found, refresh)
     except Exception as exc:
         return Outcome(False, describe_failure(exc, client.config))
-    details = f"project {found.project}, tier {found.tier or 'unknown'}"
-    if found.quota is not None:
-        details += f", {len(found.quota.models)} models"
-    else:
-        details += f"; quota not fetched ({found.quota_error}), run 'agfast accounts refresh' later"
-    line = f"{verb} {account.email} ({details})"
+    line = f"{verb} {account.email} ({discovery_details(found)})"
     if claimed is not None and claimed.casefold() != account.email.casefold():
         line += f" [the import file said {claimed}]"
     return Outcome(True, line)
@@ -348,7 +463,10 @@ async def refresh_one(client: UpstreamClient, store: AccountStore, account: Acco
     problems: list[str] = []
     try:
         async with asyncio.timeout(cfg.request_timeout):
-            grant = await oauth.refresh_token(client.session, cfg, account.refresh_token)
+            grant, client_key = await oauth.refresh_any(
+                client.session, cfg, account.refresh_token, account.oauth_client_key
+            )
+            account.oauth_client_key = oauth.client_to_remember(cfg, account.oauth_client_key, client_key)
             try:
                 project, tier = await oauth.load_code_assist(client, grant.access_token)
             except oauth.AccountSetupError as exc:
@@ -406,6 +524,7 @@ def _save_refresh(
     )
     if project:
         current.project_id = project
+    current.oauth_client_key = account.oauth_client_key  # the client that just worked
     if current.disabled:  # only retried when named; a working token revives it
         current.enable()
     store_quota(current, tier, quota, now)
@@ -544,3 +663,293 @@ def _count(n: int, noun: str) -> str:
 def _clip(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sign-in
+
+
+class CallbackListener:
+    """`login`'s one-shot loopback server: takes Google's redirect, shows the outcome in the browser tab."""
+
+    def __init__(self) -> None:
+        self.arrived: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+        self.outcome: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_get(CALLBACK_PATH, self._callback)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        return f"http://127.0.0.1:{self.port}{CALLBACK_PATH}"
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        if self.arrived.done():
+            return web.Response(status=409, text="This sign-in is over; start a new one.")
+        self.arrived.set_result(dict(request.query))
+        ok, text = await asyncio.shield(self.outcome)
+        title = "Signed in" if ok else "Sign-in failed"
+        return web.Response(status=200 if ok else 400, body=signin_page(title, text), content_type="text/html")
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def read_pasted(loop: asyncio.AbstractEventLoop) -> asyncio.Future[str]:
+    """The first line of stdin, read in a daemon thread (a blocked read must not keep the process alive)."""
+    future: asyncio.Future[str] = loop.create_future()
+
+    def read() -> None:
+        line = sys.stdin.readline()
+        if line:  # at end of input nothing can be pasted any more, but the browser may still come back
+            loop.call_soon_threadsafe(lambda: None if future.done() else future.set_result(line))
+
+    threading.Thread(target=read, name="agfast-login-stdin", daemon=True).start()
+    return future
+
+
+def parse_pasted(text: str, state: str) -> dict[str, str]:
+    """The redirected address (its query: code, state or error), or a bare code (for this flow's state)."""
+    text = text.strip().strip("'\"")
+    if not text:
+        raise UsageError("nothing was pasted (expected the address the browser was sent to, or the code)")
+    if "?" in text or text.startswith(("http://", "https://")):
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(text).query))
+        if not query.get("code") and not query.get("error"):
+            raise UsageError("the pasted address has no code= (paste the whole address the browser was sent to)")
+        return query
+    return {"code": text, "state": state}
+
+
+async def login_command(
+    client: UpstreamClient, store: AccountStore, no_browser: bool, timeout: float, key: str | None
+) -> int:
+    signin = SignIn(client.config, client, store)
+    signin.ttl = timeout
+    try:
+        signin.oauth_client(key)
+    except SignInError as exc:
+        _error(f"cannot sign in: {exc}")
+        return EXIT_FAILURE
+    loop = asyncio.get_running_loop()
+    listener = CallbackListener()
+    try:
+        url = signin.start(await listener.start(), key)
+        state = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["state"][0]
+        waiters: list[asyncio.Future[Any]] = [listener.arrived]
+        if no_browser:
+            print(
+                f"Open this address in a browser and sign in with Google:\n\n{url}\n\nThen paste here the "
+                "address the browser was sent to (it may show an error page; copy its address), or the code:",
+                file=sys.stderr,
+                flush=True,
+            )
+            waiters.append(read_pasted(loop))
+        else:
+            opened = webbrowser.open(url)
+            print(
+                f"{'Opened' if opened else 'Open'} Google's sign-in page in your browser; if it did not appear, "
+                f"visit:\n{url}",
+                file=sys.stderr,
+                flush=True,
+            )
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            _error(f"sign-in timed out after {timeout:g} s; nothing was added (run 'agfast accounts login' again)")
+            listener.outcome.set_result((False, "The sign-in timed out; nothing was added."))
+            return EXIT_FAILURE
+        got = done.pop().result()
+        try:
+            query = got if isinstance(got, dict) else parse_pasted(got, state)
+            signed = await signin.complete(query.get("state", ""), query.get("code"), query.get("error"))
+        except (SignInError, UsageError) as exc:
+            _error(f"sign-in failed: {exc}; nothing was added")
+            if not listener.outcome.done():
+                listener.outcome.set_result((False, f"{exc}. Nothing was added."))
+            return EXIT_FAILURE
+        line = f"{signed.verb} {signed.account.email} ({discovery_details(signed.found)})"
+        listener.outcome.set_result((True, f"{line}. You can close this tab."))
+        print(line, flush=True)
+        return EXIT_OK
+    finally:
+        if not listener.outcome.done():
+            listener.outcome.set_result((False, "The sign-in was abandoned."))
+        await listener.close()
+
+
+def signin_page(title: str, text: str) -> str:
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>agfast sign-in</title></head><body "
+        f"style='font-family:sans-serif;margin:3em'><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p></body></html>"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# enable / disable / export / quota
+
+
+def switch_account(store: AccountStore, target: str, on: bool) -> int:
+    """Antigravity Tools' proxy switch; enabling also lifts a disable (the next refresh shows if it works)."""
+    account = store.find(target)
+    if account is None:
+        _error(f"no account matches {target!r} (see 'agfast accounts list')")
+        return EXIT_FAILURE
+    if on:
+        was_disabled = account.disabled
+        account.switch_on()
+        account.enable()
+        saved = store.merge(account, PROXY_FIELDS + DISABLE_FIELDS)
+        note = (
+            " (it had been disabled by Google's answer; if its token is dead it will be again)" if was_disabled else ""
+        )
+        verb = "enabled"
+    else:
+        account.switch_off(SWITCH_OFF_REASON)
+        saved = store.merge(account, PROXY_FIELDS)
+        note, verb = "", "disabled"
+    if saved is None:
+        _error(f"{account.email} was removed meanwhile")
+        return EXIT_FAILURE
+    print(f"{verb} {account.email} ({account.id}){note}; a running agfast applies it within accounts_reload_interval")
+    return EXIT_OK
+
+
+def export_accounts(store: AccountStore, emails: str | None) -> int:
+    accounts = sorted(store.load_all(), key=lambda a: a.email.casefold())
+    if emails:
+        wanted = {e.strip().casefold() for e in emails.split(",") if e.strip()}
+        missing = wanted - {a.email.casefold() for a in accounts}
+        if missing:
+            _error(f"no account for {', '.join(sorted(missing))} (see 'agfast accounts list')")
+            return EXIT_FAILURE
+        accounts = [a for a in accounts if a.email.casefold() in wanted]
+    _error(EXPORT_WARNING)
+    doc = {"accounts": [{"email": a.email, "refresh_token": a.refresh_token} for a in accounts]}
+    print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode(), flush=True)
+    return EXIT_OK
+
+
+def quota_view(account: Account) -> dict[str, Any]:
+    """One account's quota as `quota --json` shows it."""
+    quota = account.quota or {}
+    groups = quota.get("quota_groups")
+    return {
+        "email": account.email,
+        "tier": account.subscription_tier,
+        "last_updated": account.quota_last_updated,
+        "models": [
+            {"name": m.name, "percentage": m.percentage, "reset_time": m.reset_time}
+            for m in sorted(account.quota_models, key=lambda m: m.name)
+        ],
+        "windows": [
+            {
+                "group": g.get("displayName"),
+                "window": b.get("window") or b.get("bucketId"),
+                "remaining_fraction": b.get("remainingFraction"),
+                "reset_time": b.get("resetTime"),
+            }
+            for g in (groups if isinstance(groups, list) else [])
+            if isinstance(g, dict)
+            for b in (g.get("buckets") or [])
+            if isinstance(b, dict)
+        ],
+    }
+
+
+def show_quota(store: AccountStore, target: str | None, as_json: bool) -> int:
+    if target:
+        found = store.find(target)
+        if found is None:
+            _error(f"no account matches {target!r} (see 'agfast accounts list')")
+            return EXIT_FAILURE
+        accounts = [found]
+    else:
+        accounts = sorted(store.load_all(), key=lambda a: a.email.casefold())
+    views = [quota_view(a) for a in accounts]
+    if as_json:
+        print(orjson.dumps(views, option=orjson.OPT_INDENT_2).decode())
+        return EXIT_OK
+    if not views:
+        print(f"no accounts in {store.data_dir}; add one with: {LOGIN_HINT}")
+        return EXIT_OK
+    now = time.time()
+    blocks = []
+    for view in views:
+        stamp = f"as of {_iso(view['last_updated'])}" if view["last_updated"] else "never fetched"
+        head = f"{view['email']}  tier {view['tier'] or 'unknown'}  ({stamp})"
+        rows: list[tuple[str, ...]] = [("MODEL", "REMAINING", "RESETS")]
+        rows += [(m["name"], f"{m['percentage']}%", _reset(m["reset_time"], now)) for m in view["models"]]
+        for w in view["windows"]:
+            fraction = w["remaining_fraction"]
+            pct = f"{int(fraction * 100)}%" if isinstance(fraction, int | float) else "-"
+            rows.append((f"[{w['group'] or 'quota'}: {w['window']}]", pct, _reset(w["reset_time"], now)))
+        blocks.append(head + "\n" + (_format_table(rows) if len(rows) > 1 else "  no quota data yet"))
+    print("\n\n".join(blocks))
+    return EXIT_OK
+
+
+def _reset(reset_time: Any, now: float) -> str:
+    if not isinstance(reset_time, str) or not reset_time:
+        return "-"
+    try:
+        at = datetime.fromisoformat(reset_time.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return reset_time
+    return f"{reset_time} (in {_duration(at - now)})" if at > now else f"{reset_time} (passed)"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# OAuth clients
+
+
+def _mask(secret: str) -> str:
+    return secret[:4] + "…" if len(secret) > 8 else "…"
+
+
+def client_command(cfg: config.Config, args: argparse.Namespace) -> int:
+    sub = getattr(args, "client_command", None) or "list"
+    path = cfg.config_path
+    if sub == "add":
+        secret = args.client_secret
+        if secret == "-":
+            secret = getpass.getpass("client secret: ") if sys.stdin.isatty() else sys.stdin.read()
+        secret = secret.strip()
+        if not secret or not args.client_id.strip():
+            raise UsageError("--client-id and --client-secret must not be empty")
+        if not config.CLIENT_KEY_PATTERN.fullmatch(args.key):
+            raise UsageError("KEY must be letters, digits, '.', '_' or '-' (at most 64)")
+        config.add_client_to_file(path, config.OAuthClient(args.key, args.client_id.strip(), secret, args.label or ""))
+        print(f"added OAuth client {args.key} ({args.client_id.strip()}) to {path}")
+        return EXIT_OK
+    if sub == "remove":
+        if not config.remove_client_from_file(path, args.key):
+            where = ""
+            if args.key == config.DEFAULT_CLIENT_KEY:
+                where = " (it is oauth.client_id / oauth.client_secret: edit or unset those)"
+            elif any(c.key == args.key for c in cfg.oauth_clients):
+                where = f" (it comes from {config.ANTIGRAVITY_CLIENTS_ENV} or AGFAST_OAUTH_CLIENTS)"
+            _error(f"{path} has no [[oauth.clients]] entry with key {args.key!r}{where}")
+            return EXIT_FAILURE
+        print(f"removed OAuth client {args.key} from {path}")
+        return EXIT_OK
+    chain = cfg.oauth_client_chain()
+    if not chain:
+        print(oauth.NO_CLIENT_MESSAGE)
+        return EXIT_OK
+    rows = [("KEY", "CLIENT ID", "SECRET", "LABEL")]
+    rows += [(c.key, c.client_id, _mask(c.client_secret), c.label or "-") for c in chain]
+    print(_format_table(rows))
+    return EXIT_OK
+
+
+def discovery_details(found: Discovery) -> str:
+    details = f"project {found.project}, tier {found.tier or 'unknown'}"
+    if found.quota is not None:
+        return details + f", {len(found.quota.models)} models"
+    return details + f"; quota not fetched ({found.quota_error}), run 'agfast accounts refresh' later"

@@ -11,6 +11,7 @@ from agfast.api import service
 from agfast.api.anthropic import AnthropicApi
 from agfast.api.gemini import GeminiApi
 from agfast.api.openai import OpenAIApi
+from agfast.api.signin import callback_handler
 from agfast.config import Config
 from agfast.convert.models import ModelSpec, list_models, resolve_model_route, route_known
 from agfast.convert.signatures import SignatureCache
@@ -23,6 +24,7 @@ from agfast.upstream.catalog import Catalog, catalog_of
 from agfast.upstream.client import UpstreamClient
 from agfast.upstream.gateway import CLAUDE_BETA_GEMINI_PATH, Gateway
 from agfast.upstream.pool import AccountPool
+from agfast.upstream.signin import SignIn
 
 GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/")
 # Distinct client model names remembered; clients use a handful, this only bounds a hostile caller.
@@ -47,6 +49,8 @@ class App:
         self.gemini = GeminiApi(self)
         self.openai = OpenAIApi(self)
         self.anthropic = AnthropicApi(self)
+        # "Sign in with Google" flows; an account signed in joins the pool at once (no restart, no reload wait).
+        self.signin = SignIn(config, self.client, self.store, on_added=lambda _account: self.pool.load())
         self._upkeep: asyncio.Task[None] | None = None
         self._routes: dict[str, str] = {}
         self._catalog = Catalog()
@@ -162,6 +166,7 @@ def build_router(app: App) -> Router:
     r.add((GET,), "/healthz", service.health, Family.OPENAI, health=True)
     r.add((GET,), "/health", service.health, Family.OPENAI, health=True)
     r.add((GET, HEAD), "/api/hello", service.hello, Family.ANTHROPIC, public=True)
+    r.add((GET,), "/auth/callback", callback_handler(app.signin), Family.OPENAI, public=True)
     r.add((POST,), "/v1/api/event_logging", service.swallow, Family.ANTHROPIC)
     r.add((POST,), "/v1/api/event_logging/batch", service.swallow, Family.ANTHROPIC)
 

@@ -157,7 +157,7 @@ async def _serve(cfg: config.Config) -> int:
         generated = config.ensure_api_key(cfg)
         if generated is not None and demo is None:
             print(f"agfast: generated API key {generated} (saved to {cfg.config_path})", flush=True)
-        if demo is None and not (cfg.oauth_client_id and cfg.oauth_client_secret):
+        if demo is None and not cfg.oauth_client_chain():
             logging.getLogger("agfast.config").warning(
                 "no OAuth client configured (oauth.client_id / oauth.client_secret, or AGFAST_OAUTH_CLIENT_ID / "
                 "_SECRET): expired access tokens cannot be refreshed"

@@ -32,6 +32,15 @@ GOOGLE_ENDPOINTS = (
 )
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 GOOGLE_USERINFO_URL = "https://www.googleapis.com/oauth2/v2/userinfo"
+GOOGLE_AUTH_URL = "https://accounts.google.com/o/oauth2/v2/auth"
+# The key of the client given as oauth.client_id / oauth.client_secret (the single-client settings).
+DEFAULT_CLIENT_KEY = "default"
+# Antigravity Tools' own variable for several OAuth clients: `key|client_id|client_secret|label;…` (§4.4).
+ANTIGRAVITY_CLIENTS_ENV = "ANTIGRAVITY_OAUTH_CLIENTS"
+# Quota protection keeps the last of a model's quota for the user's own IDE (reference §4.7 default: 10 %).
+DEFAULT_QUOTA_THRESHOLD = 10
+# An OAuth client key becomes a config table entry and an account field: short, no separators.
+CLIENT_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 # Antigravity Tools accepts request bodies up to 100 MiB (base64 images and long agent histories are big).
 DEFAULT_MAX_BODY_SIZE = 100 * 1024 * 1024
@@ -57,6 +66,19 @@ ORIGIN_PATTERN = re.compile(r"\*|null|[a-z][a-z0-9+.-]*://(\[[0-9a-f:.]+\]|[^\s/
 
 class ConfigError(Exception):
     """A setting that cannot work; the CLI prints it as one line and exits non-zero."""
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthClient:
+    """One OAuth client the user brought (agfast ships none); `key` is what an account remembers."""
+
+    key: str
+    client_id: str
+    client_secret: str
+    label: str = ""
+
+    def __repr__(self) -> str:  # the secret never reaches a log line or a traceback
+        return f"OAuthClient(key={self.key!r}, client_id={self.client_id!r}, label={self.label!r})"
 
 
 @dataclass(slots=True)
@@ -99,6 +121,15 @@ class Config:
     userinfo_url: str = GOOGLE_USERINFO_URL
     oauth_client_id: str | None = None
     oauth_client_secret: str | None = None
+    # Google's sign-in page (`agfast accounts login`, the dashboard's "Sign in with Google").
+    oauth_auth_url: str = GOOGLE_AUTH_URL
+    # More OAuth clients ([[oauth.clients]], ANTIGRAVITY_OAUTH_CLIENTS); tried after oauth.client_id.
+    oauth_clients: list[OAuthClient] = field(default_factory=list)
+    # Quota protection (reference §4.7): an account whose remaining quota for a protected model is below
+    # the threshold (percent) is not used for that model. No models listed = every model is protected.
+    quota_protection_enabled: bool = False
+    quota_protection_threshold: int = DEFAULT_QUOTA_THRESHOLD
+    quota_protection_models: list[str] = field(default_factory=list)
     user_agent: str | None = None
     # Google refuses clients that report an old Antigravity version; 4.3.0 is the original's floor.
     client_version: str = "4.3.0"
@@ -155,6 +186,18 @@ class Config:
             return self.auth_mode
         return "all_except_health" if self.lan_exposed else "off"
 
+    def oauth_client_chain(self) -> list[OAuthClient]:
+        """Every configured OAuth client, oauth.client_id first; refresh tries them in this order (§4.4)."""
+        chain: list[OAuthClient] = []
+        if self.oauth_client_id and self.oauth_client_secret:
+            chain.append(
+                OAuthClient(DEFAULT_CLIENT_KEY, self.oauth_client_id, self.oauth_client_secret, "oauth.client_id")
+            )
+        for client in self.oauth_clients:
+            if all(c.key != client.key and c.client_id != client.client_id for c in chain):
+                chain.append(client)
+        return chain
+
     @property
     def config_path(self) -> Path:
         return self.config_file if self.config_file is not None else self.data_dir / "config.toml"
@@ -202,6 +245,11 @@ FILE_KEYS: dict[str, str] = {
     "oauth.userinfo_url": "userinfo_url",
     "oauth.client_id": "oauth_client_id",
     "oauth.client_secret": "oauth_client_secret",
+    "oauth.auth_url": "oauth_auth_url",
+    "oauth.clients": "oauth_clients",
+    "quota_protection.enabled": "quota_protection_enabled",
+    "quota_protection.threshold": "quota_protection_threshold",
+    "quota_protection.protected_models": "quota_protection_models",
     "monitor.enabled": "monitor_enabled",
     "monitor.retention_days": "monitor_retention_days",
     "monitor.max_body_bytes": "monitor_max_body_bytes",
@@ -224,6 +272,7 @@ ENV_KEYS: dict[str, str] = {
     "AGFAST_USERINFO_URL": "userinfo_url",
     "AGFAST_OAUTH_CLIENT_ID": "oauth_client_id",
     "AGFAST_OAUTH_CLIENT_SECRET": "oauth_client_secret",
+    "AGFAST_OAUTH_AUTH_URL": "oauth_auth_url",
     "AGFAST_NO_EXTENSIONS": "no_extensions",
     "AGFAST_CLIENT_VERSION": "client_version",
     "AGFAST_ALLOWED_HOSTS": "allowed_hosts",
@@ -255,11 +304,14 @@ _TYPES: dict[str, type] = {
     "accounts_reload_interval": float,
     "no_extensions": bool,
     "demo": bool,
+    "quota_protection_enabled": bool,
+    "quota_protection_threshold": int,
 }
 # Settings that are lists of strings (comma-separated in the environment) → what an entry looks like.
 _LISTS = {
     "allowed_hosts": "a list of host names",
     "cors_allowed_origins": "a list of origins",
+    "quota_protection_models": "a list of model names",
 }
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -280,6 +332,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ValueError(_LISTS[name])
             return list(value)
+        if name == "oauth_clients":
+            try:
+                return parse_clients(value)
+            except ValueError as exc:  # the value holds client secrets: never quoted back
+                raise ConfigError(f"{source}: oauth.clients must be {exc}") from None
         if name == "custom_mapping":
             if isinstance(value, str):  # from the environment: a JSON object
                 value = orjson.loads(value) if value.strip() else {}
@@ -312,6 +369,32 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         expected = str(exc) if isinstance(exc, ValueError) and not str(exc).startswith("invalid") else ""
         expected = expected or ("an integer" if kind is int else "a number" if kind is float else "valid")
         raise ConfigError(f"{source}: {name} must be {expected} (got {value!r})") from None
+
+
+def parse_clients(value: Any) -> list[OAuthClient]:
+    """[[oauth.clients]] tables, or the reference's `key|client_id|client_secret|label;…` text."""
+    if isinstance(value, str):
+        value = [
+            dict(zip(("key", "client_id", "client_secret", "label"), part.strip().split("|")))
+            for part in value.split(";")
+            if part.strip()
+        ]
+    if not isinstance(value, list):
+        raise ValueError("a list of {key, client_id, client_secret, label} tables")
+    clients: list[OAuthClient] = []
+    for entry in value:
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) and entry[k] for k in ("key", "client_id", "client_secret")
+        ):
+            raise ValueError(
+                "a list of clients, each with key, client_id and client_secret (key|client_id|client_secret|label)"
+            )
+        if not CLIENT_KEY_PATTERN.fullmatch(entry["key"]):
+            raise ValueError(f"client keys of letters, digits, '.', '_' and '-' (got {entry['key']!r})")
+        clients.append(
+            OAuthClient(entry["key"], entry["client_id"], entry["client_secret"], str(entry.get("label") or ""))
+        )
+    return clients
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -366,6 +449,11 @@ def load(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = N
         else:
             unknown.append(key)
 
+    if env.get(ANTIGRAVITY_CLIENTS_ENV):
+        # Antigravity Tools users already have this variable; its clients join the config file's.
+        extra = _coerce("oauth_clients", env[ANTIGRAVITY_CLIENTS_ENV], ANTIGRAVITY_CLIENTS_ENV)
+        keys = {c.key for c in extra}
+        cfg.oauth_clients = [c for c in cfg.oauth_clients if c.key not in keys] + extra
     for var, name in ENV_KEYS.items():
         if var in env:
             setattr(cfg, name, _coerce(name, env[var], var))
@@ -427,6 +515,10 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"upstream endpoint must be an http(s) URL ending in /v1internal (got {url!r})")
     if not cfg.upstream_endpoints:
         raise ConfigError("upstream.endpoints must list at least one URL")
+    if not 0 <= cfg.quota_protection_threshold <= 100:
+        raise ConfigError("quota_protection.threshold must be a percentage between 0 and 100")
+    if not cfg.oauth_auth_url.startswith(("http://", "https://")):
+        raise ConfigError(f"oauth.auth_url must be an http(s) URL (got {cfg.oauth_auth_url!r})")
     cfg.allowed_hosts = [h.strip().lower() for h in cfg.allowed_hosts]
     for host in cfg.allowed_hosts:
         if not HOST_PATTERN.fullmatch(host):
@@ -472,3 +564,85 @@ def ensure_api_key(cfg: Config) -> str | None:
         raise ConfigError(f"{path}: cannot save the generated api key: {exc.strerror}") from None
     cfg.api_key = key
     return key
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `agfast accounts client add|remove`: [[oauth.clients]] blocks in the config file, edited as text so the
+# user's comments and layout survive.
+
+CLIENT_HEADER = "[[oauth.clients]]"
+
+
+def _toml_string(value: str) -> str:
+    return orjson.dumps(value).decode()  # a JSON string is a valid TOML basic string
+
+
+def _client_blocks(lines: list[str]) -> list[tuple[int, int]]:
+    """(start, end) line ranges of every [[oauth.clients]] block."""
+    blocks: list[tuple[int, int]] = []
+    start: int | None = None
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped.startswith("["):
+            if start is not None:
+                blocks.append((start, i))
+                start = None
+            if stripped.replace(" ", "") == CLIENT_HEADER:
+                start = i
+    if start is not None:
+        blocks.append((start, len(lines)))
+    return blocks
+
+
+def _write_config_text(path: Path, text: str) -> None:
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:  # pragma: no cover - only a hand-broken file gets here
+        raise ConfigError(f"{path}: editing it would leave invalid TOML ({exc}); edit it by hand") from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, text.encode())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot save: {exc.strerror}") from None
+
+
+def _config_text(path: Path) -> str:
+    read_config_file(path)  # refuse to edit a file that does not parse
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+
+
+def add_client_to_file(path: Path, client: OAuthClient) -> None:
+    """Append a [[oauth.clients]] block; a client with the same key is an error (remove it first)."""
+    existing = parse_clients(_flatten(read_config_file(path)).get("oauth.clients", []))
+    if any(c.key == client.key for c in existing):
+        raise ConfigError(f"{path}: an OAuth client with key {client.key!r} exists already (remove it first)")
+    text = _config_text(path)
+    if text and not text.endswith("\n"):
+        text += "\n"
+    block = [
+        "",
+        CLIENT_HEADER,
+        f"key = {_toml_string(client.key)}",
+        f"client_id = {_toml_string(client.client_id)}",
+        f"client_secret = {_toml_string(client.client_secret)}",
+        f"label = {_toml_string(client.label)}",
+    ]
+    _write_config_text(path, text + "\n".join(block) + "\n")
+
+
+def remove_client_from_file(path: Path, key: str) -> bool:
+    """Drop the [[oauth.clients]] block with this key; False when the file has none."""
+    text = _config_text(path)
+    lines = text.splitlines(keepends=True)
+    for start, end in _client_blocks(lines):
+        try:
+            entry = tomllib.loads("".join(lines[start + 1 : end]))
+        except tomllib.TOMLDecodeError:
+            continue
+        if entry.get("key") == key:
+            _write_config_text(path, "".join(lines[:start] + lines[end:]))
+            return True
+    return False

@@ -196,9 +196,11 @@ def test_add_without_an_oauth_client_says_how_to_configure_one(sim: GoogleSimula
         run_agfast("accounts", "add", "--refresh-token", RT1, "--data-dir", str(tmp_path), env=google_env(sim, False))
     )
     assert result.returncode == 1
-    assert result.stderr.startswith("agfast: cannot add account: invalid_request: ")
+    assert result.stderr.startswith("agfast: cannot add account: no OAuth client configured")
     assert "AGFAST_OAUTH_CLIENT_ID" in result.stderr and "oauth.client_id" in result.stderr
+    assert result.stderr.count("\n") == 1
     assert nothing_saved(tmp_path)
+    assert sim.requests_for("token") == []  # nothing to ask Google with
 
 
 def test_add_uses_the_config_file(sim: GoogleSimulator, tmp_path: Path) -> None:

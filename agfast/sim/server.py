@@ -33,6 +33,7 @@ from .errors import (
 from .faults import Fault, FaultBook, fault_error_body, oauth_fault_body
 from .records import RecordedRequest
 from .signatures import SignatureBook
+from .signin import CodeBook, loopback_redirect, redirect_with
 from .validate import field, validate_count_request, validate_envelope, validate_generate_request
 
 __all__ = ["GoogleSimulator", "RecordedRequest"]
@@ -43,6 +44,7 @@ SCOPES = (
     "https://www.googleapis.com/auth/experimentsandconfigs"
 )
 V1INTERNAL = re.compile(r"^(?P<prefix>.*)/v1internal:(?P<method>[A-Za-z]+)$")
+AUTHORIZE_PATH = "/o/oauth2/v2/auth"
 USERINFO_SUFFIXES = ("/oauth2/v2/userinfo", "/oauth2/v1/userinfo", "/userinfo/v2/me")
 V1_METHODS = frozenset(
     {"loadCodeAssist", "fetchAvailableModels", "generateContent", "streamGenerateContent", "countTokens"}
@@ -85,6 +87,7 @@ class GoogleSimulator:
         record: bool = True,
         cache_min_tokens: int = 1024,
         catalog: Mapping[str, ModelSpec] | None = None,
+        clients: Mapping[str, str] | None = None,
     ) -> None:
         # What this "Google" says about each model (fetchAvailableModels) and enforces when serving it; entries
         # given here replace the built-in catalog's, so a test can describe a model differently.
@@ -97,6 +100,15 @@ class GoogleSimulator:
         self.access_token_ttl = access_token_ttl
         self.client_id = client_id
         self.client_secret = client_secret
+        # More OAuth clients (client_id → secret) besides client_id/client_secret; tokens issued by sign-in
+        # are bound to the client that asked, and another client refreshing them is `unauthorized_client`.
+        self.clients: dict[str, str] = dict(clients or {})
+        # Sign-in: who consents (None: the first account) and whether consent is given ("approve" / "deny").
+        self.signin_email: str | None = None
+        self.consent = "approve"
+        self.codes = CodeBook()
+        # Refresh tokens issued by sign-in: token → (email, client_id).
+        self.grants: dict[str, tuple[str, str]] = {}
         self.min_client_version = min_client_version
         self.record = record
         self.requests: list[RecordedRequest] = []
@@ -134,6 +146,10 @@ class GoogleSimulator:
     @property
     def token_url(self) -> str:
         return self.base_url + "/token"
+
+    @property
+    def auth_url(self) -> str:
+        return self.base_url + AUTHORIZE_PATH
 
     @property
     def userinfo_url(self) -> str:
@@ -209,6 +225,8 @@ class GoogleSimulator:
             action, prefix = match["method"], match["prefix"]
         elif path.endswith("/token"):
             action, prefix = "token", path[: -len("/token")]
+        elif path.endswith(AUTHORIZE_PATH):
+            action, prefix = "authorize", path[: -len(AUTHORIZE_PATH)]
         else:
             suffix = next((s for s in USERINFO_SUFFIXES if path.endswith(s)), None)
             action, prefix = ("userinfo", path[: -len(suffix)]) if suffix else ("unknown", "")
@@ -269,6 +287,8 @@ class GoogleSimulator:
             return await self._token(request, rec)
         if rec.action == "userinfo":
             return await self._userinfo(request, rec)
+        if rec.action == "authorize":
+            return self._authorize(rec)
         if rec.action not in V1_METHODS:
             raise SimError(404, google_error(404, f"Method not found: {rec.path}"))
         if request.method != "POST":
@@ -323,6 +343,10 @@ class GoogleSimulator:
         rec.form = form
         refresh = form.get("refresh_token")
         account = next((a for a in self.accounts.values() if refresh and a.refresh_token == refresh), None)
+        issued_to: str | None = account.client_id if account else None
+        if account is None and refresh in self.grants:
+            email, issued_to = self.grants[refresh]
+            account = self.accounts.get(email)
         rec.email = account.email if account else None
         _, response = await self._apply_fault(request, rec)
         if response is not None:
@@ -332,25 +356,37 @@ class GoogleSimulator:
             return self._json(rec, status, {"error": error, "error_description": description})
 
         grant = form.get("grant_type", "")
-        if grant != "refresh_token":
-            if grant == "authorization_code":
-                return oauth_error(400, "invalid_grant", "Malformed auth code.")
+        if grant not in ("refresh_token", "authorization_code"):
             return oauth_error(400, "unsupported_grant_type", f"Invalid grant_type: {grant}")
         client = form.get("client_id")
         if not client:
             return oauth_error(400, "invalid_request", "Could not determine client ID from request.")
-        if self.client_id is not None and client != self.client_id:
+        known = self._client_secrets()
+        if known is not None and client not in known:
             return oauth_error(401, "invalid_client", "The OAuth client was not found.")
         secret = form.get("client_secret")
         if not secret:
             return oauth_error(400, "invalid_request", "client_secret is missing.")
-        if self.client_secret is not None and secret != self.client_secret:
+        if known is not None and known[client] is not None and secret != known[client]:
             return oauth_error(401, "invalid_client", "Unauthorized")
+        if grant == "authorization_code":
+            code, error, description = self.codes.redeem(
+                form.get("code", ""), client, form.get("redirect_uri", ""), form.get("code_verifier", "")
+            )
+            if code is None:
+                return oauth_error(400, error, description)
+            account = self.accounts.get(code.email)
+            if account is None or account.revoked:
+                return oauth_error(400, "invalid_grant", "Account has been deleted")
+            rec.email = account.email
+            refresh = f"1//sim-signin-{next(self._ids)}-{secrets.token_urlsafe(24)}"
+            self.grants[refresh] = (account.email, client)
+            issued_to = client
         if not refresh:
             return oauth_error(400, "invalid_request", "Missing required parameter: refresh_token")
         if account is None or account.revoked:
             return oauth_error(400, "invalid_grant", "Token has been expired or revoked.")
-        if account.client_id is not None and account.client_id != client:
+        if issued_to is not None and issued_to != client:
             return oauth_error(401, "unauthorized_client", "Unauthorized")
         self.refresh_count[account.email] += 1
         access = self.issue_access_token(account.email)
@@ -381,7 +417,48 @@ class GoogleSimulator:
             "token_type": "Bearer",
             "id_token": id_token,
         }
+        if grant == "authorization_code":
+            body["refresh_token"] = refresh
         return self._json(rec, 200, body, {"Cache-Control": "no-cache, no-store, max-age=0, must-revalidate"})
+
+    def _client_secrets(self) -> dict[str, str | None] | None:
+        """The OAuth clients this Google knows (client_id → secret, None: any secret), or None: any client."""
+        if self.client_id is None and not self.clients:
+            return None
+        known: dict[str, str | None] = dict(self.clients)
+        if self.client_id is not None:
+            known[self.client_id] = self.client_secret
+        return known
+
+    def _authorize(self, rec: RecordedRequest) -> web.Response:
+        """The consent page, approved (or denied) at once: a 302 back to the app's loopback redirect URI."""
+        q = rec.query
+        client, redirect_uri = q.get("client_id", ""), q.get("redirect_uri", "")
+        known = self._client_secrets()
+
+        def page(status: int, text: str) -> web.Response:
+            rec.status, rec.finished = status, True
+            return web.Response(status=status, text=f"Error {status}: {text}", content_type="text/html")
+
+        if not client or (known is not None and client not in known):
+            return page(401, "invalid_client: The OAuth client was not found.")
+        if not loopback_redirect(redirect_uri):
+            return page(400, "redirect_uri_mismatch")
+        missing = [k for k in ("response_type", "scope", "state", "code_challenge") if not q.get(k)]
+        if missing or q.get("response_type") != "code" or q.get("code_challenge_method") != "S256":
+            return page(400, f"invalid_request: {', '.join(missing) or 'response_type=code with S256 PKCE'}")
+        state = q["state"]
+        if q.get("sim_consent", self.consent) == "deny":
+            location = redirect_with(redirect_uri, {"error": "access_denied", "state": state})
+        else:
+            email = q.get("login_hint") or self.signin_email or next(iter(self.accounts), "")
+            if email not in self.accounts:
+                return page(400, f"no such account: {email}")
+            code = self.codes.issue(email, client, redirect_uri, q["code_challenge"])
+            rec.email = email
+            location = redirect_with(redirect_uri, {"state": state, "code": code, "scope": SCOPES})
+        rec.status, rec.finished = 302, True
+        return web.Response(status=302, headers={"Location": location})
 
     @staticmethod
     def _parse_form(request: web.Request, body: bytes) -> dict[str, str]:

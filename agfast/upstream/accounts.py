@@ -58,6 +58,7 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 TOKEN_FIELDS = ("token",)
 QUOTA_FIELDS = ("quota",)
 DISABLE_FIELDS = ("disabled", "disabled_reason", "disabled_at")
+PROXY_FIELDS = ("proxy_disabled", "proxy_disabled_reason", "proxy_disabled_at")
 VALIDATION_FIELDS = ("validation_blocked", "validation_blocked_until", "validation_blocked_reason", "validation_url")
 _INDEX_SUMMARY_KEYS = (
     "id",
@@ -272,6 +273,18 @@ class Account:
         else:
             self._token().pop("project_id", None)
 
+    @property
+    def oauth_client_key(self) -> str | None:
+        """The OAuth client that issued the refresh token (reference field; refresh tries it first)."""
+        return _str(_dict(self.raw.get("token")).get("oauth_client_key")) or None
+
+    @oauth_client_key.setter
+    def oauth_client_key(self, value: str | None) -> None:
+        if value:
+            self._token()["oauth_client_key"] = value
+        else:
+            self._token().pop("oauth_client_key", None)
+
     def needs_refresh(self, now: float, skew: float = REFRESH_SKEW_S) -> bool:
         """True when there is no access token or it expires within ``skew`` seconds."""
         return not self.access_token or now >= self.expiry_timestamp - skew
@@ -328,6 +341,17 @@ class Account:
     @property
     def proxy_disabled_reason(self) -> str | None:
         return _str(self.raw.get("proxy_disabled_reason"))
+
+    def switch_off(self, reason: str, now: float | None = None) -> None:
+        """The user's "do not use this account" (Antigravity Tools' proxy switch); the token stays valid."""
+        self.raw["proxy_disabled"] = True
+        self.raw["proxy_disabled_reason"] = reason[:DISABLED_REASON_MAX]
+        self.raw["proxy_disabled_at"] = _now() if now is None else int(now)
+
+    def switch_on(self) -> None:
+        self.raw["proxy_disabled"] = False
+        self.raw.pop("proxy_disabled_reason", None)
+        self.raw.pop("proxy_disabled_at", None)
 
     @property
     def validation_blocked(self) -> bool:

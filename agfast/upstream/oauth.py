@@ -6,15 +6,18 @@ Error texts never carry tokens; Google's own error descriptions are passed on (t
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import math
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
 
-from agfast.config import Config
+from agfast.config import Config, OAuthClient
 from agfast.upstream.client import TransportError, UpstreamClient
 
 log = logging.getLogger("agfast.oauth")
@@ -23,6 +26,25 @@ log = logging.getLogger("agfast.oauth")
 CLIENT_ERRORS = frozenset({"invalid_request", "invalid_client", "unauthorized_client"})
 CLIENT_HINT = (
     " — is oauth.client_id (AGFAST_OAUTH_CLIENT_ID) the OAuth client that issued this account's refresh token?"
+)
+# Google refused the client, not the token: the next configured client may be the one that issued it (§4.4).
+NEXT_CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+NO_CLIENT = "no_oauth_client"
+NO_CLIENT_MESSAGE = (
+    "no OAuth client configured (agfast ships none): set oauth.client_id and oauth.client_secret in "
+    "config.toml, or AGFAST_OAUTH_CLIENT_ID and AGFAST_OAUTH_CLIENT_SECRET, or add one with "
+    "'agfast accounts client add' (Antigravity Tools' ANTIGRAVITY_OAUTH_CLIENTS is read too)"
+)
+# What `accounts login` asks Google for (reference §4.3).
+SIGNIN_SCOPES = " ".join(
+    (
+        "openid",
+        "https://www.googleapis.com/auth/cloud-platform",
+        "https://www.googleapis.com/auth/userinfo.email",
+        "https://www.googleapis.com/auth/userinfo.profile",
+        "https://www.googleapis.com/auth/cclog",
+        "https://www.googleapis.com/auth/experimentsandconfigs",
+    )
 )
 # Antigravity's IDE identity for loadCodeAssist (reference §4.5).
 LOAD_CODE_ASSIST_BODY = {
@@ -71,12 +93,95 @@ class QuotaSnapshot:
     forwarding: dict[str, str] = field(default_factory=dict)
 
 
-async def refresh_token(session: aiohttp.ClientSession, config: Config, token: str) -> TokenGrant:
-    form = {"grant_type": "refresh_token", "refresh_token": token}
-    if config.oauth_client_id:
-        form["client_id"] = config.oauth_client_id
-    if config.oauth_client_secret:
-        form["client_secret"] = config.oauth_client_secret
+def client_order(config: Config, preferred: str | None) -> list[OAuthClient]:
+    """The configured clients, the one that issued the account's token (if known) first."""
+    chain = config.oauth_client_chain()
+    if not chain:
+        raise OAuthError(0, NO_CLIENT, NO_CLIENT_MESSAGE)
+    return sorted(chain, key=lambda c: c.key != preferred)
+
+
+async def refresh_any(
+    session: aiohttp.ClientSession, config: Config, token: str, preferred: str | None = None
+) -> tuple[TokenGrant, str]:
+    """Refresh with the account's own client, then each other one on invalid_client / unauthorized_client (§4.4);
+    returns the grant and the key of the client that worked."""
+    clients = client_order(config, preferred)
+    for i, client in enumerate(clients):
+        try:
+            return await refresh_token(session, config, token, client), client.key
+        except OAuthError as exc:
+            if exc.error not in NEXT_CLIENT_ERRORS or i == len(clients) - 1:
+                raise
+            log.info("OAuth client %r refused the token (%s); trying the next one", client.key, exc.error)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def client_to_remember(config: Config, previous: str | None, worked: str) -> str | None:
+    """The account's new oauth_client_key: the client that worked, unless the file names a client agfast does
+    not know (Antigravity Tools' own): that one is kept, so the desktop app still finds its client."""
+    if previous is None or any(c.key == previous for c in config.oauth_client_chain()):
+        return worked
+    return previous
+
+
+async def refresh_token(
+    session: aiohttp.ClientSession, config: Config, token: str, client: OAuthClient | None = None
+) -> TokenGrant:
+    """One refresh with one client (the first configured when none is named)."""
+    if client is None:
+        client = client_order(config, None)[0]
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": token,
+        "client_id": client.client_id,
+        "client_secret": client.client_secret,
+    }
+    return await _token_call(session, config, form)
+
+
+async def exchange_code(
+    session: aiohttp.ClientSession, config: Config, client: OAuthClient, code: str, verifier: str, redirect_uri: str
+) -> TokenGrant:
+    """The sign-in's authorization code (with its PKCE verifier) → tokens (§4.3); must include a refresh token."""
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "code_verifier": verifier,
+        "redirect_uri": redirect_uri,
+        "client_id": client.client_id,
+        "client_secret": client.client_secret,
+    }
+    grant = await _token_call(session, config, form)
+    if not grant.refresh_token:
+        raise OAuthError(200, "no_refresh_token", "Google returned no refresh token (was prompt=consent dropped?)")
+    return grant
+
+
+def pkce_challenge(verifier: str) -> str:
+    """S256: base64url(sha256(verifier)) without padding (RFC 7636)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+def authorization_url(config: Config, client: OAuthClient, redirect_uri: str, state: str, challenge: str) -> str:
+    """Google's consent page for an offline grant (reference §4.3), PKCE S256."""
+    query = {
+        "client_id": client.client_id,
+        "redirect_uri": redirect_uri,
+        "response_type": "code",
+        "scope": SIGNIN_SCOPES,
+        "access_type": "offline",
+        "prompt": "consent",
+        "include_granted_scopes": "true",
+        "state": state,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    sep = "&" if "?" in config.oauth_auth_url else "?"
+    return config.oauth_auth_url + sep + urllib.parse.urlencode(query, quote_via=urllib.parse.quote)
+
+
+async def _token_call(session: aiohttp.ClientSession, config: Config, form: dict[str, str]) -> TokenGrant:
     headers = {"User-Agent": f"vscode/1.X.X (Antigravity/{config.client_version})"}
     try:
         async with session.post(config.oauth_token_url, data=form, headers=headers) as resp:

@@ -26,13 +26,21 @@ class Discovery:
     tier: str | None
     quota: oauth.QuotaSnapshot | None
     quota_error: str | None
+    # The OAuth client that issued the token (saved as the account's oauth_client_key).
+    client_key: str | None = None
 
 
 async def discover(client: UpstreamClient, refresh: str) -> Discovery:
     """refresh → userinfo → loadCodeAssist → fetchAvailableModels; only the quota step may fail softly."""
+    async with asyncio.timeout(client.config.request_timeout):
+        grant, client_key = await oauth.refresh_any(client.session, client.config, refresh)
+    return await discover_grant(client, grant, client_key)
+
+
+async def discover_grant(client: UpstreamClient, grant: oauth.TokenGrant, client_key: str | None) -> Discovery:
+    """What `discover` does after the refresh, for a grant obtained otherwise (a sign-in's code exchange)."""
     cfg = client.config
     async with asyncio.timeout(cfg.request_timeout):
-        grant = await oauth.refresh_token(client.session, cfg, refresh)
         info = await oauth.userinfo(client.session, cfg, grant.access_token)
         project, tier = await oauth.load_code_assist(client, grant.access_token)
         quota: oauth.QuotaSnapshot | None = None
@@ -42,7 +50,8 @@ async def discover(client: UpstreamClient, refresh: str) -> Discovery:
         except oauth.AccountSetupError as exc:
             quota_error = str(exc)
     name = info.get("name")
-    return Discovery(grant, info["email"], name if isinstance(name, str) else None, project, tier, quota, quota_error)
+    name = name if isinstance(name, str) else None
+    return Discovery(grant, info["email"], name, project, tier, quota, quota_error, client_key)
 
 
 def set_tier(account: Account, tier: str) -> None:
@@ -75,6 +84,8 @@ def save_discovery(store: AccountStore, found: Discovery, refresh: str) -> tuple
         now=now,
     )
     account.apply_refresh(grant.access_token, grant.expires_in, now, id_token=grant.id_token)
+    if found.client_key:
+        account.oauth_client_key = found.client_key
     verb = "added" if previous is None else "updated"
     if account.disabled:  # the same token was disabled earlier, and Google accepts it now
         account.enable()

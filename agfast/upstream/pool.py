@@ -26,6 +26,11 @@ creating it), and an account found removed or disabled there leaves the pool at 
 Shared mutable state (lockouts, session bindings, last-used, failure counters) lives behind `PoolState`,
 so a later store can share it between workers and hosts; this module only has the in-memory one.
 Accounts with no quota data yet are usable (unknown is not zero); quota is refreshed in the background.
+
+Quota protection (§4.7, `quota_protection.*`): an account whose remaining quota for a protected model is below
+the threshold is not selected for that model, so the last of it stays for the user's own IDE. The protected
+set is computed when an account's quota changes (reindex), never per request; the ranking cache leaves such
+accounts out, and when they are all that is left the error names the protection and when quota resets.
 """
 
 from __future__ import annotations
@@ -83,10 +88,34 @@ REFRESH_BACKOFF_MAX = 300.0
 REFRESH_BACKOFF_STEPS = 5
 NO_OAUTH_CLIENT = (
     "no OAuth client configured, so its expired access token cannot be refreshed: set oauth.client_id and "
-    "oauth.client_secret in config.toml (or AGFAST_OAUTH_CLIENT_ID and AGFAST_OAUTH_CLIENT_SECRET) to the "
-    "client that issued the refresh tokens"
+    "oauth.client_secret in config.toml (or AGFAST_OAUTH_CLIENT_ID and AGFAST_OAUTH_CLIENT_SECRET, or "
+    "[[oauth.clients]] / ANTIGRAVITY_OAUTH_CLIENTS) to the client that issued the refresh tokens"
 )
 NO_ACCOUNTS = "no accounts yet: add one with `agfast accounts add` (or try `agfast --demo`)"
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaProtection:
+    """What §4.7 protects: models (normalized ids; None = every model) whose remaining % is below `threshold`."""
+
+    threshold: int
+    models: frozenset[str] | None
+
+    @classmethod
+    def of(cls, config: Config) -> QuotaProtection | None:
+        if not config.quota_protection_enabled:
+            return None
+        models = frozenset(quota_key(m) for m in config.quota_protection_models) or None
+        return cls(config.quota_protection_threshold, models)
+
+    def protected(self, quotas: dict[str, int]) -> frozenset[str]:
+        """The quota keys an account must not serve."""
+        models = self.models
+        return frozenset(
+            key
+            for key, pct in quotas.items()
+            if pct < self.threshold and (models is None or key in models or quota_key(key) in models)
+        )
 
 
 class NoAccountError(Exception):
@@ -199,6 +228,8 @@ class Member:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Why the last token refresh failed; quoted to requests while the refresh back-off lasts.
     refresh_error: str = ""
+    # Quota keys this account keeps for its owner's IDE (quota protection); computed by reindex.
+    protected: frozenset[str] = frozenset()
 
     @property
     def id(self) -> str:
@@ -212,7 +243,7 @@ class Member:
     def masked(self) -> str:
         return mask_email(self.account.email)
 
-    def reindex(self) -> None:
+    def reindex(self, protection: QuotaProtection | None = None) -> None:
         self.tier_rank = oauth.tier_rank(self.account.subscription_tier)
         self.quotas = {}
         self.reset_times = {}
@@ -222,10 +253,11 @@ class Member:
                 if model.reset_time:
                     self.reset_times[key] = model.reset_time
         self.max_pct = max(self.quotas.values(), default=0)
+        self.protected = protection.protected(self.quotas) if protection is not None else frozenset()
 
     def serves(self, key: str) -> bool:
-        """Unknown quota is not zero quota: an account without quota data is tried."""
-        return not self.quotas or key in self.quotas
+        """Unknown quota is not zero quota: an account without quota data is tried. A protected one is not."""
+        return (not self.quotas or key in self.quotas) and key not in self.protected
 
 
 @dataclass(slots=True)
@@ -262,6 +294,7 @@ class AccountPool:
         self.state: PoolState = state if state is not None else MemoryState()
         # P2C's coin; a test seeds its own to make selection reproducible.
         self.rng = rng if rng is not None else random.Random()
+        self.protection = QuotaProtection.of(config)
         self.members: dict[str, Member] = {}
         self.skipped: dict[str, str] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -289,7 +322,7 @@ class AccountPool:
                 continue
             member = self.members.get(account.id) or Member(account)
             member.account = account
-            member.reindex()
+            member.reindex(self.protection)
             fresh[account.id] = member
         for gone in self.members.keys() - fresh.keys():
             member = self.members[gone]
@@ -356,7 +389,9 @@ class AccountPool:
         if not self.members:
             raise NoAccountError(self._empty_message())
         if not self._ranked(key, ()):
-            raise NoAccountError(f"No accounts available with quota for model: {model}")
+            raise self._protected_error(model, key) or NoAccountError(
+                f"No accounts available with quota for model: {model}"
+            )
         attempted = set(exclude)
         sticky = not rotate and self.config.scheduling_mode != "PerformanceFirst"
         # The common case needs no await: a selected account whose token and project are ready.
@@ -372,6 +407,22 @@ class AccountPool:
             raise NoAccountError(
                 f"Token acquisition timed out ({self.config.token_timeout:g}s): the token or project lookup is slow"
             ) from None
+
+    def _protected_error(self, model: str, key: str) -> NoAccountError | None:
+        """When quota protection is what keeps every account away from `model`: say so, and until when."""
+        held = [m for m in self.members.values() if key in m.protected]
+        if not held or self.protection is None:
+            return None
+        now = time.time()
+        waits = [retry.seconds_until(m.reset_times[key], now) for m in held if key in m.reset_times]
+        wait = min((w for w in waits if w is not None and w > 0), default=None)
+        when = f"; quota resets in {int(wait + 0.999)}s" if wait is not None else ""
+        return NoAccountError(
+            f"Quota protection: every account's remaining quota for {model} is below "
+            f"{self.protection.threshold}% (kept for your own IDE{when}); lower quota_protection.threshold or "
+            "disable quota_protection to use it",
+            retry_after=wait,
+        )
 
     def _empty_message(self) -> str:
         if not self.skipped:
@@ -479,7 +530,7 @@ class AccountPool:
                     fields = TOKEN_FIELDS
                     if tier:
                         set_tier(account, tier)
-                        member.reindex()
+                        member.reindex(self.protection)
                         self.changed()
                         fields = TOKEN_FIELDS + QUOTA_FIELDS
                 if fields:
@@ -490,7 +541,7 @@ class AccountPool:
 
     async def _refresh(self, member: Member, account: Account) -> None:
         """New access token into `account`; a failure disables (invalid_grant) or starts the back-off."""
-        if not self.config.oauth_client_id:
+        if not self.config.oauth_client_chain():
             raise AccountNotReady(NO_OAUTH_CLIENT)
         key = refresh_key(member.id)
         now = time.time()
@@ -498,7 +549,9 @@ class AccountPool:
         if wait > 0:
             raise AccountNotReady(f"{member.refresh_error} (next refresh attempt in {int(wait + 0.999)}s)", wait)
         try:
-            grant = await oauth.refresh_token(self.client.session, self.config, account.refresh_token)
+            grant, client_key = await oauth.refresh_any(
+                self.client.session, self.config, account.refresh_token, account.oauth_client_key
+            )
         except oauth.OAuthError as exc:
             if exc.invalid_grant:
                 await self._disable(member, f"invalid_grant: {exc.description or exc.error}")
@@ -526,6 +579,8 @@ class AccountPool:
             refresh_token=grant.refresh_token,
             id_token=grant.id_token,
         )
+        # Remembered with the token (one merge of the token object): the next refresh asks this client first.
+        account.oauth_client_key = oauth.client_to_remember(self.config, account.oauth_client_key, client_key)
 
     async def _persist(self, member: Member, fields: tuple[str, ...]) -> None:
         """Write what the pool changed onto the file as it is now; a removed or disabled file wins."""
@@ -624,7 +679,7 @@ class AccountPool:
         _, tier = await oauth.load_code_assist(self.client, lease.access_token)
         snapshot = await oauth.fetch_quota(self.client, lease.access_token, lease.project_id)
         store_quota(member.account, tier, snapshot, time.time())
-        member.reindex()
+        member.reindex(self.protection)
         self.changed()
         await self._persist(member, TOKEN_FIELDS + QUOTA_FIELDS)
 
