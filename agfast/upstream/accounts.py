@@ -58,6 +58,7 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 TOKEN_FIELDS = ("token",)
 QUOTA_FIELDS = ("quota",)
 DISABLE_FIELDS = ("disabled", "disabled_reason", "disabled_at")
+PROXY_FIELDS = ("proxy_disabled", "proxy_disabled_reason", "proxy_disabled_at")
 VALIDATION_FIELDS = ("validation_blocked", "validation_blocked_until", "validation_blocked_reason", "validation_url")
 _INDEX_SUMMARY_KEYS = (
     "id",
@@ -328,6 +329,16 @@ class Account:
     @property
     def proxy_disabled_reason(self) -> str | None:
         return _str(self.raw.get("proxy_disabled_reason"))
+
+    def set_proxy_disabled(self, disabled: bool, reason: str | None = None, now: float | None = None) -> None:
+        """The operator's switch (Antigravity's toggle-proxy): a proxy-disabled account is never selected."""
+        self.raw["proxy_disabled"] = disabled
+        if disabled:
+            self.raw["proxy_disabled_reason"] = (reason or "disabled by the operator")[:DISABLED_REASON_MAX]
+            self.raw["proxy_disabled_at"] = _now() if now is None else int(now)
+        else:
+            self.raw.pop("proxy_disabled_reason", None)
+            self.raw.pop("proxy_disabled_at", None)
 
     @property
     def validation_blocked(self) -> bool:
