@@ -166,7 +166,10 @@ def test_bad_requests_are_4xx_in_the_admin_shape(fresh: ServerThread) -> None:
         assert set(reply.json()) == {"error"}, reply.body
 
 
-def test_no_answer_contains_a_secret(admin_stack: ServerThread, sim: GoogleSimulator) -> None:
+def test_no_answer_nor_log_line_contains_a_secret(
+    admin_stack: ServerThread, sim: GoogleSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="agfast")
     assert chat(admin_stack).http_response.status_code == 200  # a used account has a live access token
     ids = account_ids(admin_stack)
     answers = []
@@ -177,7 +180,14 @@ def test_no_answer_contains_a_secret(admin_stack: ServerThread, sim: GoogleSimul
     answers.append(call(admin_stack, "POST", "/api/config", {"log_level": "info"}, key=ADMIN_PASSWORD).body)
     answers.append(call(admin_stack, "POST", "/api/accounts", {"refreshToken": "1//nope"}, key=ADMIN_PASSWORD).body)
     answers.append(call(admin_stack, "GET", "/api/accounts", key=WRONG).body)
-    secrets = secrets_of(admin_stack, sim)
+    new_key = "sk-secret-key-set-live-9876"
+    answers.append(call(admin_stack, "POST", "/api/config", {"api_key": new_key}, key=ADMIN_PASSWORD).body)
+    answers.append(call(admin_stack, "GET", "/api/config", key=ADMIN_PASSWORD).body)
+    secrets = [*secrets_of(admin_stack, sim), new_key]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "api_key is now" in logged
+    for secret in secrets:
+        assert secret not in logged, secret[:6]
     for body in answers:
         for secret in secrets:
             assert secret.encode() not in body, (secret[:6], body[:200])
@@ -468,3 +478,39 @@ class _Port:
 
     def __init__(self, port: int) -> None:
         self.port = port
+
+
+# -- CLI -------------------------------------------------------------------------------------------------
+
+
+def test_accounts_list_shows_quota_resets_and_the_running_servers_lockouts(
+    fresh: ServerThread, sim: GoogleSimulator
+) -> None:
+    from helpers import run_agfast
+
+    sim.script(Fault("status", status=429, action="streamGenerateContent", times=None))
+    with pytest.raises(openai.RateLimitError):
+        chat(fresh)
+    sim.clear_faults()
+    env = {"AGFAST_PORT": str(fresh.port), "AGFAST_API_KEY": KEY}
+    data_dir = str(fresh.config.data_dir)
+    shown = run_agfast("accounts", "list", "--data-dir", data_dir, env=env)
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    for email in account_ids(fresh):
+        block = out.split(f"\n{email} (")[1].split("\n\n")[0]
+        assert f"{MODEL} " in block and "100%  resets 20" in block and "(in 4h" in block, block
+        assert "  locked (" in block and "left)" in block, block
+    assert f"lockouts from agfast running at http://127.0.0.1:{fresh.port}" in out
+    rows = orjson.loads(run_agfast("accounts", "list", "--json", "--data-dir", data_dir, env=env).stdout)
+    assert all(r["lockouts"] and r["lockouts"][0]["reason"] for r in rows)
+    assert all(m["reset_time"] for r in rows for m in r["models"])
+    wrong = run_agfast("accounts", "list", "--data-dir", data_dir, env={**env, "AGFAST_API_KEY": WRONG})
+    assert "refused the admin key (HTTP 401)" in wrong.stdout
+    port = fresh.port
+    fresh.stop()
+    stopped = run_agfast("accounts", "list", "--data-dir", data_dir, env=env)
+    assert f"lockouts unknown: agfast is not running at http://127.0.0.1:{port}" in stopped.stdout
+    assert "locked (" not in stopped.stdout
+    for secret in secrets_of(fresh, sim):
+        assert secret not in shown.stdout + stopped.stdout + wrong.stdout
