@@ -192,7 +192,7 @@ def test_no_answer_nor_log_line_contains_a_secret(
         for secret in secrets:
             assert secret.encode() not in body, (secret[:6], body[:200])
     config = call(admin_stack, "GET", "/api/config", key=ADMIN_PASSWORD).json()
-    assert config["api_key"] == f"sk-…{KEY[-4:]}"
+    assert config["api_key"] == f"sk-…{new_key[-4:]}"
     assert config["admin_password"] == "***" and config["oauth.client_secret"] == "***"
 
 
