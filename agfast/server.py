@@ -152,7 +152,7 @@ class Server:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
         live = self.live
-        if live is not None:
+        if live is not None and hasattr(signal, "SIGHUP"):
             loop.add_signal_handler(signal.SIGHUP, lambda: live.reload("SIGHUP"))
 
     def request_stop(self) -> None:

@@ -166,6 +166,14 @@ def test_bad_requests_are_4xx_in_the_admin_shape(fresh: ServerThread) -> None:
         assert set(reply.json()) == {"error"}, reply.body
 
 
+def test_browser_policy_applies_to_the_admin_api(fresh: ServerThread) -> None:
+    page = {"Origin": "http://evil.example"}
+    refused = request(fresh.port, "GET", "/api/accounts", None, page)
+    assert refused.status == 403 and "Cross-origin request" in refused.json()["error"]
+    rebinding = request(fresh.port, "GET", "/api/accounts", None, {"Host": "evil.example", "Authorization": KEY})
+    assert rebinding.status == 403 and set(rebinding.json()) == {"error"}
+
+
 def test_no_answer_nor_log_line_contains_a_secret(
     admin_stack: ServerThread, sim: GoogleSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
