@@ -213,20 +213,19 @@ def test_stopped_proxy_answers_503_in_each_protocol_and_serves_again_once_starte
     assert ok(fresh, "GET", "/api/proxy/status")["running"] is True
     stopped = ok(fresh, "POST", "/api/proxy/stop")
     assert stopped["running"] is False and stopped["active_accounts"] == 3
-    with openai.OpenAI(base_url=fresh.url + "/v1", api_key=KEY, max_retries=0) as client:
-        with pytest.raises(openai.InternalServerError) as oa:
-            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    client = openai.OpenAI(base_url=fresh.url + "/v1", api_key=KEY, max_retries=0)
+    with client, pytest.raises(openai.InternalServerError) as oa:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert oa.value.status_code == 503
     assert isinstance(oa.value.body, dict) and oa.value.body["code"] == "proxy_stopped"
     assert "POST /api/proxy/start" in oa.value.body["message"]
-    with anthropic.Anthropic(base_url=fresh.url, api_key=KEY, max_retries=0) as claude:
-        with pytest.raises(anthropic.APIStatusError) as an:
-            claude.messages.create(model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    claude = anthropic.Anthropic(base_url=fresh.url, api_key=KEY, max_retries=0)
+    with claude, pytest.raises(anthropic.APIStatusError) as an:
+        claude.messages.create(model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "hi"}])
     assert an.value.status_code == 503
     assert isinstance(an.value.body, dict) and an.value.body["error"]["type"] == "overloaded_error"
-    google = genai.Client(
-        api_key=KEY, http_options=types.HttpOptions(base_url=fresh.url, retry_options=types.HttpRetryOptions(attempts=1))
-    )
+    options = types.HttpOptions(base_url=fresh.url, retry_options=types.HttpRetryOptions(attempts=1))
+    google = genai.Client(api_key=KEY, http_options=options)
     with pytest.raises(genai_errors.ServerError) as gm:
         google.models.generate_content(model=MODEL, contents="hi")
     assert gm.value.code == 503 and gm.value.status == "UNAVAILABLE"
@@ -365,7 +364,7 @@ def test_added_account_joins_the_pool_at_once(fresh: ServerThread, sim: GoogleSi
 
 
 def test_mapping_posted_routes_the_next_request_and_is_saved(fresh: ServerThread, sim: GoogleSimulator) -> None:
-    fresh.config.config_path.write_text('# my settings\nrequest_timeout = 120\n')
+    fresh.config.config_path.write_text("# my settings\nrequest_timeout = 120\n")
     target = "gemini-3-pro-high"
     answer = ok(fresh, "POST", "/api/config", {"custom_mapping": {"my-team-model": target}})
     assert answer["changed"] == ["custom_mapping"]
