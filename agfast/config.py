@@ -600,7 +600,10 @@ class LiveConfig:
             name = f.name
             if name in _NOT_RELOADED or getattr(previous, name) == getattr(fresh, name):
                 continue
-            if name in LIVE_ATTRS:
+            if name == "api_key" and fresh.api_key is None:
+                # Start-up would generate a new key here; taking the key away live would lock every client out.
+                log.warning("%s: api_key removed from the file; keeping the running key until a restart", why)
+            elif name in LIVE_ATTRS:
                 changed[name] = getattr(fresh, name)
             else:
                 log.warning("%s: %s changed but needs a restart to take effect", why, _ATTR_KEYS.get(name, name))

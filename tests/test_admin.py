@@ -402,7 +402,8 @@ def test_bad_config_is_400_naming_the_key_and_nothing_is_applied(
     assert not fresh.config.config_path.exists()
 
 
-def test_auth_mode_and_api_key_change_without_restart(fresh: ServerThread) -> None:
+def test_auth_mode_and_api_key_change_without_restart(fresh: ServerThread, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="agfast.config")
     assert chat(fresh, key="anything").http_response.status_code == 200  # auth off
     ok(fresh, "POST", "/api/config", {"auth_mode": "strict"})
     with pytest.raises(openai.AuthenticationError):
@@ -416,6 +417,18 @@ def test_auth_mode_and_api_key_change_without_restart(fresh: ServerThread) -> No
     assert call(fresh, "GET", "/api/accounts", key=KEY).status == 401  # the api key is the admin secret too
     assert ok(fresh, "GET", "/api/config", key=new_key)["api_key"] == "sk-…0042"
     assert tomllib.loads(fresh.config.config_path.read_text())["api_key"] == new_key
+    # An admin password, set live, becomes the admin secret at once (and the api key stops being one).
+    ok(fresh, "POST", "/api/config", {"admin_password": ADMIN_PASSWORD}, key=new_key)
+    assert call(fresh, "GET", "/api/accounts", key=new_key).status == 401
+    ok(fresh, "GET", "/api/accounts", key=ADMIN_PASSWORD)
+    ok(fresh, "POST", "/api/config", {"monitor": {"enabled": False}}, key=ADMIN_PASSWORD)
+    assert ok(fresh, "GET", "/api/config", key=ADMIN_PASSWORD)["monitor.enabled"] is False
+    saved = tomllib.loads(fresh.config.config_path.read_text())
+    assert saved["monitor"] == {"enabled": False} and saved["admin_password"] == ADMIN_PASSWORD
+    # Removing the key from the file does not lock everyone out: the running key stays until a restart.
+    fresh.config.config_path.write_text('auth_mode = "strict"\n')
+    assert wait_for(lambda: any("changed: admin_password is now None" in r.getMessage() for r in caplog.records), 2.5)
+    assert chat(fresh, key=new_key).http_response.status_code == 200
 
 
 def test_log_level_change_applies_live(fresh: ServerThread, caplog: pytest.LogCaptureFixture) -> None:
