@@ -16,7 +16,9 @@ import logging
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 import webbrowser
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +53,8 @@ EXIT_USAGE = 2
 CONCURRENCY = 4
 # The table's status cell; the full reason is in `--json`.
 STATUS_WIDTH = 60
+# Asking a running server for its lockouts: loopback answers in milliseconds, a dead port fails at once.
+SERVER_TIMEOUT = 2.0
 ADD_HINT = "agfast accounts add --refresh-token -"
 LOGIN_HINT = "agfast accounts login"
 COMMANDS = ("login", "add", "list", "remove", "import", "refresh", "enable", "disable", "export", "quota", "client")
@@ -244,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
         )
         store = AccountStore(cfg.data_dir)
         if command == "list":
-            return list_accounts(store, as_json=getattr(args, "json", False))
+            return list_accounts(store, as_json=getattr(args, "json", False), cfg=cfg)
         if command == "remove":
             return remove_account(store, args.target)
         if command in ("enable", "disable"):
@@ -597,11 +601,58 @@ def account_row(account: Account, now: float) -> dict[str, Any]:
     }
 
 
-def list_accounts(store: AccountStore, as_json: bool) -> int:
+def server_lockouts(cfg: config.Config) -> tuple[dict[str, list[dict[str, Any]]] | None, str]:
+    """Lockouts live in the running server's memory: ask its admin API. (id → lockouts, or None; a note)."""
+    url = f"{cfg.base_url}/api/accounts"
+    key = cfg.admin_password or cfg.api_key
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    # No proxy from the environment: the server is on this machine, and its key must go nowhere else.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=SERVER_TIMEOUT) as answer:
+            body = orjson.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return None, f"lockouts unknown: agfast at {cfg.base_url} refused the admin key (HTTP {exc.code})"
+    except (OSError, orjson.JSONDecodeError):
+        return None, f"lockouts unknown: agfast is not running at {cfg.base_url}"
+    found = {a["id"]: a.get("lockouts") or [] for a in body.get("accounts", []) if isinstance(a, dict)}
+    return found, f"lockouts from agfast running at {cfg.base_url}"
+
+
+def model_lines(account: Account, lockouts: list[dict[str, Any]] | None, now: float) -> list[str]:
+    """Per-model quota with reset times, then the account's lockouts (None: the server could not be asked)."""
+    lines = [f"{account.email} ({account.id})"]
+    for model in sorted(account.quota_models, key=lambda m: m.name):
+        reset = model.reset_time or "-"
+        left = _seconds_until(model.reset_time, now)
+        if left is not None:
+            reset += f" (in {_duration(left)})"
+        lines.append(f"  {model.name:<32} {model.percentage:>3}%  resets {reset}")
+    if not account.quota_models:
+        lines.append("  quota unknown (not fetched yet)")
+    if lockouts is not None:
+        for lock in lockouts:
+            lines.append(
+                f"  locked ({lock['scope']}): {lock['reason']} until {lock['until']} "
+                f"({_duration(float(lock['seconds_left']))} left)"
+            )
+        if not lockouts:
+            lines.append("  no lockouts")
+    return lines
+
+
+def list_accounts(store: AccountStore, as_json: bool, cfg: config.Config | None = None) -> int:
     now = time.time()
     accounts = sorted(store.load_all(), key=lambda a: a.email.casefold())
+    live, note = server_lockouts(cfg) if cfg is not None and accounts else (None, "")
     if as_json:
         rows = [account_row(a, now) for a in accounts]
+        for row, account in zip(rows, accounts):
+            row["models"] = [
+                {"name": m.name, "percentage": m.percentage, "reset_time": m.reset_time} for m in account.quota_models
+            ]
+            row["lockouts"] = None if live is None else live.get(account.id, [])
         print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return EXIT_OK
     if not accounts:
@@ -624,7 +675,24 @@ def list_accounts(store: AccountStore, as_json: bool) -> int:
             )
         )
     print(_format_table(table))
+    for account in accounts:
+        print()
+        print("\n".join(model_lines(account, None if live is None else live.get(account.id, []), now)))
+    if note:
+        print()
+        print(note)
     return EXIT_OK
+
+
+def _seconds_until(stamp: str | None, now: float) -> float | None:
+    if not stamp:
+        return None
+    try:
+        at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    left = at.timestamp() - now
+    return left if left > 0 else None
 
 
 def _format_table(rows: Sequence[Sequence[str]]) -> str:
@@ -802,7 +870,7 @@ def switch_account(store: AccountStore, target: str, on: bool) -> int:
         return EXIT_FAILURE
     if on:
         was_disabled = account.disabled
-        account.switch_on()
+        account.set_proxy_disabled(False)
         account.enable()
         saved = store.merge(account, PROXY_FIELDS + DISABLE_FIELDS)
         note = (
@@ -810,7 +878,7 @@ def switch_account(store: AccountStore, target: str, on: bool) -> int:
         )
         verb = "enabled"
     else:
-        account.switch_off(SWITCH_OFF_REASON)
+        account.set_proxy_disabled(True, SWITCH_OFF_REASON)
         saved = store.merge(account, PROXY_FIELDS)
         note, verb = "", "disabled"
     if saved is None:

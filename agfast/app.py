@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 import orjson
 
 from agfast.api import service
+from agfast.api.admin import AdminApi
 from agfast.api.anthropic import AnthropicApi
 from agfast.api.gemini import GeminiApi
 from agfast.api.openai import OpenAIApi
 from agfast.api.signin import callback_handler
-from agfast.config import Config
+from agfast.config import Config, LiveConfig
 from agfast.convert.models import ModelSpec, list_models, resolve_model_route, route_known
 from agfast.convert.signatures import SignatureCache
-from agfast.http.errors import Family, HttpError
+from agfast.http.errors import Family, HttpError, error_body
 from agfast.http.protocol import Request
 from agfast.http.response import Response
-from agfast.http.router import GET, HEAD, POST, Router
+from agfast.http.router import GET, HEAD, POST, Handler, Route, Router
 from agfast.upstream.accounts import AccountStore
 from agfast.upstream.catalog import Catalog, catalog_of
 from agfast.upstream.client import UpstreamClient
@@ -33,6 +35,7 @@ ROUTE_CACHE_SIZE = 4096
 _UNKNOWN = ""
 # The `created` stamp Antigravity Tools reports for every model.
 MODEL_CREATED = 1706745600
+STOPPED_MESSAGE = "The proxy service is stopped; an operator can start it again with POST /api/proxy/start."
 
 
 class App:
@@ -56,6 +59,35 @@ class App:
         self._catalog = Catalog()
         self._catalog_version = -1
         self._names: list[str] | None = None
+        # Settings that change while serving; the server polls the file, the admin API writes through it.
+        self.live = LiveConfig(config)
+        self.live.listeners.append(self.config_changed)
+        # The proxy service switch (admin API): while off, proxy routes answer 503; admin and health go on.
+        self.proxy_running = True
+        self.proxy_routes: list[Route] = []
+        self._serving_handlers: dict[int, tuple[Handler, bool]] = {}
+
+    def config_changed(self, names: frozenset[str]) -> None:
+        """Live settings changed: drop what was derived from them."""
+        if "custom_mapping" in names:
+            self._routes = {}
+            self._names = None
+        if "log_level" in names:
+            logging.getLogger("agfast").setLevel(self.config.log_level.upper())
+
+    def set_running(self, running: bool) -> None:
+        """Switch the proxy routes between their handlers and a 503 in their protocol's shape. Swapping the
+        handler costs the request path nothing; no flag is tested per request."""
+        if running == self.proxy_running:
+            return
+        self.proxy_running = running
+        for route in self.proxy_routes:
+            if running:
+                route.handler, route.is_async = self._serving_handlers[id(route)]
+            else:
+                self._serving_handlers[id(route)] = (route.handler, route.is_async)
+                route.handler, route.is_async = _stopped(route.family), False
+        logging.getLogger("agfast.server").warning("proxy service %s", "started" if running else "stopped")
 
     def start(self) -> None:
         """Load accounts now; quota discovery and refresh run in the background (never on a request)."""
@@ -151,6 +183,15 @@ class App:
         resp.send(200, orjson.dumps({"object": "list", "data": data}))
 
 
+def _stopped(family: Family) -> Handler:
+    body = error_body(family, 503, STOPPED_MESSAGE, code="proxy_stopped")
+
+    def stopped(req: Request, resp: Response) -> None:
+        resp.send(503, body)
+
+    return stopped
+
+
 def _from_google_sdk(req: Request) -> bool:
     headers = req.headers
     return b"x-goog-api-client" in headers or b"x-goog-api-key" in headers
@@ -187,4 +228,8 @@ def build_router(app: App) -> Router:
         r.add_model_action(prefix, "countTokens", (POST,), gemini.count_tokens, Family.GEMINI)
     r.add_model_action("/v1beta/models/", "", (GET,), gemini.get_model, Family.GEMINI)
     r.add_model_action("/v1/models/", "", (GET,), app.model_v1, Family.OPENAI)
+
+    # Before the admin API joins: every route so far but health and probes is a proxy route (stop/start).
+    app.proxy_routes = [route for route in r.routes() if not (route.health or route.public)]
+    AdminApi(app).register(r)
     return r

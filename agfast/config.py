@@ -1,22 +1,26 @@
 """The one place settings are resolved: defaults < config file < AGFAST_* environment < CLI flags.
 
 Everything derived from settings (key bytes, bind address, effective auth mode) is computed here once, so the
-request path only reads attributes.
+request path only reads attributes. `LiveConfig` re-resolves them while serving (config.toml edits, SIGHUP, the
+admin API) and applies what can change live (`LIVE_KEYS`); the rest is logged as needing a restart.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import logging
 import os
 import re
 import secrets
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import orjson
+import tomlkit
 
 from agfast.fileio import atomic_write
 
@@ -159,6 +163,8 @@ class Config:
     zai: ZaiConfig = field(default_factory=ZaiConfig)
     # Config-file keys that matched nothing; the CLI warns about them (a typo should not pass silently).
     unknown_keys: list[str] = field(default_factory=list)
+    # The CLI flags load() was given: a reload resolves the sources again and flags still win.
+    cli_overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def bind_host(self) -> str:
@@ -467,6 +473,7 @@ def load(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = N
 
     _validate(cfg)
     cfg.unknown_keys = unknown
+    cfg.cli_overrides = cli
     return cfg
 
 
@@ -646,3 +653,193 @@ def remove_client_from_file(path: Path, key: str) -> bool:
             _write_config_text(path, "".join(lines[:start] + lines[end:]))
             return True
     return False
+
+
+# Live config
+
+log = logging.getLogger("agfast.config")
+
+# Config-file keys that change while serving (admin API, config.toml edits, SIGHUP) → Config attribute. The
+# request path reads these attributes on every use (or a listener rebuilds what it derived from them).
+LIVE_KEYS: dict[str, str] = {
+    "auth_mode": "auth_mode",
+    "api_key": "api_key",
+    "admin_password": "admin_password",
+    "custom_mapping": "custom_mapping",
+    "scheduling.mode": "scheduling_mode",
+    "preferred_account_id": "preferred_account_id",
+    "monitor.enabled": "monitor_enabled",
+    "log_level": "log_level",
+}
+LIVE_ATTRS = frozenset(LIVE_KEYS.values())
+# Live settings the HTTP shell derives its key checks from.
+AUTH_ATTRS = frozenset({"auth_mode", "api_key", "admin_password"})
+# Never shown by the admin API nor logged: masked (`sk-…abcd` for the api key, `***` for the others).
+SECRET_ATTRS = frozenset({"api_key", "admin_password", "oauth_client_secret"})
+# Attributes that are not settings from the sources a reload reads again.
+_NOT_RELOADED = frozenset({"unknown_keys", "cli_overrides", "config_file", "data_dir", "demo"})
+_ATTR_KEYS = {attr: key for key, attr in FILE_KEYS.items()}
+_ATTR_KEYS["user_agent"] = "upstream.user_agent"
+
+
+def mask_secret(attr: str, value: Any) -> Any:
+    """What the admin API and the log show of a setting: secrets masked, the api key by its last 4 characters."""
+    if attr not in SECRET_ATTRS or not value:
+        return value
+    if attr == "api_key" and isinstance(value, str) and len(value) > 12:
+        return f"{value[:3]}…{value[-4:]}"
+    return "***"
+
+
+def public_view(cfg: Config) -> dict[str, Any]:
+    """Every setting by its config-file key, secrets masked (GET /api/config)."""
+    view: dict[str, Any] = {}
+    for attr, key in _ATTR_KEYS.items():
+        view[key] = mask_secret(attr, getattr(cfg, attr))
+    zai = dataclasses.asdict(cfg.zai)
+    zai["api_key"] = "***" if cfg.zai.api_key else ""
+    view["zai"] = zai
+    view["data_dir"] = str(cfg.data_dir)
+    view["config_file"] = str(cfg.config_path)
+    view["live_keys"] = sorted(LIVE_KEYS)
+    return view
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """Changes whenever the file is edited or replaced (an editor's or our own atomic rename)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def save_keys(path: Path, values: Mapping[str, Any]) -> None:
+    """Write `values` (config-file keys, dotted for tables) into the TOML file atomically, keeping the user's
+    other keys, comments and layout (tomlkit); None removes a key."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    doc = tomlkit.parse(text)
+    for dotted, value in values.items():
+        *tables, last = dotted.split(".")
+        table: Any = doc
+        for name in tables:
+            if name not in table:
+                table[name] = tomlkit.table()
+            table = table[name]
+        if value is None:
+            table.pop(last, None)
+        else:
+            table[last] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, tomlkit.dumps(doc).encode())
+
+
+Listener = Callable[[frozenset[str]], None]
+
+
+class LiveConfig:
+    """Applies setting changes to the running `config` object and tells listeners which attributes changed.
+
+    Sources: the config file (its stamp polled on the server's tick), SIGHUP, the admin API. A reload resolves
+    every source again exactly like start-up (CLI flags and environment still win) and compares the result with
+    the previous resolution, so only what the user changed is applied; a bad file keeps the running config.
+    """
+
+    __slots__ = ("_resolved", "_stamp", "config", "listeners")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.listeners: list[Listener] = []
+        self._stamp = _file_stamp(config.config_path)
+        try:
+            self._resolved = self._resolve()
+        except ConfigError:
+            self._resolved = dataclasses.replace(config)
+
+    def _resolve(self) -> Config:
+        cfg = self.config
+        sources = {**cfg.cli_overrides, "data_dir": str(cfg.data_dir)}
+        if cfg.config_file is not None:
+            sources["config_file"] = str(cfg.config_file)
+        return load(sources)
+
+    def poll(self) -> None:
+        """One stat per tick; a changed file is reloaded."""
+        stamp = _file_stamp(self.config.config_path)
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self.reload(f"{self.config.config_path} changed")
+            except Exception:  # the server's tick must go on whatever a listener did
+                log.exception("applying the changed config failed")
+
+    def reload(self, why: str) -> dict[str, Any]:
+        """Resolve the sources again; apply what changed and can change live, log what needs a restart."""
+        try:
+            fresh = self._resolve()
+        except ConfigError as exc:
+            log.warning("%s: not applied, keeping the running config: %s", why, exc)
+            return {}
+        previous, self._resolved = self._resolved, fresh
+        changed: dict[str, Any] = {}
+        for f in fields(Config):
+            name = f.name
+            if name in _NOT_RELOADED or getattr(previous, name) == getattr(fresh, name):
+                continue
+            if name == "api_key" and fresh.api_key is None:
+                # Start-up would generate a new key here; taking the key away live would lock every client out.
+                log.warning("%s: api_key removed from the file; keeping the running key until a restart", why)
+            elif name in LIVE_ATTRS:
+                changed[name] = getattr(fresh, name)
+            else:
+                log.warning("%s: %s changed but needs a restart to take effect", why, _ATTR_KEYS.get(name, name))
+        if changed:
+            self.apply(changed, why)
+        return changed
+
+    def update(self, values: Mapping[str, Any]) -> list[str]:
+        """The admin API's change: config-file keys (dotted or as tables) → validated, applied, saved to the
+        config file; returns the keys set. ConfigError (naming the key) and nothing applied when one is wrong."""
+        flat = _flatten(values)
+        attrs: dict[str, Any] = {}
+        for key, value in flat.items():
+            attr = LIVE_KEYS.get(key)
+            if attr is None:
+                if key in FILE_KEYS or key.startswith("zai"):
+                    raise ConfigError(f"{key} cannot change while serving: edit the config file and restart")
+                raise ConfigError(f"unknown setting {key!r}; live settings: {', '.join(sorted(LIVE_KEYS))}")
+            if value is None and attr not in _NULLABLE:
+                raise ConfigError(f"{key} must not be null")
+            attrs[attr] = None if value is None else _coerce(attr, value, key)
+        if attrs.get("api_key") == "":
+            raise ConfigError("api_key must not be empty (it would lock every client out)")
+        candidate = dataclasses.replace(self.config, **attrs)
+        _validate(candidate)
+        attrs = {attr: getattr(candidate, attr) for attr in attrs}
+        path = self.config.config_path
+        try:
+            save_keys(path, {_ATTR_KEYS[attr]: value for attr, value in attrs.items()})
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot save: {exc.strerror or type(exc).__name__}") from None
+        # What we wrote is what a reload would now find: the watcher must not apply (or log) it a second time.
+        self._stamp = _file_stamp(path)
+        for attr, value in attrs.items():
+            setattr(self._resolved, attr, value)
+        self.apply(attrs, "admin API")
+        return [_ATTR_KEYS[attr] for attr in attrs]
+
+    def apply(self, values: Mapping[str, Any], why: str) -> None:
+        cfg = self.config
+        for attr, value in values.items():
+            setattr(cfg, attr, value)
+            log.info("%s: %s is now %r", why, _ATTR_KEYS.get(attr, attr), mask_secret(attr, value))
+        names = frozenset(values)
+        for listener in self.listeners:
+            listener(names)
+
+
+# Live settings that may be cleared (null in JSON, absent from the file).
+_NULLABLE = frozenset({"preferred_account_id", "admin_password"})

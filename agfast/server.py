@@ -1,7 +1,8 @@
 """Server lifecycle: listen, the one-second tick, signals, graceful shutdown.
 
-The tick does all periodic work so requests never arm timers: it refreshes the pre-encoded `date` header and
-closes connections whose phase deadline has passed (idle keep-alive, slow heads, stalled bodies).
+The tick does all periodic work so requests never arm timers: it refreshes the pre-encoded `date` header,
+closes connections whose phase deadline has passed (idle keep-alive, slow heads, stalled bodies) and checks
+whether the config file changed (one stat). SIGHUP reloads the config file at once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from email.utils import formatdate
 from itertools import count
 
-from agfast.config import Config
+from agfast.config import AUTH_ATTRS, Config, LiveConfig
 from agfast.http.auth import Authenticator
 from agfast.http.origin import BrowserPolicy
 from agfast.http.protocol import HttpProtocol
@@ -57,7 +58,7 @@ class ServerState:
         self.config = config
         self.router = router
         self.loop = loop
-        self.auth = Authenticator(config.effective_auth_mode, config.api_key)
+        self.auth = Authenticator(config.effective_auth_mode, config.api_key, config.admin_password)
         for route in router.routes():
             route.guarded = self.auth.guards(route)
         self.browsers = BrowserPolicy(config, self.auth)
@@ -70,6 +71,14 @@ class ServerState:
         self._ids = count(1)
         self.refresh_clock()
 
+    def config_changed(self, names: frozenset[str]) -> None:
+        """A live config change: auth mode and keys take effect from the next request."""
+        if names & AUTH_ATTRS:
+            config = self.config
+            self.auth.configure(config.effective_auth_mode, config.api_key, config.admin_password)
+            for route in self.router.routes():
+                route.guarded = self.auth.guards(route)
+
     def refresh_clock(self) -> None:
         self.now = time.monotonic()
         self.date_header = b"date: " + formatdate(usegmt=True).encode() + b"\r\n"
@@ -79,11 +88,13 @@ class ServerState:
 
 
 class Server:
-    __slots__ = ("_servers", "_stopped", "_tick", "config", "port", "router", "state")
+    __slots__ = ("_servers", "_stopped", "_tick", "config", "live", "port", "router", "state")
 
-    def __init__(self, config: Config, router: Router) -> None:
+    def __init__(self, config: Config, router: Router, live: LiveConfig | None = None) -> None:
         self.config = config
         self.router = router
+        # Settings that change while serving; None: the config file is not watched.
+        self.live = live
         self.state: ServerState | None = None
         self.port = config.port
         self._servers: list[asyncio.base_events.Server] = []
@@ -93,6 +104,8 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         state = self.state = ServerState(self.config, self.router, loop)
+        if self.live is not None:
+            self.live.listeners.append(state.config_changed)
         host = self.config.bind_host
         try:
             server = await loop.create_server(
@@ -130,12 +143,17 @@ class Server:
                 conn.response.on_tick(now)
         for conn in expired:
             conn.on_deadline()
+        if self.live is not None:
+            self.live.poll()
         self._tick = state.loop.call_later(TICK_SECONDS, self._on_tick)
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
+        live = self.live
+        if live is not None and hasattr(signal, "SIGHUP"):
+            loop.add_signal_handler(signal.SIGHUP, lambda: live.reload("SIGHUP"))
 
     def request_stop(self) -> None:
         if self._stopped is not None:

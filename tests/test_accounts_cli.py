@@ -282,7 +282,7 @@ def test_list_table(tmp_path: Path) -> None:
     ids = seed(tmp_path)
     result = accounts(None, tmp_path, "list")
     assert result.returncode == 0
-    header, *rows = result.stdout.splitlines()
+    header, *rows = result.stdout.split("\n\n")[0].splitlines()
     assert header.split() == ["EMAIL", "ID", "TIER", "PROJECT", "STATUS", "QUOTA", "ACCESS", "TOKEN"]
     by_email = {row.split()[0]: row for row in rows}
     assert list(by_email) == sorted(ids)  # sorted by email

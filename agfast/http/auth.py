@@ -1,5 +1,7 @@
 """API-key checks per auth mode (off / strict / all_except_health; `auto` is resolved in config).
 
+Admin routes (`/api/…`) are guarded in every mode, by `admin_password` when set, else by the api key.
+
 Key sources, first present wins: `Authorization` (with or without `Bearer `), `x-api-key`, `x-goog-api-key`.
 A present `Authorization` shadows the others even when its value is wrong, exactly like Antigravity Tools.
 """
@@ -38,11 +40,13 @@ def extract_key(headers: Mapping[bytes, bytes]) -> bytes | None:
 
 
 class Authenticator:
-    __slots__ = ("_key", "bodies", "mode")
+    __slots__ = ("_admin_key", "_key", "bodies", "mode")
 
-    def __init__(self, mode: str, api_key: str | None) -> None:
+    def __init__(self, mode: str, api_key: str | None, admin_password: str | None = None) -> None:
         self.mode = mode
-        self._key = api_key.encode() if api_key else None
+        self._key: bytes | None = None
+        self._admin_key: bytes | None = None
+        self.configure(mode, api_key, admin_password)
         # Every 401 body is constant: build them once per family.
         self.bodies = {
             (family, outcome): error_body(family, 401, message)
@@ -50,20 +54,31 @@ class Authenticator:
             for outcome, message in MESSAGES.items()
         }
 
+    def configure(self, mode: str, api_key: str | None, admin_password: str | None) -> None:
+        """(Re)set the mode and secrets; live config changes land here without a restart."""
+        self.mode = mode
+        self._key = api_key.encode() if api_key else None
+        self._admin_key = admin_password.encode() if admin_password else self._key
+
     def guards(self, route: Route | None) -> bool:
         """Whether requests to `route` (None: an unknown path) must carry the key."""
+        if route is not None:
+            if route.public:
+                return False
+            if route.admin:
+                return True
         if self.mode == "off":
             return False
         if route is None:
             return True
-        if route.public:
-            return False
         return not (route.health and self.mode == "all_except_health")
 
-    def check(self, headers: Mapping[bytes, bytes]) -> int:
-        if self._key is None:
+    def check(self, headers: Mapping[bytes, bytes], admin: bool = False) -> int:
+        """OK, MISSING, INVALID or NOT_CONFIGURED; `admin` checks the admin secret. Constant-time comparison."""
+        expected = self._admin_key if admin else self._key
+        if expected is None:
             return NOT_CONFIGURED
         key = extract_key(headers)
         if not key:
             return MISSING
-        return OK if hmac.compare_digest(key, self._key) else INVALID
+        return OK if hmac.compare_digest(key, expected) else INVALID

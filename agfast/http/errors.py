@@ -13,6 +13,8 @@ class Family(IntEnum):
     OPENAI = 0
     ANTHROPIC = 1
     GEMINI = 2
+    # The admin API under /api: `{"error": "..."}` (Antigravity Tools' admin shape).
+    ADMIN = 3
 
 
 # status -> (OpenAI error type, Anthropic error type, Google status). Unlisted statuses fall back by class.
@@ -63,6 +65,8 @@ def error_body(
     param: str | None = None,
 ) -> bytes:
     """The JSON error body a client of `family` expects for `status`."""
+    if family is Family.ADMIN:
+        return orjson.dumps({"error": message})
     openai_type, anthropic_type, google_status = _types_for(status)
     if family is Family.ANTHROPIC:
         return orjson.dumps({"type": "error", "error": {"type": error_type or anthropic_type, "message": message}})

@@ -347,7 +347,7 @@ class HttpProtocol(asyncio.Protocol):
             self._early(_preflight)
             return
         if guarded:
-            outcome = state.auth.check(headers)
+            outcome = state.auth.check(headers, self.family is Family.ADMIN)
             if outcome != auth.OK:
                 body = state.auth.bodies[(self.family, outcome)]
                 self._early(lambda resp: resp.send(401, body, CT_JSON, b'www-authenticate: Bearer realm="agfast"\r\n'))

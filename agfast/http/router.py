@@ -1,7 +1,8 @@
 """(method, path) → handler, built once at start-up.
 
-Exact paths are one dict lookup. The only parameterised shape is Gemini's `…/models/{model}:{action}`
-(plus `…/models/{model}/countTokens` and `GET …/models/{model}`), matched under a few fixed prefixes.
+Exact paths are one dict lookup. The parameterised shapes are Gemini's `…/models/{model}:{action}`
+(plus `…/models/{model}/countTokens` and `GET …/models/{model}`), matched under a few fixed prefixes, and the
+admin API's `{prefix}{id}{suffix}` (`/api/accounts/{id}/quota`), tried only when nothing else matched.
 Query strings never take part (Claude Code posts to `/v1/messages?beta=true`).
 """
 
@@ -26,6 +27,8 @@ VERSION_SEGMENTS = ("v1", "v1beta", "v1alpha")
 GET = b"GET"
 HEAD = b"HEAD"
 POST = b"POST"
+DELETE = b"DELETE"
+ADMIN_PREFIX = "/api/"
 
 
 @dataclass(slots=True)
@@ -36,6 +39,8 @@ class Route:
     # Health routes skip auth in all_except_health; public routes (Claude Code's probe) skip it always.
     health: bool = False
     public: bool = False
+    # Admin routes always need the admin secret (admin_password, else the api key), whatever the auth mode.
+    admin: bool = False
     # Filled in by the server from the auth mode, so the request path reads one bool.
     guarded: bool = True
 
@@ -50,6 +55,8 @@ class Match:
 
 def family_for_path(path: str) -> Family:
     """The protocol a client hitting `path` speaks, so even a 404 comes in a shape its SDK can read."""
+    if path.startswith(ADMIN_PREFIX):
+        return Family.ADMIN
     if "/messages" in path:
         return Family.ANTHROPIC
     if "v1beta" in path or ":" in path.rsplit("/", 1)[-1] or path.endswith("/countTokens"):
@@ -58,13 +65,15 @@ def family_for_path(path: str) -> Family:
 
 
 class Router:
-    __slots__ = ("_actions", "_exact", "_model_prefixes")
+    __slots__ = ("_actions", "_exact", "_model_prefixes", "_patterns")
 
     def __init__(self) -> None:
         self._exact: dict[str, dict[bytes, Route]] = {}
         # (prefix, action) → method → route; action "" is `GET prefix{model}`.
         self._actions: dict[tuple[str, str], dict[bytes, Route]] = {}
         self._model_prefixes: list[str] = []
+        # (prefix, suffix) → method → route, for `{prefix}{one path segment}{suffix}`.
+        self._patterns: dict[tuple[str, str], dict[bytes, Route]] = {}
 
     def add(self, methods: tuple[bytes, ...], path: str, handler: Handler, family: Family, **flags: bool) -> None:
         route = _route(handler, family, **flags)
@@ -90,9 +99,19 @@ class Router:
         if GET in methods and HEAD not in by_method:
             by_method[HEAD] = route
 
+    def add_pattern(
+        self, methods: tuple[bytes, ...], prefix: str, suffix: str, handler: Handler, family: Family, **flags: bool
+    ) -> None:
+        """Route `{prefix}{segment}{suffix}`, the segment being one non-empty path segment (an id)."""
+        route = _route(handler, family, **flags)
+        by_method = self._patterns.setdefault((prefix, suffix), {})
+        for method in methods:
+            by_method[method] = route
+
     def routes(self) -> list[Route]:
         found = {id(r): r for d in self._exact.values() for r in d.values()}
         found.update({id(r): r for d in self._actions.values() for r in d.values()})
+        found.update({id(r): r for d in self._patterns.values() for r in d.values()})
         return list(found.values())
 
     def paths(self) -> list[str]:
@@ -119,12 +138,22 @@ class Router:
                         # A known model path with an action we do not serve: Gemini says 400, not 404.
                         return Match(None, (), model, action)
                     break
+            if by_method is None and self._patterns:
+                by_method = self._pattern(path)
             if by_method is None:
                 return None
         route = by_method.get(method)
         if route is None:
             return Match(None, tuple(sorted(by_method)), model, action)
         return Match(route, (), model, action)
+
+    def _pattern(self, path: str) -> dict[bytes, Route] | None:
+        for (prefix, suffix), by_method in self._patterns.items():
+            if path.startswith(prefix) and path.endswith(suffix):
+                segment = path[len(prefix) : len(path) - len(suffix)]
+                if segment and "/" not in segment:
+                    return by_method
+        return None
 
     def suggest(self, path: str) -> str | None:
         """The path the client probably meant when its base URL repeats a prefix (`/v1/v1/…`)."""

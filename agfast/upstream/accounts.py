@@ -342,16 +342,15 @@ class Account:
     def proxy_disabled_reason(self) -> str | None:
         return _str(self.raw.get("proxy_disabled_reason"))
 
-    def switch_off(self, reason: str, now: float | None = None) -> None:
-        """The user's "do not use this account" (Antigravity Tools' proxy switch); the token stays valid."""
-        self.raw["proxy_disabled"] = True
-        self.raw["proxy_disabled_reason"] = reason[:DISABLED_REASON_MAX]
-        self.raw["proxy_disabled_at"] = _now() if now is None else int(now)
-
-    def switch_on(self) -> None:
-        self.raw["proxy_disabled"] = False
-        self.raw.pop("proxy_disabled_reason", None)
-        self.raw.pop("proxy_disabled_at", None)
+    def set_proxy_disabled(self, disabled: bool, reason: str | None = None, now: float | None = None) -> None:
+        """The operator's switch (Antigravity's toggle-proxy): a proxy-disabled account is never selected."""
+        self.raw["proxy_disabled"] = disabled
+        if disabled:
+            self.raw["proxy_disabled_reason"] = (reason or "disabled by the operator")[:DISABLED_REASON_MAX]
+            self.raw["proxy_disabled_at"] = _now() if now is None else int(now)
+        else:
+            self.raw.pop("proxy_disabled_reason", None)
+            self.raw.pop("proxy_disabled_at", None)
 
     @property
     def validation_blocked(self) -> bool:

@@ -151,6 +151,8 @@ class PoolState(Protocol):
     def lock(self, key: str, until: float, reason: str) -> None: ...
     def unlock(self, key: str) -> None: ...
     def clear_locks(self) -> None: ...
+    def locks_of(self, account_id: str) -> list[tuple[str, float, str]]: ...
+    def clear_bindings(self) -> int: ...
     def binding(self, session_id: str) -> str | None: ...
     def bind(self, session_id: str, account_id: str) -> None: ...
     def unbind(self, session_id: str) -> None: ...
@@ -185,6 +187,20 @@ class MemoryState:
 
     def clear_locks(self) -> None:
         self.locks.clear()
+
+    def locks_of(self, account_id: str) -> list[tuple[str, float, str]]:
+        """(key, until, reason) of every lock of one account: account-wide, per model, refresh back-off."""
+        return [
+            (key, until, reason)
+            for key, (until, reason) in self.locks.items()
+            if key == account_id or key.startswith((account_id + ":", account_id + "#"))
+        ]
+
+    def clear_bindings(self) -> int:
+        count = len(self.bindings)
+        self.bindings.clear()
+        self._last = None
+        return count
 
     def binding(self, session_id: str) -> str | None:
         return self.bindings.get(session_id)
@@ -665,6 +681,46 @@ class AccountPool:
             reason.value,
             status,
         )
+
+    # -- operator actions (admin API) --------------------------------------------------------------------
+
+    def lockouts(self, account_id: str) -> list[dict[str, Any]]:
+        """The account's current lockouts: scope (account, a model, token refresh), reason, until, seconds left."""
+        now = time.time()
+        found = []
+        for key, until, reason in self.state.locks_of(account_id):
+            if until <= now:
+                continue
+            rest = key[len(account_id) :]
+            scope = "account" if not rest else "token_refresh" if rest.startswith("#") else rest[1:]
+            found.append(
+                {
+                    "scope": scope,
+                    "reason": reason,
+                    "until": datetime.fromtimestamp(until, UTC).isoformat().replace("+00:00", "Z"),
+                    "seconds_left": round(until - now, 1),
+                }
+            )
+        return found
+
+    def clear_lockouts(self, account_id: str | None = None) -> int:
+        """Lift rate-limit lockouts (all accounts', or one's) so the account serves again at once."""
+        ids = list(self.members) if account_id is None else [account_id]
+        cleared = 0
+        for member_id in ids:
+            for key, _, _ in self.state.locks_of(member_id):
+                self.state.unlock(key)
+                cleared += 1
+            self.state.reset_failures(member_id)
+        if account_id is None:
+            self.state.clear_locks()
+        if cleared:
+            log.warning("%d lockout(s) cleared by the operator", cleared)
+        return cleared
+
+    def clear_bindings(self) -> int:
+        """Forget which conversation is bound to which account (and the 60 s reuse)."""
+        return self.state.clear_bindings()
 
     # -- background upkeep -------------------------------------------------------------------------------
 
