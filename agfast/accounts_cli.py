@@ -1,4 +1,4 @@
-"""`agfast accounts …`: add, list, remove, import and refresh the Google accounts of a data dir.
+"""`agfast accounts …`: add, list, remove, import, refresh the Google accounts of a data dir, and set their proxy.
 
 Files are AccountStore's business and Google is upstream.oauth's; this module is the user-facing part: one
 line per account, one clear line on stderr per failure, exit codes a script can rely on, and never a token
@@ -24,7 +24,7 @@ import orjson
 
 from agfast import config
 from agfast.upstream import oauth
-from agfast.upstream.accounts import Account, AccountFileError, AccountStore, usable
+from agfast.upstream.accounts import PROXY_FIELD, Account, AccountFileError, AccountStore, usable
 from agfast.upstream.client import UpstreamClient
 from agfast.upstream.onboarding import discover, save_discovery, store_quota
 
@@ -38,7 +38,7 @@ CONCURRENCY = 4
 # The table's status cell; the full reason is in `--json`.
 STATUS_WIDTH = 60
 ADD_HINT = "agfast accounts add --refresh-token -"
-COMMANDS = ("add", "list", "remove", "import", "refresh")
+COMMANDS = ("add", "list", "remove", "import", "refresh", "set-proxy")
 
 
 class UsageError(Exception):
@@ -127,6 +127,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     ref.add_argument("targets", nargs="*", metavar="ID_OR_EMAIL")
 
+    setp = sub.add_parser(
+        "set-proxy",
+        parents=[common],
+        help="send one account's calls to Google through its own outbound proxy",
+        description="Every call made for this account (generation, token refresh, project and quota lookups) "
+        "goes through PROXY_URL (http://, https://, socks4://, socks5:// or socks5h://, credentials allowed: "
+        "scheme://user:password@host:port) instead of upstream.proxy. --clear goes back to upstream.proxy "
+        "(or direct). A running server picks the change up within accounts_reload_interval.",
+    )
+    setp.add_argument("target", metavar="ID_OR_EMAIL")
+    which = setp.add_mutually_exclusive_group(required=True)
+    which.add_argument("url", nargs="?", metavar="PROXY_URL")
+    which.add_argument("--clear", action="store_true", help="remove the account's own proxy")
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Entry
@@ -153,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
         if command == "import":
             pairs = store.import_path(Path(args.path).expanduser())
             return _with_client(cfg, partial(import_command, store=store, path=args.path, pairs=pairs))
+        if command == "set-proxy":
+            return set_proxy(store, args.target, None if args.clear else args.url)
         if command == "refresh":
             accounts, named = _refresh_targets(store, args.targets)
             return _with_client(cfg, partial(refresh_command, store=store, accounts=accounts, named=named))
@@ -348,14 +364,16 @@ async def refresh_one(client: UpstreamClient, store: AccountStore, account: Acco
     problems: list[str] = []
     try:
         async with asyncio.timeout(cfg.request_timeout):
-            grant = await oauth.refresh_token(client.session, cfg, account.refresh_token)
+            proxy = account.proxy_url
+            session = client.session_for(cfg.oauth_token_url, proxy)
+            grant = await oauth.refresh_token(session, cfg, account.refresh_token)
             try:
-                project, tier = await oauth.load_code_assist(client, grant.access_token)
+                project, tier = await oauth.load_code_assist(client, grant.access_token, proxy)
             except oauth.AccountSetupError as exc:
                 problems.append(f"project lookup failed: {exc}")
             if project:
                 try:
-                    quota = await oauth.fetch_quota(client, grant.access_token, project)
+                    quota = await oauth.fetch_quota(client, grant.access_token, project, proxy)
                 except oauth.AccountSetupError as exc:
                     problems.append(f"quota not fetched: {exc}")
     except oauth.OAuthError as exc:
@@ -411,6 +429,31 @@ def _save_refresh(
     store_quota(current, tier, quota, now)
     store.save(current)
     return current
+
+
+def set_proxy(store: AccountStore, target: str, url: str | None) -> int:
+    """Write (or clear) the account's `proxy_url`; the URL is checked first and never printed (credentials)."""
+    from agfast.upstream.proxy import ProxyURLError, parse_proxy
+
+    label = None
+    if url is not None:
+        try:
+            label = parse_proxy(url).label
+        except ProxyURLError as exc:
+            raise UsageError(str(exc)) from None
+    account = store.find(target)
+    if account is None:
+        _error(f"no account matches {target!r} (see 'agfast accounts list')")
+        return EXIT_FAILURE
+    account.proxy_url = url.strip() if url is not None else None
+    if store.merge(account, (PROXY_FIELD,)) is None:
+        _error(f"{account.email} was removed meanwhile")
+        return EXIT_FAILURE
+    if label is None:
+        print(f"{account.email} ({account.id}): own proxy cleared", flush=True)
+    else:
+        print(f"{account.email} ({account.id}): calls go through {label}", flush=True)
+    return EXIT_OK
 
 
 def remove_account(store: AccountStore, target: str) -> int:

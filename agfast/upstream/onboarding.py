@@ -32,8 +32,8 @@ async def discover(client: UpstreamClient, refresh: str) -> Discovery:
     """refresh → userinfo → loadCodeAssist → fetchAvailableModels; only the quota step may fail softly."""
     cfg = client.config
     async with asyncio.timeout(cfg.request_timeout):
-        grant = await oauth.refresh_token(client.session, cfg, refresh)
-        info = await oauth.userinfo(client.session, cfg, grant.access_token)
+        grant = await oauth.refresh_token(client.session_for(cfg.oauth_token_url), cfg, refresh)
+        info = await oauth.userinfo(client.session_for(cfg.userinfo_url), cfg, grant.access_token)
         project, tier = await oauth.load_code_assist(client, grant.access_token)
         quota: oauth.QuotaSnapshot | None = None
         quota_error: str | None = None

@@ -56,6 +56,7 @@ from agfast.upstream.accounts import (
 )
 from agfast.upstream.client import UpstreamClient
 from agfast.upstream.onboarding import set_tier, store_quota
+from agfast.upstream.proxy import ProxyFailure
 
 log = logging.getLogger("agfast.pool")
 
@@ -241,6 +242,11 @@ class Lease:
     @property
     def email(self) -> str:
         return self.member.email
+
+    @property
+    def proxy(self) -> str | None:
+        """The account's own outbound proxy URL (None: upstream.proxy or direct)."""
+        return self.member.account.proxy_url
 
 
 def quota_key(model: str) -> str:
@@ -470,7 +476,9 @@ class AccountPool:
                     fields = TOKEN_FIELDS
                 if not account.project_id:
                     try:
-                        project, tier = await oauth.load_code_assist(self.client, account.access_token)
+                        project, tier = await oauth.load_code_assist(
+                            self.client, account.access_token, account.proxy_url
+                        )
                     except oauth.AccountSetupError as exc:
                         if fields:  # keep the fresh token even though the project is still unknown
                             await self._persist(member, fields)
@@ -498,7 +506,8 @@ class AccountPool:
         if wait > 0:
             raise AccountNotReady(f"{member.refresh_error} (next refresh attempt in {int(wait + 0.999)}s)", wait)
         try:
-            grant = await oauth.refresh_token(self.client.session, self.config, account.refresh_token)
+            session = self.client.session_for(self.config.oauth_token_url, account.proxy_url)
+            grant = await oauth.refresh_token(session, self.config, account.refresh_token)
         except oauth.OAuthError as exc:
             if exc.invalid_grant:
                 await self._disable(member, f"invalid_grant: {exc.description or exc.error}")
@@ -621,8 +630,8 @@ class AccountPool:
     async def refresh_quota(self, member: Member) -> None:
         """Tier (it changes on upgrades) and quota, then saved; never on a request's path."""
         lease = await self._ready(member)
-        _, tier = await oauth.load_code_assist(self.client, lease.access_token)
-        snapshot = await oauth.fetch_quota(self.client, lease.access_token, lease.project_id)
+        _, tier = await oauth.load_code_assist(self.client, lease.access_token, lease.proxy)
+        snapshot = await oauth.fetch_quota(self.client, lease.access_token, lease.project_id, lease.proxy)
         store_quota(member.account, tier, snapshot, time.time())
         member.reindex()
         self.changed()
@@ -634,7 +643,7 @@ class AccountPool:
                 continue
             try:
                 await self.refresh_quota(member)
-            except (AccountNotReady, oauth.AccountSetupError, aiohttp.ClientError, OSError) as exc:
+            except (AccountNotReady, oauth.AccountSetupError, ProxyFailure, aiohttp.ClientError, OSError) as exc:
                 log.warning("quota refresh failed for %s: %s", member.masked, exc)
 
     def _disk_stamp(self) -> tuple[int, int]:
