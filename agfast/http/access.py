@@ -58,7 +58,8 @@ def parse_networks(entries: list[str]) -> list[Network]:
     return networks
 
 
-def _address(text: str) -> Address | None:
+def parse_address(text: str) -> Address | None:
+    """An address as a client or header gives it (brackets, v4-mapped v6 unwrapped); None when it is not one."""
     try:
         address = ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
@@ -113,7 +114,7 @@ class IpRules:
         """The peer, or — when the peer is a trusted proxy — the right-most untrusted X-Forwarded-For hop."""
         if not self.trust:
             return peer
-        address = _address(peer)
+        address = parse_address(peer)
         if address is None or _within(address, self._trusted) is None:
             return peer
         forwarded = headers.get(b"x-forwarded-for")
@@ -123,7 +124,7 @@ class IpRules:
         client = peer
         for hop in reversed(hops):
             hop = hop.strip()
-            hop_address = _address(hop)
+            hop_address = parse_address(hop)
             if hop_address is None:
                 return hop  # garbage where an address belongs: it is the client's, and matches no allow rule
             client = str(hop_address)
@@ -137,12 +138,12 @@ class IpRules:
         peer = peername[0] if isinstance(peername, tuple) and peername else ""
         if self.trust and b"x-forwarded-for" in req.headers:
             client = self.client_address(peer, req.headers)
-            verdict = self.decide(_address(client))
+            verdict = self.decide(parse_address(client))
         else:
             client = peer
             cached = self._decisions.get(peer, False)
             if cached is False:
-                verdict = self.decide(_address(peer))
+                verdict = self.decide(parse_address(peer))
                 if len(self._decisions) >= DECISION_CACHE_SIZE:
                     self._decisions.clear()
                 self._decisions[peer] = verdict
