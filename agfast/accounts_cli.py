@@ -27,6 +27,7 @@ from agfast.upstream import oauth
 from agfast.upstream.accounts import PROXY_FIELD, Account, AccountFileError, AccountStore, usable
 from agfast.upstream.client import UpstreamClient
 from agfast.upstream.onboarding import discover, save_discovery, store_quota
+from agfast.upstream.proxy import ProxyFailure, ProxyURLError, parse_proxy
 
 log = logging.getLogger("agfast.accounts")
 
@@ -245,7 +246,7 @@ def describe_failure(exc: BaseException, cfg: config.Config) -> str:
             else:
                 text += " (is oauth.client_id the OAuth client that issued this token?)"
         return text
-    if isinstance(exc, oauth.AccountSetupError):
+    if isinstance(exc, oauth.AccountSetupError | ProxyFailure):
         return str(exc)
     if isinstance(exc, TimeoutError):
         return f"Google did not answer within {cfg.request_timeout:g} s"
@@ -433,8 +434,6 @@ def _save_refresh(
 
 def set_proxy(store: AccountStore, target: str, url: str | None) -> int:
     """Write (or clear) the account's `proxy_url`; the URL is checked first and never printed (credentials)."""
-    from agfast.upstream.proxy import ProxyURLError, parse_proxy
-
     label = None
     if url is not None:
         try:
@@ -516,9 +515,20 @@ def account_row(account: Account, now: float) -> dict[str, Any]:
             "last_updated": account.quota_last_updated or None,
         },
         "token_expires_at": account.expiry_timestamp or None,
+        "proxy": proxy_label(account.proxy_url),
         "created_at": account.created_at or None,
         "last_used": account.last_used or None,
     }
+
+
+def proxy_label(url: str | None) -> str | None:
+    """An account's own proxy as scheme://host:port (its credentials stay in the file)."""
+    if url is None:
+        return None
+    try:
+        return parse_proxy(url).label
+    except ProxyURLError:
+        return "(invalid proxy_url)"
 
 
 def list_accounts(store: AccountStore, as_json: bool) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anthropic
 import openai
+import orjson
 import pytest
 from helpers import ServerThread, run_agfast
 from proxies import HttpConnectProxy, Socks5Proxy, proxy_url
@@ -178,3 +179,27 @@ def test_bad_proxy_urls_are_refused_at_start(tmp_path: Path, sim: GoogleSimulato
         assert "pw@" not in done.stderr
     bad = run_agfast("accounts", "set-proxy", "nobody@example.com", "gopher://x:1", "--data-dir", str(tmp_path))
     assert bad.returncode == 2 and "scheme" in bad.stderr
+
+
+def test_accounts_add_through_a_dead_proxy_names_it(sim: GoogleSimulator, tmp_path: Path) -> None:
+    with Socks5Proxy() as dead:
+        port = dead.port
+    env = {**google_env(sim), "AGFAST_UPSTREAM_PROXY": f"socks5://{CREDENTIALS[0]}:{CREDENTIALS[1]}@127.0.0.1:{port}"}
+    refresh = next(iter(sim.accounts.values())).refresh_token
+    done = run_agfast("accounts", "add", "--refresh-token", refresh, "--data-dir", str(tmp_path), env=env)
+    assert done.returncode == 1
+    assert f"socks5://127.0.0.1:{port}" in done.stderr
+    assert CREDENTIALS[1] not in done.stderr and "Traceback" not in done.stderr
+    assert AccountStore(tmp_path).load_all() == []
+
+
+def test_accounts_list_shows_the_proxy_without_credentials(sim: GoogleSimulator, tmp_path: Path) -> None:
+    onboard_all(stack_config(tmp_path, sim), sim)
+    email = sorted(a.email for a in AccountStore(tmp_path).load_all())[0]
+    url = f"http://{CREDENTIALS[0]}:{CREDENTIALS[1]}@proxy.example:3128"
+    assert run_agfast("accounts", "set-proxy", email, url, "--data-dir", str(tmp_path)).returncode == 0
+    listed = run_agfast("accounts", "list", "--json", "--data-dir", str(tmp_path))
+    rows = {row["email"]: row for row in orjson.loads(listed.stdout)}
+    assert rows[email]["proxy"] == "http://proxy.example:3128"
+    assert sum(row["proxy"] is None for row in rows.values()) == 2
+    assert CREDENTIALS[1] not in listed.stdout
