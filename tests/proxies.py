@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ssl
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -25,13 +26,20 @@ class ProxyLog:
 
 
 class _ProxyThread:
-    def __init__(self, credentials: tuple[str, str] | None = None) -> None:
+    url_scheme = ""
+
+    def __init__(self, credentials: tuple[str, str] | None = None, tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: the proxy itself speaks TLS (an `https://` proxy)."""
         self.credentials = credentials
+        self.tls = tls
+        if tls is not None:
+            self.url_scheme = "https"
         self.log = ProxyLog()
         self.port = 0
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -42,7 +50,7 @@ class _ProxyThread:
         self.loop.close()
 
     async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     def __enter__(self) -> _ProxyThread:
@@ -54,6 +62,12 @@ class _ProxyThread:
         async def stop() -> None:
             assert self._server is not None
             self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            # let every connection finish closing (a TLS close takes a few turns) before the loop stops
+            waits = [w.wait_closed() for w in list(self._writers)]
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), 5)
 
         asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -61,20 +75,25 @@ class _ProxyThread:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_writer: asyncio.StreamWriter | None = None
+        self._writers.add(writer)
         try:
             target = await self._negotiate(reader, writer)
             if target is None:
                 return
             self.log.targets.append(target)
             upstream_reader, upstream_writer = await asyncio.open_connection(*target)
+            self._writers.add(upstream_writer)
             await self._accepted(writer)
             await asyncio.gather(_pipe(reader, upstream_writer, self.log.sent), _pipe(upstream_reader, writer))
         except (OSError, asyncio.IncompleteReadError, ValueError):
             pass
         finally:
-            writer.close()
-            if upstream_writer is not None:
-                upstream_writer.close()
+            for opened in (writer, upstream_writer):
+                if opened is not None:
+                    opened.close()
+                    with contextlib.suppress(Exception):
+                        await opened.wait_closed()
+                    self._writers.discard(opened)
 
     async def _negotiate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[str, int] | None:
         raise NotImplementedError

@@ -4,6 +4,7 @@ SOCKS5 proxy started here, per account or global, NO_PROXY honoured, and a faili
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ import anthropic
 import openai
 import orjson
 import pytest
+import trustme
 from helpers import ServerThread, run_agfast
 from proxies import HttpConnectProxy, Socks5Proxy, proxy_url
 from stack import KEY, google_env, onboard_all, stack_config
@@ -203,3 +205,20 @@ def test_accounts_list_shows_the_proxy_without_credentials(sim: GoogleSimulator,
     assert rows[email]["proxy"] == "http://proxy.example:3128"
     assert sum(row["proxy"] is None for row in rows.values()) == 2
     assert CREDENTIALS[1] not in listed.stdout
+
+
+def test_https_proxy_speaks_tls_to_the_proxy(
+    sim: GoogleSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = trustme.CA()
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_side)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # agfast trusts proxies as the system does
+    with HttpConnectProxy(CREDENTIALS, tls=server_side) as tls_proxy:
+        url = proxy_url(tls_proxy, CREDENTIALS)
+        assert url.startswith("https://")
+        with serving(sim, tmp_path / "data", upstream_proxy=url) as st:
+            chat(st)
+    assert b":streamGenerateContent" in tls_proxy.log.sent
