@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ from stack import KEY, google_env, onboard_all, stack_config
 
 from agfast.sim import GoogleSimulator
 from agfast.upstream.accounts import AccountStore
+from agfast.upstream.proxy import NoProxy
 
 CREDENTIALS = ("proxy-user", "pr0xy-s3cret")
 PROXIES = {"http": HttpConnectProxy, "socks5": Socks5Proxy}
@@ -222,3 +224,43 @@ def test_https_proxy_speaks_tls_to_the_proxy(
         with serving(sim, tmp_path / "data", upstream_proxy=url) as st:
             chat(st)
     assert b":streamGenerateContent" in tls_proxy.log.sent
+
+
+NO_PROXY_CASES = [
+    # (NO_PROXY entries, host, goes direct)
+    (["*"], "cloudcode-pa.googleapis.com", True),
+    (["googleapis.com"], "cloudcode-pa.googleapis.com", True),
+    (["googleapis.com"], "googleapis.com", True),
+    ([".googleapis.com"], "oauth2.googleapis.com", True),
+    (["*.googleapis.com"], "oauth2.googleapis.com", True),
+    (["googleapis.com"], "notgoogleapis.com", False),
+    (["GoogleAPIs.com:443"], "www.googleapis.com", True),
+    (["10.0.0.0/8"], "10.1.2.3", True),
+    (["10.0.0.0/8"], "11.1.2.3", False),
+    (["::1"], "::1", True),
+    (["[::1]"], "::1", True),
+    (["fd00::/8"], "fd12::1", True),
+    (["localhost"], "127.0.0.1", False),
+    ([], "127.0.0.1", False),
+]
+
+
+@pytest.mark.parametrize(("entries", "host", "direct"), NO_PROXY_CASES)
+def test_no_proxy_matching(entries: list[str], host: str, direct: bool) -> None:
+    assert NoProxy(entries).bypass(host) is direct
+
+
+def test_set_proxy_reaches_a_running_server(sim: GoogleSimulator, tmp_path: Path) -> None:
+    onboard_all(stack_config(tmp_path, sim), sim)
+    first = sorted(AccountStore(tmp_path).load_all(), key=lambda a: a.email)[0]
+    cfg = stack_config(tmp_path, sim, preferred_account_id=first.id, accounts_reload_interval=0.1)
+    with Socks5Proxy() as socks, ServerThread(cfg) as st:
+        chat(st)
+        assert socks.log.targets == []
+        done = run_agfast("accounts", "set-proxy", first.id, proxy_url(socks), "--data-dir", str(tmp_path))
+        assert done.returncode == 0, done.stderr
+        deadline = time.monotonic() + 10
+        while st.app.pool.members[first.id].account.proxy_url is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        chat(st)
+        assert b":streamGenerateContent" in socks.log.sent
