@@ -106,7 +106,16 @@ def test_per_account_proxy_is_used_for_that_account_only(sim: GoogleSimulator, t
 
         with ServerThread(stack_config(tmp_path, sim, preferred_account_id=first.id)) as st:
             chat(st)
-        assert b":streamGenerateContent" in socks.log.sent
+            assert b":streamGenerateContent" in socks.log.sent
+            # its token refresh, project and quota lookups take the same way; the other accounts' do not
+            for member in st.app.pool.members.values():
+                socks.log.sent.clear()
+                member.account.expiry_timestamp = 0
+                on_loop(st, st.app.pool.refresh_quota(member))
+                through = [
+                    p for p in (b"POST /token", b":loadCodeAssist", b":fetchAvailableModels") if p in socks.log.sent
+                ]
+                assert len(through) == (3 if member.id == first.id else 0), (member.email, through)
 
         cleared = run_agfast("accounts", "set-proxy", first.email, "--clear", "--data-dir", str(tmp_path))
         assert cleared.returncode == 0, cleared.stderr
