@@ -59,9 +59,15 @@ def parse_networks(entries: list[str]) -> list[Network]:
 
 
 def parse_address(text: str) -> Address | None:
-    """An address as a client or header gives it (brackets, v4-mapped v6 unwrapped); None when it is not one."""
+    """An address as a peer or a proxy's header gives it (`[v6]`, `v4:port`, `[v6]:port`, v4-mapped v6
+    unwrapped); None when it is not one."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
     try:
-        address = ipaddress.ip_address(text.strip().strip("[]"))
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
