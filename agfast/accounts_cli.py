@@ -1,5 +1,5 @@
-"""`agfast accounts …`: sign in, add, list, remove, import, refresh, switch, export and inspect the Google
-accounts of a data dir, and manage the OAuth clients they are issued by.
+"""`agfast accounts …`: sign in, add, list, remove, import, refresh, switch, export, inspect and set the proxy
+of the Google accounts of a data dir, and manage the OAuth clients they are issued by.
 
 Files are AccountStore's business and Google is upstream.oauth's; this module is the user-facing part: one
 line per account, one clear line on stderr per failure, exit codes a script can rely on, and never a token
@@ -34,6 +34,7 @@ from agfast import config
 from agfast.upstream import oauth
 from agfast.upstream.accounts import (
     DISABLE_FIELDS,
+    PROXY_FIELD,
     PROXY_FIELDS,
     Account,
     AccountFileError,
@@ -42,6 +43,7 @@ from agfast.upstream.accounts import (
 )
 from agfast.upstream.client import UpstreamClient
 from agfast.upstream.onboarding import Discovery, discover, save_discovery, store_quota
+from agfast.upstream.proxy import ProxyFailure, ProxyURLError, parse_proxy
 from agfast.upstream.signin import SignIn, SignInError
 
 log = logging.getLogger("agfast.accounts")
@@ -57,7 +59,20 @@ STATUS_WIDTH = 60
 SERVER_TIMEOUT = 2.0
 ADD_HINT = "agfast accounts add --refresh-token -"
 LOGIN_HINT = "agfast accounts login"
-COMMANDS = ("login", "add", "list", "remove", "import", "refresh", "enable", "disable", "export", "quota", "client")
+COMMANDS = (
+    "login",
+    "add",
+    "list",
+    "remove",
+    "import",
+    "refresh",
+    "enable",
+    "disable",
+    "export",
+    "quota",
+    "client",
+    "set-proxy",
+)
 # How long `login` waits for the browser to come back (a user reading Google's consent page takes a minute).
 LOGIN_TIMEOUT = 300.0
 # Where `login`'s one-shot loopback listener expects Google's redirect.
@@ -231,6 +246,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     crm.add_argument("key", metavar="KEY")
 
+    setp = sub.add_parser(
+        "set-proxy",
+        parents=[common],
+        help="send one account's calls to Google through its own outbound proxy",
+        description="Every call made for this account (generation, token refresh, project and quota lookups) "
+        "goes through PROXY_URL (http://, https://, socks4://, socks5:// or socks5h://, credentials allowed: "
+        "scheme://user:password@host:port) instead of upstream.proxy. --clear goes back to upstream.proxy "
+        "(or direct). A running server picks the change up within accounts_reload_interval.",
+    )
+    setp.add_argument("target", metavar="ID_OR_EMAIL")
+    which = setp.add_mutually_exclusive_group(required=True)
+    which.add_argument("url", nargs="?", metavar="PROXY_URL")
+    which.add_argument("--clear", action="store_true", help="remove the account's own proxy")
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Entry
@@ -275,6 +304,8 @@ def run(args: argparse.Namespace) -> int:
         if command == "import":
             pairs = store.import_path(Path(args.path).expanduser())
             return _with_client(cfg, partial(import_command, store=store, path=args.path, pairs=pairs))
+        if command == "set-proxy":
+            return set_proxy(store, args.target, None if args.clear else args.url)
         if command == "refresh":
             accounts, named = _refresh_targets(store, args.targets)
             return _with_client(cfg, partial(refresh_command, store=store, accounts=accounts, named=named))
@@ -353,7 +384,7 @@ def describe_failure(exc: BaseException, cfg: config.Config) -> str:
             else:
                 text += " (is oauth.client_id the OAuth client that issued this token?)"
         return text
-    if isinstance(exc, oauth.AccountSetupError):
+    if isinstance(exc, oauth.AccountSetupError | ProxyFailure):
         return str(exc)
     if isinstance(exc, TimeoutError):
         return f"Google did not answer within {cfg.request_timeout:g} s"
@@ -467,17 +498,17 @@ async def refresh_one(client: UpstreamClient, store: AccountStore, account: Acco
     problems: list[str] = []
     try:
         async with asyncio.timeout(cfg.request_timeout):
-            grant, client_key = await oauth.refresh_any(
-                client.session, cfg, account.refresh_token, account.oauth_client_key
-            )
+            proxy = account.proxy_url
+            session = client.session_for(cfg.oauth_token_url, proxy)
+            grant, client_key = await oauth.refresh_any(session, cfg, account.refresh_token, account.oauth_client_key)
             account.oauth_client_key = oauth.client_to_remember(cfg, account.oauth_client_key, client_key)
             try:
-                project, tier = await oauth.load_code_assist(client, grant.access_token)
+                project, tier = await oauth.load_code_assist(client, grant.access_token, proxy)
             except oauth.AccountSetupError as exc:
                 problems.append(f"project lookup failed: {exc}")
             if project:
                 try:
-                    quota = await oauth.fetch_quota(client, grant.access_token, project)
+                    quota = await oauth.fetch_quota(client, grant.access_token, project, proxy)
                 except oauth.AccountSetupError as exc:
                     problems.append(f"quota not fetched: {exc}")
     except oauth.OAuthError as exc:
@@ -534,6 +565,29 @@ def _save_refresh(
     store_quota(current, tier, quota, now)
     store.save(current)
     return current
+
+
+def set_proxy(store: AccountStore, target: str, url: str | None) -> int:
+    """Write (or clear) the account's `proxy_url`; the URL is checked first and never printed (credentials)."""
+    label = None
+    if url is not None:
+        try:
+            label = parse_proxy(url).label
+        except ProxyURLError as exc:
+            raise UsageError(str(exc)) from None
+    account = store.find(target)
+    if account is None:
+        _error(f"no account matches {target!r} (see 'agfast accounts list')")
+        return EXIT_FAILURE
+    account.proxy_url = url.strip() if url is not None else None
+    if store.merge(account, (PROXY_FIELD,)) is None:
+        _error(f"{account.email} was removed meanwhile")
+        return EXIT_FAILURE
+    if label is None:
+        print(f"{account.email} ({account.id}): own proxy cleared", flush=True)
+    else:
+        print(f"{account.email} ({account.id}): calls go through {label}", flush=True)
+    return EXIT_OK
 
 
 def remove_account(store: AccountStore, target: str) -> int:
@@ -596,9 +650,20 @@ def account_row(account: Account, now: float) -> dict[str, Any]:
             "last_updated": account.quota_last_updated or None,
         },
         "token_expires_at": account.expiry_timestamp or None,
+        "proxy": proxy_label(account.proxy_url),
         "created_at": account.created_at or None,
         "last_used": account.last_used or None,
     }
+
+
+def proxy_label(url: str | None) -> str | None:
+    """An account's own proxy as scheme://host:port (its credentials stay in the file)."""
+    if url is None:
+        return None
+    try:
+        return parse_proxy(url).label
+    except ProxyURLError:
+        return "(invalid proxy_url)"
 
 
 def server_lockouts(cfg: config.Config) -> tuple[dict[str, list[dict[str, Any]]] | None, str]:

@@ -36,6 +36,8 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--api-key", help="the key clients must send (default: generated on first start)")
     g.add_argument("--log-level", choices=config.LOG_LEVELS, help="(default: info)")
+    g.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (chain) file; needs --tls-key")
+    g.add_argument("--tls-key", help="the PEM private key of --tls-cert")
     g.add_argument(
         "--demo",
         action="store_true",
@@ -84,6 +86,8 @@ SERVE_KEYS = (
     "auth_mode",
     "api_key",
     "log_level",
+    "tls_cert",
+    "tls_key",
     "demo",
 )
 
@@ -179,7 +183,8 @@ async def _serve(cfg: config.Config) -> int:
         # Handlers go in before the start-up line: whoever reads that line may signal us right away.
         server.install_signal_handlers()
         host = cfg.bind_host
-        shown = f"http://[{host}]:{server.port}" if ":" in host else f"http://{host}:{server.port}"
+        scheme = cfg.scheme
+        shown = f"{scheme}://[{host}]:{server.port}" if ":" in host else f"{scheme}://{host}:{server.port}"
         if demo is not None:
             print(
                 f"agfast demo: Google simulator at {demo.sim.base_url} with {len(demo.emails)} accounts "
@@ -192,7 +197,7 @@ async def _serve(cfg: config.Config) -> int:
             flush=True,
         )
         if demo is not None:
-            local = f"http://127.0.0.1:{server.port}" if host in ("0.0.0.0", "::") else shown
+            local = f"{scheme}://127.0.0.1:{server.port}" if host in ("0.0.0.0", "::") else shown
             print(
                 f"  api key: {cfg.api_key}\n  OpenAI base URL: {local}/v1   Anthropic / Gemini base URL: {local}",
                 flush=True,

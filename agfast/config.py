@@ -159,6 +159,18 @@ class Config:
     allowed_hosts: list[str] = field(default_factory=list)
     # Web pages (exact origins, "*" = any) whose cross-origin requests are served and get CORS headers.
     cors_allowed_origins: list[str] = field(default_factory=list)
+    # Outbound proxy for every call to Google (http, https, socks4, socks5 URL; credentials allowed); an account's
+    # own `proxy_url` wins. Hosts in no_proxy (NO_PROXY's format) go direct.
+    upstream_proxy: str | None = None
+    no_proxy: list[str] = field(default_factory=list)
+    # Serve HTTPS directly with this certificate chain and private key (PEM files).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Client addresses and CIDRs let in / kept out (deny wins; an empty allow list lets everyone in), and the
+    # reverse proxies whose X-Forwarded-For names the real client.
+    ip_allow: list[str] = field(default_factory=list)
+    ip_deny: list[str] = field(default_factory=list)
+    trusted_proxies: list[str] = field(default_factory=list)
     no_extensions: bool = False
     zai: ZaiConfig = field(default_factory=ZaiConfig)
     # Config-file keys that matched nothing; the CLI warns about them (a typo should not pass silently).
@@ -209,13 +221,17 @@ class Config:
         return self.config_file if self.config_file is not None else self.data_dir / "config.toml"
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert is not None else "http"
+
+    @property
     def base_url(self) -> str:
         host = self.bind_host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 # Config-file keys (snake_case of Antigravity Tools' ProxyConfig) → Config attribute.
@@ -246,6 +262,13 @@ FILE_KEYS: dict[str, str] = {
     "upstream.stream_idle_timeout": "stream_idle_timeout",
     "upstream.token_timeout": "token_timeout",
     "upstream.quota_refresh_interval": "quota_refresh_interval",
+    "upstream.proxy": "upstream_proxy",
+    "upstream.no_proxy": "no_proxy",
+    "tls_cert": "tls_cert",
+    "tls_key": "tls_key",
+    "security.ip_allow": "ip_allow",
+    "security.ip_deny": "ip_deny",
+    "security.trusted_proxies": "trusted_proxies",
     "accounts_reload_interval": "accounts_reload_interval",
     "oauth.token_url": "oauth_token_url",
     "oauth.userinfo_url": "userinfo_url",
@@ -318,7 +341,15 @@ _LISTS = {
     "allowed_hosts": "a list of host names",
     "cors_allowed_origins": "a list of origins",
     "quota_protection_models": "a list of model names",
+    "no_proxy": "a list of host names, addresses or CIDRs",
+    "ip_allow": "a list of addresses or CIDRs",
+    "ip_deny": "a list of addresses or CIDRs",
+    "trusted_proxies": "a list of addresses or CIDRs",
 }
+# Settings that are file paths.
+_PATHS = frozenset({"tls_cert", "tls_key"})
+# The proxy-bypass list every HTTP tool reads; agfast's own key (upstream.no_proxy) wins over it.
+NO_PROXY_ENV = ("no_proxy", "NO_PROXY")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
@@ -368,6 +399,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return float(value)
         if value is None:
             return None
+        if name in _PATHS:
+            return Path(str(value)).expanduser() if str(value).strip() else None
         return str(value)
     except orjson.JSONDecodeError:
         raise ConfigError(f"{source}: {name} must be a JSON object of model name: upstream model") from None
@@ -460,6 +493,9 @@ def load(cli: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = N
         extra = _coerce("oauth_clients", env[ANTIGRAVITY_CLIENTS_ENV], ANTIGRAVITY_CLIENTS_ENV)
         keys = {c.key for c in extra}
         cfg.oauth_clients = [c for c in cfg.oauth_clients if c.key not in keys] + extra
+    for var in NO_PROXY_ENV:
+        if var in env:
+            cfg.no_proxy = _coerce("no_proxy", env[var], var)
     for var, name in ENV_KEYS.items():
         if var in env:
             setattr(cfg, name, _coerce(name, env[var], var))
@@ -530,6 +566,7 @@ def _validate(cfg: Config) -> None:
     for host in cfg.allowed_hosts:
         if not HOST_PATTERN.fullmatch(host):
             raise ConfigError(f"allowed_hosts entries must be host names like proxy.example or '*' (got {host!r})")
+    _validate_access(cfg)
     # Browsers send origins lower case without a trailing slash; compare them in that form.
     cfg.cors_allowed_origins = [o.strip().lower().rstrip("/") for o in cfg.cors_allowed_origins]
     for origin in cfg.cors_allowed_origins:
@@ -538,6 +575,36 @@ def _validate(cfg: Config) -> None:
                 "cors.allowed_origins entries must be origins like http://localhost:3000 (scheme://host[:port], "
                 f"no path) or '*' (got {origin!r})"
             )
+
+
+def _validate_access(cfg: Config) -> None:
+    """Outbound proxy, TLS files and IP rules: refused at start, not on the first request."""
+    if cfg.upstream_proxy is not None and not cfg.upstream_proxy.strip():
+        cfg.upstream_proxy = None
+    if cfg.upstream_proxy is not None:
+        from agfast.upstream.proxy import ProxyURLError, parse_proxy
+
+        try:
+            parse_proxy(cfg.upstream_proxy)
+        except ProxyURLError as exc:
+            raise ConfigError(f"upstream.proxy: {exc}") from None
+    if (cfg.tls_cert is None) != (cfg.tls_key is None):
+        raise ConfigError("tls_cert and tls_key go together: give both (--tls-cert FILE --tls-key FILE) or neither")
+    for name in ("tls_cert", "tls_key"):
+        path = getattr(cfg, name)
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{name}: {path} is not a readable file")
+    from agfast.http.access import parse_networks
+
+    for key, name in (
+        ("security.ip_allow", "ip_allow"),
+        ("security.ip_deny", "ip_deny"),
+        ("security.trusted_proxies", "trusted_proxies"),
+    ):
+        try:
+            parse_networks(getattr(cfg, name))
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {exc}") from None
 
 
 def check_api_key(key: str) -> None:

@@ -13,11 +13,13 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import time
 from email.utils import formatdate
 from itertools import count
 
 from agfast.config import AUTH_ATTRS, Config, LiveConfig
+from agfast.http.access import IpRules
 from agfast.http.auth import Authenticator
 from agfast.http.origin import BrowserPolicy
 from agfast.http.protocol import HttpProtocol
@@ -48,6 +50,7 @@ class ServerState:
         "config",
         "connections",
         "date_header",
+        "ip_rules",
         "loop",
         "now",
         "router",
@@ -62,6 +65,7 @@ class ServerState:
         for route in router.routes():
             route.guarded = self.auth.guards(route)
         self.browsers = BrowserPolicy(config, self.auth)
+        self.ip_rules = IpRules.from_config(config)
         self.connections: set[HttpProtocol] = set()
         self.shutting_down = False
         self.now = time.monotonic()
@@ -87,6 +91,26 @@ class ServerState:
         return self._prefix + b"%x" % next(self._ids)
 
 
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The server side of `--tls-cert/--tls-key`: TLS 1.2+, HTTP/1.1 by ALPN; None when TLS is off."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        raise BindError(
+            f"cannot serve TLS with {config.tls_cert} and {config.tls_key}: {reason} (PEM certificate chain and "
+            "its matching private key expected)"
+        ) from None
+    except OSError as exc:
+        raise BindError(f"cannot read the TLS certificate or key: {exc.strerror or exc}") from None
+    return context
+
+
 class Server:
     __slots__ = ("_servers", "_stopped", "_tick", "config", "live", "port", "router", "state")
 
@@ -107,6 +131,7 @@ class Server:
         if self.live is not None:
             self.live.listeners.append(state.config_changed)
         host = self.config.bind_host
+        tls = tls_context(self.config)
         try:
             server = await loop.create_server(
                 lambda: HttpProtocol(state),
@@ -114,6 +139,7 @@ class Server:
                 port=self.config.port,
                 backlog=BACKLOG,
                 reuse_address=True,
+                ssl=tls,
             )
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))

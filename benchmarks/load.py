@@ -5,7 +5,7 @@
     python benchmarks/load.py gemini-stream --json
 
 Scenarios (each row runs in its own server process; the table is normalised to the best CPU/request):
-  healthz         GET /healthz at 64 connections: agfast (c), agfast (py), a naive h11 server
+  healthz         GET /healthz at 64 connections: agfast (c), agfast (py), agfast (c) with IP rules, naive h11
   gemini          POST :generateContent through agfast (upstream streamed, collected) vs the simulator's
                   own v1internal :generateContent called directly
   gemini-stream   POST :streamGenerateContent?alt=sse through agfast vs the simulator's SSE directly
@@ -197,6 +197,14 @@ def run_target(
         proc.wait(10)
 
 
+# A typical LAN rule set: what the "+ IP rules" row pays per request against the plain one.
+IP_RULES = {
+    "AGFAST_SECURITY_IP_ALLOW": "192.168.0.0/16,10.0.0.0/8,fd00::/8,127.0.0.1",
+    "AGFAST_SECURITY_IP_DENY": "192.168.1.66,10.9.0.0/16",
+    "AGFAST_SECURITY_TRUSTED_PROXIES": "10.0.0.1",
+}
+
+
 def scenario_healthz(args: argparse.Namespace) -> list[Result]:
     data_dir = tempfile.mkdtemp(prefix="agfast-bench-")
     seed = clean_env(
@@ -210,6 +218,7 @@ def scenario_healthz(args: argparse.Namespace) -> list[Result]:
     return [
         run_target("healthz", "agfast (c)", agfast_cmd(data_dir), seed, get, args),
         run_target("healthz", "agfast (py)", agfast_cmd(data_dir), {**seed, "AGFAST_NO_EXTENSIONS": "1"}, get, args),
+        run_target("healthz", "agfast (c) + IP rules", agfast_cmd(data_dir), {**seed, **IP_RULES}, get, args),
         run_target(
             "healthz", "naive h11", [sys.executable, str(ROOT / "benchmarks" / "baseline_h11.py")], seed, get, args
         ),

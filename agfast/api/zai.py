@@ -95,7 +95,7 @@ class ZaiDispatcher:
         url = config.base_url.rstrip("/") + path
         tag = b"x-mapped-model: " + model.encode() + b"\r\nx-account-email: z.ai\r\n"
         try:
-            async with self.app.client.session.post(url, data=payload, headers=headers) as answer:
+            async with self.app.client.session_for(url).post(url, data=payload, headers=headers) as answer:
                 content_type = answer.headers.get("Content-Type", "application/json").encode("latin-1")
                 resp.start(answer.status, content_type, tag)
                 async for chunk in answer.content.iter_any():

@@ -338,6 +338,9 @@ class HttpProtocol(asyncio.Protocol):
             # a different body and next request than we would), and no honest client sends both.
             self._raw_error(400, "Request has both Content-Length and Transfer-Encoding; send only one.")
             return
+        if state.ip_rules.active and (blocked := state.ip_rules.screen(req, self.family, self.transport)) is not None:
+            self._early(lambda resp: resp.send(403, blocked))
+            return
         guarded = state.auth.guards(route)
         refused = state.browsers.screen(req, self.family, guarded, self.transport)
         if refused is not None:

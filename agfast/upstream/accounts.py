@@ -59,6 +59,7 @@ TOKEN_FIELDS = ("token",)
 QUOTA_FIELDS = ("quota",)
 DISABLE_FIELDS = ("disabled", "disabled_reason", "disabled_at")
 PROXY_FIELDS = ("proxy_disabled", "proxy_disabled_reason", "proxy_disabled_at")
+PROXY_FIELD = "proxy_url"
 VALIDATION_FIELDS = ("validation_blocked", "validation_blocked_until", "validation_blocked_reason", "validation_url")
 _INDEX_SUMMARY_KEYS = (
     "id",
@@ -224,6 +225,19 @@ class Account:
 
     def touch(self, now: float | None = None) -> None:
         self.raw["last_used"] = _now() if now is None else int(now)
+
+    @property
+    def proxy_url(self) -> str | None:
+        """This account's own outbound proxy (agfast's field; Antigravity Tools binds a pool entry by
+        `proxy_id` instead); it wins over `upstream.proxy`. Holds credentials: never shown."""
+        return _str(self.raw.get(PROXY_FIELD)) or None
+
+    @proxy_url.setter
+    def proxy_url(self, value: str | None) -> None:
+        if value:
+            self.raw[PROXY_FIELD] = value
+        else:
+            self.raw.pop(PROXY_FIELD, None)
 
     # -- token --------------------------------------------------------------------------------------------
 

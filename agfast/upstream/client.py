@@ -1,7 +1,8 @@
 """Everything on the wire to Google: one aiohttp session, the endpoint fallback order, headers, envelope.
 
 One `ClientSession` serves the whole process, so TLS connections to Google are reused across requests and
-accounts. Calls go to each configured `…/v1internal` base in order; 408, 404, any 5xx and transport errors
+accounts; each outbound proxy in use (`upstream.proxy`, an account's `proxy_url`) has one more, made on first
+use (see `proxy.py`). Calls go to each configured `…/v1internal` base in order; 408, 404, any 5xx and transport errors
 fall through to the next base, anything else is the answer (reference §5.1).
 """
 
@@ -25,6 +26,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
 from agfast.config import Config
+from agfast.upstream.proxy import LabelledProxyConnector, NoProxy, ProxyFailure, ProxyURLError, parse_proxy
 
 log = logging.getLogger("agfast.upstream")
 
@@ -108,13 +110,17 @@ def user_agent(config: Config) -> str:
 
 
 class UpstreamClient:
-    __slots__ = ("_base_headers", "_session", "_urls", "config", "endpoints")
+    __slots__ = ("_base_headers", "_no_proxy", "_proxied", "_session", "_urls", "config", "endpoints", "proxy")
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.endpoints = list(config.upstream_endpoints)
         self._session: aiohttp.ClientSession | None = None
         self._urls: dict[tuple[str, str, str], yarl.URL] = {}
+        # The global proxy URL (None = direct); an account's own proxy_url wins over it.
+        self.proxy = config.upstream_proxy or None
+        self._no_proxy = NoProxy(config.no_proxy)
+        self._proxied: dict[str, aiohttp.ClientSession] = {}
         self._base_headers = {
             "Content-Type": "application/json",
             "User-Agent": user_agent(config),
@@ -126,27 +132,52 @@ class UpstreamClient:
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        """The direct session (no proxy)."""
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=CONNECTION_LIMIT,
                 keepalive_timeout=KEEPALIVE_TIMEOUT,
                 ttl_dns_cache=300,
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(
-                    total=TOTAL_TIMEOUT, sock_connect=CONNECT_TIMEOUT, sock_read=self.config.stream_idle_timeout
-                ),
-                json_serialize=lambda obj: orjson.dumps(obj).decode(),
-                skip_auto_headers=("User-Agent",),
-                trust_env=bool(os.environ.get("AGFAST_TRUST_ENV_PROXY")),
-            )
+            self._session = self._new_session(connector)
         return self._session
+
+    def _new_session(self, connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=TOTAL_TIMEOUT, sock_connect=CONNECT_TIMEOUT, sock_read=self.config.stream_idle_timeout
+            ),
+            json_serialize=lambda obj: orjson.dumps(obj).decode(),
+            skip_auto_headers=("User-Agent",),
+        )
+
+    def session_for(self, url: str | yarl.URL, proxy: str | None = None) -> aiohttp.ClientSession:
+        """The session a call to `url` goes through: `proxy` (an account's), else the global one, else direct;
+        hosts in NO_PROXY always go direct."""
+        proxy = proxy or self.proxy
+        if proxy is None:
+            return self.session
+        host = url.host if isinstance(url, yarl.URL) else yarl.URL(url).host
+        if host is not None and self._no_proxy.bypass(host):
+            return self.session
+        session = self._proxied.get(proxy)
+        if session is None:
+            try:
+                spec = parse_proxy(proxy)
+            except ProxyURLError as exc:
+                raise ProxyFailure("(invalid proxy URL)", str(exc)) from None
+            connector = LabelledProxyConnector(spec, limit=CONNECTION_LIMIT, keepalive_timeout=KEEPALIVE_TIMEOUT)
+            session = self._proxied[proxy] = self._new_session(connector)
+        return session
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        for session in self._proxied.values():
+            await session.close()
+        self._proxied.clear()
 
     def _url(self, base: str, method: str, query: str) -> yarl.URL:
         """Parsed once per (endpoint, method): yarl parsing is a visible cost per call otherwise."""
@@ -174,10 +205,15 @@ class UpstreamClient:
         project: str | None = None,
         stream: bool = False,
         extra_headers: dict[str, str] | None = None,
+        proxy: str | None = None,
     ) -> Answer:
-        """POST `{endpoint}:{method}` down the fallback order; the caller reads and releases the answer."""
+        """POST `{endpoint}:{method}` down the fallback order; the caller reads and releases the answer.
+
+        `proxy` is the account's own proxy URL; a failing proxy raises `ProxyFailure` (no fallback: every
+        endpoint is behind the same proxy)."""
         query = "?alt=sse" if stream else ""
         headers = self.headers(token, project, extra_headers)
+        direct = proxy is None and self.proxy is None
         session = self.session
         last_error = "no endpoint configured"
         dropped_project = False
@@ -186,10 +222,11 @@ class UpstreamClient:
             restart = False
             for index, base in enumerate(self.endpoints):
                 last = index == len(self.endpoints) - 1
+                url = self._url(base, method, query)
                 try:
-                    response = await session.post(
-                        self._url(base, method, query), data=RequestBody(body), headers=headers
-                    )
+                    if not direct:
+                        session = self.session_for(url, proxy)
+                    response = await session.post(url, data=RequestBody(body), headers=headers)
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     last_error = f"{base}: {type(exc).__name__}: {exc}" if str(exc) else f"{base}: {type(exc).__name__}"
                     fallbacks += 1
@@ -212,10 +249,10 @@ class UpstreamClient:
                 raise TransportError(last_error)
 
     async def call_json(
-        self, method: str, payload: dict[str, Any], token: str, project: str | None = None
+        self, method: str, payload: dict[str, Any], token: str, project: str | None = None, proxy: str | None = None
     ) -> tuple[int, Any, bytes]:
         """A small non-streaming call (loadCodeAssist, fetchAvailableModels, countTokens): status, JSON, raw."""
-        answer = await self.call(method, orjson.dumps(payload), token, project=project)
+        answer = await self.call(method, orjson.dumps(payload), token, project=project, proxy=proxy)
         async with answer.response as response:
             raw = await response.read()
         try:

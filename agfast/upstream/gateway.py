@@ -342,7 +342,13 @@ class Gateway:
             started = perf_counter()
             try:
                 answer = await self.client.call(
-                    method, body, lease.access_token, project=lease.project_id, stream=stream, extra_headers=extra
+                    method,
+                    body,
+                    lease.access_token,
+                    project=lease.project_id,
+                    stream=stream,
+                    extra_headers=extra,
+                    proxy=lease.proxy,
                 )
             except TransportError as exc:
                 req.upstream_seconds += perf_counter() - started

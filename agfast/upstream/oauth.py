@@ -217,10 +217,12 @@ async def userinfo(session: aiohttp.ClientSession, config: Config, access_token:
     return doc
 
 
-async def load_code_assist(client: UpstreamClient, access_token: str) -> tuple[str, str | None]:
-    """(project id, subscription tier) from loadCodeAssist."""
+async def load_code_assist(
+    client: UpstreamClient, access_token: str, proxy: str | None = None
+) -> tuple[str, str | None]:
+    """(project id, subscription tier) from loadCodeAssist (through the account's `proxy`, if it has one)."""
     try:
-        status, doc, _ = await client.call_json("loadCodeAssist", LOAD_CODE_ASSIST_BODY, access_token)
+        status, doc, _ = await client.call_json("loadCodeAssist", LOAD_CODE_ASSIST_BODY, access_token, proxy=proxy)
     except TransportError as exc:
         log.warning("loadCodeAssist unreachable: %s", exc)
         raise AccountSetupError("Google could not be reached (loadCodeAssist)") from None
@@ -256,12 +258,14 @@ def tier_rank(tier: str | None) -> int:
     return len(TIER_RANKS)
 
 
-async def fetch_quota(client: UpstreamClient, access_token: str, project: str | None) -> QuotaSnapshot:
+async def fetch_quota(
+    client: UpstreamClient, access_token: str, project: str | None, proxy: str | None = None
+) -> QuotaSnapshot:
     payload: dict[str, Any] = {"project": project} if project else {}
     try:
-        status, doc, _ = await client.call_json("fetchAvailableModels", payload, access_token, project)
+        status, doc, _ = await client.call_json("fetchAvailableModels", payload, access_token, project, proxy)
         if status == 403 and project:
-            status, doc, _ = await client.call_json("fetchAvailableModels", {}, access_token)
+            status, doc, _ = await client.call_json("fetchAvailableModels", {}, access_token, proxy=proxy)
     except TransportError as exc:
         log.warning("fetchAvailableModels unreachable: %s", exc)
         raise AccountSetupError("Google could not be reached (fetchAvailableModels)") from None

@@ -33,7 +33,9 @@ class Discovery:
 async def discover(client: UpstreamClient, refresh: str) -> Discovery:
     """refresh → userinfo → loadCodeAssist → fetchAvailableModels; only the quota step may fail softly."""
     async with asyncio.timeout(client.config.request_timeout):
-        grant, client_key = await oauth.refresh_any(client.session, client.config, refresh)
+        grant, client_key = await oauth.refresh_any(
+            client.session_for(client.config.oauth_token_url), client.config, refresh
+        )
     return await discover_grant(client, grant, client_key)
 
 
@@ -41,7 +43,7 @@ async def discover_grant(client: UpstreamClient, grant: oauth.TokenGrant, client
     """What `discover` does after the refresh, for a grant obtained otherwise (a sign-in's code exchange)."""
     cfg = client.config
     async with asyncio.timeout(cfg.request_timeout):
-        info = await oauth.userinfo(client.session, cfg, grant.access_token)
+        info = await oauth.userinfo(client.session_for(cfg.userinfo_url), cfg, grant.access_token)
         project, tier = await oauth.load_code_assist(client, grant.access_token)
         quota: oauth.QuotaSnapshot | None = None
         quota_error: str | None = None

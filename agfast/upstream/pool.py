@@ -61,6 +61,7 @@ from agfast.upstream.accounts import (
 )
 from agfast.upstream.client import UpstreamClient
 from agfast.upstream.onboarding import set_tier, store_quota
+from agfast.upstream.proxy import ProxyFailure
 
 log = logging.getLogger("agfast.pool")
 
@@ -289,6 +290,11 @@ class Lease:
     @property
     def email(self) -> str:
         return self.member.email
+
+    @property
+    def proxy(self) -> str | None:
+        """The account's own outbound proxy URL (None: upstream.proxy or direct)."""
+        return self.member.account.proxy_url
 
 
 def quota_key(model: str) -> str:
@@ -537,7 +543,9 @@ class AccountPool:
                     fields = TOKEN_FIELDS
                 if not account.project_id:
                     try:
-                        project, tier = await oauth.load_code_assist(self.client, account.access_token)
+                        project, tier = await oauth.load_code_assist(
+                            self.client, account.access_token, account.proxy_url
+                        )
                     except oauth.AccountSetupError as exc:
                         if fields:  # keep the fresh token even though the project is still unknown
                             await self._persist(member, fields)
@@ -565,8 +573,9 @@ class AccountPool:
         if wait > 0:
             raise AccountNotReady(f"{member.refresh_error} (next refresh attempt in {int(wait + 0.999)}s)", wait)
         try:
+            session = self.client.session_for(self.config.oauth_token_url, account.proxy_url)
             grant, client_key = await oauth.refresh_any(
-                self.client.session, self.config, account.refresh_token, account.oauth_client_key
+                session, self.config, account.refresh_token, account.oauth_client_key
             )
         except oauth.OAuthError as exc:
             if exc.invalid_grant:
@@ -732,8 +741,8 @@ class AccountPool:
     async def refresh_quota(self, member: Member) -> None:
         """Tier (it changes on upgrades) and quota, then saved; never on a request's path."""
         lease = await self._ready(member)
-        _, tier = await oauth.load_code_assist(self.client, lease.access_token)
-        snapshot = await oauth.fetch_quota(self.client, lease.access_token, lease.project_id)
+        _, tier = await oauth.load_code_assist(self.client, lease.access_token, lease.proxy)
+        snapshot = await oauth.fetch_quota(self.client, lease.access_token, lease.project_id, lease.proxy)
         store_quota(member.account, tier, snapshot, time.time())
         member.reindex(self.protection)
         self.changed()
@@ -745,7 +754,7 @@ class AccountPool:
                 continue
             try:
                 await self.refresh_quota(member)
-            except (AccountNotReady, oauth.AccountSetupError, aiohttp.ClientError, OSError) as exc:
+            except (AccountNotReady, oauth.AccountSetupError, ProxyFailure, aiohttp.ClientError, OSError) as exc:
                 log.warning("quota refresh failed for %s: %s", member.masked, exc)
 
     def _disk_stamp(self) -> tuple[int, int]:

@@ -120,7 +120,7 @@ class SignIn:
         cfg = self.config
         try:
             grant = await oauth.exchange_code(
-                self.client.session, cfg, flow.client, code, flow.verifier, flow.redirect_uri
+                self.client.session_for(cfg.oauth_token_url), cfg, flow.client, code, flow.verifier, flow.redirect_uri
             )
         except oauth.OAuthError as exc:
             hint = ""
