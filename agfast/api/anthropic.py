@@ -10,21 +10,32 @@ with the right status and type; after it, an in-stream `error` event.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from agfast.api.common import BROKEN, SHUTDOWN, json_object, pump, require, upstream_headers
+from agfast.api.common import (
+    BROKEN,
+    GOOGLE_STATUS,
+    SHUTDOWN,
+    ErrorTable,
+    Row,
+    json_object,
+    pump,
+    require,
+    upstream_headers,
+)
+from agfast.api.driver import Services, opened
 from agfast.api.zai import ZaiDispatcher
 from agfast.convert import anthropic as convert
 from agfast.convert.anthropic_stream import PING, MessageCollector, StreamConverter, warmup_events, warmup_message
-from agfast.http.errors import HttpError
-from agfast.http.protocol import Request
+from agfast.http.errors import Family, HttpError
+from agfast.http.request import Request
 from agfast.http.response import CT_JSON, CT_SSE, Response
+from agfast.record import RequestRecord
 from agfast.upstream.client import envelope, fnv1a64_signed
 from agfast.upstream.gateway import (
     STREAM_BREAKS,
-    UNREACHABLE_MESSAGE,
     ExhaustedError,
     Stream,
     UpstreamError,
@@ -33,9 +44,6 @@ from agfast.upstream.gateway import (
     stream_broke,
 )
 from agfast.upstream.pool import Lease, NoAccountError
-
-if TYPE_CHECKING:
-    from agfast.app import App
 
 DONE = b"[DONE]"
 SESSION_HEADER = b"x-claude-code-session-id"
@@ -69,28 +77,31 @@ def _upstream_text(message: str) -> str:
     return message
 
 
-def failure(exc: Exception, mapped: str) -> HttpError:
-    """The client-facing error for a failed upstream exchange, in Anthropic's shape (reference §6.6)."""
-    if isinstance(exc, UpstreamError):
-        message = _upstream_text(exc.message)
-        head = upstream_headers(exc.email, mapped)
-        if exc.status == 400 and convert.is_too_long(message):
-            # Claude Code compacts the conversation when it sees Anthropic's "prompt is too long".
-            return HttpError(400, f"prompt is too long: {message}", error_type="invalid_request_error", headers=head)
-        status = ACCOUNT_FAULT_STATUS.get(exc.status, exc.status)
-        return HttpError(status, message, headers=head)
-    if isinstance(exc, ExhaustedError):
-        if exc.unreachable:
-            head = upstream_headers(exc.email, mapped)
-            return HttpError(502, UNREACHABLE_MESSAGE, error_type="api_error", headers=head)
-        status = ACCOUNT_FAULT_STATUS.get(exc.status, exc.status)
-        return HttpError(status, str(exc), headers=upstream_headers(exc.email, mapped))
-    if isinstance(exc, NoAccountError):
-        head = upstream_headers("", mapped)
-        if exc.retry_after:
-            head += b"retry-after: %d\r\n" % max(1, int(exc.retry_after + 0.999))
-        return HttpError(503, str(exc), error_type="overloaded_error", headers=head)
-    raise exc
+# Claude Code compacts the conversation when it sees Anthropic's "prompt is too long".
+PROMPT_TOO_LONG = Row(400, "prompt is too long: {message}", "invalid_request_error")
+
+
+def _too_long(status: int, message: str) -> Row | None:
+    return PROMPT_TOO_LONG if status == 400 and convert.is_too_long(message) else None
+
+
+def _whole_seconds(seconds: float) -> int:
+    return int(seconds + 0.999)
+
+
+# A failed upstream exchange, in Anthropic's words (reference §6.6); Google's status passes through, except
+# that Google refusing our account is no auth error of the client's (ACCOUNT_FAULT_STATUS).
+ERRORS = ErrorTable(
+    rejected=Row(GOOGLE_STATUS),
+    not_found=Row(GOOGLE_STATUS, "{detail}"),
+    unreachable=Row(502, error_type="api_error"),
+    exhausted=Row(GOOGLE_STATUS, "{detail}"),
+    no_account=Row(503, error_type="overloaded_error"),
+    status_map=ACCOUNT_FAULT_STATUS,
+    retry_after=_whole_seconds,
+    text=_upstream_text,
+    rule=_too_long,
+)
 
 
 class _Prepared:
@@ -117,7 +128,7 @@ class _Prepared:
         self.tools = tools
         self.conversion: convert.Conversion | None = None
 
-    def build_request(self, app: App, *, thinking_as_text: bool = False) -> convert.Conversion:
+    def build_request(self, app: Services, *, thinking_as_text: bool = False) -> convert.Conversion:
         self.conversion = convert.to_gemini(
             self.body,
             self.messages,
@@ -136,7 +147,7 @@ class _Prepared:
 class AnthropicApi:
     __slots__ = ("app", "zai")
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Services) -> None:
         self.app = app
         self.zai = ZaiDispatcher(app)
 
@@ -177,9 +188,9 @@ class AnthropicApi:
             return
         raise self.app.unknown_model(prepared.body["model"])
 
-    def _prepare(self, req: Request, body: dict[str, Any]) -> tuple[_Prepared, bool]:
+    def _prepare(self, req: Request, body: dict[str, Any], record: RequestRecord) -> tuple[_Prepared, bool]:
         """(the prepared request, whether it is a warmup probe)."""
-        req.model = body["model"]
+        record.model = body["model"]
         thinking = convert.thinking_request(body)
         messages, lifted = convert.lift_system(body["messages"])
         messages = convert.merge_consecutive(messages)
@@ -212,9 +223,12 @@ class AnthropicApi:
     # -- /v1/messages ------------------------------------------------------------------------------------------
 
     async def messages(self, req: Request, resp: Response) -> None:
+        await self.app.driver.run(Family.ANTHROPIC, ERRORS, self._messages, req, resp)
+
+    async def _messages(self, req: Request, resp: Response, record: RequestRecord) -> None:
         body = self._body(req, need_max_tokens=True)
-        prepared, warmup = self._prepare(req, body)
-        streaming = body.get("stream") is True
+        prepared, warmup = self._prepare(req, body, record)
+        streaming = record.stream = body.get("stream") is True
         if warmup:
             head = WARMUP_HEADERS + upstream_headers("", prepared.mapped)
             if streaming:
@@ -253,15 +267,14 @@ class AnthropicApi:
 
         try:
             stream = await self.app.gateway.open_stream(
-                req, model=mapped, session_id=prepared.session, build=build, recover=recover
+                record, model=mapped, session_id=prepared.session, build=build, recover=recover
             )
-        except (NoAccountError, ExhaustedError) as exc:
+        except (NoAccountError, ExhaustedError):
             if self.zai.falls_back:
                 await self.zai.forward(req, resp, self._zai_body(prepared), "/v1/messages")
                 return
-            raise failure(exc, mapped) from None
-        except UpstreamError as exc:
-            raise failure(exc, mapped) from None
+            raise
+        opened(req, record)
         try:
             headers = upstream_headers(stream.lease.email, mapped)
             options = {"omit_thinking": prepared.thinking.omit}
@@ -314,8 +327,11 @@ class AnthropicApi:
     # -- /v1/messages/count_tokens -------------------------------------------------------------------------------
 
     async def count_tokens(self, req: Request, resp: Response) -> None:
+        await self.app.driver.run(Family.ANTHROPIC, ERRORS, self._count_tokens, req, resp)
+
+    async def _count_tokens(self, req: Request, resp: Response, record: RequestRecord) -> None:
         body = self._body(req, need_max_tokens=False)
-        prepared, _ = self._prepare(req, body)
+        prepared, _ = self._prepare(req, body, record)
         if self.zai.mode == "exclusive":
             await self.zai.forward(req, resp, self._zai_body(prepared), "/v1/messages/count_tokens")
             return
@@ -330,13 +346,14 @@ class AnthropicApi:
         payload = orjson.dumps({"request": convert.count_request(conversion, mapped)})
         try:
             raw, lease = await self.app.gateway.call(
-                req, method="countTokens", model=mapped, session_id=prepared.session, build=lambda lease: payload
+                record, method="countTokens", model=mapped, session_id=prepared.session, build=lambda lease: payload
             )
             doc = orjson.loads(raw)
             inner = doc.get("response", doc) if isinstance(doc, dict) else {}
             total = inner.get("totalTokens") if isinstance(inner, dict) else None
         except (UpstreamError, ExhaustedError, NoAccountError, orjson.JSONDecodeError):
             total, lease = None, None
+        opened(req, record)
         if isinstance(total, int) and total > 0 and lease is not None:
             resp.send(200, orjson.dumps({"input_tokens": total}), CT_JSON, upstream_headers(lease.email, mapped))
             return

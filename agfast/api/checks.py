@@ -14,7 +14,7 @@ from typing import Any
 from agfast.api.common import each, in_range, optional, require, schema_object
 from agfast.convert.limits import MAX_CANDIDATES, MAX_OUTPUT_TOKENS
 from agfast.http.errors import HttpError
-from agfast.http.protocol import Request
+from agfast.http.request import Request
 
 # OpenAI sampling numbers and their documented ranges.
 OPENAI_RANGES: tuple[tuple[str, float, float], ...] = (

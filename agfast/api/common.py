@@ -5,15 +5,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from agfast.convert.limits import MAX_BODY_DEPTH, MAX_SCHEMA_DEPTH, Path, body_too_deep, dotted, too_deep
 from agfast.http.errors import Family, HttpError
-from agfast.http.protocol import Request
+from agfast.http.request import Request
 from agfast.http.response import SHUTDOWN_MESSAGE, Response
-from agfast.upstream.gateway import DONE, STREAM_BREAKS, Stream, parse_event, stream_broke
+from agfast.upstream.gateway import (
+    DONE,
+    STREAM_BREAKS,
+    UNREACHABLE_MESSAGE,
+    ExhaustedError,
+    Stream,
+    UpstreamError,
+    parse_event,
+    stream_broke,
+)
+from agfast.upstream.pool import NoAccountError
 
 # Status reported for an upstream that broke mid-stream (no Google status exists for it).
 BROKEN = 0
@@ -179,6 +190,7 @@ async def pump(resp: Response, stream: Stream, feed: Callable[[dict[str, Any]], 
                     resp.write(b"".join(out))
                     return error
                 if chunk is not None:
+                    stream.note(chunk)
                     out.append(feed(chunk))
                     done = done or upstream_done(chunk)
             if done:
@@ -205,3 +217,69 @@ def shutdown_cut(resp: Response) -> bool:
     if task is not None:
         task.uncancel()
     return True
+
+
+# -- error tables: a failed upstream exchange → the client's error, per surface --------------------------------
+
+# What the gateway raises when it gives up before the first byte; the driver answers them from the surface's table.
+GATEWAY_ERRORS = (UpstreamError, ExhaustedError, NoAccountError)
+# Row.status for "Google's own status (through the table's status_map)".
+GOOGLE_STATUS = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One outcome's answer. `message` may name {message} (Google's, or the exception's), {mapped}, {detail}."""
+
+    status: int
+    message: str = "{message}"
+    error_type: str | None = None
+    code: str | None = None
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def _no_rule(status: int, message: str) -> Row | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorTable:
+    """How a surface words each way the gateway can fail (reference §6.6 for Anthropic)."""
+
+    rejected: Row  # Google answered an error the retry policy does not retry (UpstreamError)
+    not_found: Row  # every attempt answered 404: the model is there for nobody
+    unreachable: Row  # the last attempt reached no Google endpoint
+    exhausted: Row  # every attempt failed otherwise (rate limits, overload)
+    no_account: Row  # no account can take the request now (NoAccountError)
+    status_map: dict[int, int] = field(default_factory=dict)  # Google's status → the client's
+    # Retry-After seconds for a NoAccountError that says how long to wait (None: no header).
+    retry_after: Callable[[float], int] | None = round
+    text: Callable[[str], str] = _same  # Google's message as the client reads it
+    rule: Callable[[int, str], Row | None] = _no_rule  # a surface's special case for (status, text)
+
+    def error(self, exc: Exception, mapped: str) -> HttpError:
+        """The client-facing HttpError for a gateway failure (headers: X-Mapped-Model, X-Account-Email)."""
+        if isinstance(exc, UpstreamError):
+            message = self.text(exc.message)
+            row = self.rule(exc.status, message) or self.rejected
+            return self._answer(row, exc.status, message, mapped, str(exc), upstream_headers(exc.email, mapped))
+        if isinstance(exc, ExhaustedError):
+            row = self.not_found if exc.not_found else self.unreachable if exc.unreachable else self.exhausted
+            head = upstream_headers(exc.email, mapped)
+            return self._answer(
+                row, exc.status, UNREACHABLE_MESSAGE if exc.unreachable else str(exc), mapped, str(exc), head
+            )
+        if isinstance(exc, NoAccountError):
+            head = upstream_headers("", mapped)
+            if exc.retry_after and self.retry_after is not None:
+                head += b"retry-after: %d\r\n" % max(1, self.retry_after(exc.retry_after))
+            return self._answer(self.no_account, 503, str(exc), mapped, str(exc), head)
+        raise exc
+
+    def _answer(self, row: Row, google: int, message: str, mapped: str, detail: str, head: bytes) -> HttpError:
+        status = row.status or self.status_map.get(google, google)
+        text = row.message.format(message=message, mapped=mapped, detail=detail)
+        return HttpError(status, text, error_type=row.error_type, code=row.code, headers=head)

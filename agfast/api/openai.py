@@ -12,33 +12,38 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from agfast.api import checks
-from agfast.api.common import BROKEN, SHUTDOWN, json_object, pump, require, upstream_headers
+from agfast.api.common import (
+    BROKEN,
+    GOOGLE_STATUS,
+    SHUTDOWN,
+    ErrorTable,
+    Row,
+    json_object,
+    pump,
+    require,
+    upstream_headers,
+)
+from agfast.api.driver import Services, opened
 from agfast.convert import openai_chat as chat
 from agfast.convert import openai_completions as completions
 from agfast.convert import openai_responses as responses
 from agfast.convert.gemini import drop_undefined
-from agfast.http.errors import HttpError
-from agfast.http.protocol import Request
+from agfast.http.errors import Family, HttpError
+from agfast.http.request import Request
 from agfast.http.response import CT_JSON, CT_SSE, Response
+from agfast.record import RequestRecord
 from agfast.upstream.client import envelope, fnv1a64_signed
 from agfast.upstream.gateway import (
     STREAM_BREAKS,
-    UNREACHABLE_MESSAGE,
-    ExhaustedError,
     Stream,
-    UpstreamError,
     collect,
     stream_broke,
 )
-from agfast.upstream.pool import NoAccountError
-
-if TYPE_CHECKING:
-    from agfast.app import App
 
 DONE = b"[DONE]"
 # The reference's OpenAI heartbeat: proxies and SDKs give up on streams silent for much longer.
@@ -49,24 +54,14 @@ MAX_STORED_RESPONSES = 512
 SESSION_HEADERS = (b"session-id", b"x-session-id", b"conversation-id", b"x-conversation-id")
 
 
-def failure(exc: Exception, mapped: str) -> HttpError:
-    """The client-facing error for a failed upstream exchange, in OpenAI's shape."""
-    head = upstream_headers(exc.email if isinstance(exc, UpstreamError | ExhaustedError) else "", mapped)
-    if isinstance(exc, UpstreamError):
-        return HttpError(exc.status, exc.message, error_type="upstream_error", headers=head)
-    if isinstance(exc, ExhaustedError):
-        if exc.not_found:
-            message = f"The model `{mapped}` is not available to any account. {exc}"
-            return HttpError(404, message, code="model_not_found", headers=head)
-        if exc.unreachable:
-            code = "upstream_unreachable"
-            return HttpError(502, UNREACHABLE_MESSAGE, error_type="api_error", code=code, headers=head)
-        return HttpError(429, f"All accounts exhausted. {exc}", code="rate_limit_exceeded", headers=head)
-    if isinstance(exc, NoAccountError):
-        if exc.retry_after:
-            head += b"retry-after: %d\r\n" % max(1, round(exc.retry_after))
-        return HttpError(503, str(exc), headers=head)
-    raise exc
+# A failed upstream exchange, in OpenAI's words.
+ERRORS = ErrorTable(
+    rejected=Row(GOOGLE_STATUS, error_type="upstream_error"),
+    not_found=Row(404, "The model `{mapped}` is not available to any account. {detail}", code="model_not_found"),
+    unreachable=Row(502, error_type="api_error", code="upstream_unreachable"),
+    exhausted=Row(429, "All accounts exhausted. {detail}", code="rate_limit_exceeded"),
+    no_account=Row(503),
+)
 
 
 class Conversations:
@@ -99,7 +94,7 @@ Feed = Callable[[dict[str, Any]], bytes]
 class OpenAIApi:
     __slots__ = ("app", "conversations")
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Services) -> None:
         self.app = app
         self.conversations = Conversations()
 
@@ -116,7 +111,7 @@ class OpenAIApi:
         except chat.InvalidRequest as exc:
             raise HttpError(400, exc.message, param=exc.param) from None
 
-    async def _open(self, req: Request, plan: chat.ChatPlan, mapped: str) -> Stream:
+    async def _open(self, req: Request, record: RequestRecord, plan: chat.ChatPlan, mapped: str) -> Stream:
         request = plan.request
         request_id = chat.request_id_for(plan.session, plan.message_count)
         request_type = plan.request_type
@@ -127,10 +122,9 @@ class OpenAIApi:
                 request, model=mapped, project=lease.project_id, request_id=request_id, request_type=request_type
             )
 
-        try:
-            return await self.app.gateway.open_stream(req, model=mapped, session_id=plan.session, build=build)
-        except (UpstreamError, ExhaustedError, NoAccountError) as exc:
-            raise failure(exc, mapped) from None
+        stream = await self.app.gateway.open_stream(record, model=mapped, session_id=plan.session, build=build)
+        opened(req, record)
+        return stream
 
     @staticmethod
     async def _pump(resp: Response, stream: Stream, feed: Feed) -> tuple[str, str] | None:
@@ -162,17 +156,23 @@ class OpenAIApi:
 
     # -- /v1/chat/completions -----------------------------------------------------------------------------
     async def chat_completions(self, req: Request, resp: Response) -> None:
+        await self.app.driver.run(Family.OPENAI, ERRORS, self._chat_completions, req, resp)
+
+    async def _chat_completions(self, req: Request, resp: Response, record: RequestRecord) -> None:
         body = self._body(req)
         model = require(body, "model", str)
         checks.check_chat(req, body)
-        await self._chat(req, resp, body, model, legacy=False)
+        await self._chat(req, resp, record, body, model, legacy=False)
 
-    async def _chat(self, req: Request, resp: Response, body: dict[str, Any], model: str, *, legacy: bool) -> None:
-        req.model = model
+    async def _chat(
+        self, req: Request, resp: Response, record: RequestRecord, body: dict[str, Any], model: str, *, legacy: bool
+    ) -> None:
+        record.model = model
+        record.stream = body.get("stream") is True
         mapped = self.app.route(model)
         plan = self._plan(body, mapped)
         reader = chat.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
-        stream = await self._open(req, plan, mapped)
+        stream = await self._open(req, record, plan, mapped)
         try:
             headers = upstream_headers(stream.lease.email, mapped)
             created = int(time.time())
@@ -208,10 +208,13 @@ class OpenAIApi:
 
     # -- /v1/completions ----------------------------------------------------------------------------------
     async def completions(self, req: Request, resp: Response) -> None:
+        await self.app.driver.run(Family.OPENAI, ERRORS, self._completions, req, resp)
+
+    async def _completions(self, req: Request, resp: Response, record: RequestRecord) -> None:
         body = self._body(req)
         model = require(body, "model", str)
         if "prompt" not in body and ("input" in body or "instructions" in body):
-            await self._responses(req, resp, body, model)  # the reference serves Responses bodies here too
+            await self._responses(req, resp, record, body, model)  # the reference serves Responses bodies here too
             return
         require(body, "prompt", object)
         checks.check_completions(req, body)
@@ -220,13 +223,16 @@ class OpenAIApi:
         except chat.InvalidRequest as exc:
             raise HttpError(400, exc.message, param=exc.param) from None
         converted["stream"] = body.get("stream") is True
-        await self._chat(req, resp, converted, model, legacy=True)
+        await self._chat(req, resp, record, converted, model, legacy=True)
 
     # -- /v1/responses ------------------------------------------------------------------------------------
     async def responses(self, req: Request, resp: Response) -> None:
+        await self.app.driver.run(Family.OPENAI, ERRORS, self._responses_route, req, resp)
+
+    async def _responses_route(self, req: Request, resp: Response, record: RequestRecord) -> None:
         body = self._body(req)
         model = require(body, "model", str)
-        await self._responses(req, resp, body, model)
+        await self._responses(req, resp, record, body, model)
 
     @staticmethod
     def _session(req: Request, body: dict[str, Any]) -> str | None:
@@ -239,7 +245,9 @@ class OpenAIApi:
                 return "hdr-" + value.decode("latin-1")
         return None
 
-    async def _responses(self, req: Request, resp: Response, body: dict[str, Any], model: str) -> None:
+    async def _responses(
+        self, req: Request, resp: Response, record: RequestRecord, body: dict[str, Any], model: str
+    ) -> None:
         checks.check_responses(req, body)
         previous = body.get("previous_response_id")
         history = None
@@ -257,7 +265,8 @@ class OpenAIApi:
             converted = responses.to_chat(body, history)
         except chat.InvalidRequest as exc:
             raise HttpError(400, exc.message, param=exc.param) from None
-        req.model = model
+        record.model = model
+        record.stream = body.get("stream") is True
         mapped = self.app.route(model)
         plan = self._plan(converted.chat, mapped, self._session(req, body))
         reader = chat.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
@@ -270,7 +279,7 @@ class OpenAIApi:
             custom=converted.custom,
             stream=streaming,
         )
-        stream = await self._open(req, plan, mapped)
+        stream = await self._open(req, record, plan, mapped)
         try:
             headers = upstream_headers(stream.lease.email, mapped)
             if streaming:
