@@ -32,7 +32,7 @@ from agfast.api.driver import Services, opened
 from agfast.convert import openai_chat as chat
 from agfast.convert import openai_completions as completions
 from agfast.convert import openai_responses as responses
-from agfast.convert.gemini import drop_undefined
+from agfast.convert.gemini import drop_undefined, request_id_for
 from agfast.http.errors import Family, HttpError
 from agfast.http.request import Request
 from agfast.http.response import CT_JSON, CT_SSE, Response
@@ -113,7 +113,7 @@ class OpenAIApi:
 
     async def _open(self, req: Request, record: RequestRecord, plan: chat.ChatPlan, mapped: str) -> Stream:
         request = plan.request
-        request_id = chat.request_id_for(plan.session, plan.message_count)
+        request_id = request_id_for(plan.session, plan.message_count)
         request_type = plan.request_type
 
         def build(lease: Any) -> bytes:

@@ -9,6 +9,7 @@ one response a non-streaming client expects.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 
 from agfast.convert.models import ModelSpec, model_spec
@@ -20,6 +21,8 @@ IDENTITY = (
 )
 # thinkingLevel → budget (reference §6.5 step 2, the values Antigravity uses for OpenCode hints).
 LEVEL_BUDGETS = {"minimal": 1024, "low": 8192, "medium": 16384, "high": 24576}
+# requestId carries this much of the session id (reference §5.3).
+REQUEST_ID_SESSION_CHARS = 8
 # Answer room above the thinking budget when the client's maxOutputTokens would not leave any.
 ANSWER_HEADROOM = 8192
 SAFETY_OFF = [
@@ -230,3 +233,9 @@ class Collector:
             if source is not None and key in source:
                 out[key] = source[key]
         return out
+
+
+def request_id_for(session: str | None, message_count: int) -> str:
+    """`agent/antigravity/<first 8 of the session>/<message count>` (reference §5.3)."""
+    head = session[:REQUEST_ID_SESSION_CHARS] if session else os.urandom(4).hex()
+    return f"agent/antigravity/{head}/{message_count}"

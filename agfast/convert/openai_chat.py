@@ -949,9 +949,3 @@ class ChatCollector:
             "choices": choices,
             "usage": chat_usage(reader.usage),
         }
-
-
-def request_id_for(session: str | None, message_count: int) -> str:
-    """`agent/antigravity/<first 8 of the session>/<message count>` (reference §5.3)."""
-    head = session[:8] if session else os.urandom(4).hex()
-    return f"agent/antigravity/{head}/{message_count}"
