@@ -1,0 +1,215 @@
+"""Plans as tables: a request in → where it goes and what is sent upstream, the recovery rule, the errors.
+
+`convert.<surface>.plan` is pure (no loop, no sockets): the rows below run in microseconds, and each names
+one step of §6.5's pre-processing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agfast.convert import anthropic as conv
+from agfast.convert.models import ModelSpec, model_spec
+from agfast.convert.signatures import SignatureCache
+
+# The routing table a test pool offers: client name → upstream model.
+ROUTES = {
+    "claude-opus-4-6": "claude-opus-4-6",
+    "claude-sonnet-4-6": "claude-sonnet-4-6",
+    "gemini-2.5-flash": "gemini-2.5-flash",
+    conv.SEARCH_MODEL: conv.SEARCH_MODEL,
+    conv.BACKGROUND_MODEL: "gemini-2.5-flash-lite",
+}
+AVAILABLE = frozenset({*ROUTES.values(), "claude-opus-4-6-thinking"})
+
+
+def context() -> conv.Context:
+    def spec(mapped: str) -> ModelSpec:
+        return model_spec(mapped)
+
+    return conv.Context(ROUTES.get, lambda: AVAILABLE, spec, SignatureCache.create())
+
+
+def user(content: Any) -> dict[str, Any]:
+    return {"role": "user", "content": content}
+
+
+def body(model: str = "claude-opus-4-6", *messages: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"model": model, "max_tokens": 64, "messages": list(messages) or [user("hello there")], **fields}
+
+
+TITLE = "Please write a 5-10 word title for the following conversation"
+
+# (what, body, headers) → (mapped, warmup, background, stream)
+ROUTING: list[tuple[str, dict[str, Any], dict[bytes, bytes], tuple[str, bool, bool, bool]]] = [
+    ("a known name", body(), {}, ("claude-opus-4-6", False, False, False)),
+    ("streaming", body(stream=True), {}, ("claude-opus-4-6", False, False, True)),
+    ("an unknown name", body("nobody-knows"), {}, ("", False, False, False)),
+    (
+        "asked to think → the thinking variant the pool has",
+        body(thinking={"type": "enabled", "budget_tokens": 2048}),
+        {},
+        ("claude-opus-4-6-thinking", False, False, False),
+    ),
+    (
+        "no thinking variant in the pool",
+        body("claude-sonnet-4-6", thinking={"type": "enabled", "budget_tokens": 2048}),
+        {},
+        ("claude-sonnet-4-6", False, False, False),
+    ),
+    (
+        "web search only → the search model",
+        body(tools=[{"type": "web_search_20250305", "name": "web_search"}]),
+        {},
+        (conv.SEARCH_MODEL, False, False, False),
+    ),
+    (
+        "Claude Code's warmup probe",
+        body("claude-opus-4-6", user("Warmup")),
+        {},
+        ("claude-opus-4-6", True, False, False),
+    ),
+    (
+        "a title request → the background model",
+        body("claude-opus-4-6", user(TITLE + ": fix the bug")),
+        {},
+        ("gemini-2.5-flash-lite", False, True, False),
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "request_body", "headers", "expected"), ROUTING, ids=[r[0] for r in ROUTING])
+def test_anthropic_routing(
+    what: str, request_body: dict[str, Any], headers: dict[bytes, bytes], expected: tuple[str, bool, bool, bool]
+) -> None:
+    plan = conv.plan(request_body, headers, context())
+    assert (plan.mapped, plan.warmup, plan.background, plan.stream) == expected
+
+
+# (what, messages / fields) → what the upstream request holds
+SYSTEM_AND_MERGE = [
+    (
+        "system messages are lifted into the system instruction",
+        body("claude-opus-4-6", {"role": "system", "content": "Be terse."}, user("hi")),
+        {"system_has": "Be terse.", "contents": [("user", "hi")]},
+    ),
+    (
+        "consecutive user turns are merged",
+        body("claude-opus-4-6", user("one"), user("two")),
+        {"contents": [("user", "one\n\ntwo")], "turns": 1},
+    ),
+    (
+        "cache_control is removed at any depth",
+        body("claude-opus-4-6", user([{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}])),
+        {"contents": [("user", "x")]},
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "request_body", "expected"), SYSTEM_AND_MERGE, ids=[r[0] for r in SYSTEM_AND_MERGE])
+def test_anthropic_upstream_request(what: str, request_body: dict[str, Any], expected: dict[str, Any]) -> None:
+    plan = conv.plan(request_body, {}, context())
+    request = plan.conversion().request
+    texts = [(c["role"], p["text"]) for c in request["contents"] for p in c["parts"] if "text" in p]
+    assert texts == expected["contents"]
+    if "turns" in expected:
+        assert len(request["contents"]) == expected["turns"]
+    if "system_has" in expected:
+        assert any(expected["system_has"] in p["text"] for p in request["systemInstruction"]["parts"])
+    assert "cache_control" not in repr(request)
+    assert plan.request is request  # what the driver sends
+
+
+SESSIONS = [
+    ("Claude Code's session header wins", {b"x-claude-code-session-id": b"abcdef123456"}, {}, "abcdef123456"),
+    ("metadata.user_id", {}, {"metadata": {"user_id": "user-42"}}, "user-42"),
+]
+
+
+@pytest.mark.parametrize(("what", "headers", "fields", "session"), SESSIONS, ids=[r[0] for r in SESSIONS])
+def test_anthropic_session_and_request_id(
+    what: str, headers: dict[bytes, bytes], fields: dict[str, Any], session: str
+) -> None:
+    plan = conv.plan(
+        body("claude-opus-4-6", user("a"), {"role": "assistant", "content": "b"}, **fields), headers, context()
+    )
+    assert plan.session == session
+    assert plan.request_id == f"agent/antigravity/{session[:8]}/2"  # first 8 of the session / message count
+
+
+def test_anthropic_session_falls_back_to_a_hash_of_the_first_user_text() -> None:
+    first = conv.plan(body("claude-opus-4-6", user("the same question")), {}, context())
+    again = conv.plan(body("claude-opus-4-6", user("the same question")), {}, context())
+    assert first.session == again.session and first.session.startswith("sid-")
+
+
+# (what, body, count) → (field, message start)
+ERRORS: list[tuple[str, dict[str, Any], bool, tuple[str, str]]] = [
+    ("no model", {"messages": [user("x")], "max_tokens": 1}, False, ("model", "Missing required field 'model'")),
+    ("model not a string", body(5), False, ("model", "Field 'model' must be a string")),
+    ("no max_tokens", {"model": "m", "messages": [user("x")]}, False, ("max_tokens", "Missing required field")),
+    ("no messages", body("m", max_tokens=1) | {"messages": []}, False, ("messages", "messages: at least one")),
+    ("bad role", body("m", {"role": "bot", "content": "x"}), False, ("messages.0.role", "messages.0.role")),
+    ("temperature out of range", body(temperature=3), False, ("temperature", "temperature: Input should be")),
+]
+
+
+@pytest.mark.parametrize(("what", "request_body", "count", "expected"), ERRORS, ids=[r[0] for r in ERRORS])
+def test_anthropic_errors(what: str, request_body: dict[str, Any], count: bool, expected: tuple[str, str]) -> None:
+    with pytest.raises(conv.ConversionError) as caught:
+        conv.plan(request_body, {}, context(), count=count)
+    assert (caught.value.field, str(caught.value)[: len(expected[1])]) == expected
+
+
+def test_anthropic_count_needs_no_max_tokens() -> None:
+    plan = conv.plan({"model": "claude-opus-4-6", "messages": [user("x")]}, {}, context(), count=True)
+    assert plan.mapped == "claude-opus-4-6"
+
+
+def test_anthropic_nothing_left_to_send_is_an_error_at_conversion() -> None:
+    plan = conv.plan(body("claude-opus-4-6", user("")), {}, context())
+    with pytest.raises(conv.ConversionError):
+        plan.conversion()
+
+
+RECOVERY = [
+    ("a signature 400 is recovered", 400, b'{"error":{"message":"Corrupted thought signature."}}', True),
+    ("another 400 is not", 400, b'{"error":{"message":"Invalid JSON payload"}}', False),
+    ("a 429 is not the plan's business", 429, b'{"error":{"message":"invalid signature"}}', False),
+]
+
+
+@pytest.mark.parametrize(("what", "status", "raw", "recovered"), RECOVERY, ids=[r[0] for r in RECOVERY])
+def test_anthropic_recovery(what: str, status: int, raw: bytes, recovered: bool) -> None:
+    history = [
+        user("question"),
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "s" * 80},
+                {"type": "text", "text": "answer"},
+            ],
+        },
+        user("follow-up"),
+    ]
+    plan = conv.plan(
+        body("claude-opus-4-6", *history, thinking={"type": "enabled", "budget_tokens": 2048}), {}, context()
+    )
+    before = plan.conversion().request
+    assert plan.recover(status, raw) is recovered
+    after = plan.request
+    assert after is not None
+    if recovered:
+        assert after is not before and conv.RECOVERY_NOTE in repr(after["contents"][-1])
+    else:
+        assert after is before
+
+
+def test_anthropic_zai_gets_the_clients_conversation() -> None:
+    plan = conv.plan(body("claude-opus-4-6", {"role": "system", "content": "Be terse."}, user(TITLE)), {}, context())
+    assert plan.background  # Google gets the background model …
+    zai = plan.zai_body()
+    assert zai["messages"] == [user(TITLE)]  # … z.ai the conversation, system lifted back into `system`
+    assert zai["system"] == [{"type": "text", "text": "Be terse."}]
