@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from agfast.convert.limits import MAX_BODY_DEPTH, MAX_SCHEMA_DEPTH, Path, body_too_deep, dotted, too_deep
+from agfast.convert.checks import json_kind
+from agfast.convert.limits import MAX_BODY_DEPTH, Path, body_too_deep, dotted
 from agfast.http.errors import Family, HttpError
 from agfast.http.request import Request
 from agfast.http.response import SHUTDOWN_MESSAGE, Response
@@ -31,17 +32,6 @@ BROKEN = 0
 # Status reported when agfast's shutdown deadline cut the stream (see Response.cut).
 SHUTDOWN = -1
 
-# JSON numbers (booleans are never numbers here, though Python says they are).
-NUMBER = (int, float)
-_KINDS: dict[type, str] = {
-    str: "a string",
-    list: "an array",
-    dict: "an object",
-    int: "an integer",
-    bool: "a boolean",
-    float: "a number",
-}
-
 
 def json_object(req: Request) -> dict[str, Any]:
     """The body as a JSON object, parsed exactly once.
@@ -59,7 +49,7 @@ def json_object(req: Request) -> dict[str, Any]:
         raise HttpError(400, f"Request body is not valid JSON: {exc}") from None
     del raw
     if not isinstance(body, dict):
-        raise HttpError(400, f"Request body must be a JSON object, not {_json_kind(body)}.")
+        raise HttpError(400, f"Request body must be a JSON object, not {json_kind(body)}.")
     deep = body_too_deep(body)
     if deep is not None:
         raise too_deep_error(req, deep, MAX_BODY_DEPTH)
@@ -72,86 +62,6 @@ def too_deep_error(req: Request, path: Path, limit: int, base: str = "") -> Http
     name = dotted(path, brackets=not anthropic)
     name = f"{base}.{name}" if base and name else base or name
     return HttpError(400, f"'{name}' is nested more than {limit} levels deep.", param=name)
-
-
-def require(body: dict[str, Any], name: str, kind: type) -> Any:
-    """`body[name]`, or a 400 that names the field and what it should be."""
-    value = body.get(name)
-    if value is None:
-        raise HttpError(400, f"Missing required field '{name}'.", param=name)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise HttpError(400, f"Field '{name}' must be {_KINDS.get(kind, kind.__name__)}.", param=name)
-    return value
-
-
-def optional(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str = "") -> Any:
-    """`obj[name]` when present and not null, else None; a wrong type is a 400 naming `where.name`."""
-    value = obj.get(name)
-    if value is not None and not _is(value, kind):
-        path = f"{where}.{name}" if where else name
-        raise HttpError(
-            400, f"Invalid type for '{path}': expected {_kind_text(kind)}, got {_json_kind(value)}.", param=path
-        )
-    return value
-
-
-def in_range(obj: dict[str, Any], name: str, low: float, high: float, where: str = "", *, integer: bool = False) -> Any:
-    """`obj[name]` when present: a number (an integer if asked) within [low, high], else a 400 naming it."""
-    value = optional(obj, name, int if integer else NUMBER, where)
-    if value is not None and not low <= value <= high:
-        path = f"{where}.{name}" if where else name
-        raise HttpError(
-            400, f"Invalid value for '{path}': expected a value from {low} to {high}, got {value}.", param=path
-        )
-    return value
-
-
-def each(items: list[Any], kind: type | tuple[type, ...], where: str) -> None:
-    """Every entry of `items` is of `kind`, else a 400 naming the first that is not (`where[i]`)."""
-    for i, item in enumerate(items):
-        if not _is(item, kind):
-            path = f"{where}[{i}]"
-            raise HttpError(
-                400, f"Invalid type for '{path}': expected {_kind_text(kind)}, got {_json_kind(item)}.", param=path
-            )
-
-
-def schema_object(req: Request, schema: Any, where: str) -> None:
-    """A tool or response schema: a JSON object no deeper than MAX_SCHEMA_DEPTH, else a 400 naming it."""
-    if not isinstance(schema, dict):
-        raise HttpError(
-            400, f"Invalid type for '{where}': expected a JSON Schema object, got {_json_kind(schema)}.", param=where
-        )
-    deep = too_deep(schema, MAX_SCHEMA_DEPTH)
-    if deep is not None:
-        raise too_deep_error(req, deep, MAX_SCHEMA_DEPTH, where)
-
-
-def _is(value: object, kind: type | tuple[type, ...]) -> bool:
-    if isinstance(value, bool):
-        return kind is bool or (isinstance(kind, tuple) and bool in kind)
-    return isinstance(value, kind)
-
-
-def _kind_text(kind: type | tuple[type, ...]) -> str:
-    if kind == NUMBER:
-        return "a number"
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(_KINDS.get(k, k.__name__) for k in kinds)
-
-
-def _json_kind(value: object) -> str:
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "null"
 
 
 def upstream_headers(email: str, mapped: str) -> bytes:

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from agfast.api.common import GATEWAY_ERRORS, ErrorTable
 from agfast.config import Config
+from agfast.convert.checks import InvalidRequest
 from agfast.convert.models import ModelSpec
 from agfast.convert.signatures import SignatureCache
 from agfast.http.errors import Family, HttpError
@@ -85,6 +86,8 @@ class Driver:
                 await surface(req, resp, record)
             except GATEWAY_ERRORS as exc:
                 raise errors.error(exc, record.mapped_model) from None
+            except InvalidRequest as exc:
+                raise HttpError(400, exc.message, param=exc.param, code=exc.code) from None
         except HttpError as exc:
             record.error = exc.message
             if not resp.head_sent:

@@ -14,10 +14,10 @@ from typing import Any
 import orjson
 
 from agfast import sse
-from agfast.api.checks import check_gemini
 from agfast.api.common import GOOGLE_STATUS, ErrorTable, Row, json_object, shutdown_cut, upstream_headers
 from agfast.api.driver import Services, opened
 from agfast.convert import gemini as convert
+from agfast.convert.checks import check_gemini
 from agfast.http.errors import Family, HttpError
 from agfast.http.request import Request
 from agfast.http.response import SHUTDOWN_MESSAGE, Response
@@ -64,7 +64,7 @@ class GeminiApi:
     async def _generate(self, req: Request, resp: Response, record: RequestRecord) -> None:
         undefined = b'"[undefined]"' in req.body
         body = json_object(req)
-        check_gemini(req, body)
+        check_gemini(body)
         contents = body["contents"]
         model = record.model = req.name
         record.stream = req.action == "streamGenerateContent"
@@ -170,7 +170,7 @@ class GeminiApi:
 
     async def _count_tokens(self, req: Request, resp: Response, record: RequestRecord) -> None:
         body = json_object(req)
-        check_gemini(req, body, count=True)
+        check_gemini(body, count=True)
         record.model = req.name
         mapped = self._mapped(req.name)
         request = convert.count_request(body, mapped)

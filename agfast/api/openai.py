@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 
-from agfast.api import checks
 from agfast.api.common import (
     BROKEN,
     GOOGLE_STATUS,
@@ -25,10 +24,10 @@ from agfast.api.common import (
     Row,
     json_object,
     pump,
-    require,
     upstream_headers,
 )
 from agfast.api.driver import Services, opened
+from agfast.convert import checks
 from agfast.convert import openai_chat as chat
 from agfast.convert import openai_completions as completions
 from agfast.convert import openai_responses as responses
@@ -160,8 +159,8 @@ class OpenAIApi:
 
     async def _chat_completions(self, req: Request, resp: Response, record: RequestRecord) -> None:
         body = self._body(req)
-        model = require(body, "model", str)
-        checks.check_chat(req, body)
+        model = checks.require(body, "model", str)
+        checks.check_chat(body)
         await self._chat(req, resp, record, body, model, legacy=False)
 
     async def _chat(
@@ -212,12 +211,12 @@ class OpenAIApi:
 
     async def _completions(self, req: Request, resp: Response, record: RequestRecord) -> None:
         body = self._body(req)
-        model = require(body, "model", str)
+        model = checks.require(body, "model", str)
         if "prompt" not in body and ("input" in body or "instructions" in body):
             await self._responses(req, resp, record, body, model)  # the reference serves Responses bodies here too
             return
-        require(body, "prompt", object)
-        checks.check_completions(req, body)
+        checks.require(body, "prompt", object)
+        checks.check_completions(body)
         try:
             converted = completions.to_chat(body)
         except chat.InvalidRequest as exc:
@@ -231,7 +230,7 @@ class OpenAIApi:
 
     async def _responses_route(self, req: Request, resp: Response, record: RequestRecord) -> None:
         body = self._body(req)
-        model = require(body, "model", str)
+        model = checks.require(body, "model", str)
         await self._responses(req, resp, record, body, model)
 
     @staticmethod
@@ -248,7 +247,7 @@ class OpenAIApi:
     async def _responses(
         self, req: Request, resp: Response, record: RequestRecord, body: dict[str, Any], model: str
     ) -> None:
-        checks.check_responses(req, body)
+        checks.check_responses(body)
         previous = body.get("previous_response_id")
         history = None
         if previous is not None:
