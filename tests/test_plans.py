@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from agfast.convert import anthropic as conv
+from agfast.convert import gemini as gem
+from agfast.convert.checks import InvalidRequest
 from agfast.convert.models import ModelSpec, model_spec
 from agfast.convert.signatures import SignatureCache
 
@@ -213,3 +215,69 @@ def test_anthropic_zai_gets_the_clients_conversation() -> None:
     zai = plan.zai_body()
     assert zai["messages"] == [user(TITLE)]  # … z.ai the conversation, system lifted back into `system`
     assert zai["system"] == [{"type": "text", "text": "Be terse."}]
+
+
+# -- Gemini --------------------------------------------------------------------------------------------------
+
+
+def gemini_context() -> gem.Context:
+    def route(model: str) -> str:
+        found = ROUTES.get(model)
+        if found is None:
+            raise LookupError(model)  # the app raises its 404 here
+        return found
+
+    return gem.Context(route, model_spec)
+
+
+def contents(*texts: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "parts": [{"text": t}]} for t in texts]
+
+
+# (what, body, action) → (mapped, session, stream)
+GEMINI_PLANS: list[tuple[str, dict[str, Any], str, tuple[str, str | None, bool]]] = [
+    ("generate", {"contents": contents("hi")}, "generateContent", ("gemini-2.5-flash", None, False)),
+    ("stream", {"contents": contents("hi")}, "streamGenerateContent", ("gemini-2.5-flash", None, True)),
+    (
+        "the first long user text is the stickiness key",
+        {"contents": contents("a question long enough to name the chat")},
+        "generateContent",
+        ("gemini-2.5-flash", "set", False),
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "request_body", "action", "expected"), GEMINI_PLANS, ids=[r[0] for r in GEMINI_PLANS])
+def test_gemini_plan(
+    what: str, request_body: dict[str, Any], action: str, expected: tuple[str, str | None, bool]
+) -> None:
+    plan = gem.plan(request_body, {}, gemini_context(), model="gemini-2.5-flash", action=action)
+    mapped, session, stream = expected
+    assert (plan.mapped, plan.stream) == (mapped, stream)
+    assert (plan.session is not None) == (session is not None)
+    assert plan.request["contents"] == request_body["contents"] and "generationConfig" in plan.request
+
+
+def test_gemini_count_plan_sends_the_countable_parts() -> None:
+    body = {"generateContentRequest": {"contents": contents("hi"), "safetySettings": [], "cachedContent": "c"}}
+    plan = gem.plan(body, {}, gemini_context(), model="gemini-2.5-flash", action="countTokens")
+    assert plan.request == {"model": "gemini-2.5-flash", "contents": contents("hi")}
+
+
+GEMINI_ERRORS: list[tuple[str, dict[str, Any], str]] = [
+    ("no contents", {}, "contents"),
+    ("empty contents", {"contents": []}, "contents"),
+    ("contents not an array", {"contents": "hi"}, "contents"),
+]
+
+
+@pytest.mark.parametrize(("what", "request_body", "param"), GEMINI_ERRORS, ids=[r[0] for r in GEMINI_ERRORS])
+def test_gemini_errors(what: str, request_body: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        gem.plan(request_body, {}, gemini_context(), model="gemini-2.5-flash", action="generateContent")
+    assert caught.value.param == param
+
+
+def test_gemini_unknown_model_is_the_routes_error() -> None:
+    with pytest.raises(LookupError):
+        gem.plan({"contents": contents("hi")}, {}, gemini_context(), model="nobody", action="generateContent")

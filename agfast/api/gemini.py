@@ -17,7 +17,6 @@ from agfast import sse
 from agfast.api.common import GOOGLE_STATUS, ErrorTable, Row, json_object, shutdown_cut, upstream_headers
 from agfast.api.driver import Services, opened
 from agfast.convert import gemini as convert
-from agfast.convert.checks import check_gemini
 from agfast.http.errors import Family, HttpError
 from agfast.http.request import Request
 from agfast.http.response import SHUTDOWN_MESSAGE, Response
@@ -50,13 +49,12 @@ ERRORS = ErrorTable(
 
 
 class GeminiApi:
-    __slots__ = ("app",)
+    __slots__ = ("app", "ctx")
 
     def __init__(self, app: Services) -> None:
         self.app = app
-
-    def _mapped(self, model: str) -> str:
-        return self.app.route(model)
+        # What planning may ask of the app, bound once.
+        self.ctx = convert.Context(app.route, app.model_spec)
 
     async def generate(self, req: Request, resp: Response) -> None:
         await self.app.driver.run(Family.GEMINI, ERRORS, self._generate, req, resp)
@@ -64,14 +62,10 @@ class GeminiApi:
     async def _generate(self, req: Request, resp: Response, record: RequestRecord) -> None:
         undefined = b'"[undefined]"' in req.body
         body = json_object(req)
-        check_gemini(body)
-        contents = body["contents"]
-        model = record.model = req.name
-        record.stream = req.action == "streamGenerateContent"
-        mapped = self._mapped(model)
-        session_id = convert.session_id_from_contents(contents)
-
-        request = convert.native_request(body, mapped, "", clean=undefined, spec=self.app.model_spec(mapped))
+        record.model = req.name
+        plan = convert.plan(body, req.headers, self.ctx, model=req.name, action=req.action, undefined=undefined)
+        record.stream = plan.stream
+        mapped, request = plan.mapped, plan.request
 
         def build(lease: Lease) -> bytes:
             request["sessionId"] = fnv1a64_signed(lease.account_id)
@@ -85,11 +79,11 @@ class GeminiApi:
                 extra={"enabledCreditTypes": ["GOOGLE_ONE_AI"]},
             )
 
-        stream = await self.app.gemini_gateway.open_stream(record, model=mapped, session_id=session_id, build=build)
+        stream = await self.app.gemini_gateway.open_stream(record, model=mapped, session_id=plan.session, build=build)
         opened(req, record)
         try:
             headers = upstream_headers(stream.lease.email, mapped)
-            if req.action == "streamGenerateContent":
+            if plan.stream:
                 await self._stream(req, resp, stream, headers)
             else:
                 await self._collect(resp, stream, headers)
@@ -170,11 +164,10 @@ class GeminiApi:
 
     async def _count_tokens(self, req: Request, resp: Response, record: RequestRecord) -> None:
         body = json_object(req)
-        check_gemini(body, count=True)
         record.model = req.name
-        mapped = self._mapped(req.name)
-        request = convert.count_request(body, mapped)
-        payload = orjson.dumps({"request": request})
+        plan = convert.plan(body, req.headers, self.ctx, model=req.name, action="countTokens")
+        mapped = plan.mapped
+        payload = orjson.dumps({"request": plan.request})
         raw, lease = await self.app.gemini_gateway.call(
             record, method="countTokens", model=mapped, session_id=None, build=lambda lease: payload
         )

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from agfast.convert.checks import check_gemini
 from agfast.convert.models import ModelSpec, model_spec
 from agfast.convert.schema import clean_schema
 
@@ -239,3 +242,48 @@ def request_id_for(session: str | None, message_count: int) -> str:
     """`agent/antigravity/<first 8 of the session>/<message count>` (reference §5.3)."""
     head = session[:REQUEST_ID_SESSION_CHARS] if session else os.urandom(4).hex()
     return f"agent/antigravity/{head}/{message_count}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The plan (Gemini-native surface): check, route, adapt; pure
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What planning may ask of the running gateway: plain callables, no services."""
+
+    route: Callable[[str], str]  # a client model name → the upstream model (raises for a name nothing knows)
+    spec: Callable[[str], ModelSpec]  # what an upstream model can do
+
+
+@dataclass(slots=True)
+class Plan:
+    """A Gemini request planned: the upstream model, the stickiness key and the request to send."""
+
+    model: str
+    mapped: str
+    session: str | None
+    stream: bool
+    request: dict[str, Any]  # the GenerateContentRequest, or for countTokens its countable parts
+
+
+def plan(
+    body: dict[str, Any],
+    headers: Mapping[bytes, bytes],
+    ctx: Context,
+    *,
+    model: str,
+    action: str,
+    undefined: bool = True,
+) -> Plan:
+    """`model` and `action` come from the path (`…/models/{model}:{action}`); `undefined` False says the raw
+    body holds no Cherry Studio "[undefined]" values (no clean-up pass then). Bad bodies raise InvalidRequest."""
+    if action == "countTokens":
+        check_gemini(body, count=True)
+        mapped = ctx.route(model)
+        return Plan(model, mapped, None, False, count_request(body, mapped))
+    check_gemini(body)
+    mapped = ctx.route(model)
+    session = session_id_from_contents(body["contents"])
+    request = native_request(body, mapped, "", clean=undefined, spec=ctx.spec(mapped))
+    return Plan(model, mapped, session, action == "streamGenerateContent", request)
