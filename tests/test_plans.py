@@ -12,6 +12,7 @@ import pytest
 
 from agfast.convert import anthropic as conv
 from agfast.convert import gemini as gem
+from agfast.convert import openai as oai
 from agfast.convert.checks import InvalidRequest
 from agfast.convert.models import ModelSpec, model_spec
 from agfast.convert.signatures import SignatureCache
@@ -281,3 +282,106 @@ def test_gemini_errors(what: str, request_body: dict[str, Any], param: str) -> N
 def test_gemini_unknown_model_is_the_routes_error() -> None:
     with pytest.raises(LookupError):
         gem.plan({"contents": contents("hi")}, {}, gemini_context(), model="nobody", action="generateContent")
+
+
+# -- OpenAI --------------------------------------------------------------------------------------------------
+
+
+def openai_context(stored: dict[str, list[dict[str, Any]]] | None = None) -> oai.Context:
+    store = stored or {}
+
+    def route(model: str) -> str:
+        return {"gpt-4o": "gemini-2.5-flash"}.get(model) or ROUTES[model]
+
+    return oai.Context(route, model_spec, SignatureCache.create(), store.get, 512)
+
+
+def chat_body(**fields: Any) -> dict[str, Any]:
+    return {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}], **fields}
+
+
+# (what, kind, body, headers) → (kind planned, mapped, stream, upstream texts)
+OPENAI_PLANS: list[tuple[str, str, dict[str, Any], dict[bytes, bytes], tuple[str, str, bool, list[str]]]] = [
+    ("chat", oai.CHAT, chat_body(), {}, (oai.CHAT, "gemini-2.5-flash", False, ["hello"])),
+    ("chat, streaming", oai.CHAT, chat_body(stream=True), {}, (oai.CHAT, "gemini-2.5-flash", True, ["hello"])),
+    (
+        "legacy completions: the prompt is the user message",
+        oai.COMPLETIONS,
+        {"model": "gpt-4o", "prompt": "Once upon"},
+        {},
+        (oai.COMPLETIONS, "gemini-2.5-flash", False, ["Once upon"]),
+    ),
+    (
+        "a Responses body on /v1/completions is served as one",
+        oai.COMPLETIONS,
+        {"model": "gpt-4o", "input": "hi there"},
+        {},
+        (oai.RESPONSES, "gemini-2.5-flash", False, ["hi there"]),
+    ),
+    (
+        "responses",
+        oai.RESPONSES,
+        {"model": "gpt-4o", "input": "hi", "stream": True},
+        {},
+        (oai.RESPONSES, "gemini-2.5-flash", True, ["hi"]),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "kind", "request_body", "headers", "expected"), OPENAI_PLANS, ids=[r[0] for r in OPENAI_PLANS]
+)
+def test_openai_plan(
+    what: str,
+    kind: str,
+    request_body: dict[str, Any],
+    headers: dict[bytes, bytes],
+    expected: tuple[str, str, bool, list[str]],
+) -> None:
+    plan = oai.plan(request_body, headers, openai_context(), kind=kind)
+    texts = [p["text"] for c in plan.upstream.request["contents"] for p in c["parts"] if "text" in p]
+    assert (plan.kind, plan.mapped, plan.stream, texts) == expected
+    assert plan.request_id.startswith("agent/antigravity/")
+
+
+SESSION_ROWS = [
+    ("prompt_cache_key first", {"prompt_cache_key": "k1"}, {b"session-id": b"s1"}, "pck-k1"),
+    ("then Codex's session-id header", {}, {b"session-id": b"s1"}, "hdr-s1"),
+]
+
+
+@pytest.mark.parametrize(("what", "fields", "headers", "session"), SESSION_ROWS, ids=[r[0] for r in SESSION_ROWS])
+def test_openai_responses_session(what: str, fields: dict[str, Any], headers: dict[bytes, bytes], session: str) -> None:
+    plan = oai.plan({"model": "gpt-4o", "input": "hi", **fields}, headers, openai_context(), kind=oai.RESPONSES)
+    assert plan.session == session and plan.request_id == f"agent/antigravity/{session[:8]}/1"
+
+
+def test_openai_previous_response_continues_the_stored_conversation() -> None:
+    stored = {"resp_1": [{"role": "user", "content": "first"}, {"role": "assistant", "content": "answer"}]}
+    body = {"model": "gpt-4o", "input": "second", "previous_response_id": "resp_1"}
+    plan = oai.plan(body, {}, openai_context(stored), kind=oai.RESPONSES)
+    texts = [p["text"] for c in plan.upstream.request["contents"] for p in c["parts"] if "text" in p]
+    assert texts == ["first", "answer", "second"]
+
+
+# (what, kind, body) → (param, code)
+OPENAI_ERRORS: list[tuple[str, str, dict[str, Any], tuple[str, str | None]]] = [
+    ("no model", oai.CHAT, {"messages": []}, ("model", None)),
+    ("model not a string", oai.CHAT, {"model": 1, "messages": []}, ("model", None)),
+    ("empty messages", oai.CHAT, chat_body(messages=[]), ("messages", "empty_array")),
+    ("temperature out of range", oai.CHAT, chat_body(temperature=9), ("temperature", None)),
+    ("no prompt", oai.COMPLETIONS, {"model": "gpt-4o"}, ("prompt", None)),
+    (
+        "an unknown previous_response_id",
+        oai.RESPONSES,
+        {"model": "gpt-4o", "input": "x", "previous_response_id": "resp_gone"},
+        ("previous_response_id", "previous_response_not_found"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "kind", "request_body", "expected"), OPENAI_ERRORS, ids=[r[0] for r in OPENAI_ERRORS])
+def test_openai_errors(what: str, kind: str, request_body: dict[str, Any], expected: tuple[str, str | None]) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        oai.plan(request_body, {}, openai_context(), kind=kind)
+    assert (caught.value.param, caught.value.code) == expected

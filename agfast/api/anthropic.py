@@ -117,6 +117,9 @@ class AnthropicApi:
             plan = convert.plan(body, req.headers, self.ctx, count=count, cached=cached)
         except convert.ConversionError as exc:
             raise HttpError(400, str(exc), param=exc.field) from None
+        except HttpError:  # the route's: the model was named, so the record names it
+            record.model = body["model"]
+            raise
         record.model = plan.model
         record.stream = plan.stream and not count
         return plan
