@@ -101,3 +101,19 @@ def test_bodies_are_kept_capped_only_when_asked(stack: ServerThread) -> None:
     record = one(records)
     assert len(record.request_body) == BODY_CAP and record.request_body.startswith(b"{")
     assert record.response_body == raw.http_response.content[:BODY_CAP]
+
+
+def test_a_stream_that_fails_after_its_first_byte_records_why(sim: GoogleSimulator, stack: ServerThread) -> None:
+    records = observed(stack)
+    sim.script(
+        Fault("stream_error", after_chunks=1, status=503, message="backend melted", action="streamGenerateContent")
+    )
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key=KEY, max_retries=0)
+    chunks = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hello"}], stream=True
+    )
+    with pytest.raises(openai.APIError):
+        list(chunks)
+    record = one(records)
+    assert (record.status, record.stream) == (200, True)  # the head went out before the failure
+    assert "backend melted" in record.error

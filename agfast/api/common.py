@@ -98,7 +98,7 @@ async def pump(resp: Response, stream: Stream, feed: Callable[[dict[str, Any]], 
                 chunk, error = parse_event(data)
                 if error is not None:
                     resp.write(b"".join(out))
-                    return error
+                    return _failed(stream, error)
                 if chunk is not None:
                     stream.note(chunk)
                     out.append(feed(chunk))
@@ -110,12 +110,19 @@ async def pump(resp: Response, stream: Stream, feed: Callable[[dict[str, Any]], 
             if resp.paused:
                 await resp.drain()
     except STREAM_BREAKS as exc:
-        return BROKEN, stream_broke(exc)
+        return _failed(stream, (BROKEN, stream_broke(exc)))
     except asyncio.CancelledError:
         if not shutdown_cut(resp):
             raise
-        return SHUTDOWN, SHUTDOWN_MESSAGE
+        return _failed(stream, (SHUTDOWN, SHUTDOWN_MESSAGE))
     return None
+
+
+def _failed(stream: Stream, failure: tuple[int, str]) -> tuple[int, str]:
+    """Note why a stream stopped early in its request's record (the client learns it in-stream)."""
+    if stream.record is not None:
+        stream.record.error = failure[1]
+    return failure
 
 
 def shutdown_cut(resp: Response) -> bool:

@@ -80,7 +80,6 @@ class Driver:
             record.request_body = req.body[:BODY_CAP]
             resp.capture = bytearray()
             resp.capture_limit = BODY_CAP
-        failed = False
         try:
             try:
                 await surface(req, resp, record)
@@ -94,16 +93,17 @@ class Driver:
                 resp.send_error(family, exc)
         except Exception as exc:
             record.error = f"internal error: {type(exc).__name__}"
-            failed = True
             raise
         finally:
-            self._finish(record, req, resp, failed)
+            self._finish(record, req, resp)
 
-    def _finish(self, record: RequestRecord, req: Request, resp: Response, failed: bool) -> None:
-        if resp.finished and not resp.disconnected:
-            record.status = resp.status
-        elif not resp.head_sent and failed and not resp.disconnected:
-            record.status = 500  # the shell answers our own bug with a 500 after this
+    def _finish(self, record: RequestRecord, req: Request, resp: Response) -> None:
+        if resp.disconnected and not resp.finished:
+            record.status = 0  # the client left first (logged as 499)
+        elif resp.head_sent:
+            record.status = resp.status  # the shell ends an answer left open
+        else:
+            record.status = 503 if resp.cut else 500  # what the shell answers for a cut or failed handler
         record.duration = perf_counter() - req.started
         if resp.capture is not None:
             record.response_body = bytes(resp.capture)

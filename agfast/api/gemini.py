@@ -26,6 +26,7 @@ from agfast.upstream.gateway import (
     STREAM_BREAKS,
     Stream,
     collect,
+    google_message,
     parse_event,
     stream_broke,
 )
@@ -136,6 +137,8 @@ class GeminiApi:
                 raise
             error = _stream_error(503, SHUTDOWN_MESSAGE)
         if error:
+            if stream.record is not None:
+                stream.record.error = google_message(error)
             resp.write(frame(error) if sse_out else (b",\r\n" if not first else b"") + error)
         if not sse_out:
             resp.write(b"]")
