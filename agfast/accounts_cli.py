@@ -31,6 +31,7 @@ import orjson
 from aiohttp import web
 
 from agfast import config
+from agfast.netaddr import ProxyURLError
 from agfast.upstream import oauth
 from agfast.upstream.accounts import (
     DISABLE_FIELDS,
@@ -43,7 +44,7 @@ from agfast.upstream.accounts import (
 )
 from agfast.upstream.client import UpstreamClient
 from agfast.upstream.onboarding import Discovery, discover, save_discovery, store_quota
-from agfast.upstream.proxy import ProxyFailure, ProxyURLError, parse_proxy
+from agfast.upstream.proxy import ProxyFailure, parse_proxy
 from agfast.upstream.signin import SignIn, SignInError
 
 log = logging.getLogger("agfast.accounts")

@@ -11,6 +11,7 @@ import orjson
 from agfast.api import service
 from agfast.api.admin import AdminApi
 from agfast.api.anthropic import AnthropicApi
+from agfast.api.driver import Driver
 from agfast.api.gemini import GeminiApi
 from agfast.api.openai import OpenAIApi
 from agfast.api.signin import callback_handler
@@ -18,9 +19,10 @@ from agfast.config import Config, LiveConfig
 from agfast.convert.models import ModelSpec, list_models, resolve_model_route, route_known
 from agfast.convert.signatures import SignatureCache
 from agfast.http.errors import Family, HttpError, error_body
-from agfast.http.protocol import Request
+from agfast.http.request import Request
 from agfast.http.response import Response
 from agfast.http.router import GET, HEAD, POST, Handler, Route, Router
+from agfast.record import Observer
 from agfast.upstream.accounts import AccountStore
 from agfast.upstream.catalog import Catalog, catalog_of
 from agfast.upstream.client import UpstreamClient
@@ -49,6 +51,8 @@ class App:
         self.gateway = Gateway(config, self.pool, self.client)
         self.gemini_gateway = Gateway(config, self.pool, self.client, CLAUDE_BETA_GEMINI_PATH)
         self.signatures = SignatureCache.create()
+        # Runs every proxied request and tells observers (`app.observers`) about it.
+        self.driver = Driver()
         self.gemini = GeminiApi(self)
         self.openai = OpenAIApi(self)
         self.anthropic = AnthropicApi(self)
@@ -88,6 +92,20 @@ class App:
                 self._serving_handlers[id(route)] = (route.handler, route.is_async)
                 route.handler, route.is_async = _stopped(route.family), False
         logging.getLogger("agfast.server").warning("proxy service %s", "started" if running else "stopped")
+
+    @property
+    def observers(self) -> list[Observer]:
+        """Told about every proxied request (its RequestRecord): the access log first; the monitor, metrics."""
+        return self.driver.observers
+
+    @property
+    def record_bodies(self) -> bool:
+        """Whether records keep request/response bodies (capped); the monitor turns it on."""
+        return self.driver.record_bodies
+
+    @record_bodies.setter
+    def record_bodies(self, value: bool) -> None:
+        self.driver.record_bodies = value
 
     def start(self) -> None:
         """Load accounts now; quota discovery and refresh run in the background (never on a request)."""
@@ -175,8 +193,8 @@ class App:
             except HttpError as exc:
                 resp.send_error(Family.GEMINI, exc)
             return
-        self.route(req.model)
-        resp.send(200, orjson.dumps(_openai_model(req.model)))
+        self.route(req.name)
+        resp.send(200, orjson.dumps(_openai_model(req.name)))
 
     def openai_models(self, req: Request, resp: Response) -> None:
         data = [_openai_model(n) for n in self.model_names()]

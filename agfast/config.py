@@ -23,6 +23,7 @@ import orjson
 import tomlkit
 
 from agfast.fileio import atomic_write
+from agfast.netaddr import ProxyURLError, parse_networks, parse_proxy_url
 
 AUTH_MODES = ("off", "strict", "all_except_health", "auto")
 SCHEDULING_MODES = ("CacheFirst", "Balance", "PerformanceFirst")
@@ -582,10 +583,8 @@ def _validate_access(cfg: Config) -> None:
     if cfg.upstream_proxy is not None and not cfg.upstream_proxy.strip():
         cfg.upstream_proxy = None
     if cfg.upstream_proxy is not None:
-        from agfast.upstream.proxy import ProxyURLError, parse_proxy
-
         try:
-            parse_proxy(cfg.upstream_proxy)
+            parse_proxy_url(cfg.upstream_proxy)
         except ProxyURLError as exc:
             raise ConfigError(f"upstream.proxy: {exc}") from None
     if (cfg.tls_cert is None) != (cfg.tls_key is None):
@@ -594,8 +593,6 @@ def _validate_access(cfg: Config) -> None:
         path = getattr(cfg, name)
         if path is not None and not path.is_file():
             raise ConfigError(f"{name}: {path} is not a readable file")
-    from agfast.http.access import parse_networks
-
     for key, name in (
         ("security.ip_allow", "ip_allow"),
         ("security.ip_deny", "ip_deny"),

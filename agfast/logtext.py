@@ -22,3 +22,12 @@ def mask_email(email: str) -> str:
     if not at:
         return local[:3] + "***"
     return f"{local[:3]}***@{domain[:2]}***"
+
+
+# The access line: id, method, path, status, duration, `model->mapped` (or -), masked account (or -), attempts.
+ACCESS_FORMAT = "%s %s %s %d %.1fms %s %s attempts=%d"
+
+
+def model_pair(model: str, mapped: str) -> str:
+    """`model->mapped` only where a model was asked for, `-` elsewhere (both escaped)."""
+    return f"{escape(model)}->{escape(mapped) or '-'}" if model else "-"

@@ -15,7 +15,7 @@ from conftest import sse_module
 from helpers import Reader, ServerThread, connect, encode, make_config, request
 
 from agfast.http.errors import Family
-from agfast.http.protocol import Request
+from agfast.http.request import Request
 from agfast.http.response import CT_TEXT, Response
 from agfast.http.router import GET, Router
 

@@ -12,22 +12,36 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
 from agfast import __version__
-from agfast.config import ConfigError, LiveConfig, public_view
+from agfast.config import Config, ConfigError, LiveConfig, public_view
 from agfast.http.errors import Family, HttpError
-from agfast.http.protocol import Request
+from agfast.http.request import Request
 from agfast.http.response import Response
 from agfast.http.router import DELETE, GET, POST, Router
 from agfast.upstream import oauth
-from agfast.upstream.accounts import PROXY_FIELDS, Account, AccountFileError, usable
+from agfast.upstream.accounts import PROXY_FIELDS, Account, AccountFileError, AccountStore, usable
+from agfast.upstream.client import UpstreamClient
 from agfast.upstream.onboarding import discover, save_discovery
+from agfast.upstream.pool import AccountPool
+from agfast.upstream.proxy import ProxyFailure
 
-if TYPE_CHECKING:
-    from agfast.app import App
+
+class AdminServices(Protocol):
+    """What the admin API uses of the application (agfast.app.App), so `api/` imports nothing above it."""
+
+    config: Config
+    live: LiveConfig
+    pool: AccountPool
+    store: AccountStore
+    client: UpstreamClient
+    proxy_running: bool
+
+    def set_running(self, running: bool) -> None: ...
+
 
 Handler = Callable[[Request, Response], Any]
 IdHandler = Callable[[Request, Response, str], Any]
@@ -58,7 +72,7 @@ class AdminApi:
 
     __slots__ = ("app", "live")
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: AdminServices) -> None:
         self.app = app
         self.live: LiveConfig = app.live
 
@@ -207,6 +221,8 @@ class AdminApi:
             raise HttpError(400, f"Cannot add the account: {exc}") from None
         except TimeoutError:
             raise HttpError(504, f"Google did not answer within {app.config.request_timeout:g} s.") from None
+        except ProxyFailure as exc:
+            raise HttpError(exc.status, exc.message) from None
         loop = asyncio.get_running_loop()
         account, verb = await loop.run_in_executor(None, save_discovery, app.store, found, refresh)
         app.pool.load()

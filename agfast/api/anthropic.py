@@ -1,30 +1,40 @@
 """Anthropic-compatible surface: /v1/messages and /v1/messages/count_tokens (reference §6.5–6.8, §9).
 
-A request goes through §6.5's pre-processing in order (body check, thinking hints, z.ai decision,
-`cache_control` removal, system lifting, merging, thinking filter, warmup, background routing), becomes a
-GenerateContentRequest and is always streamed upstream. Streaming clients get Anthropic SSE as each upstream
-chunk arrives; others get the collected message. Errors before the first byte are Anthropic error bodies
-with the right status and type; after it, an in-stream `error` event.
+A request is planned by `convert.anthropic.plan` (§6.5's pre-processing in order: body check, thinking hints,
+`cache_control` removal, system lifting, merging, routing, thinking filter, warmup, background routing); the
+z.ai decision is made here, then the plan's GenerateContentRequest is always streamed upstream. Streaming
+clients get Anthropic SSE as each upstream chunk arrives; others get the collected message. Errors before the
+first byte are Anthropic error bodies with the right status and type; after it, an in-stream `error` event.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from agfast.api.common import BROKEN, SHUTDOWN, json_object, pump, require, upstream_headers
+from agfast.api.common import (
+    BROKEN,
+    GOOGLE_STATUS,
+    SHUTDOWN,
+    ErrorTable,
+    Row,
+    json_object,
+    pump,
+    upstream_headers,
+)
+from agfast.api.driver import Services, opened
 from agfast.api.zai import ZaiDispatcher
 from agfast.convert import anthropic as convert
 from agfast.convert.anthropic_stream import PING, MessageCollector, StreamConverter, warmup_events, warmup_message
-from agfast.http.errors import HttpError
-from agfast.http.protocol import Request
+from agfast.http.errors import Family, HttpError
+from agfast.http.request import Request
 from agfast.http.response import CT_JSON, CT_SSE, Response
+from agfast.record import RequestRecord
 from agfast.upstream.client import envelope, fnv1a64_signed
 from agfast.upstream.gateway import (
     STREAM_BREAKS,
-    UNREACHABLE_MESSAGE,
     ExhaustedError,
     Stream,
     UpstreamError,
@@ -34,11 +44,7 @@ from agfast.upstream.gateway import (
 )
 from agfast.upstream.pool import Lease, NoAccountError
 
-if TYPE_CHECKING:
-    from agfast.app import App
-
 DONE = b"[DONE]"
-SESSION_HEADER = b"x-claude-code-session-id"
 WARMUP_HEADERS = b"x-warmup-intercepted: true\r\n"
 ESTIMATE_HEADER = b"x-agfast-token-estimate: true\r\n"
 # A silent upstream (long thinking) gets a ping this often, well inside common 30–60 s proxy idle limits.
@@ -52,8 +58,6 @@ STREAM_ERROR_TYPES = {
     503: "overloaded_error",
     529: "overloaded_error",
 }
-# requestId carries this much of the session id (reference §5.3).
-REQUEST_ID_SESSION_CHARS = 8
 
 
 def _upstream_text(message: str) -> str:
@@ -69,212 +73,116 @@ def _upstream_text(message: str) -> str:
     return message
 
 
-def failure(exc: Exception, mapped: str) -> HttpError:
-    """The client-facing error for a failed upstream exchange, in Anthropic's shape (reference §6.6)."""
-    if isinstance(exc, UpstreamError):
-        message = _upstream_text(exc.message)
-        head = upstream_headers(exc.email, mapped)
-        if exc.status == 400 and convert.is_too_long(message):
-            # Claude Code compacts the conversation when it sees Anthropic's "prompt is too long".
-            return HttpError(400, f"prompt is too long: {message}", error_type="invalid_request_error", headers=head)
-        status = ACCOUNT_FAULT_STATUS.get(exc.status, exc.status)
-        return HttpError(status, message, headers=head)
-    if isinstance(exc, ExhaustedError):
-        if exc.unreachable:
-            head = upstream_headers(exc.email, mapped)
-            return HttpError(502, UNREACHABLE_MESSAGE, error_type="api_error", headers=head)
-        status = ACCOUNT_FAULT_STATUS.get(exc.status, exc.status)
-        return HttpError(status, str(exc), headers=upstream_headers(exc.email, mapped))
-    if isinstance(exc, NoAccountError):
-        head = upstream_headers("", mapped)
-        if exc.retry_after:
-            head += b"retry-after: %d\r\n" % max(1, int(exc.retry_after + 0.999))
-        return HttpError(503, str(exc), error_type="overloaded_error", headers=head)
-    raise exc
+# Claude Code compacts the conversation when it sees Anthropic's "prompt is too long".
+PROMPT_TOO_LONG = Row(400, "prompt is too long: {message}", "invalid_request_error")
 
 
-class _Prepared:
-    """A request after pre-processing: what to send where, and how to rebuild it after a signature error."""
+def _too_long(status: int, message: str) -> Row | None:
+    return PROMPT_TOO_LONG if status == 400 and convert.is_too_long(message) else None
 
-    __slots__ = ("body", "conversion", "lifted", "mapped", "messages", "session", "thinking", "tools")
 
-    def __init__(
-        self,
-        body: dict[str, Any],
-        messages: list[dict[str, Any]],
-        lifted: list[str],
-        mapped: str,
-        thinking: convert.Thinking,
-        session: str,
-        tools: bool,
-    ) -> None:
-        self.body = body
-        self.messages = messages
-        self.lifted = lifted
-        self.mapped = mapped
-        self.thinking = thinking
-        self.session = session
-        self.tools = tools
-        self.conversion: convert.Conversion | None = None
+def _whole_seconds(seconds: float) -> int:
+    return int(seconds + 0.999)
 
-    def build_request(self, app: App, *, thinking_as_text: bool = False) -> convert.Conversion:
-        self.conversion = convert.to_gemini(
-            self.body,
-            self.messages,
-            self.lifted,
-            model=self.mapped,
-            thinking=self.thinking,
-            spec=app.model_spec(self.mapped),
-            signatures=app.signatures,
-            session=self.session,
-            tools=self.tools,
-            thinking_as_text=thinking_as_text,
-        )
-        return self.conversion
+
+# A failed upstream exchange, in Anthropic's words (reference §6.6); Google's status passes through, except
+# that Google refusing our account is no auth error of the client's (ACCOUNT_FAULT_STATUS).
+ERRORS = ErrorTable(
+    rejected=Row(GOOGLE_STATUS),
+    not_found=Row(GOOGLE_STATUS, "{detail}"),
+    unreachable=Row(502, error_type="api_error"),
+    exhausted=Row(GOOGLE_STATUS, "{detail}"),
+    no_account=Row(503, error_type="overloaded_error"),
+    status_map=ACCOUNT_FAULT_STATUS,
+    retry_after=_whole_seconds,
+    text=_upstream_text,
+    rule=_too_long,
+)
 
 
 class AnthropicApi:
-    __slots__ = ("app", "zai")
+    __slots__ = ("app", "ctx", "zai")
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Services) -> None:
         self.app = app
         self.zai = ZaiDispatcher(app)
+        # What planning may ask of the app, bound once.
+        self.ctx = convert.Context(app.lookup, app.pool.available_models, app.model_spec, app.signatures)
 
-    # -- pre-processing (§6.5 steps 1–8) ---------------------------------------------------------------------
-
-    def _body(self, req: Request, *, need_max_tokens: bool) -> dict[str, Any]:
+    def _plan(self, req: Request, record: RequestRecord, *, count: bool) -> convert.Plan:
+        """Parse and plan (§6.5 steps 1–8, convert.plan); a body that cannot be served is a 400."""
         cached = b"cache_control" in req.body
         body = json_object(req)
-        require(body, "model", str)
-        require(body, "messages", list)
-        if need_max_tokens:
-            require(body, "max_tokens", int)
-        problem = convert.check_body(body, need_max_tokens=need_max_tokens)
-        if problem is not None:
-            raise HttpError(400, problem.message, param=problem.field)
-        if cached:
-            body = convert.strip_cache_control(body)
-        return body
+        try:
+            plan = convert.plan(body, req.headers, self.ctx, count=count, cached=cached)
+        except convert.ConversionError as exc:
+            raise HttpError(400, str(exc), param=exc.field) from None
+        except HttpError:  # the route's: the model was named, so the record names it
+            record.model = body["model"]
+            raise
+        record.model = plan.model
+        record.stream = plan.stream and not count
+        return plan
 
-    def _route(self, body: dict[str, Any], thinking: convert.Thinking) -> str:
-        """The upstream model, or "" when no account or table knows the client's name."""
-        mapped = self.app.lookup(body["model"])
-        if mapped is None:
-            return ""
-        if not mapped.startswith("gemini") and convert.web_search_only(body.get("tools")):
-            return self.app.lookup(convert.SEARCH_MODEL) or mapped
-        if thinking.wanted and "claude" in mapped and "thinking" not in mapped:
-            # A Claude model asked to think goes to its thinking variant when the pool has one.
-            variant = mapped + "-thinking"
-            if variant in self.app.pool.available_models():
-                return variant
-        return mapped
+    def _request(self, plan: convert.Plan) -> convert.Conversion:
+        try:
+            return plan.conversion()
+        except convert.ConversionError as exc:
+            raise HttpError(400, str(exc), param=exc.field) from None
 
-    async def _unknown_model(self, req: Request, resp: Response, prepared: _Prepared, path: str) -> None:
+    async def _unknown_model(self, req: Request, resp: Response, plan: convert.Plan, path: str) -> None:
         """A name Google's side does not know: z.ai (when configured, it may serve it), else a 404."""
         if self.zai.mode != "off":
-            await self.zai.forward(req, resp, self._zai_body(prepared), path)
+            await self.zai.forward(req, resp, plan.zai_body(), path)
             return
-        raise self.app.unknown_model(prepared.body["model"])
-
-    def _prepare(self, req: Request, body: dict[str, Any]) -> tuple[_Prepared, bool]:
-        """(the prepared request, whether it is a warmup probe)."""
-        req.model = body["model"]
-        thinking = convert.thinking_request(body)
-        messages, lifted = convert.lift_system(body["messages"])
-        messages = convert.merge_consecutive(messages)
-        mapped = self._route(body, thinking)
-        if mapped:
-            messages = convert.filter_thinking(messages, mapped, self.app.signatures)
-        header = req.headers.get(SESSION_HEADER)
-        session = convert.session_key(body, header.decode("latin-1") if header else None)
-        prepared = _Prepared(body, messages, lifted, mapped, thinking, session, tools=True)
-        return prepared, convert.is_warmup(messages)
-
-    def _background(self, prepared: _Prepared) -> None:
-        texts = [*convert.system_texts(prepared.body.get("system")), *prepared.lifted]
-        if convert.is_background_task(prepared.messages, texts):
-            prepared.mapped = self.app.lookup(convert.BACKGROUND_MODEL) or prepared.mapped
-            prepared.messages = convert.purge_thinking(prepared.messages)
-            prepared.thinking = convert.Thinking("disabled")
-            prepared.tools = False
-
-    def _zai_body(self, prepared: _Prepared) -> dict[str, Any]:
-        body = {k: v for k, v in prepared.body.items() if k != "output_config"}
-        body["messages"] = prepared.messages
-        if prepared.lifted:
-            system = prepared.body.get("system")
-            blocks: list[Any] = [{"type": "text", "text": system}] if isinstance(system, str) else list(system or ())
-            blocks.extend({"type": "text", "text": text} for text in prepared.lifted)
-            body["system"] = blocks
-        return body
+        raise self.app.unknown_model(plan.model)
 
     # -- /v1/messages ------------------------------------------------------------------------------------------
 
     async def messages(self, req: Request, resp: Response) -> None:
-        body = self._body(req, need_max_tokens=True)
-        prepared, warmup = self._prepare(req, body)
-        streaming = body.get("stream") is True
-        if warmup:
-            head = WARMUP_HEADERS + upstream_headers("", prepared.mapped)
-            if streaming:
+        await self.app.driver.run(Family.ANTHROPIC, ERRORS, self._messages, req, resp)
+
+    async def _messages(self, req: Request, resp: Response, record: RequestRecord) -> None:
+        plan = self._plan(req, record, count=False)
+        if plan.warmup:
+            head = WARMUP_HEADERS + upstream_headers("", plan.mapped)
+            if plan.stream:
                 resp.start(200, CT_SSE, head)
-                resp.end(warmup_events(body["model"]))
+                resp.end(warmup_events(plan.model))
             else:
-                resp.send(200, orjson.dumps(warmup_message(body["model"])), CT_JSON, head)
+                resp.send(200, orjson.dumps(warmup_message(plan.model)), CT_JSON, head)
             return
         if self.zai.take_turn():
-            await self.zai.forward(req, resp, self._zai_body(prepared), "/v1/messages")
+            await self.zai.forward(req, resp, plan.zai_body(), "/v1/messages")
             return
-        if not prepared.mapped:
-            await self._unknown_model(req, resp, prepared, "/v1/messages")
+        if not plan.mapped:
+            await self._unknown_model(req, resp, plan, "/v1/messages")
             return
-        self._background(prepared)
-        try:
-            conversion = prepared.build_request(self.app)
-        except convert.ConversionError as exc:
-            raise HttpError(400, str(exc), param=exc.field) from None
-        mapped = prepared.mapped
-        request_id = f"agent/antigravity/{prepared.session[:REQUEST_ID_SESSION_CHARS]}/{len(body['messages'])}"
-        current = [conversion.request]
+        self._request(plan)
+        mapped, request_id = plan.mapped, plan.request_id
 
         def build(lease: Lease) -> bytes:
-            request = current[0]
+            request = plan.request
+            assert request is not None
             request["sessionId"] = fnv1a64_signed(lease.account_id)
             return envelope(request, model=mapped, project=lease.project_id, request_id=request_id)
 
-        def recover(status: int, raw: bytes) -> bool:
-            # §6.6: a 400 about thinking signatures is fixed by resending the history without signed
-            # thinking — once (the reference's "only once" flag was never set, so it looped).
-            if status != 400 or not convert.is_signature_error(raw):
-                return False
-            current[0] = prepared.build_request(self.app, thinking_as_text=True).request
-            return True
-
         try:
             stream = await self.app.gateway.open_stream(
-                req, model=mapped, session_id=prepared.session, build=build, recover=recover
+                record, model=mapped, session_id=plan.session, build=build, recover=plan.recover
             )
-        except (NoAccountError, ExhaustedError) as exc:
+        except (NoAccountError, ExhaustedError):
             if self.zai.falls_back:
-                await self.zai.forward(req, resp, self._zai_body(prepared), "/v1/messages")
+                await self.zai.forward(req, resp, plan.zai_body(), "/v1/messages")
                 return
-            raise failure(exc, mapped) from None
-        except UpstreamError as exc:
-            raise failure(exc, mapped) from None
+            raise
+        opened(req, record)
         try:
             headers = upstream_headers(stream.lease.email, mapped)
-            options = {"omit_thinking": prepared.thinking.omit}
-            if streaming:
-                converter = StreamConverter(body["model"], mapped, self.app.signatures, prepared.session, **options)
-                await self._stream(resp, stream, converter, headers)
+            if plan.stream:
+                await self._stream(resp, stream, plan.converter(), headers)
             else:
-                await self._collect(
-                    resp,
-                    stream,
-                    lambda: MessageCollector(body["model"], mapped, self.app.signatures, prepared.session, **options),
-                    headers,
-                )
+                await self._collect(resp, stream, plan.collector, headers)
         finally:
             stream.close()
 
@@ -314,29 +222,29 @@ class AnthropicApi:
     # -- /v1/messages/count_tokens -------------------------------------------------------------------------------
 
     async def count_tokens(self, req: Request, resp: Response) -> None:
-        body = self._body(req, need_max_tokens=False)
-        prepared, _ = self._prepare(req, body)
+        await self.app.driver.run(Family.ANTHROPIC, ERRORS, self._count_tokens, req, resp)
+
+    async def _count_tokens(self, req: Request, resp: Response, record: RequestRecord) -> None:
+        plan = self._plan(req, record, count=True)
         if self.zai.mode == "exclusive":
-            await self.zai.forward(req, resp, self._zai_body(prepared), "/v1/messages/count_tokens")
+            await self.zai.forward(req, resp, plan.zai_body(), "/v1/messages/count_tokens")
             return
-        if not prepared.mapped:
-            await self._unknown_model(req, resp, prepared, "/v1/messages/count_tokens")
+        if not plan.mapped:
+            await self._unknown_model(req, resp, plan, "/v1/messages/count_tokens")
             return
-        try:
-            conversion = prepared.build_request(self.app)
-        except convert.ConversionError as exc:
-            raise HttpError(400, str(exc), param=exc.field) from None
-        mapped = prepared.mapped
+        conversion = self._request(plan)
+        mapped = plan.mapped
         payload = orjson.dumps({"request": convert.count_request(conversion, mapped)})
         try:
             raw, lease = await self.app.gateway.call(
-                req, method="countTokens", model=mapped, session_id=prepared.session, build=lambda lease: payload
+                record, method="countTokens", model=mapped, session_id=plan.session, build=lambda lease: payload
             )
             doc = orjson.loads(raw)
             inner = doc.get("response", doc) if isinstance(doc, dict) else {}
             total = inner.get("totalTokens") if isinstance(inner, dict) else None
         except (UpstreamError, ExhaustedError, NoAccountError, orjson.JSONDecodeError):
             total, lease = None, None
+        opened(req, record)
         if isinstance(total, int) and total > 0 and lease is not None:
             resp.send(200, orjson.dumps({"input_tokens": total}), CT_JSON, upstream_headers(lease.email, mapped))
             return

@@ -5,31 +5,33 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from agfast.convert.limits import MAX_BODY_DEPTH, MAX_SCHEMA_DEPTH, Path, body_too_deep, dotted, too_deep
+from agfast.convert.checks import json_kind
+from agfast.convert.limits import MAX_BODY_DEPTH, Path, body_too_deep, dotted
 from agfast.http.errors import Family, HttpError
-from agfast.http.protocol import Request
+from agfast.http.request import Request
 from agfast.http.response import SHUTDOWN_MESSAGE, Response
-from agfast.upstream.gateway import DONE, STREAM_BREAKS, Stream, parse_event, stream_broke
+from agfast.upstream.gateway import (
+    DONE,
+    STREAM_BREAKS,
+    UNREACHABLE_MESSAGE,
+    ExhaustedError,
+    Stream,
+    UpstreamError,
+    parse_event,
+    stream_broke,
+)
+from agfast.upstream.pool import NoAccountError
+from agfast.upstream.proxy import ProxyFailure
 
 # Status reported for an upstream that broke mid-stream (no Google status exists for it).
 BROKEN = 0
 # Status reported when agfast's shutdown deadline cut the stream (see Response.cut).
 SHUTDOWN = -1
-
-# JSON numbers (booleans are never numbers here, though Python says they are).
-NUMBER = (int, float)
-_KINDS: dict[type, str] = {
-    str: "a string",
-    list: "an array",
-    dict: "an object",
-    int: "an integer",
-    bool: "a boolean",
-    float: "a number",
-}
 
 
 def json_object(req: Request) -> dict[str, Any]:
@@ -48,7 +50,7 @@ def json_object(req: Request) -> dict[str, Any]:
         raise HttpError(400, f"Request body is not valid JSON: {exc}") from None
     del raw
     if not isinstance(body, dict):
-        raise HttpError(400, f"Request body must be a JSON object, not {_json_kind(body)}.")
+        raise HttpError(400, f"Request body must be a JSON object, not {json_kind(body)}.")
     deep = body_too_deep(body)
     if deep is not None:
         raise too_deep_error(req, deep, MAX_BODY_DEPTH)
@@ -61,86 +63,6 @@ def too_deep_error(req: Request, path: Path, limit: int, base: str = "") -> Http
     name = dotted(path, brackets=not anthropic)
     name = f"{base}.{name}" if base and name else base or name
     return HttpError(400, f"'{name}' is nested more than {limit} levels deep.", param=name)
-
-
-def require(body: dict[str, Any], name: str, kind: type) -> Any:
-    """`body[name]`, or a 400 that names the field and what it should be."""
-    value = body.get(name)
-    if value is None:
-        raise HttpError(400, f"Missing required field '{name}'.", param=name)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise HttpError(400, f"Field '{name}' must be {_KINDS.get(kind, kind.__name__)}.", param=name)
-    return value
-
-
-def optional(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str = "") -> Any:
-    """`obj[name]` when present and not null, else None; a wrong type is a 400 naming `where.name`."""
-    value = obj.get(name)
-    if value is not None and not _is(value, kind):
-        path = f"{where}.{name}" if where else name
-        raise HttpError(
-            400, f"Invalid type for '{path}': expected {_kind_text(kind)}, got {_json_kind(value)}.", param=path
-        )
-    return value
-
-
-def in_range(obj: dict[str, Any], name: str, low: float, high: float, where: str = "", *, integer: bool = False) -> Any:
-    """`obj[name]` when present: a number (an integer if asked) within [low, high], else a 400 naming it."""
-    value = optional(obj, name, int if integer else NUMBER, where)
-    if value is not None and not low <= value <= high:
-        path = f"{where}.{name}" if where else name
-        raise HttpError(
-            400, f"Invalid value for '{path}': expected a value from {low} to {high}, got {value}.", param=path
-        )
-    return value
-
-
-def each(items: list[Any], kind: type | tuple[type, ...], where: str) -> None:
-    """Every entry of `items` is of `kind`, else a 400 naming the first that is not (`where[i]`)."""
-    for i, item in enumerate(items):
-        if not _is(item, kind):
-            path = f"{where}[{i}]"
-            raise HttpError(
-                400, f"Invalid type for '{path}': expected {_kind_text(kind)}, got {_json_kind(item)}.", param=path
-            )
-
-
-def schema_object(req: Request, schema: Any, where: str) -> None:
-    """A tool or response schema: a JSON object no deeper than MAX_SCHEMA_DEPTH, else a 400 naming it."""
-    if not isinstance(schema, dict):
-        raise HttpError(
-            400, f"Invalid type for '{where}': expected a JSON Schema object, got {_json_kind(schema)}.", param=where
-        )
-    deep = too_deep(schema, MAX_SCHEMA_DEPTH)
-    if deep is not None:
-        raise too_deep_error(req, deep, MAX_SCHEMA_DEPTH, where)
-
-
-def _is(value: object, kind: type | tuple[type, ...]) -> bool:
-    if isinstance(value, bool):
-        return kind is bool or (isinstance(kind, tuple) and bool in kind)
-    return isinstance(value, kind)
-
-
-def _kind_text(kind: type | tuple[type, ...]) -> str:
-    if kind == NUMBER:
-        return "a number"
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join(_KINDS.get(k, k.__name__) for k in kinds)
-
-
-def _json_kind(value: object) -> str:
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "null"
 
 
 def upstream_headers(email: str, mapped: str) -> bytes:
@@ -177,8 +99,9 @@ async def pump(resp: Response, stream: Stream, feed: Callable[[dict[str, Any]], 
                 chunk, error = parse_event(data)
                 if error is not None:
                     resp.write(b"".join(out))
-                    return error
+                    return _failed(stream, error)
                 if chunk is not None:
+                    stream.note(chunk)
                     out.append(feed(chunk))
                     done = done or upstream_done(chunk)
             if done:
@@ -188,12 +111,19 @@ async def pump(resp: Response, stream: Stream, feed: Callable[[dict[str, Any]], 
             if resp.paused:
                 await resp.drain()
     except STREAM_BREAKS as exc:
-        return BROKEN, stream_broke(exc)
+        return _failed(stream, (BROKEN, stream_broke(exc)))
     except asyncio.CancelledError:
         if not shutdown_cut(resp):
             raise
-        return SHUTDOWN, SHUTDOWN_MESSAGE
+        return _failed(stream, (SHUTDOWN, SHUTDOWN_MESSAGE))
     return None
+
+
+def _failed(stream: Stream, failure: tuple[int, str]) -> tuple[int, str]:
+    """Note why a stream stopped early in its request's record (the client learns it in-stream)."""
+    if stream.record is not None:
+        stream.record.error = failure[1]
+    return failure
 
 
 def shutdown_cut(resp: Response) -> bool:
@@ -205,3 +135,72 @@ def shutdown_cut(resp: Response) -> bool:
     if task is not None:
         task.uncancel()
     return True
+
+
+# -- error tables: a failed upstream exchange → the client's error, per surface --------------------------------
+
+# What the gateway raises when it gives up before the first byte; the driver answers them from the surface's table.
+GATEWAY_ERRORS = (UpstreamError, ExhaustedError, NoAccountError, ProxyFailure)
+# Row.status for "Google's own status (through the table's status_map)".
+GOOGLE_STATUS = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One outcome's answer. `message` may name {message} (Google's, or the exception's), {mapped}, {detail}."""
+
+    status: int
+    message: str = "{message}"
+    error_type: str | None = None
+    code: str | None = None
+
+
+def _same(text: str) -> str:
+    return text
+
+
+def _no_rule(status: int, message: str) -> Row | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorTable:
+    """How a surface words each way the gateway can fail (reference §6.6 for Anthropic)."""
+
+    rejected: Row  # Google answered an error the retry policy does not retry (UpstreamError)
+    not_found: Row  # every attempt answered 404: the model is there for nobody
+    unreachable: Row  # the last attempt reached no Google endpoint
+    exhausted: Row  # every attempt failed otherwise (rate limits, overload)
+    no_account: Row  # no account can take the request now (NoAccountError)
+    status_map: dict[int, int] = field(default_factory=dict)  # Google's status → the client's
+    # Retry-After seconds for a NoAccountError that says how long to wait (None: no header).
+    retry_after: Callable[[float], int] | None = round
+    text: Callable[[str], str] = _same  # Google's message as the client reads it
+    rule: Callable[[int, str], Row | None] = _no_rule  # a surface's special case for (status, text)
+
+    def error(self, exc: Exception, mapped: str) -> HttpError:
+        """The client-facing HttpError for a gateway failure (headers: X-Mapped-Model, X-Account-Email)."""
+        if isinstance(exc, UpstreamError):
+            message = self.text(exc.message)
+            row = self.rule(exc.status, message) or self.rejected
+            return self._answer(row, exc.status, message, mapped, str(exc), upstream_headers(exc.email, mapped))
+        if isinstance(exc, ExhaustedError):
+            row = self.not_found if exc.not_found else self.unreachable if exc.unreachable else self.exhausted
+            head = upstream_headers(exc.email, mapped)
+            return self._answer(
+                row, exc.status, UNREACHABLE_MESSAGE if exc.unreachable else str(exc), mapped, str(exc), head
+            )
+        if isinstance(exc, NoAccountError):
+            head = upstream_headers("", mapped)
+            if exc.retry_after and self.retry_after is not None:
+                head += b"retry-after: %d\r\n" % max(1, self.retry_after(exc.retry_after))
+            return self._answer(self.no_account, 503, str(exc), mapped, str(exc), head)
+        if isinstance(exc, ProxyFailure):
+            # The proxy failed, not Google nor the account: named as such, whatever the surface.
+            return HttpError(exc.status, exc.message, code=exc.code, headers=upstream_headers("", mapped))
+        raise exc
+
+    def _answer(self, row: Row, google: int, message: str, mapped: str, detail: str, head: bytes) -> HttpError:
+        status = row.status or self.status_map.get(google, google)
+        text = row.message.format(message=message, mapped=mapped, detail=detail)
+        return HttpError(status, text, error_type=row.error_type, code=row.code, headers=head)

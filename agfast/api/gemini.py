@@ -9,31 +9,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from agfast import sse
-from agfast.api.checks import check_gemini
-from agfast.api.common import json_object, shutdown_cut, upstream_headers
+from agfast.api.common import GOOGLE_STATUS, ErrorTable, Row, json_object, shutdown_cut, upstream_headers
+from agfast.api.driver import Services, opened
 from agfast.convert import gemini as convert
-from agfast.http.errors import HttpError
-from agfast.http.protocol import Request
+from agfast.http.errors import Family, HttpError
+from agfast.http.request import Request
 from agfast.http.response import SHUTDOWN_MESSAGE, Response
+from agfast.record import RequestRecord
 from agfast.upstream.client import envelope, fnv1a64_signed, gemini_request_id
 from agfast.upstream.gateway import (
     STREAM_BREAKS,
-    UNREACHABLE_MESSAGE,
-    ExhaustedError,
     Stream,
-    UpstreamError,
     collect,
+    google_message,
+    parse_event,
     stream_broke,
 )
-from agfast.upstream.pool import Lease, NoAccountError
-
-if TYPE_CHECKING:
-    from agfast.app import App
+from agfast.upstream.pool import Lease
 
 DONE = b"[DONE]"
 # Model lists report this context window for a model Google did not describe (no account listed it yet).
@@ -41,41 +38,35 @@ DEFAULT_INPUT_TOKEN_LIMIT = 128000
 GENERATION_METHODS = ("generateContent", "streamGenerateContent", "countTokens")
 
 
-def failure(exc: Exception, mapped: str) -> HttpError:
-    """The client-facing error for a failed upstream exchange, in Google's shape."""
-    head = upstream_headers(exc.email if isinstance(exc, UpstreamError | ExhaustedError) else "", mapped)
-    if isinstance(exc, UpstreamError):
-        return HttpError(exc.status, exc.message, error_type="UPSTREAM_ERROR", headers=head)
-    if isinstance(exc, ExhaustedError):
-        if exc.not_found:
-            return HttpError(404, f"Model {mapped} is not available to any account. {exc}", headers=head)
-        if exc.unreachable:
-            return HttpError(502, UNREACHABLE_MESSAGE, headers=head)
-        return HttpError(429, f"All accounts exhausted. {exc}", headers=head)
-    if isinstance(exc, NoAccountError):
-        return HttpError(503, str(exc), headers=head)
-    raise exc
+# A failed upstream exchange, in Google's words (no Retry-After: the reference sends none here).
+ERRORS = ErrorTable(
+    rejected=Row(GOOGLE_STATUS, error_type="UPSTREAM_ERROR"),
+    not_found=Row(404, "Model {mapped} is not available to any account. {detail}"),
+    unreachable=Row(502),
+    exhausted=Row(429, "All accounts exhausted. {detail}"),
+    no_account=Row(503),
+    retry_after=None,
+)
 
 
 class GeminiApi:
-    __slots__ = ("app",)
+    __slots__ = ("app", "ctx")
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Services) -> None:
         self.app = app
-
-    def _mapped(self, model: str) -> str:
-        return self.app.route(model)
+        # What planning may ask of the app, bound once.
+        self.ctx = convert.Context(app.route, app.model_spec)
 
     async def generate(self, req: Request, resp: Response) -> None:
+        await self.app.driver.run(Family.GEMINI, ERRORS, self._generate, req, resp)
+
+    async def _generate(self, req: Request, resp: Response, record: RequestRecord) -> None:
         undefined = b'"[undefined]"' in req.body
         body = json_object(req)
-        check_gemini(req, body)
-        contents = body["contents"]
-        model = req.model
-        mapped = self._mapped(model)
-        session_id = convert.session_id_from_contents(contents)
-
-        request = convert.native_request(body, mapped, "", clean=undefined, spec=self.app.model_spec(mapped))
+        record.model = req.name
+        plan = convert.plan(body, req.headers, self.ctx, model=req.name, action=req.action, undefined=undefined)
+        record.stream = plan.stream
+        mapped, request = plan.mapped, plan.request
 
         def build(lease: Lease) -> bytes:
             request["sessionId"] = fnv1a64_signed(lease.account_id)
@@ -89,13 +80,11 @@ class GeminiApi:
                 extra={"enabledCreditTypes": ["GOOGLE_ONE_AI"]},
             )
 
-        try:
-            stream = await self.app.gemini_gateway.open_stream(req, model=mapped, session_id=session_id, build=build)
-        except (UpstreamError, ExhaustedError, NoAccountError) as exc:
-            raise failure(exc, mapped) from None
+        stream = await self.app.gemini_gateway.open_stream(record, model=mapped, session_id=plan.session, build=build)
+        opened(req, record)
         try:
             headers = upstream_headers(stream.lease.email, mapped)
-            if req.action == "streamGenerateContent":
+            if plan.stream:
                 await self._stream(req, resp, stream, headers)
             else:
                 await self._collect(resp, stream, headers)
@@ -131,6 +120,10 @@ class GeminiApi:
                     out = b"".join(parts)
                 # The event carrying finishReason is the last one Google sends: it can leave with the end.
                 if batch and b'"finishReason"' in batch[-1]:
+                    # It also carries the final usageMetadata: the one event parsed here, for the token counts.
+                    last, _ = parse_event(batch[-1])
+                    if last is not None:
+                        stream.note(last)
                     resp.defer(out)
                     continue
                 resp.write(out)
@@ -144,6 +137,8 @@ class GeminiApi:
                 raise
             error = _stream_error(503, SHUTDOWN_MESSAGE)
         if error:
+            if stream.record is not None:
+                stream.record.error = google_message(error)
             resp.write(frame(error) if sse_out else (b",\r\n" if not first else b"") + error)
         if not sse_out:
             resp.write(b"]")
@@ -168,17 +163,18 @@ class GeminiApi:
         resp.send(200, orjson.dumps(made[-1].result()), b"application/json", headers)
 
     async def count_tokens(self, req: Request, resp: Response) -> None:
+        await self.app.driver.run(Family.GEMINI, ERRORS, self._count_tokens, req, resp)
+
+    async def _count_tokens(self, req: Request, resp: Response, record: RequestRecord) -> None:
         body = json_object(req)
-        check_gemini(req, body, count=True)
-        mapped = self._mapped(req.model)
-        request = convert.count_request(body, mapped)
-        payload = orjson.dumps({"request": request})
-        try:
-            raw, lease = await self.app.gemini_gateway.call(
-                req, method="countTokens", model=mapped, session_id=None, build=lambda lease: payload
-            )
-        except (UpstreamError, ExhaustedError, NoAccountError) as exc:
-            raise failure(exc, mapped) from None
+        record.model = req.name
+        plan = convert.plan(body, req.headers, self.ctx, model=req.name, action="countTokens")
+        mapped = plan.mapped
+        payload = orjson.dumps({"request": plan.request})
+        raw, lease = await self.app.gemini_gateway.call(
+            record, method="countTokens", model=mapped, session_id=None, build=lambda lease: payload
+        )
+        opened(req, record)
         doc = orjson.loads(raw)
         inner = doc.get("response", doc) if isinstance(doc, dict) else {}
         total = inner.get("totalTokens", 0) if isinstance(inner, dict) else 0
@@ -213,7 +209,7 @@ class GeminiApi:
         resp.send(200, orjson.dumps({"models": models}))
 
     def get_model(self, req: Request, resp: Response) -> None:
-        name = req.model
+        name = req.name
         resp.send(200, orjson.dumps(self._model_doc(name, self.app.route(name))))
 
 

@@ -12,61 +12,53 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from agfast.api import checks
-from agfast.api.common import BROKEN, SHUTDOWN, json_object, pump, require, upstream_headers
+from agfast.api.common import (
+    BROKEN,
+    GOOGLE_STATUS,
+    SHUTDOWN,
+    ErrorTable,
+    Row,
+    json_object,
+    pump,
+    upstream_headers,
+)
+from agfast.api.driver import Services, opened
+from agfast.convert import openai as plans
 from agfast.convert import openai_chat as chat
 from agfast.convert import openai_completions as completions
 from agfast.convert import openai_responses as responses
 from agfast.convert.gemini import drop_undefined
-from agfast.http.errors import HttpError
-from agfast.http.protocol import Request
+from agfast.http.errors import Family, HttpError
+from agfast.http.request import Request
 from agfast.http.response import CT_JSON, CT_SSE, Response
+from agfast.record import RequestRecord
 from agfast.upstream.client import envelope, fnv1a64_signed
 from agfast.upstream.gateway import (
     STREAM_BREAKS,
-    UNREACHABLE_MESSAGE,
-    ExhaustedError,
     Stream,
-    UpstreamError,
     collect,
     stream_broke,
 )
-from agfast.upstream.pool import NoAccountError
-
-if TYPE_CHECKING:
-    from agfast.app import App
 
 DONE = b"[DONE]"
 # The reference's OpenAI heartbeat: proxies and SDKs give up on streams silent for much longer.
 KEEPALIVE_S = 15.0
 # Conversations kept for `previous_response_id`; a handful per active client, bounded against growth.
 MAX_STORED_RESPONSES = 512
-# Headers clients use to name a conversation (Codex sends `session-id`), checked after `prompt_cache_key`.
-SESSION_HEADERS = (b"session-id", b"x-session-id", b"conversation-id", b"x-conversation-id")
 
 
-def failure(exc: Exception, mapped: str) -> HttpError:
-    """The client-facing error for a failed upstream exchange, in OpenAI's shape."""
-    head = upstream_headers(exc.email if isinstance(exc, UpstreamError | ExhaustedError) else "", mapped)
-    if isinstance(exc, UpstreamError):
-        return HttpError(exc.status, exc.message, error_type="upstream_error", headers=head)
-    if isinstance(exc, ExhaustedError):
-        if exc.not_found:
-            message = f"The model `{mapped}` is not available to any account. {exc}"
-            return HttpError(404, message, code="model_not_found", headers=head)
-        if exc.unreachable:
-            code = "upstream_unreachable"
-            return HttpError(502, UNREACHABLE_MESSAGE, error_type="api_error", code=code, headers=head)
-        return HttpError(429, f"All accounts exhausted. {exc}", code="rate_limit_exceeded", headers=head)
-    if isinstance(exc, NoAccountError):
-        if exc.retry_after:
-            head += b"retry-after: %d\r\n" % max(1, round(exc.retry_after))
-        return HttpError(503, str(exc), headers=head)
-    raise exc
+# A failed upstream exchange, in OpenAI's words.
+ERRORS = ErrorTable(
+    rejected=Row(GOOGLE_STATUS, error_type="upstream_error"),
+    not_found=Row(404, "The model `{mapped}` is not available to any account. {detail}", code="model_not_found"),
+    unreachable=Row(502, error_type="api_error", code="upstream_unreachable"),
+    exhausted=Row(429, "All accounts exhausted. {detail}", code="rate_limit_exceeded"),
+    no_account=Row(503),
+)
 
 
 class Conversations:
@@ -97,29 +89,40 @@ Feed = Callable[[dict[str, Any]], bytes]
 
 
 class OpenAIApi:
-    __slots__ = ("app", "conversations")
+    __slots__ = ("app", "conversations", "ctx")
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Services) -> None:
         self.app = app
         self.conversations = Conversations()
+        # What planning may ask of the app, bound once.
+        conversations = self.conversations
+        self.ctx = plans.Context(app.route, app.model_spec, app.signatures, conversations.get, conversations.limit)
 
     # -- shared steps --------------------------------------------------------------------------------------
-    @staticmethod
-    def _body(req: Request) -> dict[str, Any]:
+
+    def _plan(self, req: Request, record: RequestRecord, kind: str) -> plans.Plan:
+        """Parse and plan (convert.openai.plan: checks, conversion, routing)."""
         undefined = b'"[undefined]"' in req.body  # a Cherry Studio artefact
         body = json_object(req)
-        return drop_undefined(body) if undefined else body
-
-    def _plan(self, body: dict[str, Any], mapped: str, session: str | None = None) -> chat.ChatPlan:
+        if undefined:
+            body = drop_undefined(body)
         try:
-            return chat.to_gemini(body, mapped, self.app.signatures, session=session, spec=self.app.model_spec(mapped))
-        except chat.InvalidRequest as exc:
-            raise HttpError(400, exc.message, param=exc.param) from None
+            plan = plans.plan(body, req.headers, self.ctx, kind=kind)
+        except HttpError:  # the route's: the model was named, so the record names it
+            record.model = body["model"]
+            raise
+        record.model = plan.model
+        record.stream = plan.stream
+        return plan
 
-    async def _open(self, req: Request, plan: chat.ChatPlan, mapped: str) -> Stream:
-        request = plan.request
-        request_id = chat.request_id_for(plan.session, plan.message_count)
-        request_type = plan.request_type
+    async def _open(self, req: Request, record: RequestRecord, plan: plans.Plan) -> Stream:
+        upstream = plan.upstream
+        request, mapped, request_id, request_type = (
+            upstream.request,
+            plan.mapped,
+            plan.request_id,
+            upstream.request_type,
+        )
 
         def build(lease: Any) -> bytes:
             request["sessionId"] = fnv1a64_signed(lease.account_id)
@@ -127,10 +130,9 @@ class OpenAIApi:
                 request, model=mapped, project=lease.project_id, request_id=request_id, request_type=request_type
             )
 
-        try:
-            return await self.app.gateway.open_stream(req, model=mapped, session_id=plan.session, build=build)
-        except (UpstreamError, ExhaustedError, NoAccountError) as exc:
-            raise failure(exc, mapped) from None
+        stream = await self.app.gateway.open_stream(record, model=mapped, session_id=upstream.session, build=build)
+        opened(req, record)
+        return stream
 
     @staticmethod
     async def _pump(resp: Response, stream: Stream, feed: Feed) -> tuple[str, str] | None:
@@ -160,30 +162,48 @@ class OpenAIApi:
         resp.start(200, CT_SSE, headers)
         resp.keep_alive(KEEPALIVE_S)
 
-    # -- /v1/chat/completions -----------------------------------------------------------------------------
-    async def chat_completions(self, req: Request, resp: Response) -> None:
-        body = self._body(req)
-        model = require(body, "model", str)
-        checks.check_chat(req, body)
-        await self._chat(req, resp, body, model, legacy=False)
+    # -- routes: /v1/chat/completions, /v1/completions, /v1/responses (and /responses) ---------------------
 
-    async def _chat(self, req: Request, resp: Response, body: dict[str, Any], model: str, *, legacy: bool) -> None:
-        req.model = model
-        mapped = self.app.route(model)
-        plan = self._plan(body, mapped)
-        reader = chat.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
-        stream = await self._open(req, plan, mapped)
+    async def chat_completions(self, req: Request, resp: Response) -> None:
+        await self.app.driver.run(Family.OPENAI, ERRORS, self._chat_completions, req, resp)
+
+    async def completions(self, req: Request, resp: Response) -> None:
+        await self.app.driver.run(Family.OPENAI, ERRORS, self._completions, req, resp)
+
+    async def responses(self, req: Request, resp: Response) -> None:
+        await self.app.driver.run(Family.OPENAI, ERRORS, self._responses, req, resp)
+
+    async def _chat_completions(self, req: Request, resp: Response, record: RequestRecord) -> None:
+        await self._serve(req, resp, record, self._plan(req, record, plans.CHAT))
+
+    async def _completions(self, req: Request, resp: Response, record: RequestRecord) -> None:
+        await self._serve(req, resp, record, self._plan(req, record, plans.COMPLETIONS))
+
+    async def _responses(self, req: Request, resp: Response, record: RequestRecord) -> None:
+        await self._serve(req, resp, record, self._plan(req, record, plans.RESPONSES))
+
+    async def _serve(self, req: Request, resp: Response, record: RequestRecord, plan: plans.Plan) -> None:
+        if plan.kind == plans.RESPONSES:
+            await self._answer_responses(req, resp, record, plan)
+        else:
+            await self._answer_chat(req, resp, record, plan)
+
+    async def _answer_chat(self, req: Request, resp: Response, record: RequestRecord, plan: plans.Plan) -> None:
+        legacy = plan.kind == plans.COMPLETIONS
+        model, mapped = plan.model, plan.mapped
+        reader = plan.reader()
+        stream = await self._open(req, record, plan)
         try:
             headers = upstream_headers(stream.lease.email, mapped)
             created = int(time.time())
             response_id = chat.completion_id("cmpl-" if legacy else "chatcmpl-")
-            if body.get("stream") is True:
+            if plan.stream:
                 self._start(resp, headers)
                 conv: completions.CompletionStream | chat.ChatStream
                 if legacy:
                     conv = completions.CompletionStream(reader, model=model, created=created, response_id=response_id)
                 else:
-                    options = body.get("stream_options")
+                    options = plan.chat.get("stream_options")
                     include_usage = isinstance(options, dict) and options.get("include_usage") is True
                     conv = chat.ChatStream(
                         reader, model=model, created=created, include_usage=include_usage, response_id=response_id
@@ -195,7 +215,7 @@ class OpenAIApi:
 
             def start() -> Feed:
                 nonlocal collector
-                fresh = chat.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
+                fresh = plan.reader()
                 collector = completions.CompletionCollector(fresh) if legacy else chat.ChatCollector(fresh)
                 return collector.feed
 
@@ -206,71 +226,19 @@ class OpenAIApi:
         finally:
             stream.close()
 
-    # -- /v1/completions ----------------------------------------------------------------------------------
-    async def completions(self, req: Request, resp: Response) -> None:
-        body = self._body(req)
-        model = require(body, "model", str)
-        if "prompt" not in body and ("input" in body or "instructions" in body):
-            await self._responses(req, resp, body, model)  # the reference serves Responses bodies here too
-            return
-        require(body, "prompt", object)
-        checks.check_completions(req, body)
-        try:
-            converted = completions.to_chat(body)
-        except chat.InvalidRequest as exc:
-            raise HttpError(400, exc.message, param=exc.param) from None
-        converted["stream"] = body.get("stream") is True
-        await self._chat(req, resp, converted, model, legacy=True)
-
-    # -- /v1/responses ------------------------------------------------------------------------------------
-    async def responses(self, req: Request, resp: Response) -> None:
-        body = self._body(req)
-        model = require(body, "model", str)
-        await self._responses(req, resp, body, model)
-
-    @staticmethod
-    def _session(req: Request, body: dict[str, Any]) -> str | None:
-        key = body.get("prompt_cache_key")
-        if isinstance(key, str) and key:
-            return "pck-" + key
-        for name in SESSION_HEADERS:
-            value = req.headers.get(name)
-            if value:
-                return "hdr-" + value.decode("latin-1")
-        return None
-
-    async def _responses(self, req: Request, resp: Response, body: dict[str, Any], model: str) -> None:
-        checks.check_responses(req, body)
-        previous = body.get("previous_response_id")
-        history = None
-        if previous is not None:
-            history = self.conversations.get(previous) if isinstance(previous, str) else None
-            if history is None:
-                raise HttpError(
-                    400,
-                    f"Previous response with id '{previous}' not found (agfast keeps the last "
-                    f"{self.conversations.limit} stored responses in memory).",
-                    param="previous_response_id",
-                    code="previous_response_not_found",
-                )
-        try:
-            converted = responses.to_chat(body, history)
-        except chat.InvalidRequest as exc:
-            raise HttpError(400, exc.message, param=exc.param) from None
-        req.model = model
-        mapped = self.app.route(model)
-        plan = self._plan(converted.chat, mapped, self._session(req, body))
-        reader = chat.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
-        streaming = body.get("stream") is True
+    async def _answer_responses(self, req: Request, resp: Response, record: RequestRecord, plan: plans.Plan) -> None:
+        body, model, mapped, converted = plan.body, plan.model, plan.mapped, plan.responses
+        assert converted is not None
+        streaming = plan.stream
         created = int(time.time())
         response_id = responses.new_id("resp_")
         builder = responses.ResponsesBuilder(
-            reader,
+            plan.reader(),
             responses.response_object(body, response_id, model, created),
             custom=converted.custom,
             stream=streaming,
         )
-        stream = await self._open(req, plan, mapped)
+        stream = await self._open(req, record, plan)
         try:
             headers = upstream_headers(stream.lease.email, mapped)
             if streaming:
@@ -284,9 +252,8 @@ class OpenAIApi:
 
                 def start() -> Feed:
                     nonlocal builder
-                    fresh = chat.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
                     builder = responses.ResponsesBuilder(
-                        fresh,
+                        plan.reader(),
                         responses.response_object(body, response_id, model, created),
                         custom=converted.custom,
                         stream=False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from agfast import __version__
-from agfast.http.protocol import Request
+from agfast.http.request import Request
 from agfast.http.response import CT_JSON, Response
 
 HEALTH_BODY = orjson.dumps({"status": "ok", "version": __version__})

@@ -12,7 +12,7 @@ import urllib.parse
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from agfast.http.protocol import Request
+from agfast.http.request import Request
 from agfast.http.response import Response
 from agfast.upstream.signin import SignedIn, SignIn, SignInError
 

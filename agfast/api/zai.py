@@ -13,18 +13,18 @@ arrive. No retries and no rotation: z.ai is one upstream, not a pool.
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import orjson
 
+from agfast.api.driver import Services
 from agfast.config import ZaiConfig
 from agfast.http.errors import HttpError
-from agfast.http.protocol import Request
+from agfast.http.request import Request
 from agfast.http.response import Response
-
-if TYPE_CHECKING:
-    from agfast.app import App
+from agfast.upstream.client import TransportError
+from agfast.upstream.proxy import ProxyFailure
 
 # Client headers that mean something to an Anthropic-compatible server; the rest (our key, hop-by-hop,
 # Claude Code's telemetry ids) stays here. accept-encoding is left to aiohttp, which decodes what it asks for.
@@ -53,7 +53,7 @@ def zai_model(model: str, config: ZaiConfig) -> str:
 class ZaiDispatcher:
     __slots__ = ("_turns", "app")
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Services) -> None:
         self.app = app
         self._turns = itertools.count()
 
@@ -95,10 +95,16 @@ class ZaiDispatcher:
         url = config.base_url.rstrip("/") + path
         tag = b"x-mapped-model: " + model.encode() + b"\r\nx-account-email: z.ai\r\n"
         try:
-            async with self.app.client.session_for(url).post(url, data=payload, headers=headers) as answer:
-                content_type = answer.headers.get("Content-Type", "application/json").encode("latin-1")
-                resp.start(answer.status, content_type, tag)
-                async for chunk in answer.content.iter_any():
+            answer = await self.app.client.relay(url, payload, headers)
+        except ProxyFailure as exc:
+            raise HttpError(exc.status, exc.message, headers=tag) from None
+        except TransportError as exc:
+            raise HttpError(502, f"z.ai request failed: {exc}", headers=tag) from None
+        try:
+            async with answer.response as got:
+                content_type = got.headers.get("Content-Type", "application/json").encode("latin-1")
+                resp.start(got.status, content_type, tag)
+                async for chunk in got.content.iter_any():
                     resp.write(chunk)
                     if resp.paused:
                         await resp.drain()

@@ -17,12 +17,14 @@ The response side (Gemini stream → Anthropic SSE / message) is `agfast.convert
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
 
-from agfast.convert.gemini import ANSWER_HEADROOM, IDENTITY, SAFETY_OFF
+from agfast.convert.anthropic_stream import MessageCollector, StreamConverter
+from agfast.convert.gemini import ANSWER_HEADROOM, IDENTITY, LEVEL_BUDGETS, SAFETY_OFF, request_id_for
 from agfast.convert.limits import MAX_OUTPUT_TOKENS, MAX_SCHEMA_DEPTH, dotted, too_deep
 from agfast.convert.models import ModelSpec, model_spec
 from agfast.convert.schema import clean_schema
@@ -33,7 +35,6 @@ BACKGROUND_MODEL = "internal-background-task"
 # Web search is Gemini's googleSearch tool; requests for other models go here (reference §6.1).
 SEARCH_MODEL = "gemini-2.5-flash"
 # OpenCode-style hints (reference §6.5 step 2): thinkingLevel → budget.
-LEVEL_BUDGETS = {"minimal": 1024, "low": 8192, "medium": 16384, "high": 24576}
 # `output_config.effort` → Claude's thinkingLevel for adaptive thinking (reference: adaptive → level).
 EFFORT_LEVELS = {"low": "LOW", "medium": "MEDIUM", "high": "HIGH", "xhigh": "HIGH", "max": "HIGH"}
 DEFAULT_LEVEL = "HIGH"
@@ -132,9 +133,12 @@ def _wrong(path: str, value: Any, kind: type) -> Problem | None:
 def check_body(body: dict[str, Any], *, need_max_tokens: bool = True) -> Problem | None:
     """The first thing wrong with a Messages body, naming the field like Anthropic does; None when usable."""
     for name, kind in (("model", str), ("messages", list), *((("max_tokens", int),) if need_max_tokens else ())):
-        problem = _wrong(name, body.get(name), kind)
-        if problem is not None:
-            return problem
+        value = body.get(name)
+        # The top-level fields are worded like every surface's (agfast's own, not Anthropic's pydantic text).
+        if value is None:
+            return Problem(name, f"Missing required field '{name}'.")
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return Problem(name, f"Field '{name}' must be {_KIND[kind]}.")
     if need_max_tokens and body["max_tokens"] < 1:
         return Problem("max_tokens", "max_tokens: Input should be greater than or equal to 1")
     if need_max_tokens and body["max_tokens"] > MAX_OUTPUT_TOKENS:
@@ -911,3 +915,151 @@ def _media_part(block: dict[str, Any]) -> dict[str, Any] | None:
         joined = "\n".join(texts)
         return {"text": joined} if joined.strip() else None
     return None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The plan: §6.5's pre-processing in order, pure (the driver sends it)
+
+SESSION_HEADER = b"x-claude-code-session-id"
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What planning may ask of the running gateway: plain callables and values, no services."""
+
+    lookup: Callable[[str], str | None]  # a client model name → the upstream model, None when nothing knows it
+    available: Callable[[], Collection[str]]  # the upstream models the pool can call now
+    spec: Callable[[str], ModelSpec]  # what an upstream model can do
+    signatures: SignatureCache
+
+
+class Plan:
+    """One Messages request after pre-processing: where it goes, what to send, how to recover and convert."""
+
+    __slots__ = (
+        "background",
+        "body",
+        "ctx",
+        "lifted",
+        "mapped",
+        "messages",
+        "model",
+        "request",
+        "request_id",
+        "sent",
+        "session",
+        "stream",
+        "thinking",
+        "tools",
+        "warmup",
+    )
+
+    def __init__(self, body: dict[str, Any], ctx: Context) -> None:
+        self.body = body
+        self.ctx = ctx
+        self.model: str = body["model"]
+        self.stream = body.get("stream") is True
+        self.thinking = thinking_request(body)
+        self.messages: list[dict[str, Any]] = []  # the conversation as the client meant it (z.ai gets this)
+        self.sent: list[dict[str, Any]] = []  # the conversation sent to Google
+        self.lifted: list[str] = []
+        self.mapped = ""  # "" when no account or table knows the client's name
+        self.session = ""
+        self.warmup = False
+        self.background = False
+        self.tools = True
+        self.request: dict[str, Any] | None = None
+        self.request_id = request_id_for(None, 0)
+
+    def conversion(self, *, thinking_as_text: bool = False) -> Conversion:
+        """The GenerateContentRequest (ConversionError when nothing is left to send); `thinking_as_text` is the
+        signature-error recovery form."""
+        ctx = self.ctx
+        conversion = to_gemini(
+            self.body,
+            self.sent,
+            self.lifted,
+            model=self.mapped,
+            thinking=self.thinking,
+            spec=ctx.spec(self.mapped),
+            signatures=ctx.signatures,
+            session=self.session,
+            tools=self.tools,
+            thinking_as_text=thinking_as_text,
+        )
+        self.request = conversion.request
+        return conversion
+
+    def recover(self, status: int, raw: bytes) -> bool:
+        """§6.6: a 400 about thinking signatures is fixed by resending the history without signed thinking
+        (the gateway asks once; the reference's "only once" flag was never set, so it looped)."""
+        if status != 400 or not is_signature_error(raw):
+            return False
+        self.conversion(thinking_as_text=True)
+        return True
+
+    def converter(self) -> StreamConverter:
+        ctx = self.ctx
+        return StreamConverter(self.model, self.mapped, ctx.signatures, self.session, omit_thinking=self.thinking.omit)
+
+    def collector(self) -> MessageCollector:
+        ctx = self.ctx
+        return MessageCollector(self.model, self.mapped, ctx.signatures, self.session, omit_thinking=self.thinking.omit)
+
+    def zai_body(self) -> dict[str, Any]:
+        """The client's body for z.ai (it speaks Messages itself): system lifted back, our own fields out."""
+        body = {k: v for k, v in self.body.items() if k != "output_config"}
+        body["messages"] = self.messages
+        if self.lifted:
+            system = self.body.get("system")
+            blocks: list[Any] = [{"type": "text", "text": system}] if isinstance(system, str) else list(system or ())
+            blocks.extend({"type": "text", "text": text} for text in self.lifted)
+            body["system"] = blocks
+        return body
+
+
+def plan(
+    body: dict[str, Any], headers: Mapping[bytes, bytes], ctx: Context, *, count: bool = False, cached: bool = True
+) -> Plan:
+    """§6.5 steps in order: body check, thinking hints, system lifting, merging, routing, thinking filter,
+    session, warmup, background routing. `count` plans /v1/messages/count_tokens (no max_tokens needed);
+    `cached` False says the body holds no `cache_control` (the caller sniffed the raw bytes: no copy then).
+    A body that cannot be served raises ConversionError (a 400 naming the field)."""
+    problem = check_body(body, need_max_tokens=not count)
+    if problem is not None:
+        raise ConversionError(problem.field, problem.message)
+    if cached:
+        body = strip_cache_control(body)
+    out = Plan(body, ctx)
+    messages, out.lifted = lift_system(body["messages"])
+    messages = merge_consecutive(messages)
+    out.mapped = _route(body, out.thinking, ctx)
+    if out.mapped:
+        messages = filter_thinking(messages, out.mapped, ctx.signatures)
+    out.messages = out.sent = messages
+    header = headers.get(SESSION_HEADER)
+    out.session = session_key(body, header.decode("latin-1") if header else None)
+    out.request_id = request_id_for(out.session, len(body["messages"]))
+    out.warmup = is_warmup(messages)
+    if out.mapped and is_background_task(messages, [*system_texts(body.get("system")), *out.lifted]):
+        out.background = True
+        out.mapped = ctx.lookup(BACKGROUND_MODEL) or out.mapped
+        out.sent = purge_thinking(messages)
+        out.thinking = Thinking("disabled")
+        out.tools = False
+    return out
+
+
+def _route(body: dict[str, Any], thinking: Thinking, ctx: Context) -> str:
+    """The upstream model, or "" when no account or table knows the client's name."""
+    mapped = ctx.lookup(body["model"])
+    if mapped is None:
+        return ""
+    if not mapped.startswith("gemini") and web_search_only(body.get("tools")):
+        return ctx.lookup(SEARCH_MODEL) or mapped
+    if thinking.wanted and "claude" in mapped and "thinking" not in mapped:
+        # A Claude model asked to think goes to its thinking variant when the pool has one.
+        variant = mapped + "-thinking"
+        if variant in ctx.available():
+            return variant
+    return mapped

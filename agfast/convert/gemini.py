@@ -9,8 +9,12 @@ one response a non-streaming client expects.
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from agfast.convert.checks import check_gemini
 from agfast.convert.models import ModelSpec, model_spec
 from agfast.convert.schema import clean_schema
 
@@ -20,6 +24,8 @@ IDENTITY = (
 )
 # thinkingLevel → budget (reference §6.5 step 2, the values Antigravity uses for OpenCode hints).
 LEVEL_BUDGETS = {"minimal": 1024, "low": 8192, "medium": 16384, "high": 24576}
+# requestId carries this much of the session id (reference §5.3).
+REQUEST_ID_SESSION_CHARS = 8
 # Answer room above the thinking budget when the client's maxOutputTokens would not leave any.
 ANSWER_HEADROOM = 8192
 SAFETY_OFF = [
@@ -230,3 +236,54 @@ class Collector:
             if source is not None and key in source:
                 out[key] = source[key]
         return out
+
+
+def request_id_for(session: str | None, message_count: int) -> str:
+    """`agent/antigravity/<first 8 of the session>/<message count>` (reference §5.3)."""
+    head = session[:REQUEST_ID_SESSION_CHARS] if session else os.urandom(4).hex()
+    return f"agent/antigravity/{head}/{message_count}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The plan (Gemini-native surface): check, route, adapt; pure
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What planning may ask of the running gateway: plain callables, no services."""
+
+    route: Callable[[str], str]  # a client model name → the upstream model (raises for a name nothing knows)
+    spec: Callable[[str], ModelSpec]  # what an upstream model can do
+
+
+@dataclass(slots=True)
+class Plan:
+    """A Gemini request planned: the upstream model, the stickiness key and the request to send."""
+
+    model: str
+    mapped: str
+    session: str | None
+    stream: bool
+    request: dict[str, Any]  # the GenerateContentRequest, or for countTokens its countable parts
+
+
+def plan(
+    body: dict[str, Any],
+    headers: Mapping[bytes, bytes],
+    ctx: Context,
+    *,
+    model: str,
+    action: str,
+    undefined: bool = True,
+) -> Plan:
+    """`model` and `action` come from the path (`…/models/{model}:{action}`); `undefined` False says the raw
+    body holds no Cherry Studio "[undefined]" values (no clean-up pass then). Bad bodies raise InvalidRequest."""
+    if action == "countTokens":
+        check_gemini(body, count=True)
+        mapped = ctx.route(model)
+        return Plan(model, mapped, None, False, count_request(body, mapped))
+    check_gemini(body)
+    mapped = ctx.route(model)
+    session = session_id_from_contents(body["contents"])
+    request = native_request(body, mapped, "", clean=undefined, spec=ctx.spec(mapped))
+    return Plan(model, mapped, session, action == "streamGenerateContent", request)

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from agfast import sse
+from agfast.convert.checks import InvalidRequest
 from agfast.convert.gemini import (
     LEVEL_BUDGETS,
     SAFETY_OFF,
@@ -69,15 +70,6 @@ DEFAULT_URL_MIME = "image/jpeg"
 AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3", "flac": "audio/flac", "ogg": "audio/ogg"}
 MARKDOWN_DATA_IMAGE = re.compile(r"!\[[^\]]*\]\((data:[^;,()]+;base64,[A-Za-z0-9+/=_-]+)\)")
 EMPTY_OBJECT_SCHEMA = {"type": "OBJECT", "properties": {}}
-
-
-class InvalidRequest(ValueError):
-    """A client request refused before it goes upstream; `param` names the offending field."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
 
 
 @dataclass(slots=True)
@@ -949,9 +941,3 @@ class ChatCollector:
             "choices": choices,
             "usage": chat_usage(reader.usage),
         }
-
-
-def request_id_for(session: str | None, message_count: int) -> str:
-    """`agent/antigravity/<first 8 of the session>/<message count>` (reference §5.3)."""
-    head = session[:8] if session else os.urandom(4).hex()
-    return f"agent/antigravity/{head}/{message_count}"

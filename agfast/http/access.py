@@ -21,13 +21,13 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from agfast.http.errors import Family, error_body
+from agfast.netaddr import Address, Network, parse_networks
 
 if TYPE_CHECKING:
     from agfast.config import Config
-    from agfast.http.protocol import Request
+    from agfast.http.request import Request
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+__all__ = ["IpRules", "parse_networks"]
 
 # Recent refusals kept for `/api/security/events`; older ones survive only in the counters.
 EVENTS_KEPT = 1000
@@ -44,18 +44,6 @@ PATH_LIMIT = 200
 
 DENIED = "denied"  # the address matches a deny rule
 NOT_ALLOWED = "not_allowed"  # an allow list exists and the address is not on it
-
-
-def parse_networks(entries: list[str]) -> list[Network]:
-    """Addresses and CIDRs (v4 and v6) as networks; ValueError names the entry that is neither."""
-    networks: list[Network] = []
-    for entry in entries:
-        text = entry.strip()
-        try:
-            networks.append(ipaddress.ip_network(text.strip("[]"), strict=False))
-        except ValueError:
-            raise ValueError(f"{text!r} is not an IP address or CIDR (like 192.168.1.0/24 or fd00::/8)") from None
-    return networks
 
 
 def parse_address(text: str) -> Address | None:

@@ -28,7 +28,7 @@ from agfast.http.errors import Family, error_body
 
 if TYPE_CHECKING:
     from agfast.config import Config
-    from agfast.http.protocol import Request
+    from agfast.http.request import Request
 
 LOOPBACK_NAMES = (b"localhost", b"127.0.0.1", b"[::1]")
 WILDCARD_BINDS = ("0.0.0.0", "::", "")

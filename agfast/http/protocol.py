@@ -35,7 +35,7 @@ import logging
 import socket
 import struct
 from time import perf_counter
-from typing import TYPE_CHECKING, cast
+from typing import cast
 from urllib.parse import unquote
 
 import h11
@@ -51,12 +51,11 @@ except (ImportError, AttributeError):  # pragma: no cover - elsewhere only our o
 from agfast.http import auth
 from agfast.http.errors import Family, HttpError, error_body
 from agfast.http.origin import echoable
+from agfast.http.request import Request
 from agfast.http.response import CT_JSON, SHUTDOWN_MESSAGE, Response
-from agfast.http.router import Route, family_for_path
-from agfast.logtext import escape, mask_email
-
-if TYPE_CHECKING:
-    from agfast.server import ServerState
+from agfast.http.router import Match, Route, family_for_path
+from agfast.http.state import ServerState
+from agfast.logtext import ACCESS_FORMAT, escape, model_pair
 
 log = logging.getLogger("agfast.http")
 access = logging.getLogger("agfast.access")
@@ -79,53 +78,6 @@ DISCARD_GRACE = 2.0
 # A closed connection whose client took none of our last bytes for this long is aborted (its buffers freed):
 # long enough for a slow reader of one big answer, short enough that non-readers cannot pile up.
 CLOSE_LINGER = 10.0
-
-
-class Request:
-    """One parsed request; handlers read it, `upstream_seconds` lets them exclude Google's time from overhead."""
-
-    __slots__ = (
-        "account_email",
-        "action",
-        "attempts",
-        "body",
-        "cors",
-        "head_only",
-        "headers",
-        "http10",
-        "keep_alive",
-        "mapped_model",
-        "method",
-        "model",
-        "path",
-        "query",
-        "request_id",
-        "route",
-        "started",
-        "upstream_seconds",
-    )
-
-    def __init__(self, method: bytes, path: str, query: bytes, headers: dict[bytes, bytes]) -> None:
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.body = b""
-        self.started = perf_counter()
-        self.upstream_seconds = 0.0
-        self.request_id = b""
-        self.keep_alive = True
-        self.http10 = False
-        self.head_only = method == b"HEAD"
-        self.cors = b""  # the Origin to echo in CORS headers, once the browser policy allowed it
-        self.route: Route | None = None
-        self.model = ""
-        self.action = ""
-        # Filled in by the upstream gateway, for the access log: the model sent to Google, the last account
-        # tried and how many upstream calls it took.
-        self.mapped_model = ""
-        self.account_email = ""
-        self.attempts = 0
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -296,22 +248,44 @@ class HttpProtocol(asyncio.Protocol):
         self._process()
 
     def _on_request(self, event: h11.Request) -> None:
+        """A request head: parse → route → browser policy/CORS → auth → route checks → size; any step may answer
+        early (the body, if any, is then read and dropped)."""
+        req = self._parse_head(event)
+        if req is None:
+            return
+        match = self.state.router.match(req.method, req.path)
+        route = match.route if match is not None else None
+        self.family = route.family if route is not None else family_for_path(req.path)
+        if (
+            self._framing_refused(req)
+            or self._ip_refused(req)
+            or self._browser_refused(req, route)
+            or self._auth_refused(req, route)
+            or self._route_refused(req, match)
+        ):
+            return
+        assert match is not None
+        req.route = match.route
+        req.name = match.name
+        req.action = match.action
+        self._expect_body(req)
+
+    def _parse_head(self, event: h11.Request) -> Request | None:
+        """The Request for a head h11 accepted, or None when the head itself is refused (505, 431)."""
         state = self.state
         if event.http_version not in (b"1.1", b"1.0"):
             self._raw_error(505, f"HTTP version {event.http_version.decode('latin-1')} is not supported; use HTTP/1.1.")
-            return
+            return None
         # h11 bounds only heads that arrive in pieces; one that arrives whole is measured here.
         if self.head_bytes > state.config.max_header_size and _head_size(event) > state.config.max_header_size:
             self._raw_error(431, f"Request headers are larger than the {state.config.max_header_size} byte limit.")
-            return
-        target = event.target
-        path_b, _, query = target.partition(b"?")
+            return None
+        path_b, _, query = event.target.partition(b"?")
         path = path_b.decode("latin-1")
         if "%" in path:
             path = unquote(path, encoding="utf-8", errors="replace")
-        # h11's Headers is a Sequence whose __iter__ runs in Python; its item list is the same data, faster.
-        full = getattr(event.headers, "_full_items", None)
-        headers = {name: value for _, name, value in full} if full is not None else dict(event.headers)
+        # h11's Headers is a Sequence whose __iter__ runs in Python per item; raw_items() is one list.
+        headers = {name.lower(): value for name, value in event.headers.raw_items()}
         req = Request(event.method, path, query, headers)
         self.request = req
         self.phase = BODY
@@ -328,56 +302,78 @@ class HttpProtocol(asyncio.Protocol):
             req.keep_alive = False
         client_id = headers.get(b"x-request-id")
         req.request_id = client_id if client_id and _safe_request_id(client_id) else state.next_request_id()
+        return req
 
-        match = state.router.match(event.method, path)
-        route = match.route if match is not None else None
-        self.family = route.family if route is not None else family_for_path(path)
-        if b"transfer-encoding" in headers and b"content-length" in headers:
+    def _framing_refused(self, req: Request) -> bool:
+        if b"transfer-encoding" in req.headers and b"content-length" in req.headers:
             # RFC 9112 §6.3 lets a server reject this or frame by Transfer-Encoding, and either way close after.
             # We reject: it is the classic request-smuggling shape (a front proxy framing by Content-Length sees
             # a different body and next request than we would), and no honest client sends both.
             self._raw_error(400, "Request has both Content-Length and Transfer-Encoding; send only one.")
-            return
-        if state.ip_rules.active and (blocked := state.ip_rules.screen(req, self.family, self.transport)) is not None:
-            self._early(lambda resp: resp.send(403, blocked))
-            return
-        guarded = state.auth.guards(route)
-        refused = state.browsers.screen(req, self.family, guarded, self.transport)
+            return True
+        return False
+
+    def _ip_refused(self, req: Request) -> bool:
+        """IP allow/deny rules (no cost when none are configured): 403 in the route's shape."""
+        rules = self.state.ip_rules
+        if not rules.active:
+            return False
+        blocked = rules.screen(req, self.family, self.transport)
+        if blocked is None:
+            return False
+        self._early(lambda resp: resp.send(403, blocked))
+        return True
+
+    def _browser_refused(self, req: Request, route: Route | None) -> bool:
+        """The browser policy (403 for a foreign origin) and CORS preflights, answered before auth."""
+        state = self.state
+        refused = state.browsers.screen(req, self.family, state.auth.guards(route), self.transport)
         if refused is not None:
             self._early(lambda resp: resp.send(403, refused))
-            return
-        if event.method == b"OPTIONS":
+            return True
+        if req.method == b"OPTIONS":
             self._early(_preflight)
-            return
-        if guarded:
-            outcome = state.auth.check(headers, self.family is Family.ADMIN)
-            if outcome != auth.OK:
-                body = state.auth.bodies[(self.family, outcome)]
-                self._early(lambda resp: resp.send(401, body, CT_JSON, b'www-authenticate: Bearer realm="agfast"\r\n'))
-                return
+            return True
+        return False
+
+    def _auth_refused(self, req: Request, route: Route | None) -> bool:
+        auth_ = self.state.auth
+        if not auth_.guards(route):
+            return False
+        outcome = auth_.check(req.headers, self.family is Family.ADMIN)
+        if outcome == auth.OK:
+            return False
+        body = auth_.bodies[(self.family, outcome)]
+        self._early(lambda resp: resp.send(401, body, CT_JSON, b'www-authenticate: Bearer realm="agfast"\r\n'))
+        return True
+
+    def _route_refused(self, req: Request, match: Match | None) -> bool:
+        """404 (with a base-URL hint), a control character in a path name, 400 for an unknown Gemini action, 405."""
+        path = req.path
         if match is None:
             self._early(lambda resp: resp.send(404, self._not_found_body(path)))
-            return
-        if not match.model.isprintable():
+            return True
+        if not match.name.isprintable():
             # `/v1beta/models/x%0d%0aX-Evil:1:generateContent`: such a name must reach no header and no log.
             msg = "Model name must not contain control characters."
             self._early(lambda resp: resp.send(400, error_body(self.family, 400, msg)))
-            return
-        if route is None:
-            if match.action:
-                msg = f"Unsupported method: {match.action}"
-                self._early(lambda resp: resp.send(400, error_body(Family.GEMINI, 400, msg)))
-                return
-            allowed = b", ".join(match.allowed)
-            msg = f"Method {event.method.decode('latin-1')} is not allowed for {path}; use {allowed.decode()}."
-            body = error_body(self.family, 405, msg)
-            self._early(lambda resp: resp.send(405, body, CT_JSON, b"allow: " + allowed + b"\r\n"))
-            return
-        req.route = route
-        req.model = match.model
-        req.action = match.action
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > state.config.max_body_size:
+            return True
+        if match.route is not None:
+            return False
+        if match.action:
+            msg = f"Unsupported method: {match.action}"
+            self._early(lambda resp: resp.send(400, error_body(Family.GEMINI, 400, msg)))
+            return True
+        allowed = b", ".join(match.allowed)
+        msg = f"Method {req.method.decode('latin-1')} is not allowed for {path}; use {allowed.decode()}."
+        body = error_body(self.family, 405, msg)
+        self._early(lambda resp: resp.send(405, body, CT_JSON, b"allow: " + allowed + b"\r\n"))
+        return True
+
+    def _expect_body(self, req: Request) -> None:
+        """A declared body over the limit is refused before it arrives; a client waiting for 100 gets it."""
+        length = req.headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.state.config.max_body_size:
             self._too_large()
             return
         if self.conn.they_are_waiting_for_100_continue:
@@ -497,23 +493,20 @@ class HttpProtocol(asyncio.Protocol):
         self._finish_cycle()
 
     def _log_access(self, status: int = 0) -> None:
-        """One line per answer: id, method, path, status, duration, model -> mapped model, account, attempts."""
+        """The access line of an answer no handler reported itself (see `Request.observed`)."""
         req, resp = self.request, self.response
-        if req is None or resp is None:
+        if req is None or resp is None or req.observed:
             return
-        model = req.model
-        # `model -> mapped` only where a model was asked for (a proxied request), `-` elsewhere.
-        models = f"{escape(model)}->{escape(req.mapped_model) or '-'}" if model else "-"
         access.info(
-            "%s %s %s %d %.1fms %s %s attempts=%d",
+            ACCESS_FORMAT,
             req.request_id.decode("latin-1"),
             escape(req.method.decode("latin-1")),
             escape(req.path) or "-",
             status or resp.status,
             (perf_counter() - req.started) * 1000,
-            models,
-            mask_email(req.account_email) or "-",
-            req.attempts,
+            model_pair(req.name, ""),
+            "-",
+            0,
         )
 
     def _finish_cycle(self) -> None:

@@ -10,13 +10,12 @@ import asyncio
 import logging
 from http import HTTPStatus
 from time import perf_counter
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from agfast import __version__
 from agfast.http.errors import Family, HttpError, error_body
-
-if TYPE_CHECKING:
-    from agfast.http.protocol import HttpProtocol, Request
+from agfast.http.request import Request
+from agfast.http.state import ServerState
 
 log = logging.getLogger("agfast.http")
 
@@ -51,19 +50,36 @@ def status_line(status: int) -> bytes:
     return line
 
 
+class Connection(Protocol):
+    """What a Response needs of its connection (http.protocol.HttpProtocol), so neither module imports the other."""
+
+    state: ServerState
+    transport: asyncio.Transport | None
+    closed: bool
+    write_paused: bool
+    drain_waiter: asyncio.Future[None] | None
+
+    def response_complete(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class Response:
     """Per-request writer; every method is a no-op once the client is gone (the handler is being cancelled)."""
 
     __slots__ = (
-        "_deferred", "_head", "chunked", "cut", "finished", "head_sent", "last_write", "ping", "ping_every",
-        "proto", "request", "status",
+        "_deferred", "_head", "capture", "capture_limit", "chunked", "cut", "finished", "head_sent", "last_write",
+        "ping", "ping_every", "proto", "request", "status",
     )  # fmt: skip
 
-    def __init__(self, proto: HttpProtocol, request: Request) -> None:
+    def __init__(self, proto: Connection, request: Request) -> None:
         self.proto = proto
         self.request = request
         self.head_sent = False
         self.finished = False
+        # Body bytes kept for whoever asked (the request monitor), up to capture_limit; None = keep nothing.
+        self.capture: bytearray | None = None
+        self.capture_limit = 0
         self.chunked = False
         self.status = 0
         # Set by the server's shutdown deadline before it cancels the handler: a cancelled stream then ends
@@ -79,7 +95,7 @@ class Response:
     def _head_bytes(self, status: int, content_type: bytes, headers: bytes, framing: bytes) -> bytes:
         req = self.request
         proto = self.proto
-        overhead = (perf_counter() - req.started - req.upstream_seconds) * 1000.0
+        overhead = (perf_counter() - req.started - req.waited) * 1000.0
         parts = [
             status_line(status),
             proto.state.date_header,
@@ -109,6 +125,8 @@ class Response:
         self.head_sent = True
         self.finished = True
         self.status = status
+        if self.capture is not None:
+            self._keep(body)
         head = self._head_bytes(status, content_type, headers, b"content-length: %d\r\n" % len(body))
         proto = self.proto
         if not proto.closed:
@@ -159,6 +177,8 @@ class Response:
             data, self._deferred = self._deferred + data, b""
         if not data or self.finished:
             return
+        if self.capture is not None:
+            self._keep(data)
         proto = self.proto
         if proto.closed:
             return
@@ -184,6 +204,8 @@ class Response:
         if self._deferred:
             data, self._deferred = self._deferred + data, b""
         self.finished = True
+        if data and self.capture is not None:
+            self._keep(data)
         proto = self.proto
         if not proto.closed:
             out = self._head
@@ -196,6 +218,13 @@ class Response:
             if out:
                 proto.transport.write(out)  # type: ignore[union-attr]
         proto.response_complete()
+
+    def _keep(self, data: bytes) -> None:
+        capture = self.capture
+        assert capture is not None
+        room = self.capture_limit - len(capture)
+        if room > 0:
+            capture += data[:room]
 
     @property
     def paused(self) -> bool:

@@ -11,16 +11,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agfast.http.errors import Family
 
-if TYPE_CHECKING:
-    from agfast.http.protocol import Request
-    from agfast.http.response import Response
-
-Handler = Callable[["Request", "Response"], Any]
-AsyncHandler = Callable[["Request", "Response"], Awaitable[None]]
+# handler(request: http.request.Request, response: http.response.Response); typed loosely so the route table
+# imports neither (they import it).
+Handler = Callable[[Any, Any], Any]
+AsyncHandler = Callable[[Any, Any], Awaitable[None]]
 
 VERSION_SEGMENTS = ("v1", "v1beta", "v1alpha")
 
@@ -49,7 +47,7 @@ class Route:
 class Match:
     route: Route | None
     allowed: tuple[bytes, ...] = ()
-    model: str = ""
+    name: str = ""  # the {name} of `…/models/{name}:{action}`
     action: str = ""
 
 

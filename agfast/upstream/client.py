@@ -26,7 +26,8 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
 from agfast.config import Config
-from agfast.upstream.proxy import LabelledProxyConnector, NoProxy, ProxyFailure, ProxyURLError, parse_proxy
+from agfast.netaddr import ProxyURLError
+from agfast.upstream.proxy import LabelledProxyConnector, NoProxy, ProxyFailure, parse_proxy
 
 log = logging.getLogger("agfast.upstream")
 
@@ -247,6 +248,16 @@ class UpstreamClient:
                 return Answer(response, base, fallbacks)
             if not restart:
                 raise TransportError(last_error)
+
+    async def relay(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+        """POST to an upstream that is not Google (z.ai) on the same session; the caller reads and releases it.
+
+        One endpoint, no fallback: a failure to connect is a TransportError naming only the exception class."""
+        try:
+            response = await self.session_for(url).post(url, data=RequestBody(body), headers=headers)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransportError(type(exc).__name__) from None
+        return Answer(response, url, 0)
 
     async def call_json(
         self, method: str, payload: dict[str, Any], token: str, project: str | None = None, proxy: str | None = None

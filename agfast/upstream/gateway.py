@@ -21,8 +21,8 @@ import orjson
 
 from agfast import sse
 from agfast.config import Config
-from agfast.http.protocol import Request
 from agfast.logtext import mask_email
+from agfast.record import RequestRecord
 from agfast.upstream import retry
 from agfast.upstream.client import Answer, TransportError, UpstreamClient
 from agfast.upstream.pool import AccountPool, Lease, NoAccountError
@@ -94,6 +94,9 @@ class Stream:
     trace_id: str = ""
     # How to get a fresh stream for the same request (a new attempt through the pool).
     reopen: Callable[[], Awaitable[Stream]] | None = None
+    # The request's record, and the last `usageMetadata` the reader saw: tokens are counted on close.
+    record: RequestRecord | None = None
+    usage: dict[str, Any] | None = None
     _closed: bool = field(default=False)
 
     async def batches(self, restart: Callable[[], None] | None = None) -> AsyncIterator[list[bytes]]:
@@ -150,6 +153,26 @@ class Stream:
         if not self._closed:
             self._closed = True
             self.answer.response.release()
+            if self.usage is not None and self.record is not None:
+                count_tokens(self.record, self.usage)
+
+    def note(self, chunk: dict[str, Any]) -> None:
+        """Keep the chunk's usageMetadata (Google sends running totals; the last one counts)."""
+        usage = chunk.get("usageMetadata")
+        if usage.__class__ is dict:
+            self.usage = usage
+
+
+def count_tokens(record: RequestRecord, usage: dict[str, Any]) -> None:
+    """Google's usageMetadata → the record: output includes thinking; cached is what the prompt reused."""
+    record.input_tokens = _count(usage, "promptTokenCount")
+    record.output_tokens = _count(usage, "candidatesTokenCount") + _count(usage, "thoughtsTokenCount")
+    record.cached_tokens = _count(usage, "cachedContentTokenCount")
+
+
+def _count(usage: dict[str, Any], name: str) -> int:
+    value = usage.get(name)
+    return value if value.__class__ is int else 0
 
 
 # What Antigravity adds for Claude models behind v1internal (reference §5.2); the Gemini-native surface uses
@@ -211,6 +234,7 @@ async def collect(
             if error is not None:
                 raise fail(*error)
             if chunk is not None:
+                stream.note(chunk)
                 feed(chunk)
 
 
@@ -241,6 +265,55 @@ def _in_stream_error(data: bytes) -> tuple[int, bytes] | None:
     return (code if isinstance(code, int) else 500), data
 
 
+# What a client is told when the last attempt got no Google status, per retry.NO_ANSWER reason.
+NO_ANSWER_LAST = {
+    "unreachable": (UNREACHABLE, UNREACHABLE_MESSAGE),
+    "stream_failed": (502, "the upstream stream failed before the first chunk"),
+    "empty_stream": (502, "upstream stream ended without content"),
+}
+
+
+class _Tries:
+    """One request's retry state across its attempts: accounts tried, grace retries spent, the last failure."""
+
+    __slots__ = ("attempted", "graced", "last", "recover", "reuse", "rotate", "statuses", "total")
+
+    def __init__(
+        self, total: int, avoid: str | None, pool_size: int, recover: Callable[[int, bytes], bool] | None
+    ) -> None:
+        self.total = total
+        self.attempted: set[str] = {avoid} if avoid is not None and pool_size > 1 else set()
+        self.graced: set[str] = set()
+        self.rotate = bool(self.attempted)
+        self.reuse: Lease | None = None
+        self.last: tuple[int, str, str] | None = None
+        self.statuses: set[int] = set()
+        self.recover = recover
+
+    def rotate_from(self, lease: Lease, status: int, message: str) -> None:
+        self.last = (status, message, lease.email)
+        self.attempted.add(lease.account_id)
+        self.rotate = True
+
+    def recovered(self, status: int, raw: bytes) -> bool:
+        """The surface's recovery rule rebuilt the request (it is used once)."""
+        recover, self.recover = self.recover, None
+        return recover is not None and recover(status, raw)
+
+    def follow(self, decision: retry.RetryDecision, lease: Lease) -> None:
+        if decision.same_account:
+            self.graced.add(lease.account_id)
+            self.reuse = lease
+        elif decision.rotate:
+            self.attempted.add(lease.account_id)
+            self.rotate = True
+
+    def exhausted(self) -> ExhaustedError:
+        assert self.last is not None
+        status, reason, email = self.last
+        return ExhaustedError(self.total, status, reason, email, not_found=retry.absent(self.statuses))
+
+
 class Gateway:
     __slots__ = ("beta_for_claude", "client", "config", "pool")
 
@@ -254,7 +327,7 @@ class Gateway:
 
     async def open_stream(
         self,
-        req: Request,
+        record: RequestRecord,
         *,
         model: str,
         session_id: str | None,
@@ -264,29 +337,26 @@ class Gateway:
     ) -> Stream:
         """Call streamGenerateContent with retries until a first event arrives; the caller closes it.
 
-        `recover(status, body)` sees each upstream error first; True means the caller changed what `build`
-        will produce (e.g. dropped unverifiable thinking history), and the new request is sent at once on the
-        same account, as one extra attempt. The hook is consulted until it first answers True; after that a
-        400 is final.
+        `recover(status, body)` is the surface's recovery rule for the statuses the policy marks `recover`
+        (a 400 about thinking signatures): True means the caller changed what `build` will produce (e.g.
+        dropped unverifiable thinking history), and the new request is sent at once on the same account, as one
+        extra attempt. It is used at most once; without it such an error goes to the client.
         """
-        stream = await self._attempts(req, model, session_id, build, attempts, stream=True, recover=recover)
-        assert isinstance(stream, Stream)
+        stream = await self._attempts(record, model, session_id, build, attempts, "streamGenerateContent", recover)
+        stream.record = record
         broken_on = stream.lease.account_id
 
         async def reopen() -> Stream:
             # A stream that broke mid-way is retried on another account when there is one.
-            fresh = await self._attempts(
-                req, model, session_id, build, attempts, stream=True, recover=recover, avoid=broken_on
-            )
-            assert isinstance(fresh, Stream)
-            return fresh
+            method = "streamGenerateContent"
+            return await self._attempts(record, model, session_id, build, attempts, method, recover, broken_on)
 
         stream.reopen = reopen
         return stream
 
     async def call(
         self,
-        req: Request,
+        record: RequestRecord,
         *,
         method: str,
         model: str,
@@ -295,51 +365,89 @@ class Gateway:
         attempts: int | None = None,
     ) -> tuple[bytes, Lease]:
         """A non-streaming method (countTokens) with the same retry policy; returns the 200 body."""
-        result = await self._attempts(req, model, session_id, build, attempts, stream=False, method=method)
-        assert isinstance(result, tuple)
-        return result
+        answered = await self._attempts(record, model, session_id, build, attempts, method, None)
+        return answered.first[0], answered.lease
 
     async def _attempts(
         self,
-        req: Request,
+        record: RequestRecord,
         model: str,
         session_id: str | None,
         build: Callable[[Lease], bytes],
         attempts: int | None,
-        *,
-        stream: bool,
-        method: str = "streamGenerateContent",
-        recover: Callable[[int, bytes], bool] | None = None,
+        method: str,
+        recover: Callable[[int, bytes], bool] | None,
         avoid: str | None = None,
-    ) -> Stream | tuple[bytes, Lease]:
+    ) -> Stream:
+        """Attempts until one succeeds (a Stream; for a non-streaming method, done, its body the one event), the
+        policy gives up (UpstreamError) or the attempts run out (ExhaustedError)."""
         pool = self.pool
-        total = attempts if attempts is not None else retry.attempts_for(pool.size)
-        scale = self.config.retry_wait_scale
-        attempted: set[str] = {avoid} if avoid is not None and pool.size > 1 else set()
-        graced: set[str] = set()
-        rotate = bool(attempted)
-        reuse: Lease | None = None
-        last: tuple[int, str, str] | None = None
-        statuses: set[int] = set()
+        tries = _Tries(attempts if attempts is not None else retry.attempts_for(pool.size), avoid, pool.size, recover)
         extra = upstream_extra_headers(model, self.beta_for_claude)
-        recovered = False
-        attempt = -1
-        req.mapped_model = model
-        while attempt + 1 < total:
+        record.mapped_model = model
+        attempt = 0
+        while attempt < tries.total:
+            lease = await self._lease(model, session_id, tries)
+            if lease is None:
+                break
+            record.attempts += 1
+            record.account_email = lease.email
+            outcome = await self._send(record, method, build(lease), lease, extra)
+            if isinstance(outcome, Stream):
+                pool.mark_success(lease)
+                return outcome
+            if isinstance(outcome, str):  # no Google status: rotate at once
+                tries.rotate_from(lease, *NO_ANSWER_LAST[outcome])
+                record.retries.append(outcome)
+                attempt += 1
+                continue
+            status, raw, retry_after = outcome
+            pool.mark_failure(lease, status, raw, retry_after, model)
+            tries.last = (status, google_message(raw), lease.email)
+            tries.statuses.add(status)
+            if retry.recovers(status):
+                if not tries.recovered(status, raw):
+                    raise UpstreamError(status, raw, lease.email)
+                tries.total += 1
+                tries.reuse = lease
+                record.retries.append("recovered")
+                attempt += 1
+                continue
+            decision = retry.decide(
+                status, raw, attempt, self.config.retry_wait_scale, retry_after=retry_after,
+                allow_grace=lease.account_id not in tries.graced,
+            )  # fmt: skip
+            if decision is None:
+                raise UpstreamError(status, raw, lease.email)
             attempt += 1
-            if reuse is not None:
-                lease, reuse = reuse, None
-            else:
-                try:
-                    lease = await pool.acquire(model, session_id, rotate=rotate, exclude=attempted)
-                except NoAccountError:
-                    if last is None:
-                        raise
-                    break
-            body = build(lease)
-            req.attempts += 1
-            req.account_email = lease.email
-            started = perf_counter()
+            if attempt >= tries.total:
+                break
+            record.retries.append(decision.reason)
+            tries.follow(decision, lease)
+            await asyncio.sleep(decision.wait_s)
+        raise tries.exhausted()
+
+    async def _lease(self, model: str, session_id: str | None, tries: _Tries) -> Lease | None:
+        """The account for the next attempt; None when none is left after a failed attempt (NoAccountError
+        before any attempt)."""
+        if tries.reuse is not None:
+            lease, tries.reuse = tries.reuse, None
+            return lease
+        try:
+            return await self.pool.acquire(model, session_id, rotate=tries.rotate, exclude=tries.attempted)
+        except NoAccountError:
+            if tries.last is None:
+                raise
+            return None
+
+    async def _send(
+        self, record: RequestRecord, method: str, body: bytes, lease: Lease, extra: dict[str, str] | None
+    ) -> Stream | tuple[int, bytes, str | None] | str:
+        """One attempt: a Stream (its first event in), Google's error (status, body, Retry-After), or the
+        NO_ANSWER reason when no status came."""
+        stream = method == "streamGenerateContent"
+        started = perf_counter()
+        try:
             try:
                 answer = await self.client.call(
                     method,
@@ -351,75 +459,30 @@ class Gateway:
                     proxy=lease.proxy,
                 )
             except TransportError as exc:
-                req.upstream_seconds += perf_counter() - started
                 log.warning("upstream unreachable (account %s): %s", mask_email(lease.email), exc)
-                last = (UNREACHABLE, UNREACHABLE_MESSAGE, lease.email)
-                attempted.add(lease.account_id)
-                rotate = True
-                continue
-            status = answer.status
-            if status == 200:
-                try:
-                    if stream:
-                        opened = await self._first_event(answer, lease)
-                    else:
-                        raw = await answer.response.read()
-                        answer.response.release()
-                        req.upstream_seconds += perf_counter() - started
-                        pool.mark_success(lease)
-                        return raw, lease
-                except STREAM_BREAKS as exc:
-                    answer.response.release()
-                    req.upstream_seconds += perf_counter() - started
-                    log.warning("upstream stream failed before the first chunk: %s", type(exc).__name__)
-                    last = (502, "the upstream stream failed before the first chunk", lease.email)
-                    attempted.add(lease.account_id)
-                    rotate = True
-                    continue
-                req.upstream_seconds += perf_counter() - started
-                if isinstance(opened, Stream):
-                    pool.mark_success(lease)
-                    return opened
-                if opened is None:
-                    last = (502, "upstream stream ended without content", lease.email)
-                    attempted.add(lease.account_id)
-                    rotate = True
-                    continue
-                status, raw = opened
-            else:
+                return "unreachable"
+            retry_after = answer.response.headers.get("Retry-After")
+            if answer.status != 200:
                 raw = await answer.response.read()
                 answer.response.release()
-                req.upstream_seconds += perf_counter() - started
-            retry_after = answer.response.headers.get("Retry-After")
-            pool.mark_failure(lease, status, raw, retry_after, model)
-            last = (status, google_message(raw), lease.email)
-            statuses.add(status)
-            if recover is not None and recover(status, raw):
-                recover = None
-                recovered = True
-                total += 1
-                reuse = lease
-                continue
-            if status == 400 and (recovered or recover is None):
-                # The policy's only 400 retry is for thinking signatures. Re-sending the same bytes cannot fix
-                # one: it is retried only through a surface's `recover` hook, and only once.
-                raise UpstreamError(status, raw, lease.email)
-            decision = retry.decide(
-                status, raw, attempt, scale, retry_after=retry_after, allow_grace=lease.account_id not in graced
-            )
-            if decision is None:
-                raise UpstreamError(status, raw, lease.email)
-            if attempt + 1 >= total:
-                break
-            if decision.same_account:
-                graced.add(lease.account_id)
-                reuse = lease
-            elif decision.rotate:
-                attempted.add(lease.account_id)
-                rotate = True
-            await asyncio.sleep(decision.wait_s)
-        assert last is not None
-        raise ExhaustedError(total, last[0], last[1], last[2], not_found=statuses == {404})
+                return answer.status, raw, retry_after
+            try:
+                if not stream:
+                    raw = await answer.response.read()
+                    answer.response.release()
+                    return Stream(answer, lease, [raw], None, done=True)
+                opened = await self._first_event(answer, lease)
+            except STREAM_BREAKS as exc:
+                answer.response.release()
+                log.warning("upstream stream failed before the first chunk: %s", type(exc).__name__)
+                return "stream_failed"
+            if opened is None:
+                return "empty_stream"
+            if isinstance(opened, Stream):
+                return opened
+            return opened[0], opened[1], retry_after
+        finally:
+            record.upstream_seconds += perf_counter() - started
 
     async def _first_event(self, answer: Answer, lease: Lease) -> Stream | tuple[int, bytes] | None:
         """Read until one non-empty event arrives: a Stream, an in-stream error (status, body), or None."""

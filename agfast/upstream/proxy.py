@@ -16,34 +16,32 @@ import ipaddress
 import ssl
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, ProxyTimeoutError, ProxyType
 
-from agfast.http.errors import HttpError
+from agfast.netaddr import parse_proxy_url
 
-# scheme → (python-socks proxy type, TLS to the proxy itself, remote DNS, default port as curl uses).
-SCHEMES: dict[str, tuple[ProxyType, bool, bool, int]] = {
-    "http": (ProxyType.HTTP, False, True, 1080),
-    "https": (ProxyType.HTTP, True, True, 443),
-    "socks4": (ProxyType.SOCKS4, False, False, 1080),
-    "socks4a": (ProxyType.SOCKS4, False, True, 1080),
-    "socks5": (ProxyType.SOCKS5, False, False, 1080),
-    "socks5h": (ProxyType.SOCKS5, False, True, 1080),
+# scheme → (python-socks proxy type, TLS to the proxy itself, remote DNS).
+SCHEMES: dict[str, tuple[ProxyType, bool, bool]] = {
+    "http": (ProxyType.HTTP, False, True),
+    "https": (ProxyType.HTTP, True, True),
+    "socks4": (ProxyType.SOCKS4, False, False),
+    "socks4a": (ProxyType.SOCKS4, False, True),
+    "socks5": (ProxyType.SOCKS5, False, False),
+    "socks5h": (ProxyType.SOCKS5, False, True),
 }
 # What aiohttp-socks raises when the proxy itself fails (not the server behind it).
 PROXY_ERRORS = (ProxyConnectionError, ProxyError, ProxyTimeoutError)
 # How much of the proxy library's own reason a client is shown.
 REASON_LIMIT = 200
-
-
-class ProxyURLError(ValueError):
-    """A proxy URL agfast cannot use; the message never repeats the URL (it may hold a password)."""
+# The error a client gets for a failing proxy (the gateway's error tables and the admin API answer with it).
+PROXY_FAILURE_STATUS = 502
+PROXY_FAILURE_CODE = "upstream_proxy_error"
 
 
 @dataclass(frozen=True, slots=True)
 class ProxySpec:
-    """One parsed proxy URL; `label` is what logs and answers may show."""
+    """One parsed proxy URL with how to reach it; `label` is what logs and answers may show."""
 
     url: str
     kind: ProxyType
@@ -57,49 +55,32 @@ class ProxySpec:
 
 
 def parse_proxy(url: str) -> ProxySpec:
-    """A proxy URL as the reference accepts it (a bare host:port means http://)."""
-    text = url.strip()
-    if "://" not in text:
-        text = "http://" + text
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        raise ProxyURLError("not a valid proxy URL (scheme://[user:password@]host:port)") from None
-    scheme = parts.scheme.lower()
-    if scheme not in SCHEMES:
-        raise ProxyURLError(f"proxy scheme must be one of {', '.join(SCHEMES)} (got {scheme!r})")
-    if not parts.hostname:
-        raise ProxyURLError("proxy URL has no host")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ProxyURLError("a proxy URL is scheme://[user:password@]host:port, with no path")
-    kind, tls, rdns, default_port = SCHEMES[scheme]
-    host = parts.hostname
-    port = port or default_port
-    shown = f"[{host}]" if ":" in host else host
+    """A proxy URL as the reference accepts it (a bare host:port means http://); ProxyURLError if unusable."""
+    parsed = parse_proxy_url(url)
+    kind, tls, rdns = SCHEMES[parsed.scheme]
     return ProxySpec(
-        url=text,
+        url=parsed.url,
         kind=kind,
         tls=tls,
         rdns=rdns,
-        host=host,
-        port=port,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else None,
-        label=f"{scheme}://{shown}:{port}",
+        host=parsed.host,
+        port=parsed.port,
+        username=parsed.username,
+        password=parsed.password,
+        label=parsed.label,
     )
 
 
-class ProxyFailure(HttpError):
-    """The outbound proxy failed: a 502 that names the proxy, not the account behind the call."""
+class ProxyFailure(Exception):
+    """The outbound proxy failed: a 502 that names the proxy, not the account behind the call (the caller's
+    error table words it; `message` never holds the proxy's credentials)."""
 
     def __init__(self, label: str, reason: str) -> None:
-        super().__init__(
-            502,
-            f"The outbound proxy {label} failed: {reason}. Check upstream.proxy or the account's proxy_url.",
-            code="upstream_proxy_error",
-        )
+        self.message = f"The outbound proxy {label} failed: {reason}. Check upstream.proxy or the account's proxy_url."
+        super().__init__(self.message)
         self.label = label
+        self.status = PROXY_FAILURE_STATUS
+        self.code = PROXY_FAILURE_CODE
 
 
 def _reason(spec: ProxySpec, exc: BaseException) -> str:

@@ -49,6 +49,11 @@ class Strategy:
     only_if_body_has: tuple[str, ...] = ()
     # 429: a delay the server states replaces the backoff below (see RETRY_DELAY_* constants).
     honours_retry_delay: bool = False
+    # Never resent as is: only the surface's recovery rule may rebuild the request (same account, once, as one
+    # extra attempt); without one, or once it was used, the error goes to the client.
+    recover: bool = False
+    # When every failed attempt of a request got this status, the model is there for nobody (no waiting helps).
+    absent_if_all: bool = False
 
     def wait_ms(self, attempt: int) -> int:
         """Backoff before the next attempt; ``attempt`` counts from 0 (the request that just failed)."""
@@ -81,16 +86,21 @@ _AUTH = Strategy(Kind.FIXED, 200, rotate=True, reason="auth")
 _OVERLOADED = Strategy(Kind.EXPONENTIAL, 10_000, 60_000, reason="overloaded")
 
 STATUS_POLICY: dict[int, Strategy] = {
-    400: Strategy(Kind.FIXED, 200, reason="thinking_signature", only_if_body_has=THINKING_SIGNATURE_MARKERS),
+    400: Strategy(
+        Kind.FIXED, 200, reason="thinking_signature", only_if_body_has=THINKING_SIGNATURE_MARKERS, recover=True
+    ),
     401: _AUTH,
     403: _AUTH,
-    404: Strategy(Kind.FIXED, 300, rotate=True, reason="not_found"),
+    404: Strategy(Kind.FIXED, 300, rotate=True, reason="not_found", absent_if_all=True),
     429: Strategy(Kind.LINEAR, 5_000, rotate=True, reason="rate_limited", honours_retry_delay=True),
     500: Strategy(Kind.LINEAR, 3_000, rotate=True, reason="server_error"),
     503: _OVERLOADED,
     529: _OVERLOADED,
 }
 NO_RETRY = Strategy(Kind.NONE)
+# Attempts that got no Google status (endpoint unreachable, stream broken or empty before its first event):
+# nothing to lock out or wait for, so the next attempt goes at once to another account.
+NO_ANSWER = ("unreachable", "stream_failed", "empty_stream")
 
 # 429 with a stated delay. Google's reset point is fuzzy: its own client waits this much longer.
 RETRY_DELAY_GRACE_MS = 1_500
@@ -115,6 +125,20 @@ def attempts_for(pool_size: int, gemini: bool = False) -> int:
     if gemini:
         return max(1, min(MAX_ATTEMPTS, pool_size))
     return max(2, min(MAX_ATTEMPTS, pool_size + 1))
+
+
+def policy(status: int) -> Strategy:
+    return STATUS_POLICY.get(status, NO_RETRY)
+
+
+def recovers(status: int) -> bool:
+    """Whether this status is retried only through a surface's recovery rule (see Strategy.recover)."""
+    return policy(status).recover
+
+
+def absent(statuses: set[int]) -> bool:
+    """Every failed attempt answered a status that means the model is not there (see Strategy.absent_if_all)."""
+    return bool(statuses) and all(policy(status).absent_if_all for status in statuses)
 
 
 def decide(

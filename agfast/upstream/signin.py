@@ -22,6 +22,7 @@ from agfast.upstream import oauth
 from agfast.upstream.accounts import Account, AccountStore
 from agfast.upstream.client import UpstreamClient
 from agfast.upstream.onboarding import Discovery, discover_grant, save_discovery
+from agfast.upstream.proxy import ProxyFailure
 
 # A user takes a minute or two on Google's consent page; after ten the flow is forgotten (Google's codes
 # themselves last about that long).
@@ -129,12 +130,16 @@ class SignIn:
             raise SignInError(f"the authorization code exchange failed: {exc}{hint}") from None
         except TimeoutError:
             raise SignInError(f"Google's token endpoint did not answer within {cfg.request_timeout:g} s") from None
+        except ProxyFailure as exc:
+            raise SignInError(exc.message) from None
         try:
             found = await discover_grant(self.client, grant, flow.client.key)
         except (oauth.OAuthError, oauth.AccountSetupError) as exc:
             raise SignInError(f"signed in, but the account cannot be set up: {exc}") from None
         except TimeoutError:
             raise SignInError(f"Google did not answer within {cfg.request_timeout:g} s") from None
+        except ProxyFailure as exc:
+            raise SignInError(exc.message) from None
         if not grant.refresh_token:  # pragma: no cover - exchange_code insists on one
             raise SignInError("Google returned no refresh token")
         account, verb = save_discovery(self.store, found, grant.refresh_token)

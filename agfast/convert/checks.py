@@ -1,4 +1,5 @@
-"""Body checks for the OpenAI and Gemini surfaces, one function per body kind, run before any upstream call.
+"""Body checks for the OpenAI and Gemini surfaces, one function per body kind, run by their plans before any
+upstream call; the small verbs (`require`, `optional`, `in_range`, `each`, `schema_object`) raise InvalidRequest.
 
 Cheap by design: a few isinstance checks per field, message and part, tables instead of a schema library.
 A wrong type at any level the converters walk (messages, contents, input, tools, system, sampling numbers)
@@ -11,10 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agfast.api.common import each, in_range, optional, require, schema_object
-from agfast.convert.limits import MAX_CANDIDATES, MAX_OUTPUT_TOKENS
-from agfast.http.errors import HttpError
-from agfast.http.protocol import Request
+from agfast.convert.limits import MAX_CANDIDATES, MAX_OUTPUT_TOKENS, MAX_SCHEMA_DEPTH, dotted, too_deep
 
 # OpenAI sampling numbers and their documented ranges.
 OPENAI_RANGES: tuple[tuple[str, float, float], ...] = (
@@ -53,6 +51,110 @@ RESPONSES_TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
 )
 
 
+class InvalidRequest(ValueError):
+    """A client request refused before it goes upstream (a 400); `param` names the offending field."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+# JSON numbers (booleans are never numbers here, though Python says they are).
+NUMBER = (int, float)
+_KINDS: dict[type, str] = {
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+    int: "an integer",
+    bool: "a boolean",
+    float: "a number",
+}
+
+
+def require(body: dict[str, Any], name: str, kind: type) -> Any:
+    """`body[name]`, or a 400 that names the field and what it should be."""
+    value = body.get(name)
+    if value is None:
+        raise InvalidRequest(f"Missing required field '{name}'.", param=name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidRequest(f"Field '{name}' must be {_KINDS.get(kind, kind.__name__)}.", param=name)
+    return value
+
+
+def optional(obj: dict[str, Any], name: str, kind: type | tuple[type, ...], where: str = "") -> Any:
+    """`obj[name]` when present and not null, else None; a wrong type is a 400 naming `where.name`."""
+    value = obj.get(name)
+    if value is not None and not _is(value, kind):
+        path = f"{where}.{name}" if where else name
+        raise InvalidRequest(
+            f"Invalid type for '{path}': expected {_kind_text(kind)}, got {json_kind(value)}.", param=path
+        )
+    return value
+
+
+def in_range(obj: dict[str, Any], name: str, low: float, high: float, where: str = "", *, integer: bool = False) -> Any:
+    """`obj[name]` when present: a number (an integer if asked) within [low, high], else a 400 naming it."""
+    value = optional(obj, name, int if integer else NUMBER, where)
+    if value is not None and not low <= value <= high:
+        path = f"{where}.{name}" if where else name
+        raise InvalidRequest(
+            f"Invalid value for '{path}': expected a value from {low} to {high}, got {value}.", param=path
+        )
+    return value
+
+
+def each(items: list[Any], kind: type | tuple[type, ...], where: str) -> None:
+    """Every entry of `items` is of `kind`, else a 400 naming the first that is not (`where[i]`)."""
+    for i, item in enumerate(items):
+        if not _is(item, kind):
+            path = f"{where}[{i}]"
+            raise InvalidRequest(
+                f"Invalid type for '{path}': expected {_kind_text(kind)}, got {json_kind(item)}.", param=path
+            )
+
+
+def schema_object(schema: Any, where: str) -> None:
+    """A tool or response schema: a JSON object no deeper than MAX_SCHEMA_DEPTH, else a 400 naming it."""
+    if not isinstance(schema, dict):
+        raise InvalidRequest(
+            f"Invalid type for '{where}': expected a JSON Schema object, got {json_kind(schema)}.", param=where
+        )
+    deep = too_deep(schema, MAX_SCHEMA_DEPTH)
+    if deep is not None:
+        name = dotted(deep)
+        name = f"{where}.{name}" if name else where
+        raise InvalidRequest(f"'{name}' is nested more than {MAX_SCHEMA_DEPTH} levels deep.", param=name)
+
+
+def _is(value: object, kind: type | tuple[type, ...]) -> bool:
+    if isinstance(value, bool):
+        return kind is bool or (isinstance(kind, tuple) and bool in kind)
+    return isinstance(value, kind)
+
+
+def _kind_text(kind: type | tuple[type, ...]) -> str:
+    if kind == NUMBER:
+        return "a number"
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(_KINDS.get(k, k.__name__) for k in kinds)
+
+
+def json_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null"
+
+
 # -- OpenAI ------------------------------------------------------------------------------------------------
 
 
@@ -63,12 +165,12 @@ def _sampling(body: dict[str, Any], types: tuple[tuple[str, type | tuple[type, .
         in_range(body, name, low, high)
 
 
-def check_chat(req: Request, body: dict[str, Any]) -> None:
+def check_chat(body: dict[str, Any]) -> None:
     """/v1/chat/completions: messages, tools and sampling fields have the shape OpenAI documents."""
     messages = require(body, "messages", list)
     if not messages:
-        raise HttpError(
-            400, "Invalid 'messages': empty array. Expected at least one message.", param="messages", code="empty_array"
+        raise InvalidRequest(
+            "Invalid 'messages': empty array. Expected at least one message.", param="messages", code="empty_array"
         )
     _sampling(body, CHAT_TYPES)
     for name in ("max_tokens", "max_completion_tokens"):
@@ -88,20 +190,20 @@ def check_chat(req: Request, body: dict[str, Any]) -> None:
                 optional(call, "function", dict, f"{where}.tool_calls[{j}]")
     tools = optional(body, "tools", list)
     if tools:
-        _tools(req, tools, flat=False)
+        _tools(tools, flat=False)
     fmt = body.get("response_format")
     if isinstance(fmt, dict):
-        _response_schema(req, fmt, "response_format")
+        _response_schema(fmt, "response_format")
 
 
-def check_completions(req: Request, body: dict[str, Any]) -> None:
+def check_completions(body: dict[str, Any]) -> None:
     """/v1/completions: the fields a prompt shares with chat."""
     _sampling(body, CHAT_TYPES)
     in_range(body, "max_tokens", 1, MAX_OUTPUT_TOKENS, integer=True)
     in_range(body, "n", 1, MAX_CANDIDATES, integer=True)
 
 
-def check_responses(req: Request, body: dict[str, Any]) -> None:
+def check_responses(body: dict[str, Any]) -> None:
     """/v1/responses: input, tools, echoed settings and sampling fields have the documented shape."""
     _sampling(body, RESPONSES_TYPES)
     in_range(body, "max_output_tokens", 1, MAX_OUTPUT_TOKENS, integer=True)
@@ -116,19 +218,19 @@ def check_responses(req: Request, body: dict[str, Any]) -> None:
                 _content_parts(content, f"input[{i}].content")
     tools = body.get("tools")
     if tools:
-        _tools(req, tools, flat=True)
+        _tools(tools, flat=True)
     text = body.get("text")
     fmt = optional(text, "format", dict, "text") if isinstance(text, dict) else None
     if fmt is not None:
-        _response_schema(req, fmt, "text.format")
+        _response_schema(fmt, "text.format")
 
 
-def _response_schema(req: Request, fmt: dict[str, Any], where: str) -> None:
+def _response_schema(fmt: dict[str, Any], where: str) -> None:
     """A json_schema response format's schema (chat nests it under `json_schema`, Responses does not)."""
     inner = optional(fmt, "json_schema", dict, where)
     spec, at = (inner, f"{where}.json_schema") if inner is not None else (fmt, where)
     if spec.get("schema") is not None:
-        schema_object(req, spec["schema"], f"{at}.schema")
+        schema_object(spec["schema"], f"{at}.schema")
 
 
 def _content_parts(parts: list[Any], where: str) -> None:
@@ -139,7 +241,7 @@ def _content_parts(parts: list[Any], where: str) -> None:
             optional(part, "text", str, f"{where}[{j}]")
 
 
-def _tools(req: Request, tools: list[Any], *, flat: bool) -> None:
+def _tools(tools: list[Any], *, flat: bool) -> None:
     """Function tools name themselves and take an object schema; chat nests them under `function`."""
     each(tools, dict, "tools")
     for i, tool in enumerate(tools):
@@ -153,13 +255,13 @@ def _tools(req: Request, tools: list[Any], *, flat: bool) -> None:
         elif flat or "name" in tool:
             fn = tool  # Responses tools are flat; some chat clients send them flat too
         else:
-            raise HttpError(400, f"Missing required parameter: '{where}.function'.", param=f"{where}.function")
+            raise InvalidRequest(f"Missing required parameter: '{where}.function'.", param=f"{where}.function")
         if fn.get("name") is None:
-            raise HttpError(400, f"Missing required parameter: '{where}.name'.", param=f"{where}.name")
+            raise InvalidRequest(f"Missing required parameter: '{where}.name'.", param=f"{where}.name")
         optional(fn, "name", str, where)
         optional(fn, "description", str, where)
         if fn.get("parameters") is not None:
-            schema_object(req, fn["parameters"], f"{where}.parameters")
+            schema_object(fn["parameters"], f"{where}.parameters")
 
 
 # -- Gemini --------------------------------------------------------------------------------------------------
@@ -214,16 +316,16 @@ def _field(
     return value, f"{where}.{name}" if where else name
 
 
-def check_gemini(req: Request, body: dict[str, Any], *, count: bool = False) -> None:
+def check_gemini(body: dict[str, Any], *, count: bool = False) -> None:
     """A GenerateContentRequest (or a countTokens body) has the shape Google documents, down to each part."""
     if count:
         inner = optional(body, "generateContentRequest", dict)
         if inner is not None:
-            check_gemini(req, inner)
+            check_gemini(inner)
             return
     contents = require(body, "contents", list)
     if not contents and not count:
-        raise HttpError(400, "contents must not be empty.", param="contents")
+        raise InvalidRequest("contents must not be empty.", param="contents")
     for camel, snake, kind in GEMINI_TYPES:
         _field(body, camel, snake, kind)
     _contents(contents)
@@ -232,10 +334,10 @@ def check_gemini(req: Request, body: dict[str, Any], *, count: bool = False) -> 
         _parts(system, where)
     tools, _ = _field(body, "tools", "tools", list)
     if tools:
-        _gemini_tools(req, tools)
+        _gemini_tools(tools)
     gen, where = _field(body, "generationConfig", "generation_config", dict)
     if gen is not None:
-        _generation(req, gen, where)
+        _generation(gen, where)
     safety, where = _field(body, "safetySettings", "safety_settings", list)
     if safety:
         each(safety, dict, where)
@@ -263,7 +365,7 @@ def _parts(content: dict[str, Any], where: str) -> None:
                 optional(value, "name", str, path)
 
 
-def _gemini_tools(req: Request, tools: list[Any]) -> None:
+def _gemini_tools(tools: list[Any]) -> None:
     each(tools, dict, "tools")
     for i, tool in enumerate(tools):
         decls, where = _field(tool, "functionDeclarations", "function_declarations", list, f"tools[{i}]")
@@ -273,16 +375,16 @@ def _gemini_tools(req: Request, tools: list[Any]) -> None:
         for j, decl in enumerate(decls):
             at = f"{where}[{j}]"
             if decl.get("name") is None:
-                raise HttpError(400, f"Missing required field '{at}.name'.", param=f"{at}.name")
+                raise InvalidRequest(f"Missing required field '{at}.name'.", param=f"{at}.name")
             optional(decl, "name", str, at)
             optional(decl, "description", str, at)
             for camel, snake in DECLARATION_SCHEMAS:
                 name = _name(decl, camel, snake)
                 if decl.get(name) is not None:
-                    schema_object(req, decl[name], f"{at}.{name}")
+                    schema_object(decl[name], f"{at}.{name}")
 
 
-def _generation(req: Request, gen: dict[str, Any], where: str) -> None:
+def _generation(gen: dict[str, Any], where: str) -> None:
     for camel, snake, low, high, integer in GENERATION_RANGES:
         in_range(gen, _name(gen, camel, snake), low, high, where, integer=integer)
     for camel, snake, kind in GENERATION_TYPES:
@@ -298,4 +400,4 @@ def _generation(req: Request, gen: dict[str, Any], where: str) -> None:
     for camel, snake in RESPONSE_SCHEMAS:
         name = _name(gen, camel, snake)
         if gen.get(name) is not None:
-            schema_object(req, gen[name], f"{where}.{name}")
+            schema_object(gen[name], f"{where}.{name}")

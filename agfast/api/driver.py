@@ -1,0 +1,151 @@
+"""The one place a proxied request is run and recorded.
+
+Every surface (OpenAI, Anthropic, Gemini) hands its handler to `Driver.run`: the driver opens the request's
+`RequestRecord`, lets the surface plan, send and pump, answers an `HttpError` in the surface's shape, and
+hands the finished record to every observer — the access log here, the monitor and metrics next. Requests
+that never reach a surface (404, health checks, malformed HTTP) keep being logged by the HTTP shell.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import Protocol
+
+from agfast.api.common import GATEWAY_ERRORS, ErrorTable
+from agfast.config import Config
+from agfast.convert.checks import InvalidRequest
+from agfast.convert.models import ModelSpec
+from agfast.convert.signatures import SignatureCache
+from agfast.http.errors import Family, HttpError
+from agfast.http.request import Request
+from agfast.http.response import Response
+from agfast.logtext import ACCESS_FORMAT, escape, mask_email, model_pair
+from agfast.record import BODY_CAP, Observer, RequestRecord
+from agfast.upstream.catalog import Catalog
+from agfast.upstream.client import UpstreamClient
+from agfast.upstream.gateway import Gateway
+from agfast.upstream.pool import AccountPool
+
+log = logging.getLogger("agfast.api")
+access = logging.getLogger("agfast.access")
+
+# Logged for a request whose client left before its answer was complete (nginx's convention).
+CLIENT_CLOSED = 499
+PROTOCOL_NAMES = {Family.OPENAI: "openai", Family.ANTHROPIC: "anthropic", Family.GEMINI: "gemini"}
+
+Surface = Callable[[Request, Response, RequestRecord], Awaitable[None]]
+
+
+def access_log(record: RequestRecord) -> None:
+    """The access line for a proxied request (same format as the shell's: see logtext.ACCESS_FORMAT)."""
+    if not access.isEnabledFor(logging.INFO):
+        return
+    access.info(
+        ACCESS_FORMAT,
+        record.request_id,
+        escape(record.method),
+        escape(record.path.partition("?")[0]) or "-",  # never the query: it may hold a key
+        record.status or CLIENT_CLOSED,
+        record.duration * 1000,
+        model_pair(record.model, record.mapped_model),
+        mask_email(record.account_email) or "-",
+        record.attempts,
+    )
+
+
+class Driver:
+    """Runs surface handlers: one RequestRecord per request, errors in the caller's shape, observers told."""
+
+    __slots__ = ("observers", "record_bodies")
+
+    def __init__(self) -> None:
+        self.observers: list[Observer] = [access_log]
+        # Set by the monitor: keep request/response bodies (capped at BODY_CAP) in the record; off costs nothing.
+        self.record_bodies = False
+
+    async def run(self, family: Family, errors: ErrorTable, surface: Surface, req: Request, resp: Response) -> None:
+        record = RequestRecord(
+            req.request_id.decode("latin-1"),
+            req.method.decode("latin-1"),
+            req.path + "?" + req.query.decode("latin-1") if req.query else req.path,
+            PROTOCOL_NAMES[family],
+            _client_ip(resp),
+            time.time(),
+        )
+        req.observed = True
+        if self.record_bodies:
+            record.request_body = req.body[:BODY_CAP]
+            resp.capture = bytearray()
+            resp.capture_limit = BODY_CAP
+        try:
+            try:
+                await surface(req, resp, record)
+            except GATEWAY_ERRORS as exc:
+                raise errors.error(exc, record.mapped_model) from None
+            except InvalidRequest as exc:
+                raise HttpError(400, exc.message, param=exc.param, code=exc.code) from None
+        except HttpError as exc:
+            record.error = exc.message
+            if not resp.head_sent:
+                resp.send_error(family, exc)
+        except Exception as exc:
+            record.error = f"internal error: {type(exc).__name__}"
+            raise
+        finally:
+            self._finish(record, req, resp)
+
+    def _finish(self, record: RequestRecord, req: Request, resp: Response) -> None:
+        if resp.disconnected and not resp.finished:
+            record.status = 0  # the client left first (logged as 499)
+        elif resp.head_sent:
+            record.status = resp.status  # the shell ends an answer left open
+        else:
+            record.status = 503 if resp.cut else 500  # what the shell answers for a cut or failed handler
+        record.duration = perf_counter() - req.started
+        if resp.capture is not None:
+            record.response_body = bytes(resp.capture)
+        for observe in self.observers:
+            try:
+                observe(record)
+            except Exception:
+                log.exception("request observer failed")
+
+
+def opened(req: Request, record: RequestRecord) -> None:
+    """Upstream answered: note the first byte, and leave Google's time out of the overhead header."""
+    record.first_byte = perf_counter() - req.started
+    req.waited = record.upstream_seconds
+
+
+def _client_ip(resp: Response) -> str:
+    transport = resp.proto.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+
+
+class Services(Protocol):
+    """What the surfaces use of the application (agfast.app.App), so `api/` imports nothing above it."""
+
+    config: Config
+    pool: AccountPool
+    client: UpstreamClient
+    gateway: Gateway
+    gemini_gateway: Gateway
+    signatures: SignatureCache
+    driver: Driver
+
+    @property
+    def catalog(self) -> Catalog: ...
+
+    def lookup(self, model: str) -> str | None: ...
+
+    def route(self, model: str) -> str: ...
+
+    def unknown_model(self, model: str) -> HttpError: ...
+
+    def model_spec(self, mapped: str) -> ModelSpec: ...
+
+    def model_names(self) -> list[str]: ...

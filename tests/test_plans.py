@@ -1,0 +1,387 @@
+"""Plans as tables: a request in → where it goes and what is sent upstream, the recovery rule, the errors.
+
+`convert.<surface>.plan` is pure (no loop, no sockets): the rows below run in microseconds, and each names
+one step of §6.5's pre-processing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agfast.convert import anthropic as conv
+from agfast.convert import gemini as gem
+from agfast.convert import openai as oai
+from agfast.convert.checks import InvalidRequest
+from agfast.convert.models import ModelSpec, model_spec
+from agfast.convert.signatures import SignatureCache
+
+# The routing table a test pool offers: client name → upstream model.
+ROUTES = {
+    "claude-opus-4-6": "claude-opus-4-6",
+    "claude-sonnet-4-6": "claude-sonnet-4-6",
+    "gemini-2.5-flash": "gemini-2.5-flash",
+    conv.SEARCH_MODEL: conv.SEARCH_MODEL,
+    conv.BACKGROUND_MODEL: "gemini-2.5-flash-lite",
+}
+AVAILABLE = frozenset({*ROUTES.values(), "claude-opus-4-6-thinking"})
+
+
+def context() -> conv.Context:
+    def spec(mapped: str) -> ModelSpec:
+        return model_spec(mapped)
+
+    return conv.Context(ROUTES.get, lambda: AVAILABLE, spec, SignatureCache.create())
+
+
+def user(content: Any) -> dict[str, Any]:
+    return {"role": "user", "content": content}
+
+
+def body(model: str = "claude-opus-4-6", *messages: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"model": model, "max_tokens": 64, "messages": list(messages) or [user("hello there")], **fields}
+
+
+TITLE = "Please write a 5-10 word title for the following conversation"
+
+# (what, body, headers) → (mapped, warmup, background, stream)
+ROUTING: list[tuple[str, dict[str, Any], dict[bytes, bytes], tuple[str, bool, bool, bool]]] = [
+    ("a known name", body(), {}, ("claude-opus-4-6", False, False, False)),
+    ("streaming", body(stream=True), {}, ("claude-opus-4-6", False, False, True)),
+    ("an unknown name", body("nobody-knows"), {}, ("", False, False, False)),
+    (
+        "asked to think → the thinking variant the pool has",
+        body(thinking={"type": "enabled", "budget_tokens": 2048}),
+        {},
+        ("claude-opus-4-6-thinking", False, False, False),
+    ),
+    (
+        "no thinking variant in the pool",
+        body("claude-sonnet-4-6", thinking={"type": "enabled", "budget_tokens": 2048}),
+        {},
+        ("claude-sonnet-4-6", False, False, False),
+    ),
+    (
+        "web search only → the search model",
+        body(tools=[{"type": "web_search_20250305", "name": "web_search"}]),
+        {},
+        (conv.SEARCH_MODEL, False, False, False),
+    ),
+    (
+        "Claude Code's warmup probe",
+        body("claude-opus-4-6", user("Warmup")),
+        {},
+        ("claude-opus-4-6", True, False, False),
+    ),
+    (
+        "a title request → the background model",
+        body("claude-opus-4-6", user(TITLE + ": fix the bug")),
+        {},
+        ("gemini-2.5-flash-lite", False, True, False),
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "request_body", "headers", "expected"), ROUTING, ids=[r[0] for r in ROUTING])
+def test_anthropic_routing(
+    what: str, request_body: dict[str, Any], headers: dict[bytes, bytes], expected: tuple[str, bool, bool, bool]
+) -> None:
+    plan = conv.plan(request_body, headers, context())
+    assert (plan.mapped, plan.warmup, plan.background, plan.stream) == expected
+
+
+# (what, messages / fields) → what the upstream request holds
+SYSTEM_AND_MERGE = [
+    (
+        "system messages are lifted into the system instruction",
+        body("claude-opus-4-6", {"role": "system", "content": "Be terse."}, user("hi")),
+        {"system_has": "Be terse.", "contents": [("user", "hi")]},
+    ),
+    (
+        "consecutive user turns are merged",
+        body("claude-opus-4-6", user("one"), user("two")),
+        {"contents": [("user", "one\n\ntwo")], "turns": 1},
+    ),
+    (
+        "cache_control is removed at any depth",
+        body("claude-opus-4-6", user([{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}])),
+        {"contents": [("user", "x")]},
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "request_body", "expected"), SYSTEM_AND_MERGE, ids=[r[0] for r in SYSTEM_AND_MERGE])
+def test_anthropic_upstream_request(what: str, request_body: dict[str, Any], expected: dict[str, Any]) -> None:
+    plan = conv.plan(request_body, {}, context())
+    request = plan.conversion().request
+    texts = [(c["role"], p["text"]) for c in request["contents"] for p in c["parts"] if "text" in p]
+    assert texts == expected["contents"]
+    if "turns" in expected:
+        assert len(request["contents"]) == expected["turns"]
+    if "system_has" in expected:
+        assert any(expected["system_has"] in p["text"] for p in request["systemInstruction"]["parts"])
+    assert "cache_control" not in repr(request)
+    assert plan.request is request  # what the driver sends
+
+
+SESSIONS = [
+    ("Claude Code's session header wins", {b"x-claude-code-session-id": b"abcdef123456"}, {}, "abcdef123456"),
+    ("metadata.user_id", {}, {"metadata": {"user_id": "user-42"}}, "user-42"),
+]
+
+
+@pytest.mark.parametrize(("what", "headers", "fields", "session"), SESSIONS, ids=[r[0] for r in SESSIONS])
+def test_anthropic_session_and_request_id(
+    what: str, headers: dict[bytes, bytes], fields: dict[str, Any], session: str
+) -> None:
+    plan = conv.plan(
+        body("claude-opus-4-6", user("a"), {"role": "assistant", "content": "b"}, **fields), headers, context()
+    )
+    assert plan.session == session
+    assert plan.request_id == f"agent/antigravity/{session[:8]}/2"  # first 8 of the session / message count
+
+
+def test_anthropic_session_falls_back_to_a_hash_of_the_first_user_text() -> None:
+    first = conv.plan(body("claude-opus-4-6", user("the same question")), {}, context())
+    again = conv.plan(body("claude-opus-4-6", user("the same question")), {}, context())
+    assert first.session == again.session and first.session.startswith("sid-")
+
+
+# (what, body, count) → (field, message start)
+ERRORS: list[tuple[str, dict[str, Any], bool, tuple[str, str]]] = [
+    ("no model", {"messages": [user("x")], "max_tokens": 1}, False, ("model", "Missing required field 'model'")),
+    ("model not a string", body(5), False, ("model", "Field 'model' must be a string")),
+    ("no max_tokens", {"model": "m", "messages": [user("x")]}, False, ("max_tokens", "Missing required field")),
+    ("no messages", body("m", max_tokens=1) | {"messages": []}, False, ("messages", "messages: at least one")),
+    ("bad role", body("m", {"role": "bot", "content": "x"}), False, ("messages.0.role", "messages.0.role")),
+    ("temperature out of range", body(temperature=3), False, ("temperature", "temperature: Input should be")),
+]
+
+
+@pytest.mark.parametrize(("what", "request_body", "count", "expected"), ERRORS, ids=[r[0] for r in ERRORS])
+def test_anthropic_errors(what: str, request_body: dict[str, Any], count: bool, expected: tuple[str, str]) -> None:
+    with pytest.raises(conv.ConversionError) as caught:
+        conv.plan(request_body, {}, context(), count=count)
+    assert (caught.value.field, str(caught.value)[: len(expected[1])]) == expected
+
+
+def test_anthropic_count_needs_no_max_tokens() -> None:
+    plan = conv.plan({"model": "claude-opus-4-6", "messages": [user("x")]}, {}, context(), count=True)
+    assert plan.mapped == "claude-opus-4-6"
+
+
+def test_anthropic_nothing_left_to_send_is_an_error_at_conversion() -> None:
+    plan = conv.plan(body("claude-opus-4-6", user("")), {}, context())
+    with pytest.raises(conv.ConversionError):
+        plan.conversion()
+
+
+RECOVERY = [
+    ("a signature 400 is recovered", 400, b'{"error":{"message":"Corrupted thought signature."}}', True),
+    ("another 400 is not", 400, b'{"error":{"message":"Invalid JSON payload"}}', False),
+    ("a 429 is not the plan's business", 429, b'{"error":{"message":"invalid signature"}}', False),
+]
+
+
+@pytest.mark.parametrize(("what", "status", "raw", "recovered"), RECOVERY, ids=[r[0] for r in RECOVERY])
+def test_anthropic_recovery(what: str, status: int, raw: bytes, recovered: bool) -> None:
+    history = [
+        user("question"),
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "s" * 80},
+                {"type": "text", "text": "answer"},
+            ],
+        },
+        user("follow-up"),
+    ]
+    plan = conv.plan(
+        body("claude-opus-4-6", *history, thinking={"type": "enabled", "budget_tokens": 2048}), {}, context()
+    )
+    before = plan.conversion().request
+    assert plan.recover(status, raw) is recovered
+    after = plan.request
+    assert after is not None
+    if recovered:
+        assert after is not before and conv.RECOVERY_NOTE in repr(after["contents"][-1])
+    else:
+        assert after is before
+
+
+def test_anthropic_zai_gets_the_clients_conversation() -> None:
+    plan = conv.plan(body("claude-opus-4-6", {"role": "system", "content": "Be terse."}, user(TITLE)), {}, context())
+    assert plan.background  # Google gets the background model …
+    zai = plan.zai_body()
+    assert zai["messages"] == [user(TITLE)]  # … z.ai the conversation, system lifted back into `system`
+    assert zai["system"] == [{"type": "text", "text": "Be terse."}]
+
+
+# -- Gemini --------------------------------------------------------------------------------------------------
+
+
+def gemini_context() -> gem.Context:
+    def route(model: str) -> str:
+        found = ROUTES.get(model)
+        if found is None:
+            raise LookupError(model)  # the app raises its 404 here
+        return found
+
+    return gem.Context(route, model_spec)
+
+
+def contents(*texts: str) -> list[dict[str, Any]]:
+    return [{"role": "user", "parts": [{"text": t}]} for t in texts]
+
+
+# (what, body, action) → (mapped, session, stream)
+GEMINI_PLANS: list[tuple[str, dict[str, Any], str, tuple[str, str | None, bool]]] = [
+    ("generate", {"contents": contents("hi")}, "generateContent", ("gemini-2.5-flash", None, False)),
+    ("stream", {"contents": contents("hi")}, "streamGenerateContent", ("gemini-2.5-flash", None, True)),
+    (
+        "the first long user text is the stickiness key",
+        {"contents": contents("a question long enough to name the chat")},
+        "generateContent",
+        ("gemini-2.5-flash", "set", False),
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "request_body", "action", "expected"), GEMINI_PLANS, ids=[r[0] for r in GEMINI_PLANS])
+def test_gemini_plan(
+    what: str, request_body: dict[str, Any], action: str, expected: tuple[str, str | None, bool]
+) -> None:
+    plan = gem.plan(request_body, {}, gemini_context(), model="gemini-2.5-flash", action=action)
+    mapped, session, stream = expected
+    assert (plan.mapped, plan.stream) == (mapped, stream)
+    assert (plan.session is not None) == (session is not None)
+    assert plan.request["contents"] == request_body["contents"] and "generationConfig" in plan.request
+
+
+def test_gemini_count_plan_sends_the_countable_parts() -> None:
+    body = {"generateContentRequest": {"contents": contents("hi"), "safetySettings": [], "cachedContent": "c"}}
+    plan = gem.plan(body, {}, gemini_context(), model="gemini-2.5-flash", action="countTokens")
+    assert plan.request == {"model": "gemini-2.5-flash", "contents": contents("hi")}
+
+
+GEMINI_ERRORS: list[tuple[str, dict[str, Any], str]] = [
+    ("no contents", {}, "contents"),
+    ("empty contents", {"contents": []}, "contents"),
+    ("contents not an array", {"contents": "hi"}, "contents"),
+]
+
+
+@pytest.mark.parametrize(("what", "request_body", "param"), GEMINI_ERRORS, ids=[r[0] for r in GEMINI_ERRORS])
+def test_gemini_errors(what: str, request_body: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        gem.plan(request_body, {}, gemini_context(), model="gemini-2.5-flash", action="generateContent")
+    assert caught.value.param == param
+
+
+def test_gemini_unknown_model_is_the_routes_error() -> None:
+    with pytest.raises(LookupError):
+        gem.plan({"contents": contents("hi")}, {}, gemini_context(), model="nobody", action="generateContent")
+
+
+# -- OpenAI --------------------------------------------------------------------------------------------------
+
+
+def openai_context(stored: dict[str, list[dict[str, Any]]] | None = None) -> oai.Context:
+    store = stored or {}
+
+    def route(model: str) -> str:
+        return {"gpt-4o": "gemini-2.5-flash"}.get(model) or ROUTES[model]
+
+    return oai.Context(route, model_spec, SignatureCache.create(), store.get, 512)
+
+
+def chat_body(**fields: Any) -> dict[str, Any]:
+    return {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}], **fields}
+
+
+# (what, kind, body, headers) → (kind planned, mapped, stream, upstream texts)
+OPENAI_PLANS: list[tuple[str, str, dict[str, Any], dict[bytes, bytes], tuple[str, str, bool, list[str]]]] = [
+    ("chat", oai.CHAT, chat_body(), {}, (oai.CHAT, "gemini-2.5-flash", False, ["hello"])),
+    ("chat, streaming", oai.CHAT, chat_body(stream=True), {}, (oai.CHAT, "gemini-2.5-flash", True, ["hello"])),
+    (
+        "legacy completions: the prompt is the user message",
+        oai.COMPLETIONS,
+        {"model": "gpt-4o", "prompt": "Once upon"},
+        {},
+        (oai.COMPLETIONS, "gemini-2.5-flash", False, ["Once upon"]),
+    ),
+    (
+        "a Responses body on /v1/completions is served as one",
+        oai.COMPLETIONS,
+        {"model": "gpt-4o", "input": "hi there"},
+        {},
+        (oai.RESPONSES, "gemini-2.5-flash", False, ["hi there"]),
+    ),
+    (
+        "responses",
+        oai.RESPONSES,
+        {"model": "gpt-4o", "input": "hi", "stream": True},
+        {},
+        (oai.RESPONSES, "gemini-2.5-flash", True, ["hi"]),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "kind", "request_body", "headers", "expected"), OPENAI_PLANS, ids=[r[0] for r in OPENAI_PLANS]
+)
+def test_openai_plan(
+    what: str,
+    kind: str,
+    request_body: dict[str, Any],
+    headers: dict[bytes, bytes],
+    expected: tuple[str, str, bool, list[str]],
+) -> None:
+    plan = oai.plan(request_body, headers, openai_context(), kind=kind)
+    texts = [p["text"] for c in plan.upstream.request["contents"] for p in c["parts"] if "text" in p]
+    assert (plan.kind, plan.mapped, plan.stream, texts) == expected
+    assert plan.request_id.startswith("agent/antigravity/")
+
+
+SESSION_ROWS = [
+    ("prompt_cache_key first", {"prompt_cache_key": "k1"}, {b"session-id": b"s1"}, "pck-k1"),
+    ("then Codex's session-id header", {}, {b"session-id": b"s1"}, "hdr-s1"),
+]
+
+
+@pytest.mark.parametrize(("what", "fields", "headers", "session"), SESSION_ROWS, ids=[r[0] for r in SESSION_ROWS])
+def test_openai_responses_session(what: str, fields: dict[str, Any], headers: dict[bytes, bytes], session: str) -> None:
+    plan = oai.plan({"model": "gpt-4o", "input": "hi", **fields}, headers, openai_context(), kind=oai.RESPONSES)
+    assert plan.session == session and plan.request_id == f"agent/antigravity/{session[:8]}/1"
+
+
+def test_openai_previous_response_continues_the_stored_conversation() -> None:
+    stored = {"resp_1": [{"role": "user", "content": "first"}, {"role": "assistant", "content": "answer"}]}
+    body = {"model": "gpt-4o", "input": "second", "previous_response_id": "resp_1"}
+    plan = oai.plan(body, {}, openai_context(stored), kind=oai.RESPONSES)
+    texts = [p["text"] for c in plan.upstream.request["contents"] for p in c["parts"] if "text" in p]
+    assert texts == ["first", "answer", "second"]
+
+
+# (what, kind, body) → (param, code)
+OPENAI_ERRORS: list[tuple[str, str, dict[str, Any], tuple[str, str | None]]] = [
+    ("no model", oai.CHAT, {"messages": []}, ("model", None)),
+    ("model not a string", oai.CHAT, {"model": 1, "messages": []}, ("model", None)),
+    ("empty messages", oai.CHAT, chat_body(messages=[]), ("messages", "empty_array")),
+    ("temperature out of range", oai.CHAT, chat_body(temperature=9), ("temperature", None)),
+    ("no prompt", oai.COMPLETIONS, {"model": "gpt-4o"}, ("prompt", None)),
+    (
+        "an unknown previous_response_id",
+        oai.RESPONSES,
+        {"model": "gpt-4o", "input": "x", "previous_response_id": "resp_gone"},
+        ("previous_response_id", "previous_response_not_found"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("what", "kind", "request_body", "expected"), OPENAI_ERRORS, ids=[r[0] for r in OPENAI_ERRORS])
+def test_openai_errors(what: str, kind: str, request_body: dict[str, Any], expected: tuple[str, str | None]) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        oai.plan(request_body, {}, openai_context(), kind=kind)
+    assert (caught.value.param, caught.value.code) == expected
