@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from typing import Any, Protocol
 
 import orjson
 
@@ -18,10 +20,14 @@ from agfast.api.signin import callback_handler
 from agfast.config import Config, LiveConfig
 from agfast.convert.models import ModelSpec, list_models, resolve_model_route, route_known
 from agfast.convert.signatures import SignatureCache
+from agfast.http.access import IpRules
 from agfast.http.errors import Family, HttpError, error_body
 from agfast.http.request import Request
 from agfast.http.response import Response
 from agfast.http.router import GET, HEAD, POST, Handler, Route, Router
+from agfast.http.state import ServerState
+from agfast.metrics import Metrics
+from agfast.monitor import Monitor, MonitorUnavailable
 from agfast.record import Observer
 from agfast.upstream.accounts import AccountStore
 from agfast.upstream.catalog import Catalog, catalog_of
@@ -30,6 +36,13 @@ from agfast.upstream.gateway import CLAUDE_BETA_GEMINI_PATH, Gateway
 from agfast.upstream.pool import AccountPool
 from agfast.upstream.signin import SignIn
 
+
+class Serving(Protocol):
+    """The listening server as the App sees it (agfast.server.Server; app does not import server)."""
+
+    state: ServerState | None
+
+
 GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/")
 # Distinct client model names remembered; clients use a handful, this only bounds a hostile caller.
 ROUTE_CACHE_SIZE = 4096
@@ -37,6 +50,9 @@ ROUTE_CACHE_SIZE = 4096
 _UNKNOWN = ""
 # The `created` stamp Antigravity Tools reports for every model.
 MODEL_CREATED = 1706745600
+# Live settings the Proxy Monitor applies (on/off, retention, body cap).
+MONITOR_ATTRS = frozenset({"monitor_enabled", "monitor_retention_days", "monitor_max_body_bytes"})
+log = logging.getLogger("agfast.app")
 STOPPED_MESSAGE = "The proxy service is stopped; an operator can start it again with POST /api/proxy/start."
 
 
@@ -70,6 +86,14 @@ class App:
         self.proxy_running = True
         self.proxy_routes: list[Route] = []
         self._serving_handlers: dict[int, tuple[Handler, bool]] = {}
+        # The listening server (set by whoever starts it): its IP rules and open streams, for the admin API.
+        self.server: Serving | None = None
+        # Proxy Monitor: opened by start(); None while stopped or when its database is unusable (then
+        # monitor_error says why, and the admin API's log and stats routes answer 503 with it).
+        self.monitor: Monitor | None = None
+        self.monitor_error = "the Proxy Monitor is not running"
+        self.metrics = Metrics(self.account_states, self.open_streams, self.monitor_status)
+        self.observers.append(self.metrics.observe)
 
     def config_changed(self, names: frozenset[str]) -> None:
         """Live settings changed: drop what was derived from them."""
@@ -78,6 +102,9 @@ class App:
             self._names = None
         if "log_level" in names:
             logging.getLogger("agfast").setLevel(self.config.log_level.upper())
+        if names & MONITOR_ATTRS and self.monitor is not None:
+            self.monitor.configure(self.config)
+            self.record_bodies = self.monitor.enabled
 
     def set_running(self, running: bool) -> None:
         """Switch the proxy routes between their handlers and a 503 in their protocol's shape. Swapping the
@@ -111,6 +138,19 @@ class App:
         """Load accounts now; quota discovery and refresh run in the background (never on a request)."""
         self.pool.load()
         self._upkeep = asyncio.get_running_loop().create_task(self.pool.upkeep())
+        self.open_monitor()
+
+    def open_monitor(self) -> None:
+        """The Proxy Monitor joins the observers; an unusable database is one clear error, never a failed start."""
+        try:
+            monitor = Monitor.from_config(self.config)
+        except MonitorUnavailable as exc:
+            self.monitor_error = f"the Proxy Monitor is unavailable: {exc}"
+            log.error("%s; serving without it (no request log, no token statistics)", self.monitor_error)
+            return
+        self.monitor = monitor
+        self.observers.append(monitor.observe)
+        self.record_bodies = monitor.enabled
 
     async def close(self) -> None:
         if self._upkeep is not None:
@@ -119,6 +159,39 @@ class App:
                 await self._upkeep
         await self.pool.close()
         await self.client.close()
+        monitor, self.monitor = self.monitor, None
+        if monitor is not None:
+            self.observers.remove(monitor.observe)
+            self.record_bodies = False
+            # Its writer commits what is queued: off the loop, so in-flight shutdown work is not held up.
+            await asyncio.to_thread(monitor.close)
+
+    # -- what the metrics read at scrape time ----------------------------------------------------------
+
+    def account_states(self) -> dict[str, int]:
+        """Accounts by state: in the pool and free, in the pool but locked out, kept out of the pool."""
+        pool = self.pool
+        now = time.time()
+        limited = sum(1 for member in pool.members.values() if pool.state.locked_until(member.id) > now)
+        return {"available": pool.size - limited, "limited": limited, "disabled": len(pool.skipped)}
+
+    def open_streams(self) -> int:
+        """Streamed answers in flight: a head started and not yet ended (a whole answer is sent in one go)."""
+        state = self.server.state if self.server is not None else None
+        if state is None:
+            return 0
+        return sum(1 for c in state.connections if (r := c.response) is not None and r.head_sent and not r.finished)
+
+    def monitor_status(self) -> dict[str, Any]:
+        monitor = self.monitor
+        if monitor is None:
+            return {"queued": 0, "dropped_bodies": 0, "dropped_rows": 0, "write_errors": 0}
+        return monitor.status()
+
+    @property
+    def ip_rules(self) -> IpRules | None:
+        """The running server's allow/deny rules and their refusal log (None before it listens)."""
+        return self.server.state.ip_rules if self.server is not None and self.server.state else None
 
     @property
     def catalog(self) -> Catalog:
@@ -249,5 +322,9 @@ def build_router(app: App) -> Router:
 
     # Before the admin API joins: every route so far but health and probes is a proxy route (stop/start).
     app.proxy_routes = [route for route in r.routes() if not (route.health or route.public)]
-    AdminApi(app).register(r)
+    admin = AdminApi(app)
+    admin.register(r)
+    # Prometheus scrapes it: admin auth, unless the operator opened it for a scraper on a trusted network.
+    public = app.config.metrics_public
+    r.add((GET,), "/metrics", admin.ops.metrics, Family.ADMIN, admin=not public, public=public)
     return r

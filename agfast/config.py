@@ -733,6 +733,7 @@ LIVE_KEYS: dict[str, str] = {
     "scheduling.mode": "scheduling_mode",
     "preferred_account_id": "preferred_account_id",
     "monitor.enabled": "monitor_enabled",
+    "monitor.retention_days": "monitor_retention_days",
     "log_level": "log_level",
 }
 LIVE_ATTRS = frozenset(LIVE_KEYS.values())

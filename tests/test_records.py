@@ -55,7 +55,11 @@ def test_openai_record_has_model_mapping_account_attempts_retries_and_tokens(
     assert record.output_tokens == answer.usage.completion_tokens + reasoning > 0
     assert record.client_ip == "127.0.0.1"
     assert 0 < record.first_byte <= record.duration and 0 < record.upstream_seconds <= record.duration
-    assert record.request_body == b"" and record.response_body == b""  # nothing kept unless asked
+    # The monitor (on by default) asks for bodies: what the client sent and got, never the upstream envelope.
+    assert stack.app.record_bodies
+    assert b'"hello"' in record.request_body and b"project" not in record.request_body
+    assert answer.choices[0].message.content is not None
+    assert answer.choices[0].message.content.encode()[:20] in bytes(record.response_body)
 
 
 def test_anthropic_stream_record_counts_tokens_from_the_last_usage(stack: ServerThread) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import orjson
 
 from agfast import __version__
+from agfast.api.operations import OperationsApi, OpsServices
 from agfast.config import Config, ConfigError, LiveConfig, public_view
 from agfast.http.errors import Family, HttpError
 from agfast.http.request import Request
@@ -28,9 +29,10 @@ from agfast.upstream.client import UpstreamClient
 from agfast.upstream.onboarding import discover, save_discovery
 from agfast.upstream.pool import AccountPool
 from agfast.upstream.proxy import ProxyFailure
+from agfast.upstream.signin import SignIn, SignInError
 
 
-class AdminServices(Protocol):
+class AdminServices(OpsServices, Protocol):
     """What the admin API uses of the application (agfast.app.App), so `api/` imports nothing above it."""
 
     config: Config
@@ -38,6 +40,7 @@ class AdminServices(Protocol):
     pool: AccountPool
     store: AccountStore
     client: UpstreamClient
+    signin: SignIn
     proxy_running: bool
 
     def set_running(self, running: bool) -> None: ...
@@ -70,14 +73,16 @@ def _send(resp: Response, body: Any, status: int = 200) -> None:
 class AdminApi:
     """Handlers over the running App; each reads or changes it and answers with what is now true."""
 
-    __slots__ = ("app", "live")
+    __slots__ = ("app", "live", "ops")
 
     def __init__(self, app: AdminServices) -> None:
         self.app = app
         self.live: LiveConfig = app.live
+        self.ops = OperationsApi(app)
 
     def table(self) -> list[tuple[bytes, str, Handler | IdHandler]]:
         """(method, path, handler): the whole admin API in one screen."""
+        ops = self.ops
         return [
             (GET, "/api/proxy/status", self.proxy_status),
             (POST, "/api/proxy/start", self.proxy_start),
@@ -85,16 +90,30 @@ class AdminApi:
             (DELETE, "/api/proxy/rate-limits", self.clear_rate_limits),
             (DELETE, "/api/proxy/rate-limits/{id}", self.clear_account_rate_limits),
             (POST, "/api/proxy/session-bindings/clear", self.clear_session_bindings),
+            (GET, "/api/proxy/stats", ops.proxy_stats),
             (GET, "/api/proxy/preferred-account", self.preferred_account),
             (POST, "/api/proxy/preferred-account", self.set_preferred_account),
             (GET, "/api/accounts", self.list_accounts),
             (POST, "/api/accounts", self.add_account),
             (POST, "/api/accounts/refresh", self.refresh_accounts),
+            (POST, "/api/accounts/oauth/start", self.oauth_start),
             (DELETE, "/api/accounts/{id}", self.delete_account),
             (POST, "/api/accounts/{id}/toggle-proxy", self.toggle_proxy),
             (GET, "/api/accounts/{id}/quota", self.account_quota),
             (GET, "/api/config", self.get_config),
             (POST, "/api/config", self.set_config),
+            (GET, "/api/logs", ops.logs),
+            (GET, "/api/logs/count", ops.logs_count),
+            (POST, "/api/logs/clear", ops.clear_logs),
+            (GET, "/api/logs/{id}", ops.log),
+            (GET, "/api/stats/summary", ops.stats_summary),
+            (GET, "/api/stats/hourly", ops.stats_hourly),
+            (GET, "/api/stats/daily", ops.stats_daily),
+            (GET, "/api/stats/accounts", ops.stats_accounts),
+            (GET, "/api/stats/models", ops.stats_models),
+            (GET, "/api/security/events", ops.security_events),
+            (GET, "/api/security/stats", ops.security_stats),
+            (GET, "/api/security/lists", ops.security_lists),
         ]
 
     def register(self, router: Router) -> None:
@@ -120,6 +139,7 @@ class AdminApi:
             "port": app.config.port,
             "base_url": app.config.base_url,
             "active_accounts": app.pool.size,
+            "monitor": app.monitor.status() if app.monitor is not None else {"error": app.monitor_error},
         }
 
     def proxy_status(self, req: Request, resp: Response) -> None:
@@ -232,6 +252,19 @@ class AdminApi:
         """Quota (and tier) of every pooled account fetched now."""
         await self.app.pool.refresh_quotas()
         _send(resp, self._accounts())
+
+    def oauth_start(self, req: Request, resp: Response) -> None:
+        """`{"client"?: key}` → `{"url"}`: Google's consent page; Google sends the browser back to this server's
+        `/auth/callback`, which adds the account to the pool."""
+        client = _json_body(req).get("client")
+        if client is not None and not isinstance(client, str):
+            raise HttpError(400, "client must be the key of a configured OAuth client.")
+        signin = self.app.signin
+        try:
+            url = signin.start(self.app.config.base_url + "/auth/callback", client)
+        except SignInError as exc:
+            raise HttpError(400, f"Cannot start a sign-in: {exc}") from None
+        _send(resp, {"url": url})
 
     def delete_account(self, req: Request, resp: Response, account_id: str) -> None:
         account = self._account(account_id)
