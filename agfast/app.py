@@ -8,11 +8,12 @@ import logging
 
 import orjson
 
-from agfast.api import service
+from agfast.api import service, ui
 from agfast.api.admin import AdminApi
 from agfast.api.anthropic import AnthropicApi
 from agfast.api.gemini import GeminiApi
 from agfast.api.openai import OpenAIApi
+from agfast.api.session import SessionApi
 from agfast.api.signin import callback_handler
 from agfast.config import Config, LiveConfig
 from agfast.convert.models import ModelSpec, list_models, resolve_model_route, route_known
@@ -232,4 +233,6 @@ def build_router(app: App) -> Router:
     # Before the admin API joins: every route so far but health and probes is a proxy route (stop/start).
     app.proxy_routes = [route for route in r.routes() if not (route.health or route.public)]
     AdminApi(app).register(r)
+    SessionApi(app.config, r.sessions).register(r)
+    ui.register(r)  # the dashboard: public static files, everything it shows is from the admin API
     return r

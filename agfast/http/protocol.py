@@ -350,10 +350,13 @@ class HttpProtocol(asyncio.Protocol):
             self._early(_preflight)
             return
         if guarded:
-            outcome = state.auth.check(headers, self.family is Family.ADMIN)
+            outcome = state.auth.check(headers, self.family is Family.ADMIN, event.method)
             if outcome != auth.OK:
                 body = state.auth.bodies[(self.family, outcome)]
-                self._early(lambda resp: resp.send(401, body, CT_JSON, b'www-authenticate: Bearer realm="agfast"\r\n'))
+                status = auth.STATUS[outcome]
+                self._early(
+                    lambda resp: resp.send(status, body, CT_JSON, b'www-authenticate: Bearer realm="agfast"\r\n')
+                )
                 return
         if match is None:
             self._early(lambda resp: resp.send(404, self._not_found_body(path)))
