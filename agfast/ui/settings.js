@@ -26,25 +26,42 @@ function mappingFromForm() {
   return mapping;
 }
 
+// The settings as the form shows them, by their /api/config keys.
+let loaded = {};
+
+function formValues() {
+  return {
+    auth_mode: $("#set-auth").value,
+    "scheduling.mode": $("#set-scheduling").value,
+    "monitor.enabled": $("#set-monitor").checked,
+    custom_mapping: mappingFromForm(),
+  };
+}
+
 function fillForm(config) {
   $("#set-auth").value = config.auth_mode;
   $("#set-scheduling").value = config["scheduling.mode"] ?? config.scheduling?.mode ?? "Balance";
   $("#set-monitor").checked = Boolean(config["monitor.enabled"] ?? config.monitor?.enabled);
   replace($("#mapping-rows"), Object.entries(config.custom_mapping || {}).map(([from, to]) => mappingRow(from, to)));
   $("#api-key-masked").textContent = config.api_key || "(none)";
+  loaded = formValues();
 }
+
+const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
 async function save(event) {
   event.preventDefault();
+  // Only what the user changed is sent: a setting someone else changed meanwhile is left as it is.
+  const values = formValues();
+  const changes = Object.fromEntries(Object.entries(values).filter(([key, value]) => !same(value, loaded[key])));
+  if (!Object.keys(changes).length) {
+    notify("Nothing changed.");
+    return;
+  }
   try {
-    const r = await api("POST", "/api/config", {
-      auth_mode: $("#set-auth").value,
-      "scheduling.mode": $("#set-scheduling").value,
-      "monitor.enabled": $("#set-monitor").checked,
-      custom_mapping: mappingFromForm(),
-    });
+    const r = await api("POST", "/api/config", changes);
     fillForm(r.config);
-    notify(r.changed.length ? `Saved: ${r.changed.join(", ")}.` : "Nothing changed.");
+    notify(`Saved: ${r.changed.join(", ")}.`);
   } catch (err) {
     notify(err.message, true);
   }
