@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import ssl
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 from helpers import ServerThread, make_config, request
+from test_tls import TlsFiles
 
 from agfast.http.sessions import MAX_SESSIONS
 
@@ -148,3 +151,16 @@ def test_sessions_are_bounded_the_oldest_giving_way(server: ServerThread) -> Non
     assert request(server.port, "GET", "/api/accounts", headers={"Cookie": first}).status == 401
     assert request(server.port, "GET", "/api/accounts", headers={"Cookie": later[0]}).status == 200
     assert len(server.server.router.sessions) == MAX_SESSIONS
+
+
+def test_over_tls_the_cookie_is_secure(tmp_path: Path) -> None:
+    tls = TlsFiles(tmp_path)
+    cfg = make_config(tmp_path / "data", api_key=KEY, tls_cert=tls.cert, tls_key=tls.key)
+    with ServerThread(cfg) as st:
+        context = ssl.create_default_context(cafile=str(tls.ca))
+        ask = urllib.request.Request(
+            f"https://127.0.0.1:{st.port}/api/session", data=orjson.dumps({"password": KEY}), method="POST"
+        )
+        with urllib.request.urlopen(ask, context=context, timeout=10) as reply:
+            attrs = [a.strip() for a in reply.headers["set-cookie"].split(";")]
+    assert {"Secure", "HttpOnly", "SameSite=Strict"} <= set(attrs)
