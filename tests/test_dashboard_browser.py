@@ -250,6 +250,17 @@ def test_screenshots_of_every_page_at_desktop_and_phone_width(
             shutil.copy(shot, Path(target) / shot.name)
 
 
+def test_regenerated_key_is_shown_once_and_in_force(page: Any, stack: ServerThread):
+    old = stack.config.api_key
+    open_page(page, stack, "settings")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#regenerate-key")
+    expect(page.locator("#new-key")).to_contain_text("sk-")
+    key = page.locator("#new-key").inner_text().rsplit(" ", 1)[-1]
+    assert stack.config.api_key == key != old and len(key) == 51
+    expect(page.locator("#api-key-masked")).to_have_text(f"sk-…{key[-4:]}")
+
+
 def test_sign_out_returns_to_the_sign_in_page(page: Any, stack: ServerThread):
     open_page(page, stack, "overview")
     page.click("#logout")

@@ -93,7 +93,7 @@ function tick() {
 async function signInWithGoogle() {
   try {
     const r = await api("POST", "/api/accounts/oauth/start", {});
-    const url = r.url || r.auth_url || r.authUrl;
+    const url = typeof r === "string" ? r : r && (r.url || r.auth_url || r.authUrl);
     if (!url) throw new Error("agfast gave no sign-in address.");
     window.open(url, "_blank", "noopener");
     notify("Finish the sign-in in the new tab; the account appears here once Google sends you back.");

@@ -51,6 +51,7 @@ async function signIn(event) {
   try {
     const r = await api("POST", "/api/session", { password: $("#password").value });
     $("#password").value = "";
+    $("#login-note").textContent = "";
     await signedIn(r.csrf_token);
   } catch (err) {
     error.textContent = err.message;

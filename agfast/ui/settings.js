@@ -73,8 +73,12 @@ async function regenerate() {
   crypto.getRandomValues(bytes);
   const key = "sk-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   try {
+    const shown = `New key (shown once, copy it now): ${key}`;
+    // Without an admin password the key is also the sign-in secret: every browser is now signed out, so the
+    // sign-in page shows the new key too.
+    $("#login-note").textContent = shown;
     const r = await api("POST", "/api/config", { api_key: key });
-    $("#new-key").textContent = `New key (shown once, copy it now): ${key}`;
+    $("#new-key").textContent = shown;
     fillForm(r.config);
     notify("API key regenerated.");
   } catch (err) {
