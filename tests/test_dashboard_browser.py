@@ -6,16 +6,20 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import openai
+import orjson
 import pytest
 from helpers import ServerThread, in_ci, request
 from stack import Fault, generations
 
+from agfast.monitor import LogReader, Monitor
+from agfast.record import RequestRecord
 from agfast.sim import GoogleSimulator
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -202,6 +206,107 @@ def test_a_mapping_added_in_settings_routes_the_next_request(page: Any, stack: S
     assert [r.model for r in generations(sim)] == [target]
 
 
+def monitor_rows(data_dir: Path) -> Monitor:
+    """A real request monitor holding three requests: two models, two accounts, one failed."""
+    monitor = Monitor(data_dir)
+    rows = [
+        ("gemini-3-flash", "a@sim.local", 200, "", (1200, 340)),
+        ("claude-sonnet-4-6", "b@sim.local", 200, "", (800, 90)),
+        ("gemini-3-flash", "b@sim.local", 429, "All accounts limited", (0, 0)),
+    ]
+    this_hour = time.time() // 3600 * 3600  # all in the current hour: one column in the hourly chart
+    for n, (model, account, status, error, (tokens_in, tokens_out)) in enumerate(rows):
+        rec = RequestRecord(f"req-{n}", "POST", "/v1/chat/completions", "openai", "127.0.0.1", this_hour + n)
+        rec.status, rec.error, rec.model, rec.mapped_model, rec.account_email = status, error, model, model, account
+        rec.input_tokens, rec.output_tokens, rec.duration, rec.attempts = tokens_in, tokens_out, 0.5, 1
+        rec.request_body = orjson.dumps({"model": model, "messages": [{"role": "user", "content": f"question {n}"}]})
+        rec.response_body = b'{"id": "x"}'
+        monitor.observe(rec)
+    assert monitor.flush()
+    return monitor
+
+
+def monitor_answer(reader: LogReader, url: str) -> Any:
+    """What the monitor routes answer: the query functions' results as JSON, as they are."""
+    parts = urlsplit(url)
+    args = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    errors_only = args.get("errors_only") in ("1", "true")
+    path = parts.path
+    if path == "/api/logs":
+        return reader.logs(args.get("filter", ""), errors_only, int(args.get("limit", 100)))
+    if path == "/api/logs/count":
+        return reader.count(args.get("filter", ""), errors_only)
+    if path.startswith("/api/logs/"):
+        return reader.log(int(path.rsplit("/", 1)[1]))
+    table = {
+        "/api/stats/summary": reader.stats_summary,
+        "/api/stats/hourly": lambda: reader.stats_hourly(int(args.get("hours", 24))),
+        "/api/stats/daily": lambda: reader.stats_daily(int(args.get("days", 7))),
+        "/api/stats/models": reader.stats_models,
+        "/api/stats/accounts": reader.stats_accounts,
+    }
+    return table[path]()
+
+
+def keep_screenshot(page: Any, directory: Path, name: str) -> None:
+    """Save the page under the test's output, and also where SCREENSHOTS_ENV points (the README's pictures)."""
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.screenshot(path=str(directory / name), full_page=True)
+    if target := os.environ.get(SCREENSHOTS_ENV):
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(directory / name, Path(target) / name)
+
+
+def test_live_table_detail_and_charts_draw_the_monitors_shapes(page: Any, stack: ServerThread, tmp_path: Path) -> None:
+    """Until the monitor's admin routes are on main, their answers (the monitor's query functions over a real
+    database) are served to the page by the browser itself, so the drawing code is proved against real shapes."""
+    monitor = monitor_rows(tmp_path)
+
+    def answer(route: Any) -> None:
+        route.fulfill(
+            status=200, content_type="application/json", body=orjson.dumps(monitor_answer(monitor, route.request.url))
+        )
+
+    page.route(lambda url: urlsplit(url).path.startswith(NOT_YET_ROUTES), answer)
+    try:
+        open_page(page, stack, "requests")
+        rows = page.locator("#log-table tbody tr")
+        expect(rows).to_have_count(3)
+        expect(rows.first.locator(".status")).to_have_text("429")
+        expect(rows.nth(1).locator(".in")).to_have_text("800")
+        expect(page.locator("#log-count")).to_have_text("3 shown of 3")
+        page.check("#log-errors")
+        expect(rows).to_have_count(1)
+        expect(page.locator("#log-table tbody tr.failed")).to_have_count(1)
+        page.uncheck("#log-errors")
+        page.fill("#log-filter", "claude")
+        expect(rows).to_have_count(1)
+        rows.first.focus()
+        page.keyboard.press("Enter")
+        expect(page.locator("#log-detail")).to_be_visible()
+        expect(page.locator("#detail-request")).to_contain_text('"content": "question 1"')
+        expect(page.locator("#detail-fields")).to_contain_text("b@sim.local")
+        page.fill("#log-filter", "")
+        expect(rows).to_have_count(3)
+        keep_screenshot(page, tmp_path, "requests-with-monitor-rows.png")
+
+        open_page(page, stack, "tokens")
+        expect(page.locator("#chart-time svg rect.in")).to_have_count(1)  # one hour: one column
+        expect(page.locator("#chart-models svg g")).to_have_count(2)
+        expect(page.locator("#chart-models svg")).to_contain_text("gemini-3-flash")
+        expect(page.locator("#chart-accounts svg")).to_contain_text("b@sim.local")
+        page.click("#period-days")
+        expect(page.locator("#period-days")).to_have_attribute("aria-pressed", "true")
+        expect(page.locator("#chart-time svg rect.out")).to_have_count(1)
+        keep_screenshot(page, tmp_path, "tokens-with-monitor-rows.png")
+
+        open_page(page, stack, "overview")
+        expect(page.locator("#counters")).to_contain_text("2430total tokens")  # 1200 + 340 + 800 + 90
+    finally:
+        page.unroute_all()
+        monitor.close()
+
+
 def test_stop_and_start_the_proxy(page: Any, stack: ServerThread):
     open_page(page, stack, "overview")
     expect(page.locator("#proxy-state")).to_have_text("running")
@@ -237,17 +342,12 @@ def test_screenshots_of_every_page_at_desktop_and_phone_width(
         for name in PAGES:
             open_page(page, stack, name)
             page.wait_for_load_state("networkidle")
-            page.evaluate("document.activeElement && document.activeElement.blur()")
             # Nothing wider than the screen but what scrolls in its own box (the requests table).
             assert page.evaluate("document.documentElement.scrollWidth") <= width, (label, name)
-            page.screenshot(path=str(out / f"{name}-{label}.png"), full_page=True)
+            keep_screenshot(page, out, f"{name}-{label}.png")
     page.set_viewport_size({"width": 1280, "height": 860})
     saved = sorted(p.name for p in out.iterdir())
     assert saved == sorted(f"{n}-{w}.png" for n in PAGES for w in WIDTHS)
-    if target := os.environ.get(SCREENSHOTS_ENV):
-        Path(target).mkdir(parents=True, exist_ok=True)
-        for shot in out.iterdir():
-            shutil.copy(shot, Path(target) / shot.name)
 
 
 def test_regenerated_key_is_shown_once_and_in_force(page: Any, stack: ServerThread):

@@ -25,10 +25,12 @@ function timeChart(points, label) {
     const hi = ((p.input_tokens || 0) / max) * bars;
     const ho = ((p.output_tokens || 0) / max) * bars;
     const base = height - bottom;
-    const title = svg("title", {}, `${p.label}: ${p.input_tokens} in, ${p.output_tokens} out, ${p.requests} requests`);
-    chart.append(svg("g", {}, title,
-      svg("rect", { class: "in", x, y: base - hi, width: w, height: hi }),
-      svg("rect", { class: "out", x, y: base - hi - ho, width: w, height: ho })));
+    if (hi + ho > 0) {
+      const title = svg("title", {}, `${p.label}: ${p.input_tokens} in, ${p.output_tokens} out, ${p.requests} requests`);
+      chart.append(svg("g", {}, title,
+        svg("rect", { class: "in", x, y: base - hi, width: w, height: hi }),
+        svg("rect", { class: "out", x, y: base - hi - ho, width: w, height: ho })));
+    }
     if (points.length <= 16 || i % Math.ceil(points.length / 12) === 0) {
       chart.append(svg("text", { x, y: height - 10 }, p.short));
     }
@@ -67,13 +69,23 @@ async function fill(box, load, draw) {
   }
 }
 
-function hourPoints(rows) {
-  return rows.map((r) => ({ ...r, label: r.hour, short: String(r.hour).slice(11, 13) + "h" }));
+// One point per hour (or day) of the period, empty ones included, so the axis is time and not just the rows.
+function slots(count, step, keyOf, rows, rowKey, short) {
+  const byKey = new Map(rows.map((r) => [String(r[rowKey]), r]));
+  const now = Math.floor(Date.now() / 1000 / step) * step;
+  const points = [];
+  for (let i = count - 1; i >= 0; i--) {
+    const key = keyOf(now - i * step);
+    const row = byKey.get(key) || { input_tokens: 0, output_tokens: 0, requests: 0 };
+    points.push({ ...row, label: key, short: short(key) });
+  }
+  return points;
 }
 
-function dayPoints(rows) {
-  return rows.map((r) => ({ ...r, label: r.day, short: String(r.day).slice(5) }));
-}
+const hourPoints = (rows) => slots(HOURS, 3600, (t) => String(t), rows, "timestamp",
+  (key) => `${new Date(Number(key) * 1000).getHours()}h`);
+const dayPoints = (rows) => slots(DAYS, 86400, (t) => new Date(t * 1000).toISOString().slice(0, 10), rows, "day",
+  (key) => key.slice(5));
 
 async function draw() {
   const hours = period === "hours";
