@@ -10,12 +10,13 @@ from typing import Any, Protocol
 
 import orjson
 
-from agfast.api import service
+from agfast.api import service, ui
 from agfast.api.admin import AdminApi
 from agfast.api.anthropic import AnthropicApi
 from agfast.api.driver import Driver
 from agfast.api.gemini import GeminiApi
 from agfast.api.openai import OpenAIApi
+from agfast.api.session import SessionApi
 from agfast.api.signin import callback_handler
 from agfast.config import Config, LiveConfig
 from agfast.convert.models import ModelSpec, list_models, resolve_model_route, route_known
@@ -324,6 +325,8 @@ def build_router(app: App) -> Router:
     app.proxy_routes = [route for route in r.routes() if not (route.health or route.public)]
     admin = AdminApi(app)
     admin.register(r)
+    SessionApi(app.config, r.sessions).register(r)
+    ui.register(r)  # the dashboard: public static files, everything it shows is from the admin API
     # Prometheus scrapes it: admin auth, unless the operator opened it for a scraper on a trusted network.
     public = app.config.metrics_public
     r.add((GET,), "/metrics", admin.ops.metrics, Family.ADMIN, admin=not public, public=public)

@@ -2,6 +2,9 @@
 
 Admin routes (`/api/…`) are guarded in every mode, by `admin_password` when set, else by the api key.
 
+The dashboard's session cookie (`http/sessions.py`) also passes the admin check, when no key is sent and
+the caller says which method it checks: a state change by cookie needs the session's CSRF token too (CSRF).
+
 Key sources, first present wins: `Authorization` (with or without `Bearer `), `x-api-key`, `x-goog-api-key`.
 A present `Authorization` shadows the others even when its value is wrong, exactly like Antigravity Tools.
 """
@@ -13,17 +16,22 @@ from collections.abc import Mapping
 
 from agfast.http.errors import Family, error_body
 from agfast.http.router import Route
+from agfast.http.sessions import SAFE_METHODS, SessionStore
 
 OK = 0
 MISSING = 1
 INVALID = 2
 NOT_CONFIGURED = 3
+CSRF = 4
 
 MESSAGES = {
     MISSING: "Missing API key: send it as 'Authorization: Bearer <key>', 'x-api-key' or 'x-goog-api-key'.",
     INVALID: "Invalid API key.",
     NOT_CONFIGURED: "Authentication is required but agfast has no API key configured; set api_key in the config.",
+    CSRF: "This change needs the session's CSRF token in the X-CSRF-Token header (sign in again to get one).",
 }
+# The answer's status per outcome: a signed-in browser without its CSRF token is known but not allowed.
+STATUS = {MISSING: 401, INVALID: 401, NOT_CONFIGURED: 401, CSRF: 403}
 
 
 def extract_key(headers: Mapping[bytes, bytes]) -> bytes | None:
@@ -40,12 +48,15 @@ def extract_key(headers: Mapping[bytes, bytes]) -> bytes | None:
 
 
 class Authenticator:
-    __slots__ = ("_admin_key", "_key", "bodies", "mode")
+    __slots__ = ("_admin_key", "_key", "bodies", "mode", "sessions")
 
-    def __init__(self, mode: str, api_key: str | None, admin_password: str | None = None) -> None:
+    def __init__(
+        self, mode: str, api_key: str | None, admin_password: str | None = None, sessions: SessionStore | None = None
+    ) -> None:
         self.mode = mode
         self._key: bytes | None = None
         self._admin_key: bytes | None = None
+        self.sessions = sessions if sessions is not None else SessionStore()
         self.configure(mode, api_key, admin_password)
         # Every 401 body is constant: build them once per family.
         self.bodies = {
@@ -57,8 +68,11 @@ class Authenticator:
     def configure(self, mode: str, api_key: str | None, admin_password: str | None) -> None:
         """(Re)set the mode and secrets; live config changes land here without a restart."""
         self.mode = mode
+        old_admin_key = self._admin_key
         self._key = api_key.encode() if api_key else None
         self._admin_key = admin_password.encode() if admin_password else self._key
+        if self._admin_key != old_admin_key:
+            self.sessions.clear()  # a new admin secret signs every browser out
 
     def guards(self, route: Route | None) -> bool:
         """Whether requests to `route` (None: an unknown path) must carry the key."""
@@ -73,12 +87,18 @@ class Authenticator:
             return True
         return not (route.health and self.mode == "all_except_health")
 
-    def check(self, headers: Mapping[bytes, bytes], admin: bool = False) -> int:
-        """OK, MISSING, INVALID or NOT_CONFIGURED; `admin` checks the admin secret. Constant-time comparison."""
+    def check(self, headers: Mapping[bytes, bytes], admin: bool = False, method: bytes | None = None) -> int:
+        """OK, MISSING, INVALID, NOT_CONFIGURED or CSRF; `admin` checks the admin secret. Constant-time comparison.
+
+        With `method` given, an admin request without a key may instead show a live session cookie (plus the
+        CSRF token unless `method` is safe). Without it only a key counts: the Origin check asks that way, so a
+        cookie never opens CORS to another origin."""
         expected = self._admin_key if admin else self._key
         if expected is None:
             return NOT_CONFIGURED
         key = extract_key(headers)
         if not key:
+            if admin and method is not None and (session := self.sessions.from_headers(headers)) is not None:
+                return OK if method in SAFE_METHODS or self.sessions.csrf_ok(session, headers) else CSRF
             return MISSING
         return OK if hmac.compare_digest(key, expected) else INVALID

@@ -340,11 +340,12 @@ class HttpProtocol(asyncio.Protocol):
         auth_ = self.state.auth
         if not auth_.guards(route):
             return False
-        outcome = auth_.check(req.headers, self.family is Family.ADMIN)
+        outcome = auth_.check(req.headers, self.family is Family.ADMIN, req.method)
         if outcome == auth.OK:
             return False
         body = auth_.bodies[(self.family, outcome)]
-        self._early(lambda resp: resp.send(401, body, CT_JSON, b'www-authenticate: Bearer realm="agfast"\r\n'))
+        status = auth.STATUS[outcome]
+        self._early(lambda resp: resp.send(status, body, CT_JSON, b'www-authenticate: Bearer realm="agfast"\r\n'))
         return True
 
     def _route_refused(self, req: Request, match: Match | None) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agfast.http.errors import Family
+from agfast.http.sessions import SessionStore
 
 # handler(request: http.request.Request, response: http.response.Response); typed loosely so the route table
 # imports neither (they import it).
@@ -63,9 +64,11 @@ def family_for_path(path: str) -> Family:
 
 
 class Router:
-    __slots__ = ("_actions", "_exact", "_model_prefixes", "_patterns")
+    __slots__ = ("_actions", "_exact", "_model_prefixes", "_patterns", "sessions")
 
     def __init__(self) -> None:
+        # The dashboard's sign-in sessions: the session routes create them, the server's auth check reads them.
+        self.sessions = SessionStore()
         self._exact: dict[str, dict[bytes, Route]] = {}
         # (prefix, action) → method → route; action "" is `GET prefix{model}`.
         self._actions: dict[tuple[str, str], dict[bytes, Route]] = {}

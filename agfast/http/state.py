@@ -38,7 +38,7 @@ class ServerState:
         self.config = config
         self.router = router
         self.loop = loop
-        self.auth = Authenticator(config.effective_auth_mode, config.api_key, config.admin_password)
+        self.auth = Authenticator(config.effective_auth_mode, config.api_key, config.admin_password, router.sessions)
         for route in router.routes():
             route.guarded = self.auth.guards(route)
         self.browsers = BrowserPolicy(config, self.auth)
