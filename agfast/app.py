@@ -21,6 +21,7 @@ from agfast.http.errors import Family, HttpError, error_body
 from agfast.http.protocol import Request
 from agfast.http.response import Response
 from agfast.http.router import GET, HEAD, POST, Handler, Route, Router
+from agfast.keys import KeyPolicy, KeyStore
 from agfast.upstream.accounts import AccountStore
 from agfast.upstream.catalog import Catalog, catalog_of
 from agfast.upstream.client import UpstreamClient
@@ -54,7 +55,10 @@ class App:
         self.anthropic = AnthropicApi(self)
         # "Sign in with Google" flows; an account signed in joins the pool at once (no restart, no reload wait).
         self.signin = SignIn(config, self.client, self.store, on_added=lambda _account: self.pool.load())
+        # Named API keys with limits (user_tokens.json); the server's auth asks it, handlers ask `permit`.
+        self.keys = KeyPolicy(KeyStore(config.data_dir))
         self._upkeep: asyncio.Task[None] | None = None
+        self._keys_upkeep: asyncio.Task[None] | None = None
         self._routes: dict[str, str] = {}
         self._catalog = Catalog()
         self._catalog_version = -1
@@ -93,12 +97,15 @@ class App:
         """Load accounts now; quota discovery and refresh run in the background (never on a request)."""
         self.pool.load()
         self._upkeep = asyncio.get_running_loop().create_task(self.pool.upkeep())
+        self._keys_upkeep = asyncio.get_running_loop().create_task(self.keys.upkeep())
 
     async def close(self) -> None:
-        if self._upkeep is not None:
-            self._upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._upkeep
+        for task in (self._upkeep, self._keys_upkeep):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.keys.flush()
         await self.pool.close()
         await self.client.close()
 
@@ -137,6 +144,14 @@ class App:
         if mapped is None:
             raise self.unknown_model(model)
         return mapped
+
+    def permit(self, req: Request, model: str) -> None:
+        """A named key may use only its models: outside its patterns → 403 in the caller's shape, before any
+        upstream call. (The hook the request driver will call once it exists; issue 10.)"""
+        key = req.api_key
+        if key is not None and not self.keys.allows_model(key, model):  # type: ignore[arg-type]
+            message = f"This API key may not use the model `{model}`; ask the operator for one that may."
+            raise HttpError(403, message, code="model_not_allowed", param="model")
 
     def unknown_model(self, model: str) -> HttpError:
         target = resolve_model_route(model, self.config.custom_mapping, self.pool.forwarding())

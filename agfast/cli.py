@@ -173,7 +173,7 @@ async def _serve(cfg: config.Config) -> int:
             print(f"agfast: {NO_ACCOUNT}", file=sys.stderr)
             for email, reason in app.pool.skipped.items():
                 print(f"agfast: skipped {email}: {reason}", file=sys.stderr)
-        server = Server(cfg, build_router(app), app.live)
+        server = Server(cfg, build_router(app), app.live, app.keys)
         try:
             await server.start()
         except BindError as exc:

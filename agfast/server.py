@@ -21,6 +21,7 @@ from itertools import count
 from agfast.config import AUTH_ATTRS, Config, LiveConfig
 from agfast.http.access import IpRules
 from agfast.http.auth import Authenticator
+from agfast.keys import KeyPolicy
 from agfast.http.origin import BrowserPolicy
 from agfast.http.protocol import HttpProtocol
 from agfast.http.router import Router
@@ -57,11 +58,16 @@ class ServerState:
         "shutting_down",
     )
 
-    def __init__(self, config: Config, router: Router, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, config: Config, router: Router, loop: asyncio.AbstractEventLoop, keys: KeyPolicy | None = None
+    ) -> None:
         self.config = config
         self.router = router
         self.loop = loop
         self.auth = Authenticator(config.effective_auth_mode, config.api_key, config.admin_password)
+        if keys is not None:
+            self.auth.users = keys.admit
+            self.auth.limited = keys.last_refusal
         for route in router.routes():
             route.guarded = self.auth.guards(route)
         self.browsers = BrowserPolicy(config, self.auth)
@@ -112,11 +118,15 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 
 
 class Server:
-    __slots__ = ("_servers", "_stopped", "_tick", "config", "live", "port", "router", "state")
+    __slots__ = ("_servers", "_stopped", "_tick", "config", "keys", "live", "port", "router", "state")
 
-    def __init__(self, config: Config, router: Router, live: LiveConfig | None = None) -> None:
+    def __init__(
+        self, config: Config, router: Router, live: LiveConfig | None = None, keys: KeyPolicy | None = None
+    ) -> None:
         self.config = config
         self.router = router
+        # Named API keys besides the main one (None: only the main key).
+        self.keys = keys
         # Settings that change while serving; None: the config file is not watched.
         self.live = live
         self.state: ServerState | None = None
@@ -127,7 +137,7 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        state = self.state = ServerState(self.config, self.router, loop)
+        state = self.state = ServerState(self.config, self.router, loop, self.keys)
         if self.live is not None:
             self.live.listeners.append(state.config_changed)
         host = self.config.bind_host

@@ -180,6 +180,7 @@ class AnthropicApi:
     def _prepare(self, req: Request, body: dict[str, Any]) -> tuple[_Prepared, bool]:
         """(the prepared request, whether it is a warmup probe)."""
         req.model = body["model"]
+        self.app.permit(req, req.model)
         thinking = convert.thinking_request(body)
         messages, lifted = convert.lift_system(body["messages"])
         messages = convert.merge_consecutive(messages)

@@ -63,7 +63,8 @@ class GeminiApi:
     def __init__(self, app: App) -> None:
         self.app = app
 
-    def _mapped(self, model: str) -> str:
+    def _mapped(self, req: Request, model: str) -> str:
+        self.app.permit(req, model)
         return self.app.route(model)
 
     async def generate(self, req: Request, resp: Response) -> None:
@@ -72,7 +73,7 @@ class GeminiApi:
         check_gemini(req, body)
         contents = body["contents"]
         model = req.model
-        mapped = self._mapped(model)
+        mapped = self._mapped(req, model)
         session_id = convert.session_id_from_contents(contents)
 
         request = convert.native_request(body, mapped, "", clean=undefined, spec=self.app.model_spec(mapped))
@@ -170,7 +171,7 @@ class GeminiApi:
     async def count_tokens(self, req: Request, resp: Response) -> None:
         body = json_object(req)
         check_gemini(req, body, count=True)
-        mapped = self._mapped(req.model)
+        mapped = self._mapped(req, req.model)
         request = convert.count_request(body, mapped)
         payload = orjson.dumps({"request": request})
         try:

@@ -169,6 +169,7 @@ class OpenAIApi:
 
     async def _chat(self, req: Request, resp: Response, body: dict[str, Any], model: str, *, legacy: bool) -> None:
         req.model = model
+        self.app.permit(req, model)
         mapped = self.app.route(model)
         plan = self._plan(body, mapped)
         reader = chat.Reader(self.app.signatures, mapped, plan.session, plan.schemas)
@@ -258,6 +259,7 @@ class OpenAIApi:
         except chat.InvalidRequest as exc:
             raise HttpError(400, exc.message, param=exc.param) from None
         req.model = model
+        self.app.permit(req, model)
         mapped = self.app.route(model)
         plan = self._plan(converted.chat, mapped, self._session(req, body))
         reader = chat.Reader(self.app.signatures, mapped, plan.session, plan.schemas)

@@ -87,6 +87,7 @@ class Request:
     __slots__ = (
         "account_email",
         "action",
+        "api_key",
         "attempts",
         "body",
         "cors",
@@ -126,6 +127,7 @@ class Request:
         self.mapped_model = ""
         self.account_email = ""
         self.attempts = 0
+        self.api_key: object = None  # the named key (agfast.keys.ApiKey) that was admitted; None: the main key
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -352,9 +354,10 @@ class HttpProtocol(asyncio.Protocol):
         if guarded:
             outcome = state.auth.check(headers, self.family is Family.ADMIN)
             if outcome != auth.OK:
-                body = state.auth.bodies[(self.family, outcome)]
-                self._early(lambda resp: resp.send(401, body, CT_JSON, b'www-authenticate: Bearer realm="agfast"\r\n'))
+                status, body, extra = state.auth.rejection(self.family, outcome)
+                self._early(lambda resp: resp.send(status, body, CT_JSON, extra))
                 return
+            req.api_key = state.auth.user
         if match is None:
             self._early(lambda resp: resp.send(404, self._not_found_body(path)))
             return
