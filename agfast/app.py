@@ -8,7 +8,7 @@ import logging
 
 import orjson
 
-from agfast.api import service
+from agfast.api import service, user_tokens
 from agfast.api.admin import AdminApi
 from agfast.api.anthropic import AnthropicApi
 from agfast.api.gemini import GeminiApi
@@ -247,4 +247,5 @@ def build_router(app: App) -> Router:
     # Before the admin API joins: every route so far but health and probes is a proxy route (stop/start).
     app.proxy_routes = [route for route in r.routes() if not (route.health or route.public)]
     AdminApi(app).register(r)
+    user_tokens.register(r, app)
     return r
