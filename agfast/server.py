@@ -21,10 +21,10 @@ from itertools import count
 from agfast.config import AUTH_ATTRS, Config, LiveConfig
 from agfast.http.access import IpRules
 from agfast.http.auth import Authenticator
-from agfast.keys import KeyPolicy
 from agfast.http.origin import BrowserPolicy
 from agfast.http.protocol import HttpProtocol
 from agfast.http.router import Router
+from agfast.keys import KeyPolicy
 
 log = logging.getLogger("agfast.server")
 

@@ -5,8 +5,10 @@ Time is the policy's injected clock, never a sleep."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,7 @@ def clock(stack: ServerThread) -> Iterator[Clock]:
     fake = Clock()
     stack.app.keys.clock = fake
     yield fake
-    stack.app.keys.clock = __import__("time").time
+    stack.app.keys.clock = time.time
 
 
 def admin(st: ServerThread, method: str, path: str, body: Any = None) -> Reply:
@@ -111,7 +113,7 @@ def test_the_key_file_holds_only_hashes_and_is_owner_only(stack: ServerThread) -
     raw = path.read_bytes()
     assert key.encode() not in raw and key[10:20].encode() not in raw
     [saved] = [k for k in orjson.loads(raw)["keys"] if k["id"] == view["id"]]
-    assert saved["sha256"] == __import__("hashlib").sha256(key.encode()).hexdigest()
+    assert saved["sha256"] == hashlib.sha256(key.encode()).hexdigest()
     assert saved["rpm"] == 5 and saved["models"] == ["gemini-*"]
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
@@ -130,9 +132,9 @@ def test_over_its_rpm_a_key_gets_429_with_retry_after_before_any_upstream_call_a
         assert reply.headers["retry-after"] == "50"
         kind, message = error_of(protocol, reply)
         assert kind in ("rate_limit_error", "RESOURCE_EXHAUSTED") and "2 requests per minute" in message
-    with openai.OpenAI(base_url=stack.url + "/v1", api_key=key, max_retries=0) as client:
-        with pytest.raises(openai.RateLimitError) as limited:
-            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key=key, max_retries=0)
+    with client, pytest.raises(openai.RateLimitError) as limited:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert limited.value.response.headers["retry-after"] == "50"
     assert len(generations(sim)) == served
     # Another key, and the main key, are not held by this one's window.
