@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agfast import __version__, accounts_cli, config, keys_cli, monitor_cli
+from agfast.keys import KeyDefinitionError
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -110,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"agfast: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyDefinitionError as exc:  # an unreadable user_tokens.json: say which file and why, no trace
+        print(f"agfast: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 0
 

@@ -63,7 +63,7 @@ REVOKED_MESSAGE = "This API key was revoked."
 EXPIRED_MESSAGE = "This API key has expired; ask the operator to renew it (agfast keys renew)."
 
 
-class KeyError_(ValueError):
+class KeyDefinitionError(ValueError):
     """A key definition or command that cannot be carried out; the message says why (CLI line, admin 400)."""
 
 
@@ -80,18 +80,18 @@ def parse_expiry(value: Any) -> float | None:
     if value is None or value == "" or value == 0:
         return None
     if isinstance(value, bool):
-        raise KeyError_("expires must be a date, a datetime or unix seconds")
+        raise KeyDefinitionError("expires must be a date, a datetime or unix seconds")
     if isinstance(value, int | float):
         return float(value)
     if not isinstance(value, str):
-        raise KeyError_("expires must be a date, a datetime or unix seconds")
+        raise KeyDefinitionError("expires must be a date, a datetime or unix seconds")
     try:
         if len(value) == 10:
             day = datetime.fromisoformat(value).replace(tzinfo=UTC)
             return day.timestamp() + SECONDS_PER_DAY  # a date means "through that day"
         stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise KeyError_(f"expires {value!r} is not an ISO date (2027-01-31) or datetime") from None
+        raise KeyDefinitionError(f"expires {value!r} is not an ISO date (2027-01-31) or datetime") from None
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)
     return stamp.timestamp()
@@ -107,7 +107,7 @@ def _limit(value: Any, name: str) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise KeyError_(f"{name} must be a whole number ≥ 0 (0 = no limit)")
+        raise KeyDefinitionError(f"{name} must be a whole number ≥ 0 (0 = no limit)")
     return value
 
 
@@ -117,16 +117,16 @@ def _models(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = value.split(",")
     if not isinstance(value, list | tuple) or not all(isinstance(p, str) for p in value):
-        raise KeyError_("models must be a list of model name patterns (fnmatch: gemini-*, claude-sonnet-*)")
+        raise KeyDefinitionError("models must be a list of model name patterns (fnmatch: gemini-*, claude-sonnet-*)")
     return tuple(p.strip() for p in value if p.strip())
 
 
 def _name(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise KeyError_("a key needs a name")
+        raise KeyDefinitionError("a key needs a name")
     value = value.strip()
     if len(value) > MAX_NAME or not value.isprintable():
-        raise KeyError_(f"a key name is at most {MAX_NAME} printable characters")
+        raise KeyDefinitionError(f"a key name is at most {MAX_NAME} printable characters")
     return value
 
 
@@ -299,7 +299,7 @@ class KeyStore:
                 raw = orjson.loads(self.path.read_bytes())
                 loaded = [ApiKey.from_json(k) for k in raw.get("keys", [])]
             except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise KeyError_(f"{self.path} is not a valid key file: {exc}") from None
+                raise KeyDefinitionError(f"{self.path} is not a valid key file: {exc}") from None
             raw = {"keys": loaded}
         fresh: dict[str, ApiKey] = {}
         for key in raw["keys"]:
@@ -337,14 +337,14 @@ class KeyStore:
         for key in self.keys.values():
             if key.name == ref:
                 return key
-        raise KeyError_(f"no API key named {ref!r} (agfast keys list shows them)")
+        raise KeyDefinitionError(f"no API key named {ref!r} (agfast keys list shows them)")
 
     def add(self, fields: Mapping[str, Any], now: float) -> tuple[ApiKey, str]:
         """A new key from `fields` (name, expires, models, rpm, tpd); returns it and the key, shown once."""
         with self.editing():
             name = _name(fields.get("name"))
             if any(key.name == name for key in self.keys.values()):
-                raise KeyError_(f"an API key named {name!r} exists already")
+                raise KeyDefinitionError(f"an API key named {name!r} exists already")
             secret = KEY_PREFIX + secrets.token_urlsafe(KEY_BYTES)
             key = ApiKey("k_" + secrets.token_hex(6), name, digest_of(secret.encode()), secret[:DISPLAY_CHARS], now)
             key.update(fields)
@@ -357,7 +357,7 @@ class KeyStore:
             key = self.find(ref)
             name = fields.get("name")
             if name is not None and any(k.name == str(name).strip() and k is not key for k in self.keys.values()):
-                raise KeyError_(f"an API key named {name!r} exists already")
+                raise KeyDefinitionError(f"an API key named {name!r} exists already")
             key.update(fields)
         return key
 
@@ -373,7 +373,7 @@ class KeyStore:
         with self.editing():
             key = self.find(ref)
             if key.revoked:
-                raise KeyError_(f"API key {key.name!r} was revoked; add a new key instead")
+                raise KeyDefinitionError(f"API key {key.name!r} was revoked; add a new key instead")
             if expires is not None:
                 key.expires = parse_expiry(expires)
             else:
@@ -459,7 +459,7 @@ class KeyPolicy:
         try:
             with store.editing():
                 pass
-        except (OSError, KeyError_) as exc:
+        except (OSError, KeyDefinitionError) as exc:
             log.warning("cannot write API key usage to %s: %s", store.path, exc)
             return
         self._dirty = False

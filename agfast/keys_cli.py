@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from agfast import config
-from agfast.keys import KeyError_, KeyStore, views
+from agfast.keys import KeyDefinitionError, KeyStore, views
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = KeyStore(cfg.data_dir)
         return COMMANDS[args.keys_command](store, args)
-    except KeyError_ as exc:
+    except KeyDefinitionError as exc:
         print(f"agfast keys: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 

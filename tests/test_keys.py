@@ -304,3 +304,14 @@ def test_keys_cli_add_list_revoke_renew_and_a_server_serves_what_it_made(sim: Go
     assert missing.returncode == 1 and "no API key named 'nobody'" in missing.stderr
     duplicate = keys_cli(data, "add", "laptop")
     assert duplicate.returncode == 1 and "exists already" in duplicate.stderr
+
+
+def test_an_unreadable_key_file_stops_agfast_with_one_line_naming_it(tmp_path: Path) -> None:
+    data = tmp_path / "agfast"
+    data.mkdir()
+    (data / KEY_FILE).write_text('{"keys": [{"name": "half"')
+    for args in (("--port", "0", "--data-dir", str(data)), ("keys", "list", "--data-dir", str(data))):
+        failed = run_agfast(*args)
+        assert failed.returncode == 1, failed.stderr
+        line = failed.stderr.strip().splitlines()[-1]
+        assert KEY_FILE in line and "not a valid key file" in line and "Traceback" not in failed.stderr

@@ -13,7 +13,7 @@ from agfast.http.errors import HttpError
 from agfast.http.protocol import Request
 from agfast.http.response import Response
 from agfast.http.router import DELETE, GET, PATCH, POST, PUT, Router
-from agfast.keys import KeyError_, KeyPolicy, views
+from agfast.keys import KeyDefinitionError, KeyPolicy, views
 
 if TYPE_CHECKING:
     from agfast.app import App
@@ -69,7 +69,7 @@ class UserTokensApi:
         now = self.keys.clock()
         try:
             key, secret = self.store.add(self._fields(req), now)
-        except KeyError_ as exc:
+        except KeyDefinitionError as exc:
             raise HttpError(400, str(exc)) from None
         resp.send(201, orjson.dumps({**key.view(now), "key": secret}))
 
@@ -90,7 +90,7 @@ class UserTokensApi:
     def _answer(self, resp: Response, change: Any) -> None:
         try:
             key = change()
-        except KeyError_ as exc:
+        except KeyDefinitionError as exc:
             status = 404 if str(exc).startswith("no API key") else 400
             raise HttpError(status, str(exc)) from None
         resp.send(200, orjson.dumps(key.view(self.keys.clock())))
