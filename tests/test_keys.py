@@ -306,6 +306,22 @@ def test_keys_cli_add_list_revoke_renew_and_a_server_serves_what_it_made(sim: Go
     assert duplicate.returncode == 1 and "exists already" in duplicate.stderr
 
 
+def test_a_running_agfast_takes_keys_made_by_the_cli_and_writes_usage_back_for_it(stack: ServerThread) -> None:
+    data = stack.config.data_dir
+    added = keys_cli(data, "add", "late-comer", "--rpm", "5")
+    assert added.returncode == 0, added.stderr
+    [key] = [w for w in added.stdout.split() if w.startswith("sk-ag-")]
+    stack.call(stack.app.keys.flush)  # what the server's upkeep does every FLUSH_EVERY seconds
+    for _ in range(3):
+        assert post(stack, "/v1/chat/completions", CHAT, key).status == 200
+    stack.call(stack.app.keys.flush)
+    [row] = [r for r in orjson.loads(keys_cli(data, "list", "--json").stdout) if r["name"] == "late-comer"]
+    assert row["requests"] == 3 and row["rpm"] == 5
+    assert keys_cli(data, "revoke", "late-comer").returncode == 0
+    stack.call(stack.app.keys.flush)
+    assert post(stack, "/v1/chat/completions", CHAT, key).status == 401
+
+
 def test_an_unreadable_key_file_stops_agfast_with_one_line_naming_it(tmp_path: Path) -> None:
     data = tmp_path / "agfast"
     data.mkdir()
