@@ -34,21 +34,42 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "per day. Stored hashed; the key is printed once, by add.",
     )
     sub = keys.add_subparsers(dest="keys_command", metavar="{add,list,revoke,renew}", required=True)
-    add = sub.add_parser("add", parents=[common], help="make a key (printed once)")
+    add = sub.add_parser(
+        "add",
+        parents=[common],
+        help="make a key (printed once)",
+        description="Make a named API key and print it, once: agfast keeps only its hash. Limits left out do "
+        "not apply.",
+    )
     add.add_argument("name")
-    add.add_argument("--rpm", type=int, default=0, help="requests per minute (default: 0 = no limit)")
-    add.add_argument("--tpd", type=int, default=0, help="tokens per UTC day, input + output (default: 0 = no limit)")
-    add.add_argument("--models", default="", help="allowed model patterns, comma-separated (gemini-*,claude-*)")
+    add.add_argument("--rpm", type=int, help="requests per minute (no limit unless given)")
+    add.add_argument("--tpd", type=int, help="tokens per UTC day, input + output (no limit unless given)")
+    add.add_argument("--models", help="allowed model patterns, comma-separated: gemini-*,claude-* (all unless given)")
     add.add_argument("--expires", help="ISO date (valid through that UTC day) or datetime (default: never)")
-    listing = sub.add_parser("list", parents=[common], help="show keys: prefix, limits, expiry, usage")
+    listing = sub.add_parser(
+        "list",
+        parents=[common],
+        help="show keys: prefix, limits, expiry, usage",
+        description="Show every named key: name, display prefix, status, limits, expiry and usage (never the key).",
+    )
     listing.add_argument("--json", action="store_true", help="JSON output")
-    revoke = sub.add_parser("revoke", parents=[common], help="revoke a key for good")
+    revoke = sub.add_parser(
+        "revoke",
+        parents=[common],
+        help="revoke a key for good",
+        description="Revoke a named key for good: it gets 401 from then on and cannot be renewed.",
+    )
     revoke.add_argument("name", help="the key's name or id")
-    renew = sub.add_parser("renew", parents=[common], help="extend a key's expiry (the key itself does not change)")
+    renew = sub.add_parser(
+        "renew",
+        parents=[common],
+        help="extend a key's expiry (the key itself does not change)",
+        description="Extend a named key's expiry; the key stays the same (make a new key to rotate).",
+    )
     renew.add_argument("name", help="the key's name or id")
     when = renew.add_mutually_exclusive_group()
     when.add_argument(
-        "--days", type=float, help="extend by this many days from now or its expiry, the later (default: 30)"
+        "--days", type=float, help="extend by this many days from now or its expiry, the later (30 unless given)"
     )
     when.add_argument("--expires", help="new expiry: ISO date or datetime")
 
