@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from agfast.api import service, ui
+from agfast.api import service, ui, user_tokens
 from agfast.api.admin import AdminApi
 from agfast.api.anthropic import AnthropicApi
 from agfast.api.driver import Driver
@@ -27,6 +27,7 @@ from agfast.http.request import Request
 from agfast.http.response import Response
 from agfast.http.router import GET, HEAD, POST, Handler, Route, Router
 from agfast.http.state import ServerState
+from agfast.keys import KeyPolicy, KeyStore
 from agfast.metrics import Metrics
 from agfast.monitor import Monitor, MonitorUnavailable
 from agfast.record import Observer
@@ -75,7 +76,10 @@ class App:
         self.anthropic = AnthropicApi(self)
         # "Sign in with Google" flows; an account signed in joins the pool at once (no restart, no reload wait).
         self.signin = SignIn(config, self.client, self.store, on_added=lambda _account: self.pool.load())
+        # Named API keys with limits (user_tokens.json); the server's auth asks it, handlers ask `permit`.
+        self.keys = KeyPolicy(KeyStore(config.data_dir))
         self._upkeep: asyncio.Task[None] | None = None
+        self._keys_upkeep: asyncio.Task[None] | None = None
         self._routes: dict[str, str] = {}
         self._catalog = Catalog()
         self._catalog_version = -1
@@ -95,6 +99,7 @@ class App:
         self.monitor_error = "the Proxy Monitor is not running"
         self.metrics = Metrics(self.account_states, self.open_streams, self.monitor_status)
         self.observers.append(self.metrics.observe)
+        self.observers.append(self.keys.observe)  # tokens per day of named keys
 
     def config_changed(self, names: frozenset[str]) -> None:
         """Live settings changed: drop what was derived from them."""
@@ -139,6 +144,7 @@ class App:
         """Load accounts now; quota discovery and refresh run in the background (never on a request)."""
         self.pool.load()
         self._upkeep = asyncio.get_running_loop().create_task(self.pool.upkeep())
+        self._keys_upkeep = asyncio.get_running_loop().create_task(self.keys.upkeep())
         self.open_monitor()
 
     def open_monitor(self) -> None:
@@ -154,10 +160,12 @@ class App:
         self.record_bodies = monitor.enabled
 
     async def close(self) -> None:
-        if self._upkeep is not None:
-            self._upkeep.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._upkeep
+        for task in (self._upkeep, self._keys_upkeep):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self.keys.flush()
         await self.pool.close()
         await self.client.close()
         monitor, self.monitor = self.monitor, None
@@ -229,6 +237,14 @@ class App:
         if mapped is None:
             raise self.unknown_model(model)
         return mapped
+
+    def permit(self, req: Request, model: str) -> None:
+        """A named key may use only its models: outside its patterns → 403 in the caller's shape, before any
+        upstream call (each surface asks once the client's model name is read, before planning)."""
+        key = req.api_key
+        if key is not None and not self.keys.allows_model(key, model):  # type: ignore[arg-type]
+            message = f"This API key may not use the model `{model}`; ask the operator for one that may."
+            raise HttpError(403, message, code="model_not_allowed", param="model")
 
     def unknown_model(self, model: str) -> HttpError:
         target = resolve_model_route(model, self.config.custom_mapping, self.pool.forwarding())
@@ -330,4 +346,5 @@ def build_router(app: App) -> Router:
     # Prometheus scrapes it: admin auth, unless the operator opened it for a scraper on a trusted network.
     public = app.config.metrics_public
     r.add((GET,), "/metrics", admin.ops.metrics, Family.ADMIN, admin=not public, public=public)
+    user_tokens.register(r, app.keys)
     return r

@@ -9,7 +9,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from agfast import __version__, accounts_cli, config, monitor_cli
+from agfast import __version__, accounts_cli, config, keys_cli, monitor_cli
+from agfast.keys import KeyDefinitionError
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"agfast {__version__}")
     _serve_flags(parser)
-    sub = parser.add_subparsers(dest="command", metavar="{serve,accounts,logs,stats,sim}")
+    sub = parser.add_subparsers(dest="command", metavar="{serve,accounts,keys,logs,stats,sim}")
     serve = sub.add_parser(
         "serve",
         help="run the proxy (the default command)",
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _serve_flags(serve)
     accounts_cli.add_parser(sub)
+    keys_cli.add_parser(sub)
     monitor_cli.add_parsers(sub)
     sim = sub.add_parser(
         "sim",
@@ -99,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_sim(args)
         if args.command == "accounts":
             return accounts_cli.run(args)
+        if args.command == "keys":
+            return keys_cli.run(args)
         if args.command == "logs":
             return monitor_cli.run_logs(args)
         if args.command == "stats":
@@ -107,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(f"agfast: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyDefinitionError as exc:  # an unreadable user_tokens.json: say which file and why, no trace
+        print(f"agfast: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 0
 
@@ -173,7 +180,7 @@ async def _serve(cfg: config.Config) -> int:
             print(f"agfast: {NO_ACCOUNT}", file=sys.stderr)
             for email, reason in app.pool.skipped.items():
                 print(f"agfast: skipped {email}: {reason}", file=sys.stderr)
-        server = app.server = Server(cfg, build_router(app), app.live)
+        server = app.server = Server(cfg, build_router(app), app.live, app.keys)
         try:
             await server.start()
         except BindError as exc:

@@ -26,6 +26,7 @@ class RequestRecord:
         "error",
         "first_byte",
         "input_tokens",
+        "key_name",
         "mapped_model",
         "method",
         "model",
@@ -62,6 +63,7 @@ class RequestRecord:
         self.input_tokens = 0
         self.output_tokens = 0
         self.cached_tokens = 0
+        self.key_name = ""  # the named API key that made the request; "" for the main key or none
         self.stream = False  # the client asked to stream
         self.request_body = b""  # capped at BODY_CAP
         self.response_body = b""  # capped at BODY_CAP; for streams the bytes written (SSE), reconstructed later

@@ -19,6 +19,7 @@ from agfast.config import Config, LiveConfig
 from agfast.http.protocol import HttpProtocol
 from agfast.http.router import Router
 from agfast.http.state import ServerState
+from agfast.keys import KeyPolicy
 
 log = logging.getLogger("agfast.server")
 
@@ -55,11 +56,15 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 
 
 class Server:
-    __slots__ = ("_servers", "_stopped", "_tick", "config", "live", "port", "router", "state")
+    __slots__ = ("_servers", "_stopped", "_tick", "config", "keys", "live", "port", "router", "state")
 
-    def __init__(self, config: Config, router: Router, live: LiveConfig | None = None) -> None:
+    def __init__(
+        self, config: Config, router: Router, live: LiveConfig | None = None, keys: KeyPolicy | None = None
+    ) -> None:
         self.config = config
         self.router = router
+        # Named API keys besides the main one (None: only the main key).
+        self.keys = keys
         # Settings that change while serving; None: the config file is not watched.
         self.live = live
         self.state: ServerState | None = None
@@ -71,6 +76,9 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         state = self.state = ServerState(self.config, self.router, loop)
+        if self.keys is not None:
+            state.auth.users = self.keys.admit
+            state.auth.limited = self.keys.last_refusal
         if self.live is not None:
             self.live.listeners.append(state.config_changed)
         host = self.config.bind_host

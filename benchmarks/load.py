@@ -5,7 +5,9 @@
     python benchmarks/load.py gemini-stream --json
 
 Scenarios (each row runs in its own server process; the table is normalised to the best CPU/request):
-  healthz         GET /healthz at 64 connections: agfast (c), agfast (py), agfast (c) with IP rules, naive h11
+  healthz         GET /healthz at 64 connections: agfast (c), agfast (py), agfast (c) with IP rules, naive h11;
+                  and with strict auth: the main key with no named keys, then with BENCH_KEYS named keys
+                  configured (main key, and a named key: hash + lookup + rpm window)
   gemini          POST :generateContent through agfast (upstream streamed, collected) vs the simulator's
                   own v1internal :generateContent called directly
   gemini-stream   POST :streamGenerateContent?alt=sse through agfast vs the simulator's SSE directly
@@ -205,6 +207,19 @@ IP_RULES = {
 }
 
 
+# Named keys configured for the "+ named keys" rows: a household's or a small team's worth, and more.
+BENCH_KEYS = 50
+BENCH_MAIN_KEY = "sk-bench-main-key-0123456789"
+
+
+def strict_cmd(data_dir: str) -> list[str]:
+    return [*agfast_cmd(data_dir)[:-4], "--auth-mode", "strict", "--api-key", BENCH_MAIN_KEY, "--log-level", "warning"]
+
+
+def keyed(key: str) -> Callable[[int], bytes]:
+    return lambda port: http_request("GET", "/healthz", port, headers={"Authorization": f"Bearer {key}"})
+
+
 def scenario_healthz(args: argparse.Namespace) -> list[Result]:
     data_dir = tempfile.mkdtemp(prefix="agfast-bench-")
     seed = clean_env(
@@ -215,7 +230,30 @@ def scenario_healthz(args: argparse.Namespace) -> list[Result]:
 
     AccountStore(Path(data_dir)).upsert("bench@example.com", "1//bench", access_token="ya29.x", expires_in=3600)
     get = lambda port: http_request("GET", "/healthz", port)  # noqa: E731
+    from agfast.keys import KeyStore
+
+    keys_dir = tempfile.mkdtemp(prefix="agfast-bench-keys-")
+    AccountStore(Path(keys_dir)).upsert("bench@example.com", "1//bench", access_token="ya29.x", expires_in=3600)
+    store = KeyStore(Path(keys_dir))
+    named = [store.add({"name": f"bench-{i}", "rpm": 10**9, "tpd": 10**12}, time.time())[1] for i in range(BENCH_KEYS)]
     return [
+        run_target("healthz", "agfast (c) strict, main key", strict_cmd(data_dir), seed, keyed(BENCH_MAIN_KEY), args),
+        run_target(
+            "healthz",
+            f"agfast (c) strict + {BENCH_KEYS} keys, main key",
+            strict_cmd(keys_dir),
+            seed,
+            keyed(BENCH_MAIN_KEY),
+            args,
+        ),
+        run_target(
+            "healthz",
+            f"agfast (c) strict + {BENCH_KEYS} keys, named key",
+            strict_cmd(keys_dir),
+            seed,
+            keyed(named[-1]),
+            args,
+        ),
         run_target("healthz", "agfast (c)", agfast_cmd(data_dir), seed, get, args),
         run_target("healthz", "agfast (py)", agfast_cmd(data_dir), {**seed, "AGFAST_NO_EXTENSIONS": "1"}, get, args),
         run_target("healthz", "agfast (c) + IP rules", agfast_cmd(data_dir), {**seed, **IP_RULES}, get, args),

@@ -43,7 +43,7 @@ class ServerThread:
         config.port = 0
         self.config = config
         self.app = App(config)
-        self.server = self.app.server = Server(config, router or build_router(self.app), self.app.live)
+        self.server = self.app.server = Server(config, router or build_router(self.app), self.app.live, self.app.keys)
         self.loop = uvloop.new_event_loop()
         self._ready = threading.Event()
         self._done = threading.Event()

@@ -22,6 +22,7 @@ RANKS: dict[str, float] = {
     "sse": 1,
     "sim": 1,
     "replay": 1,
+    "keys": 1.5,
     "monitor": 1.5,
     "http": 1,
     "convert": 2,
@@ -33,11 +34,13 @@ RANKS: dict[str, float] = {
     "accounts_cli": 5,
     "demo": 5,
     "monitor_cli": 5,
+    "keys_cli": 5,
     "cli": 6,
     "__main__": 7,
 }
-# The HTTP shell is used only by these units (it knows nothing of LLMs, and they are the ones that serve).
-HTTP_USERS = frozenset({"http", "server", "app", "api"})
+# The HTTP shell is used only by these units (it knows nothing of LLMs, and they are the ones that serve);
+# `keys` is the named-key policy the shell's auth step asks (it answers in auth's outcomes).
+HTTP_USERS = frozenset({"http", "server", "app", "api", "keys"})
 
 
 # The SSE selector and its two implementations are one unit.

@@ -113,6 +113,8 @@ class AnthropicApi:
         """Parse and plan (§6.5 steps 1–8, convert.plan); a body that cannot be served is a 400."""
         cached = b"cache_control" in req.body
         body = json_object(req)
+        if isinstance(model := body.get("model"), str):
+            self.app.permit(req, model)
         try:
             plan = convert.plan(body, req.headers, self.ctx, count=count, cached=cached)
         except convert.ConversionError as exc:

@@ -76,6 +76,8 @@ class Driver:
             time.time(),
         )
         req.observed = True
+        if req.api_key is not None:
+            record.key_name = getattr(req.api_key, "name", "")
         if self.record_bodies:
             record.request_body = req.body[:BODY_CAP]
             resp.capture = bytearray()
@@ -149,3 +151,5 @@ class Services(Protocol):
     def model_spec(self, mapped: str) -> ModelSpec: ...
 
     def model_names(self) -> list[str]: ...
+
+    def permit(self, req: Request, model: str) -> None: ...

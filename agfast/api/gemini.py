@@ -64,6 +64,7 @@ class GeminiApi:
         undefined = b'"[undefined]"' in req.body
         body = json_object(req)
         record.model = req.name
+        self.app.permit(req, req.name)
         plan = convert.plan(body, req.headers, self.ctx, model=req.name, action=req.action, undefined=undefined)
         record.stream = plan.stream
         mapped, request = plan.mapped, plan.request
@@ -168,6 +169,7 @@ class GeminiApi:
     async def _count_tokens(self, req: Request, resp: Response, record: RequestRecord) -> None:
         body = json_object(req)
         record.model = req.name
+        self.app.permit(req, req.name)
         plan = convert.plan(body, req.headers, self.ctx, model=req.name, action="countTokens")
         mapped = plan.mapped
         payload = orjson.dumps({"request": plan.request})

@@ -106,6 +106,8 @@ class OpenAIApi:
         body = json_object(req)
         if undefined:
             body = drop_undefined(body)
+        if isinstance(model := body.get("model"), str):
+            self.app.permit(req, model)
         try:
             plan = plans.plan(body, req.headers, self.ctx, kind=kind)
         except HttpError:  # the route's: the model was named, so the record names it

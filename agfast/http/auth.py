@@ -7,12 +7,17 @@ the caller says which method it checks: a state change by cookie needs the sessi
 
 Key sources, first present wins: `Authorization` (with or without `Bearer `), `x-api-key`, `x-goog-api-key`.
 A present `Authorization` shadows the others even when its value is wrong, exactly like Antigravity Tools.
+
+Named keys (`agfast.keys`) join through one callback, `users(key) -> (outcome, identity)`, asked only when the
+main key does not match and never for admin routes: the main key's path costs what it did. An admitted named
+key is left in `Authenticator.user` for the request that was just checked (the loop runs one check at a time).
 """
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from agfast.http.errors import Family, error_body
 from agfast.http.router import Route
@@ -23,15 +28,24 @@ MISSING = 1
 INVALID = 2
 NOT_CONFIGURED = 3
 CSRF = 4
+REVOKED = 5
+EXPIRED = 6
+LIMITED = 7  # a named key over its requests per minute or tokens per day: 429 with Retry-After
 
 MESSAGES = {
     MISSING: "Missing API key: send it as 'Authorization: Bearer <key>', 'x-api-key' or 'x-goog-api-key'.",
     INVALID: "Invalid API key.",
     NOT_CONFIGURED: "Authentication is required but agfast has no API key configured; set api_key in the config.",
     CSRF: "This change needs the session's CSRF token in the X-CSRF-Token header (sign in again to get one).",
+    REVOKED: "This API key was revoked.",
+    EXPIRED: "This API key has expired; ask the operator to renew it (agfast keys renew).",
 }
 # The answer's status per outcome: a signed-in browser without its CSRF token is known but not allowed.
-STATUS = {MISSING: 401, INVALID: 401, NOT_CONFIGURED: 401, CSRF: 403}
+STATUS = {MISSING: 401, INVALID: 401, NOT_CONFIGURED: 401, CSRF: 403, REVOKED: 401, EXPIRED: 401}
+UNAUTHORIZED_HEADERS = b'www-authenticate: Bearer realm="agfast"\r\n'
+
+# A named-key check: (presented key, count the request?) → (OK or a refusal outcome, the key's identity or None).
+UserCheck = Callable[[bytes, bool], tuple[int, Any]]
 
 
 def extract_key(headers: Mapping[bytes, bytes]) -> bytes | None:
@@ -48,7 +62,7 @@ def extract_key(headers: Mapping[bytes, bytes]) -> bytes | None:
 
 
 class Authenticator:
-    __slots__ = ("_admin_key", "_key", "bodies", "mode", "sessions")
+    __slots__ = ("_admin_key", "_key", "bodies", "limited", "mode", "sessions", "user", "users")
 
     def __init__(
         self, mode: str, api_key: str | None, admin_password: str | None = None, sessions: SessionStore | None = None
@@ -58,9 +72,13 @@ class Authenticator:
         self._admin_key: bytes | None = None
         self.sessions = sessions if sessions is not None else SessionStore()
         self.configure(mode, api_key, admin_password)
+        self.users: UserCheck | None = None
+        self.user: Any = None  # the named key the last OK check admitted; None: the main key
+        # Why the last LIMITED check refused, and when to come back: (message, Retry-After seconds).
+        self.limited: Callable[[], tuple[str, int]] = lambda: ("", 1)
         # Every 401 body is constant: build them once per family.
         self.bodies = {
-            (family, outcome): error_body(family, 401, message)
+            (family, outcome): error_body(family, STATUS[outcome], message)
             for family in Family
             for outcome, message in MESSAGES.items()
         }
@@ -87,18 +105,38 @@ class Authenticator:
             return True
         return not (route.health and self.mode == "all_except_health")
 
-    def check(self, headers: Mapping[bytes, bytes], admin: bool = False, method: bytes | None = None) -> int:
-        """OK, MISSING, INVALID, NOT_CONFIGURED or CSRF; `admin` checks the admin secret. Constant-time comparison.
+    def check(
+        self, headers: Mapping[bytes, bytes], admin: bool = False, method: bytes | None = None, charge: bool = True
+    ) -> int:
+        """OK, MISSING, INVALID, NOT_CONFIGURED, CSRF, or a named key's REVOKED/EXPIRED/LIMITED; `admin` checks
+        the admin secret (named keys never open admin routes); `charge=False` asks without counting a request.
+        Constant-time comparison; named keys by hash.
 
         With `method` given, an admin request without a key may instead show a live session cookie (plus the
         CSRF token unless `method` is safe). Without it only a key counts: the Origin check asks that way, so a
         cookie never opens CORS to another origin."""
+        self.user = None
         expected = self._admin_key if admin else self._key
-        if expected is None:
+        users = None if admin else self.users
+        if expected is None and users is None:
             return NOT_CONFIGURED
         key = extract_key(headers)
         if not key:
             if admin and method is not None and (session := self.sessions.from_headers(headers)) is not None:
                 return OK if method in SAFE_METHODS or self.sessions.csrf_ok(session, headers) else CSRF
-            return MISSING
-        return OK if hmac.compare_digest(key, expected) else INVALID
+            return MISSING if expected is not None else NOT_CONFIGURED
+        if expected is not None and hmac.compare_digest(key, expected):
+            return OK
+        if users is None:
+            return INVALID
+        outcome, self.user = users(key, charge)
+        # No main key and not a named one: say what the operator must fix, as before named keys.
+        return NOT_CONFIGURED if outcome == INVALID and expected is None else outcome
+
+    def rejection(self, family: Family, outcome: int) -> tuple[int, bytes, bytes]:
+        """(status, body, extra head lines) answering a refused check in `family`'s shape."""
+        if outcome == LIMITED:
+            message, retry_after = self.limited()
+            return 429, error_body(family, 429, message), b"retry-after: %d\r\n" % retry_after
+        status = STATUS[outcome]
+        return status, self.bodies[(family, outcome)], UNAUTHORIZED_HEADERS if status == 401 else b""

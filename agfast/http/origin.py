@@ -132,7 +132,9 @@ class BrowserPolicy:
             return None
         if host is not None and origin.partition(b"://")[2] == host and origin.startswith((b"http://", b"https://")):
             return None  # our own origin (a page agfast served): not cross-origin at all
-        if guarded and (req.method == b"OPTIONS" or self._auth.check(headers, family is Family.ADMIN) == auth.OK):
+        if guarded and (
+            req.method == b"OPTIONS" or self._auth.check(headers, family is Family.ADMIN, charge=False) == auth.OK
+        ):
             req.cors = origin
             return None
         return self._refuse_origin(family, origin)

@@ -342,10 +342,10 @@ class HttpProtocol(asyncio.Protocol):
             return False
         outcome = auth_.check(req.headers, self.family is Family.ADMIN, req.method)
         if outcome == auth.OK:
+            req.api_key = auth_.user
             return False
-        body = auth_.bodies[(self.family, outcome)]
-        status = auth.STATUS[outcome]
-        self._early(lambda resp: resp.send(status, body, CT_JSON, b'www-authenticate: Bearer realm="agfast"\r\n'))
+        status, body, extra = auth_.rejection(self.family, outcome)
+        self._early(lambda resp: resp.send(status, body, CT_JSON, extra))
         return True
 
     def _route_refused(self, req: Request, match: Match | None) -> bool:

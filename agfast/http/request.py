@@ -14,6 +14,7 @@ class Request:
 
     __slots__ = (
         "action",
+        "api_key",
         "body",
         "cors",
         "head_only",
@@ -48,5 +49,7 @@ class Request:
         # Path parameters of `…/models/{name}:{action}` routes ("" elsewhere).
         self.name = ""
         self.action = ""
+        # The named API key the auth step admitted (agfast.keys' identity); None: the main key or no auth.
+        self.api_key: object = None
         # True once a handler reports this request to observers itself (the shell then logs nothing for it).
         self.observed = False

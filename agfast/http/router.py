@@ -27,6 +27,8 @@ GET = b"GET"
 HEAD = b"HEAD"
 POST = b"POST"
 DELETE = b"DELETE"
+PATCH = b"PATCH"
+PUT = b"PUT"
 ADMIN_PREFIX = "/api/"
 
 
