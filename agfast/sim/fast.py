@@ -216,7 +216,8 @@ class _Answers:
 
 def _chunked_body(buf: bytes, start: int) -> tuple[bytes, int] | None:
     """(body, end offset) of a complete chunked body starting at `start`, or None while more is needed."""
-    parts, pos = [], start
+    parts: list[bytes] = []
+    pos = start
     while True:
         line_end = buf.find(b"\r\n", pos)
         if line_end < 0:
@@ -323,6 +324,22 @@ class FastUpstream:
     def base_url(self) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"http://{host}:{self._port}"
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def endpoint(self) -> str:
+        return self.base_url + "/v1internal"
+
+    @property
+    def token_url(self) -> str:
+        return self.base_url + "/token"
+
+    @property
+    def userinfo_url(self) -> str:
+        return self.base_url + "/oauth2/v2/userinfo"
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         if host not in ("127.0.0.1", "::1"):

@@ -32,6 +32,7 @@ TARGET_ORDER = ("nginx", "agfast-c", "agfast-py", "portkey", "litellm")
 # Slow streams: this many seconds between events, so a 20-event stream stays open ~5 s while all are opened.
 SLOW_EVENT_GAP = 0.25
 SOAK_ROUND_SECONDS = 10
+WARM_REQUESTS = 20
 # (load seconds, warm-up seconds, one-at-a-time requests, open streams, soak requests) per size.
 SIZES = {
     "quick": (3.0, 1.0, 200, 200, 20_000),
@@ -126,6 +127,8 @@ def load_rows(
 ) -> list[report.Row]:
     """A warm-up, then one measured wrk run per mode; peak RSS is read after both."""
     pid, port = running.proc.pid, running.port
+    for stream in modes:  # first requests one at a time: lazy imports and first-call set-up stay out of the run
+        measure.one_at_a_time([(port, running.request(stream))], WARM_REQUESTS)
     measure.run_wrk(scripts[True], port, args.warmup, args.connections)
     rows = []
     for stream in modes:
@@ -139,28 +142,26 @@ def load_rows(
     return rows
 
 
-def one_at_a_time(name: str, running: targets.Running, count: int) -> dict[str, float]:
-    warm = max(20, count // 10)
-    out: dict[str, float] = {}
+def one_at_a_time(running: targets.Running, direct: targets.Running, count: int) -> dict[str, float]:
+    """Latency one request at a time, taking turns with the upstream direct; added = proxy − direct.
+
+    agfast's direct twin is the v1internal stream it fetches for either mode; the others' is the same OpenAI
+    request sent straight to the upstream.
+    """
+    out: dict[str, float] = {"errors": 0.0}
     for stream in (False, True):
-        request = running.request(stream)
-        measure.one_at_a_time(running.port, request, warm)
-        lat, first, errors = measure.one_at_a_time(running.port, request, count)
         mode = "stream" if stream else "non-stream"
-        out[f"{mode} p50 ms"] = measure.percentile(lat, 0.5)
-        out[f"{mode} p99 ms"] = measure.percentile(lat, 0.99)
+        clients = [(running.port, running.request(stream)), (direct.port, direct.request(stream))]
+        measure.one_at_a_time(clients, max(20, count // 10))  # warm-up
+        proxy, base = measure.one_at_a_time(clients, count)
+        out["errors"] += proxy.errors
+        for name, p in (("p50", 0.5), ("p99", 0.99)):
+            out[f"{mode} {name} ms"] = measure.percentile(proxy.latencies, p)
+            out[f"{mode} added {name} ms"] = out[f"{mode} {name} ms"] - measure.percentile(base.latencies, p)
         if stream:
-            out["TTFB p50 ms"] = measure.percentile(first, 0.5)
-            out["TTFB p99 ms"] = measure.percentile(first, 0.99)
-        out["errors"] = out.get("errors", 0) + errors
+            out["TTFB p50 ms"] = measure.percentile(proxy.firsts, 0.5)
+            out["TTFB p99 ms"] = measure.percentile(proxy.firsts, 0.99)
     return out
-
-
-def added_latency(figures: dict[str, float], direct: dict[str, float], agfast: bool) -> None:
-    """Proxy minus upstream direct, median and p99; agfast's upstream answer is always the v1internal stream."""
-    for p in ("p50", "p99"):
-        base = direct[f"v1internal {p} ms"] if agfast else direct[f"non-stream {p} ms"]
-        figures[f"added {p} ms"] = figures[f"non-stream {p} ms"] - base
 
 
 def run(args: argparse.Namespace) -> int:
@@ -179,14 +180,7 @@ def run(args: argparse.Namespace) -> int:
             path.write_text(measure.wrk_script(direct.path, targets.chat_body(s), direct.headers))
         rows += load_rows("direct", targets.LABELS["direct"], direct, measure.tree_rss_mib(upstream.pid), scripts,
                           args, args.events)  # fmt: skip
-        direct_figures: dict[str, float] = {}
-        if args.sequential:
-            direct_figures = one_at_a_time("direct", direct, args.sequential)
-            v1 = targets.direct(upstream, up_port, "v1internal").request(True)
-            lat, _, _ = measure.one_at_a_time(up_port, v1, args.sequential)
-            direct_figures["v1internal p50 ms"] = measure.percentile(lat, 0.5)
-            direct_figures["v1internal p99 ms"] = measure.percentile(lat, 0.99)
-            scenarios.append(report.Scenario("one at a time", "direct", direct_figures))
+        v1internal = targets.direct(upstream, up_port, "v1internal")
         for name in args.target_list:
             print(f"… {name}", file=sys.stderr, flush=True)
             with Session(name, up_port) as session:
@@ -194,8 +188,8 @@ def run(args: argparse.Namespace) -> int:
                 rows += load_rows(name, targets.LABELS[name], session.running, session.idle_rss, scripts, args,
                                   args.events)  # fmt: skip
                 if args.sequential:
-                    figures = one_at_a_time(name, session.running, args.sequential)
-                    added_latency(figures, direct_figures, name.startswith("agfast"))
+                    twin = v1internal if name.startswith("agfast") else direct
+                    figures = one_at_a_time(session.running, twin, args.sequential)
                     scenarios.append(report.Scenario("one at a time", name, figures))
             if name.startswith("agfast"):
                 with Session(name, single_port) as session:

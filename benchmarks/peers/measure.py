@@ -150,30 +150,52 @@ def response_done(buf: bytes) -> bool:
     return len(buf) >= head_end + 4 + length
 
 
-def one_at_a_time(port: int, request: bytes, count: int) -> tuple[list[float], list[float], int]:
-    """(latencies ms, times to first byte ms, errors) for `count` requests in turn on one keep-alive socket."""
-    latencies, firsts, errors = [], [], 0
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+@dataclass(slots=True)
+class Timings:
+    """One client's requests in turn: full latencies and times to the first response byte, in ms."""
+
+    latencies: list[float]
+    firsts: list[float]
+    errors: int = 0
+
+
+def _exchange(sock: socket.socket, request: bytes, into: Timings) -> None:
+    t0 = time.perf_counter()
+    sock.sendall(request)
+    buf = sock.recv(65536)
+    t1 = time.perf_counter()
+    while not response_done(buf):
+        more = sock.recv(65536)
+        if not more:
+            raise ConnectionError("peer closed mid-response")
+        buf += more
+    t2 = time.perf_counter()
+    if not buf.startswith(b"HTTP/1.1 200"):
+        into.errors += 1
+    into.firsts.append((t1 - t0) * 1000)
+    into.latencies.append((t2 - t0) * 1000)
+
+
+def one_at_a_time(clients: list[tuple[int, bytes]], count: int) -> list[Timings]:
+    """`count` requests per (port, request), one at a time, taking turns between the clients.
+
+    Taking turns puts a proxy and the upstream direct into the same moments of a busy machine, so their
+    difference (the added latency) is not one run's noise against another's.
+    """
+    socks = []
+    for port, _ in clients:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        socks.append(sock)
+    out = [Timings([], []) for _ in clients]
     try:
         for _ in range(count):
-            t0 = time.perf_counter()
-            sock.sendall(request)
-            buf = sock.recv(65536)
-            t1 = time.perf_counter()
-            while not response_done(buf):
-                more = sock.recv(65536)
-                if not more:
-                    raise ConnectionError("upstream closed mid-response")
-                buf += more
-            t2 = time.perf_counter()
-            if not buf.startswith(b"HTTP/1.1 200"):
-                errors += 1
-            firsts.append((t1 - t0) * 1000)
-            latencies.append((t2 - t0) * 1000)
+            for sock, (_, request), timings in zip(socks, clients, out):
+                _exchange(sock, request, timings)
     finally:
-        sock.close()
-    return latencies, firsts, errors
+        for sock in socks:
+            sock.close()
+    return out
 
 
 def percentile(values: list[float], p: float) -> float:
