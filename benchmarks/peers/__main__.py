@@ -148,6 +148,7 @@ def one_at_a_time(running: targets.Running, direct: targets.Running, count: int)
     agfast's direct twin is the v1internal stream it fetches for either mode; the others' is the same OpenAI
     request sent straight to the upstream.
     """
+    measure.settle(running.proc.pid)  # a slow proxy may still be answering the load run's last requests
     out: dict[str, float] = {"errors": 0.0}
     for stream in (False, True):
         mode = "stream" if stream else "non-stream"
