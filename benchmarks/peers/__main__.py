@@ -173,8 +173,8 @@ def run(args: argparse.Namespace) -> int:
     scenarios: list[report.Scenario] = []
     upstream, up_port = targets.start_upstream(args.events)
     single, single_port = targets.start_upstream(1)
+    work = Path(tempfile.mkdtemp(prefix="peers-direct-"))
     try:
-        work = Path(tempfile.mkdtemp(prefix="peers-direct-"))
         direct = targets.direct(upstream, up_port, "openai")
         scripts = {s: work / f"{s}.lua" for s in (False, True)}
         for s, path in scripts.items():
@@ -201,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         for proc in (upstream, single):
             proc.terminate()
             proc.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
     if args.streams:
         scenarios += open_streams(args)
     if args.soak and "agfast-c" in args.target_list:
