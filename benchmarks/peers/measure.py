@@ -180,10 +180,22 @@ class Timings:
     errors: int = 0
 
 
-def _exchange(sock: socket.socket, request: bytes, into: Timings) -> None:
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _exchange(sock: socket.socket, request: bytes, into: Timings) -> bool:
+    """One request and its whole answer; False if the peer had closed the idle connection (nothing recorded)."""
     t0 = time.perf_counter()
-    sock.sendall(request)
-    buf = sock.recv(65536)
+    try:
+        sock.sendall(request)
+        buf = sock.recv(65536)
+    except (BrokenPipeError, ConnectionResetError):
+        return False
+    if not buf:
+        return False
     t1 = time.perf_counter()
     while not response_done(buf):
         more = sock.recv(65536)
@@ -195,24 +207,26 @@ def _exchange(sock: socket.socket, request: bytes, into: Timings) -> None:
         into.errors += 1
     into.firsts.append((t1 - t0) * 1000)
     into.latencies.append((t2 - t0) * 1000)
+    return True
 
 
 def one_at_a_time(clients: list[tuple[int, bytes]], count: int) -> list[Timings]:
     """`count` requests per (port, request), one at a time, taking turns between the clients.
 
     Taking turns puts a proxy and the upstream direct into the same moments of a busy machine, so their
-    difference (the added latency) is not one run's noise against another's.
+    difference (the added latency) is not one run's noise against another's. A peer that ends keep-alive
+    connections after so many requests (nginx: 1,000 by default) gets a new one.
     """
-    socks = []
-    for port, _ in clients:
-        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        socks.append(sock)
+    socks = [_connect(port) for port, _ in clients]
     out = [Timings([], []) for _ in clients]
     try:
         for _ in range(count):
-            for sock, (_, request), timings in zip(socks, clients, out):
-                _exchange(sock, request, timings)
+            for i, ((port, request), timings) in enumerate(zip(clients, out)):
+                if not _exchange(socks[i], request, timings):
+                    socks[i].close()
+                    socks[i] = _connect(port)
+                    if not _exchange(socks[i], request, timings):
+                        raise ConnectionError(f"127.0.0.1:{port} closes connections without answering")
     finally:
         for sock in socks:
             sock.close()

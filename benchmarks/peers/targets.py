@@ -100,12 +100,13 @@ error_log {work}/error.log warn;
 events {{ worker_connections 10000; }}
 http {{
     access_log off;
+    keepalive_requests 1000000;
     client_body_temp_path {work}/body;
     proxy_temp_path {work}/proxy;
     fastcgi_temp_path {work}/fastcgi;
     uwsgi_temp_path {work}/uwsgi;
     scgi_temp_path {work}/scgi;
-    upstream mock {{ server 127.0.0.1:{upstream}; keepalive 128; }}
+    upstream mock {{ server 127.0.0.1:{upstream}; keepalive 128; keepalive_requests 1000000; }}
     server {{
         listen 127.0.0.1:{port};
         location / {{
