@@ -5,8 +5,10 @@ Nothing here installs or starts a peer: the benchmark itself is a program, run b
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,27 @@ def test_response_framing() -> None:
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
     assert not measure.response_done(chunked)
     assert measure.response_done(chunked + b"0\r\n\r\n")
+
+
+def test_one_at_a_time_reconnects_when_a_peer_ends_keep_alive() -> None:
+    """Like nginx after keepalive_requests: answer one request per connection, then close it."""
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(3):
+            conn, _ = listener.accept()
+            with conn:
+                while b"\r\n\r\n" not in conn.recv(65536):
+                    pass
+                conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        (timings,) = measure.one_at_a_time([(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")], 3)
+    finally:
+        thread.join(10)
+        listener.close()
+    assert len(timings.latencies) == 3 and timings.errors == 0
