@@ -21,7 +21,7 @@ from peers.__main__ import parse_args  # noqa: E402
 
 
 def row(target: str, mode: str, cpu: float, events: int = 20, idle: float = 40.0) -> report.Row:
-    return report.Row(target, target, mode, events, 1000.0, 1.0, 2.0, 0, cpu, idle, idle + 5)
+    return report.Row(target, target, mode, events, 1000.0, 1.0, 2.0, 0, cpu, idle, idle + 5, requests=10_000)
 
 
 def test_help_runs_without_installing_anything() -> None:

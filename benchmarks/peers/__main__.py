@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
+
 if __package__ in (None, ""):  # run as `python benchmarks/peers`: make `peers` and `load` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     __package__ = "peers"
@@ -59,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results go (default: benchmarks/results)")
     parser.add_argument("--no-install", action="store_true", help="use what is installed; install nothing")
     parser.add_argument("--no-netns", action="store_true", help="do not enter a loopback-only network namespace")
+    parser.add_argument("--render", type=Path, help="only redo the tables and chart from a run's .jsonl")
     parser.add_argument("--in-netns", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     load_s, warmup_s, sequential, streams, soak = SIZES["quick" if args.quick else "full" if args.full else "default"]
@@ -169,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of open streams need the fds
     env = environment(args.in_netns)
+    env["command"] = shown_command(sys.argv[1:])
     rows: list[report.Row] = []
     scenarios: list[report.Scenario] = []
     upstream, up_port = targets.start_upstream(args.events)
@@ -254,6 +258,36 @@ def soak(args: argparse.Namespace) -> report.Scenario:
     })  # fmt: skip
 
 
+def shown_command(argv: list[str]) -> str:
+    """The command as a reader would type it: without the internal flags, or --render and its file."""
+    hidden, shown = {"--in-netns", "--no-install"}, []
+    skip = False
+    for arg in argv:
+        if skip or arg in hidden:
+            skip = False
+            continue
+        if arg == "--render":
+            skip = True
+            continue
+        shown.append(arg)
+    return " ".join(["python benchmarks/peers", *shown])
+
+
+def render(args: argparse.Namespace) -> int:
+    """Tables and chart again from a run's JSON lines (e.g. after a change to how results are shown)."""
+    rows, scenarios, env = [], [], {}
+    for line in args.render.read_text().splitlines():
+        item = orjson.loads(line)
+        kind = item.pop("kind")
+        if kind == "row":
+            rows.append(report.Row(**{k: item.pop(k) for k in report.Row.__dataclass_fields__}))
+        else:
+            scenarios.append(report.Scenario(**{k: item.pop(k) for k in report.Scenario.__dataclass_fields__}))
+        env = item
+    write(args, env, rows, scenarios)
+    return 0
+
+
 def write(args: argparse.Namespace, env: dict[str, str], rows: list[report.Row],
           scenarios: list[report.Scenario]) -> None:  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
@@ -263,7 +297,7 @@ def write(args: argparse.Namespace, env: dict[str, str], rows: list[report.Row],
     title = f"CPU per request, {args.connections} connections — {machine}, commit {env['commit']}, {env['date']}"
     versions = ", ".join(f"{k} {env[k]}" for k in ("python", "nginx", "wrk", "node", "portkey", "hono_node_server",
                                                        "litellm", "aiohttp", "uvloop") if env.get(k))  # fmt: skip
-    command = "python benchmarks/peers " + " ".join(a for a in sys.argv[1:] if a not in ("--in-netns", "--no-install"))
+    command = env.get("command") or shown_command(sys.argv[1:])
     text = "\n".join([
         f"### Peer comparison, {env['date']}",
         "",
@@ -292,6 +326,8 @@ def write(args: argparse.Namespace, env: dict[str, str], rows: list[report.Row],
 def main(argv: list[str] | None = None) -> int:
     raw = sys.argv[1:] if argv is None else argv
     args = parse_args(raw)
+    if args.render:
+        return render(args)
     if not args.in_netns:
         if not args.no_install:
             install.ensure_all(set(args.target_list))

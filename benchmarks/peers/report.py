@@ -61,9 +61,10 @@ def markdown_table(rows: list[Row]) -> str:
     out = [head, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in rows:
         base = floor.get((r.mode, r.events))
-        ratio = f"{r.cpu_ms_per_req / base:.1f}×" if base else "–"
+        ratio = f"{r.cpu_ms_per_req / base:.1f}×" if base and r.requests else "–"
+        cpu = _fmt(r.cpu_ms_per_req) if r.requests else "no request done"
         out.append(
-            f"| {r.label} | {r.mode} | {r.events} | {_fmt(r.cpu_ms_per_req)} | {ratio} | {r.rps:.0f} | "
+            f"| {r.label} | {r.mode} | {r.events} | {cpu} | {ratio} | {r.rps:.0f} | "
             f"{_fmt(r.p50_ms)} | {_fmt(r.p99_ms)} | {r.errors} | {r.idle_rss_mib:.0f} | {r.peak_rss_mib:.0f} |"
         )
     return "\n".join(out)
@@ -85,7 +86,9 @@ def scenario_table(scenarios: list[Scenario]) -> str:
 
 
 def _cpu(rows: list[Row], target: str, mode: str, events: int) -> float | None:
-    return next((r.cpu_ms_per_req for r in rows if (r.target, r.mode, r.events) == (target, mode, events)), None)
+    """CPU ms/req of that row; None when absent or when no request completed (then there is no per-request)."""
+    found = (r.cpu_ms_per_req for r in rows if (r.target, r.mode, r.events) == (target, mode, events) and r.requests)
+    return next(found, None)
 
 
 def _figure(scenarios: list[Scenario], name: str, target: str, key: str) -> float | None:
@@ -167,7 +170,8 @@ def chart(rows: list[Row], events: int, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     width = 0.38
     for i, mode in enumerate(("non-stream", "stream")):
-        values = [next((r.cpu_ms_per_req for r in rows if (r.label, r.mode, r.events) == (lb, mode, events)), 0.0)
+        values = [next((r.cpu_ms_per_req for r in rows
+                        if (r.label, r.mode, r.events) == (lb, mode, events) and r.requests), 0.0)
                   for lb in labels]  # fmt: skip
         xs = [x + (i - 0.5) * width for x in range(len(labels))]
         bars = ax.bar(xs, values, width, label=mode if mode == "non-stream" else f"stream ({events} events)")
