@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--accounts", type=int, default=3, help="demo accounts to create (default: 3)")
     sim.add_argument("--chunks", type=int, default=3, help="SSE chunks per answer (default: 3)")
     sim.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks (default: 0)")
+    sim.add_argument(
+        "--fast",
+        action="store_true",
+        help="benchmark upstream: pre-encoded answers (v1internal and OpenAI chat SSE), each chunk its own write; "
+        "no validation, any token accepted",
+    )
     return parser
 
 
@@ -225,5 +231,10 @@ def run_sim(args: argparse.Namespace) -> int:
     from agfast.sim.runner import run_forever
 
     _setup_logging("info")
+    if args.fast:
+        from agfast.sim.fast import run_fast_forever
+
+        run_fast_forever(args.host, args.port, args.chunks, args.chunk_delay)
+        return 0
     run_forever(args.host, args.port, demo_accounts(args.accounts), args.chunks, args.chunk_delay)
     return 0

@@ -1,0 +1,1 @@
+"""The peer comparison benchmark (run `python benchmarks/peers --help`)."""
