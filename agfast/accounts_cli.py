@@ -40,6 +40,8 @@ from agfast.upstream.accounts import (
     Account,
     AccountFileError,
     AccountStore,
+    account_view,
+    status_detail,
     usable,
 )
 from agfast.upstream.client import UpstreamClient
@@ -614,59 +616,6 @@ def quota_summary(account: Account) -> str:
     return f"{span} ({len(percentages)} models)"
 
 
-def status_detail(account: Account, reason: str) -> str | None:
-    """Why `usable()` said no, in the account's own recorded words."""
-    if reason == "disabled":
-        return account.disabled_reason
-    if reason == "proxy_disabled":
-        return account.proxy_disabled_reason
-    if reason == "forbidden":
-        return account.forbidden_reason
-    if reason == "validation_blocked":
-        parts = [account.validation_blocked_reason or "VALIDATION_REQUIRED"]
-        if account.validation_blocked_until:
-            parts.append(f"until {_iso(account.validation_blocked_until)}")
-        if account.validation_url:
-            parts.append(f"verify at {account.validation_url}")
-        return " ".join(parts)
-    return None
-
-
-def account_row(account: Account, now: float) -> dict[str, Any]:
-    """What `list --json` shows for one account: everything but secrets."""
-    ok, reason = usable(account, now)
-    percentages = [m.percentage for m in account.quota_models]
-    return {
-        "id": account.id,
-        "email": account.email,
-        "name": account.name,
-        "tier": account.subscription_tier,
-        "project_id": account.project_id,
-        "status": "ok" if ok else reason,
-        "status_detail": None if ok else status_detail(account, reason),
-        "quota": {
-            "models": len(percentages),
-            "lowest_percentage": min(percentages) if percentages else None,
-            "highest_percentage": max(percentages) if percentages else None,
-            "last_updated": account.quota_last_updated or None,
-        },
-        "token_expires_at": account.expiry_timestamp or None,
-        "proxy": proxy_label(account.proxy_url),
-        "created_at": account.created_at or None,
-        "last_used": account.last_used or None,
-    }
-
-
-def proxy_label(url: str | None) -> str | None:
-    """An account's own proxy as scheme://host:port (its credentials stay in the file)."""
-    if url is None:
-        return None
-    try:
-        return parse_proxy(url).label
-    except ProxyURLError:
-        return "(invalid proxy_url)"
-
-
 def server_lockouts(cfg: config.Config) -> tuple[dict[str, list[dict[str, Any]]] | None, str]:
     """Lockouts live in the running server's memory: ask its admin API. (id → lockouts, or None; a note)."""
     url = f"{cfg.base_url}/api/accounts"
@@ -713,7 +662,7 @@ def list_accounts(store: AccountStore, as_json: bool, cfg: config.Config | None 
     accounts = sorted(store.load_all(), key=lambda a: a.email.casefold())
     live, note = server_lockouts(cfg) if cfg is not None and accounts else (None, "")
     if as_json:
-        rows = [account_row(a, now) for a in accounts]
+        rows = [account_view(a, now) for a in accounts]
         for row, account in zip(rows, accounts):
             row["models"] = [
                 {"name": m.name, "percentage": m.percentage, "reset_time": m.reset_time} for m in account.quota_models

@@ -24,7 +24,7 @@ from agfast.http.request import Request
 from agfast.http.response import Response
 from agfast.http.router import DELETE, GET, POST, Router
 from agfast.upstream import oauth
-from agfast.upstream.accounts import PROXY_FIELDS, Account, AccountFileError, AccountStore, usable
+from agfast.upstream.accounts import PROXY_FIELDS, Account, AccountFileError, AccountStore, account_view
 from agfast.upstream.client import UpstreamClient
 from agfast.upstream.onboarding import discover, save_discovery
 from agfast.upstream.pool import AccountPool
@@ -192,28 +192,10 @@ class AdminApi:
 
     def _view(self, account: Account, now: float) -> dict[str, Any]:
         """What the API shows of an account: everything an operator needs, never a token."""
-        ok, reason = usable(account, now)
-        percentages = [m.percentage for m in account.quota_models]
-        return {
-            "id": account.id,
-            "email": account.email,
-            "name": account.name,
-            "tier": account.subscription_tier,
-            "project_id": account.project_id,
-            "status": "ok" if ok else reason,
-            "in_pool": account.id in self.app.pool.members,
-            "disabled": account.disabled,
-            "disabled_reason": account.disabled_reason,
-            "proxy_disabled": account.proxy_disabled,
-            "proxy_disabled_reason": account.proxy_disabled_reason,
-            "quota": {
-                "models": len(percentages),
-                "lowest_percentage": min(percentages) if percentages else None,
-                "highest_percentage": max(percentages) if percentages else None,
-                "last_updated": account.quota_last_updated,
-            },
-            "lockouts": self.app.pool.lockouts(account.id),
-        }
+        view = account_view(account, now)
+        view["in_pool"] = account.id in self.app.pool.members
+        view["lockouts"] = self.app.pool.lockouts(account.id)
+        return view
 
     def _accounts(self) -> dict[str, Any]:
         now = time.time()

@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from agfast.fileio import atomic_write, exclusive, stale_temp_files
+from agfast.netaddr import ProxyURLError, parse_proxy_url
 
 log = logging.getLogger("agfast.accounts")
 
@@ -813,3 +814,65 @@ def read_import(path: Path) -> list[tuple[str, str]]:
             seen.add(email.casefold())
             unique.append((email, refresh))
     return unique
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What operators are shown of an account (CLI `list --json`, admin API): everything but secrets.
+
+
+def status_detail(account: Account, reason: str) -> str | None:
+    """Why `usable()` said no, in the account's own recorded words."""
+    if reason == "disabled":
+        return account.disabled_reason
+    if reason == "proxy_disabled":
+        return account.proxy_disabled_reason
+    if reason == "forbidden":
+        return account.forbidden_reason
+    if reason == "validation_blocked":
+        parts = [account.validation_blocked_reason or "VALIDATION_REQUIRED"]
+        if account.validation_blocked_until:
+            until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(account.validation_blocked_until))
+            parts.append(f"until {until}")
+        if account.validation_url:
+            parts.append(f"verify at {account.validation_url}")
+        return " ".join(parts)
+    return None
+
+
+def proxy_label(url: str | None) -> str | None:
+    """An account's own proxy as scheme://host:port (its credentials stay in the file)."""
+    if url is None:
+        return None
+    try:
+        return parse_proxy_url(url).label
+    except ProxyURLError:
+        return "(invalid proxy_url)"
+
+
+def account_view(account: Account, now: float) -> dict[str, Any]:
+    """An account as `accounts list --json` and the admin API show it: never a token."""
+    ok, reason = usable(account, now)
+    percentages = [m.percentage for m in account.quota_models]
+    return {
+        "id": account.id,
+        "email": account.email,
+        "name": account.name,
+        "tier": account.subscription_tier,
+        "project_id": account.project_id,
+        "status": "ok" if ok else reason,
+        "status_detail": None if ok else status_detail(account, reason),
+        "disabled": account.disabled,
+        "disabled_reason": account.disabled_reason,
+        "proxy_disabled": account.proxy_disabled,
+        "proxy_disabled_reason": account.proxy_disabled_reason,
+        "quota": {
+            "models": len(percentages),
+            "lowest_percentage": min(percentages) if percentages else None,
+            "highest_percentage": max(percentages) if percentages else None,
+            "last_updated": account.quota_last_updated or None,
+        },
+        "token_expires_at": account.expiry_timestamp or None,
+        "proxy": proxy_label(account.proxy_url),
+        "created_at": account.created_at or None,
+        "last_used": account.last_used or None,
+    }
