@@ -209,12 +209,15 @@ async def _serve(cfg: config.Config) -> int:
             f"(auth: {cfg.effective_auth_mode}, accounts: {app.pool.size}, hot path: {sse.IMPLEMENTATION})",
             flush=True,
         )
+        local = f"{scheme}://127.0.0.1:{server.port}" if host in ("0.0.0.0", "::") else shown
         if demo is not None:
-            local = f"{scheme}://127.0.0.1:{server.port}" if host in ("0.0.0.0", "::") else shown
             print(
                 f"  api key: {cfg.api_key}\n  OpenAI base URL: {local}/v1   Anthropic / Gemini base URL: {local}",
                 flush=True,
             )
+        # The secret itself is printed only for the throw-away demo; otherwise say which one signs in.
+        secret = "admin_password" if cfg.admin_password else "the api key"
+        print(f"  dashboard: {local}/ (sign in with {secret})", flush=True)
         await server.wait_stopped()
         logging.getLogger("agfast.server").info("shutting down: finishing %d in-flight request(s)", server.in_flight)
         await server.shutdown()
