@@ -146,6 +146,12 @@ class Metrics:
             "agfast_tokens", "Tokens by account, model sent to Google, and kind.", ("account", "model", "kind"),
             registry=registry,
         )  # fmt: skip
+        self.key_requests = Counter(
+            "agfast_key_requests", 'Requests by named API key ("" = the main key).', ("key",), registry=registry
+        )
+        self.key_tokens = Counter(
+            "agfast_key_tokens", "Tokens by named API key and kind.", ("key", "kind"), registry=registry
+        )
         self.retries = Counter(
             "agfast_retries", "Upstream attempts retried, by reason.", ("reason",), registry=registry
         )
@@ -157,6 +163,7 @@ class Metrics:
         self._latency: dict[str, tuple[Any, Any, Any]] = {}
         self._tokens: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
         self._retries: dict[str, tuple[Any, Any]] = {}
+        self._keys: dict[str, tuple[Any, Any, Any, Any]] = {}
 
     def observe(self, record: RequestRecord) -> None:
         """Move the counters and histograms by one finished request."""
@@ -182,6 +189,16 @@ class Metrics:
             tokens[0].inc(record.input_tokens)
             tokens[1].inc(record.output_tokens)
             tokens[2].inc(record.cached_tokens)
+        if record.key_name:
+            named = self._keys.get(record.key_name)
+            if named is None:
+                name = record.key_name
+                bound = (self.key_requests.labels(name), *(self.key_tokens.labels(name, k) for k in TOKEN_KINDS))
+                named = _remember(self._keys, name, bound)
+            named[0].inc()
+            named[1].inc(record.input_tokens)
+            named[2].inc(record.output_tokens)
+            named[3].inc(record.cached_tokens)
         for reason in record.retries:
             pair = self._retries.get(reason)
             if pair is None:

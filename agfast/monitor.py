@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS request_logs (
     request_body TEXT,
     response_body TEXT,
     truncated INTEGER NOT NULL,
-    bodies_dropped INTEGER NOT NULL
+    bodies_dropped INTEGER NOT NULL,
+    username TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS request_logs_timestamp ON request_logs (timestamp);
 CREATE INDEX IF NOT EXISTS request_logs_errors ON request_logs (id) WHERE status >= 400 OR error != '';
@@ -98,8 +99,8 @@ CREATE TABLE IF NOT EXISTS token_stats (
 _INSERT_ROW = (
     "INSERT INTO request_logs (timestamp, request_id, method, url, status, duration, first_byte, upstream, model,"
     " mapped_model, account_email, client_ip, protocol, stream, attempts, retries, error, input_tokens,"
-    " output_tokens, cached_tokens, request_body, response_body, truncated, bodies_dropped)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " output_tokens, cached_tokens, request_body, response_body, truncated, bodies_dropped, username)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPSERT_TOKENS = (
     "INSERT INTO token_stats (hour, account_email, model, requests, errors, input_tokens, output_tokens,"
@@ -112,10 +113,12 @@ _UPSERT_TOKENS = (
 SUMMARY_COLUMNS = (
     "id", "timestamp", "request_id", "method", "url", "status", "duration", "first_byte", "upstream", "model",
     "mapped_model", "account_email", "client_ip", "protocol", "stream", "attempts", "retries", "error",
-    "input_tokens", "output_tokens", "cached_tokens", "truncated", "bodies_dropped",
+    "input_tokens", "output_tokens", "cached_tokens", "truncated", "bodies_dropped", "username",
 )  # fmt: skip
 _SUMMARY_SELECT = "SELECT " + ", ".join(SUMMARY_COLUMNS) + " FROM request_logs"
-_FILTER_COLUMNS = ("url", "model", "mapped_model", "account_email", "client_ip", "error", "request_id", "protocol")
+_FILTER_COLUMNS = (
+    "url", "model", "mapped_model", "account_email", "client_ip", "error", "request_id", "protocol", "username",
+)  # fmt: skip
 _BOOL_COLUMNS = ("stream", "truncated", "bodies_dropped")
 _TOKEN_SUMS = (
     "SUM(requests) AS requests, SUM(errors) AS errors, SUM(input_tokens) AS input_tokens,"
@@ -291,6 +294,16 @@ class LogReader:
         """All-time totals per account, most tokens first ("" = answered without an account)."""
         return self._stats_by("account_email", "account")
 
+    def stats_keys(self) -> list[dict[str, Any]]:
+        """Totals per named API key (the reference's `username`; "" = the main key), from the request log."""
+        rows = self._all(
+            "SELECT username, COUNT(*) AS requests, SUM(status >= 400 OR error != '') AS errors,"
+            " SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens,"
+            " SUM(cached_tokens) AS cached_tokens FROM request_logs GROUP BY username"
+            " ORDER BY SUM(input_tokens) + SUM(output_tokens) DESC, username"
+        )
+        return [{"key": r["username"], **_token_totals(r)} for r in rows]
+
     def stats_models(self) -> list[dict[str, Any]]:
         """All-time totals per model (the model sent to Google), most tokens first."""
         return self._stats_by("model", "model")
@@ -453,6 +466,7 @@ class Monitor(LogReader):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut may lose the last rows, never the file
         conn.executescript(SCHEMA)
+        _add_missing_columns(conn)
         return conn
 
     def _run(self) -> None:
@@ -519,7 +533,7 @@ class Monitor(LogReader):
             record.status, _ms(record.duration), _ms(record.first_byte), _ms(record.upstream_seconds),
             record.model, record.mapped_model, record.account_email, record.client_ip, record.protocol,
             int(record.stream), record.attempts, ",".join(record.retries), record.error, *tokens,
-            request_body, response_body, int(truncated), int(dropped),
+            request_body, response_body, int(truncated), int(dropped), record.key_name,
         )  # fmt: skip
 
     def _retain(self) -> None:
@@ -535,3 +549,14 @@ class Monitor(LogReader):
             return
         if gone:
             log.info("monitor: deleted %d request log(s) older than %d days", gone, self.retention_days)
+
+
+# Columns added after the first release: (name, definition). A database written by an older agfast gets them.
+ADDED_COLUMNS = (("username", "TEXT NOT NULL DEFAULT ''"),)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(request_logs)")}
+    for name, definition in ADDED_COLUMNS:
+        if name not in have:
+            conn.execute(f"ALTER TABLE request_logs ADD COLUMN {name} {definition}")

@@ -240,6 +240,31 @@ def test_usage_per_key_matches_what_the_client_was_told(stack: ServerThread) -> 
     assert row["tokens"] == answer.usage.total_tokens > 0
 
 
+def test_usage_per_key_matches_the_monitor_stats_and_metrics(stack: ServerThread) -> None:
+    key, view = make_key(stack)
+    with anthropic.Anthropic(base_url=stack.url, api_key=key, max_retries=0) as claude:
+        for text in ("one", "two"):
+            claude.messages.create(model=CLAUDE, max_tokens=20, messages=[{"role": "user", "content": text}])
+    assert post(stack, "/v1/chat/completions", CHAT, KEY).status == 200  # the main key: not this key's usage
+    monitor = stack.app.monitor
+    assert monitor is not None and monitor.flush()
+    [row] = [t for t in admin(stack, "GET", "/api/user-tokens").json()["tokens"] if t["id"] == view["id"]]
+    logs = admin(stack, "GET", f"/api/logs?filter={view['name']}&limit=10").json()["logs"]
+    assert [log["username"] for log in logs] == [view["name"]] * 2
+    assert row["tokens"] == sum(log["input_tokens"] + log["output_tokens"] for log in logs) > 0
+    [stats] = [k for k in admin(stack, "GET", "/api/stats/keys").json()["keys"] if k["key"] == view["name"]]
+    assert (stats["requests"], stats["total_tokens"]) == (2, row["tokens"])
+    metrics = admin(stack, "GET", "/metrics").body.decode()
+    assert f'agfast_key_requests_total{{key="{view["name"]}"}} 2.0' in metrics
+    charged = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith(f'agfast_key_tokens_total{{key="{view["name"]}",kind="in')
+        or line.startswith(f'agfast_key_tokens_total{{key="{view["name"]}",kind="out')
+    )
+    assert charged == row["tokens"]
+
+
 def test_real_traffic_over_the_daily_tokens_gets_429(stack: ServerThread, clock: Clock) -> None:
     key, _ = make_key(stack, tpd=1)
     with anthropic.Anthropic(base_url=stack.url, api_key=key, max_retries=0) as claude:

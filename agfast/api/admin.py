@@ -111,6 +111,7 @@ class AdminApi:
             (GET, "/api/stats/daily", ops.stats_daily),
             (GET, "/api/stats/accounts", ops.stats_accounts),
             (GET, "/api/stats/models", ops.stats_models),
+            (GET, "/api/stats/keys", ops.stats_keys),
             (GET, "/api/security/events", ops.security_events),
             (GET, "/api/security/stats", ops.security_stats),
             (GET, "/api/security/lists", ops.security_lists),

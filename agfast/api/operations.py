@@ -180,6 +180,10 @@ class OperationsApi:
     async def stats_models(self, req: Request, resp: Response) -> None:
         _send(resp, {"models": await self._read(self._monitor().stats_models)})
 
+    async def stats_keys(self, req: Request, resp: Response) -> None:
+        """Requests and tokens per named API key ("" = the main key), from the request log."""
+        _send(resp, {"keys": await self._read(self._monitor().stats_keys)})
+
     # -- IP rules ----------------------------------------------------------------------------------------
 
     def _rules(self) -> IpRules:
