@@ -318,8 +318,11 @@ def _proxied(
         path, payload = (via_path, via_body) if via_path else GEMINI_VIA[stream]
         body = orjson.dumps(payload)
         via = lambda port: http_request("POST", path, port, body)  # noqa: E731
+        monitor_off = {**env, "AGFAST_MONITOR_ENABLED": "false"}
         results = [
             run_target(scenario, "agfast (c)", agfast_cmd(data_dir), env, via, args),
+            # The Proxy Monitor is on by default: this row is what it costs (issue 11's bound: ≤ 10%).
+            run_target(scenario, "agfast (c), monitor off", agfast_cmd(data_dir), monitor_off, via, args),
             run_target(scenario, "agfast (py)", agfast_cmd(data_dir), {**env, "AGFAST_NO_EXTENSIONS": "1"}, via, args),
         ]
         results.append(measure(scenario, "simulator direct", sim, direct, sim_port, args))
