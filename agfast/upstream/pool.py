@@ -23,8 +23,9 @@ Disk wins over memory: saves write only the fields the pool changed onto the fil
 creating it), and an account found removed or disabled there leaves the pool at once. State changes
 (disabled, blocked, forbidden, locked, refresh back-off, left the pool) are logged at WARNING, email masked.
 
-Shared mutable state (lockouts, session bindings, last-used, failure counters) lives behind `PoolState`,
-so a later store can share it between workers and hosts; this module only has the in-memory one.
+Shared mutable state (lockouts, session bindings, last-used, failure counters) lives behind `PoolState`;
+`upstream/state.py` shares it between workers and hosts (Redis): then a request first pulls it (one round
+trip), and a token refresh is leased so that one process refreshes and the others take its token.
 Accounts with no quota data yet are usable (unknown is not zero); quota is refreshed in the background.
 
 Quota protection (§4.7, `quota_protection.*`): an account whose remaining quota for a protected model is below
@@ -42,7 +43,7 @@ import time
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
@@ -62,6 +63,9 @@ from agfast.upstream.accounts import (
 from agfast.upstream.client import UpstreamClient
 from agfast.upstream.onboarding import set_tier, store_quota
 from agfast.upstream.proxy import ProxyFailure
+
+if TYPE_CHECKING:
+    from agfast.upstream.state import LocalState
 
 log = logging.getLogger("agfast.pool")
 
@@ -314,6 +318,8 @@ class AccountPool:
         self.store = store
         self.client = client
         self.state: PoolState = state if state is not None else MemoryState()
+        # The state other processes share (Redis), or None: then no request awaits anything for it.
+        self.shared: LocalState | None = state if getattr(state, "shared", False) else None  # type: ignore[assignment]
         # P2C's coin; a test seeds its own to make selection reproducible.
         self.rng = rng if rng is not None else random.Random()
         self.protection = QuotaProtection.of(config)
@@ -415,6 +421,8 @@ class AccountPool:
                 f"No accounts available with quota for model: {model}"
             )
         attempted = set(exclude)
+        if self.shared is not None:
+            await self.shared.pull(session_id)
         sticky = not rotate and self.config.scheduling_mode != "PerformanceFirst"
         # The common case needs no await: a selected account whose token and project are ready.
         chosen = self._choose(key, session_id, sticky, attempted)
@@ -539,7 +547,10 @@ class AccountPool:
                 account = member.account
                 fields: tuple[str, ...] = ()
                 if account.needs_refresh(time.time()):
-                    await self._refresh(member, account)
+                    if self.shared is None:
+                        await self._refresh(member, account)
+                    else:
+                        await self._refresh_shared(self.shared, member, account)
                     fields = TOKEN_FIELDS
                 if not account.project_id:
                     try:
@@ -562,6 +573,28 @@ class AccountPool:
                     if self.members.get(member.id) is not member:  # removed or disabled on disk meanwhile
                         raise AccountNotReady("the account left the pool (removed or disabled on disk)")
         return Lease(member, account.access_token, account.project_id or "")
+
+    async def _refresh_shared(self, shared: LocalState, member: Member, account: Account) -> None:
+        """One refresh per account across processes: take the token another process refreshed, else hold
+        the lease and refresh; a lease whose holder died expires and the next waiter refreshes."""
+        from agfast.upstream.state import TOKEN_POLL_S
+
+        while True:
+            found = await shared.shared_token(member.id)
+            now = time.time()
+            if found is not None and found[1] > now and found[0] != account.access_token:
+                account.apply_refresh(found[0], found[1] - int(now), now)
+                if not account.needs_refresh(now):
+                    return
+            if await shared.lease_refresh(member.id):
+                break
+            await asyncio.sleep(TOKEN_POLL_S)  # bounded by acquire's token_timeout
+        ok = False
+        try:
+            await self._refresh(member, account)
+            ok = True
+        finally:
+            await shared.end_refresh(member.id, account.access_token if ok else None, account.expiry_timestamp)
 
     async def _refresh(self, member: Member, account: Account) -> None:
         """New access token into `account`; a failure disables (invalid_grant) or starts the back-off."""
@@ -631,6 +664,16 @@ class AccountPool:
         member.account.disable(reason)
         log.warning("account %s disabled: %s", member.masked, reason[:200])
         await self._persist(member, DISABLE_FIELDS)
+        self._tell_others()
+
+    def _tell_others(self) -> None:
+        """An account left the pool on disk: every other process re-reads the accounts now."""
+        if self.shared is not None:
+            self.shared.publish({"kind": "accounts"})
+
+    async def _persist_and_tell(self, member: Member, fields: tuple[str, ...]) -> None:
+        await self._persist(member, fields)
+        self._tell_others()
 
     # -- outcomes ----------------------------------------------------------------------------------------
 
@@ -662,7 +705,7 @@ class AccountPool:
                 fields = QUOTA_FIELDS
                 log.warning("account %s forbidden (403): out of the pool until re-added", member.masked)
             self._drop(member)
-            self._spawn(self._persist(member, fields))
+            self._spawn(self._persist_and_tell(member, fields))
             return
         if status not in LOCKOUT_STATUSES:
             return
