@@ -178,6 +178,9 @@ def test_redis_killed_mid_load_requests_flow_and_state_is_reconciled_after_resta
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not client.hlen(f"t{tmp_path.name}:locks"):
             time.sleep(0.05)
+        # Both hosts find Redis back on their own (no request needed); then both honour the lockout.
+        while time.monotonic() < deadline and (a.app.state._down or b.app.state._down):
+            time.sleep(0.05)
         ids = {acc.email: acc.id for acc in AccountStore(tmp_path / "a").load_all()}
         assert any(key.startswith(ids[locked].encode()) for key in client.hkeys(f"t{tmp_path.name}:locks"))
         client.close()

@@ -293,9 +293,16 @@ class RedisState(LocalState):
             self._write(("last", account_id, at))
 
     async def _writer(self) -> None:
-        """The one writer: queued ops in order, one pipeline per batch; kept for later when Redis is away."""
+        """The one writer: queued ops in order, one pipeline per batch; kept for later when Redis is away.
+        While Redis is away it also looks for its return, so an idle process reconciles without a request."""
         while True:
-            await self._wake.wait()
+            if self._down:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(self._down_until - time.monotonic(), 0.01))
+                if self._down and self._usable():
+                    await self._probe()
+            else:
+                await self._wake.wait()
             self._wake.clear()
             while self._queue:
                 if not self._usable():
@@ -313,6 +320,19 @@ class RedisState(LocalState):
                 done = set(map(id, batch))
                 self._unsynced = [op for op in self._unsynced if id(op) not in done]
                 self._back()
+
+    async def _probe(self) -> None:
+        """PING, twice: the first use of a connection from before the outage fails and drops it."""
+        for _ in range(2):
+            try:
+                async with asyncio.timeout(self.timeout * 10):
+                    await self.redis.ping()
+            except Exception as exc:
+                last: BaseException = exc
+                continue
+            self._back()
+            return
+        self._lost(last)
 
     async def _flush(self, batch: list[tuple[Any, ...]]) -> None:
         pipe = self.redis.pipeline(transaction=False)
