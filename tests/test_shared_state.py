@@ -47,7 +47,11 @@ def two_hosts(
                 store.merge(account, TOKEN_FIELDS)
         shutil.copytree(tmp_path / "a", tmp_path / "b")
         for name in ("a", "b"):
-            servers.append(stack_config(tmp_path / name, sim, state_redis_url=redis_url, state_prefix="t" + tmp_path.name, **SHARED))
+            servers.append(
+                stack_config(
+                    tmp_path / name, sim, state_redis_url=redis_url, state_prefix="t" + tmp_path.name, **SHARED
+                )
+            )
         sim.clear_requests()
         sim.refresh_count.clear()
         hosts = [stack.enter_context(ServerThread(cfg)) for cfg in servers]

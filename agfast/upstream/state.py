@@ -388,7 +388,9 @@ class RedisState(LocalState):
             return True
         try:
             async with asyncio.timeout(self.timeout):
-                got = await self.redis.set(self.k_lease + account_id, self.origin, nx=True, px=int(REFRESH_LEASE_S * 1000))
+                got = await self.redis.set(
+                    self.k_lease + account_id, self.origin, nx=True, px=int(REFRESH_LEASE_S * 1000)
+                )
         except Exception as exc:
             self._lost(exc)
             return True
