@@ -39,7 +39,8 @@ def two_hosts(
     sim.clear_faults()
     servers = []
     with ExitStack() as stack:
-        first = stack_config(tmp_path / "a", sim, state_redis_url=redis_url, state_prefix="t" + tmp_path.name, **SHARED)
+        shared = {"state_redis_url": redis_url, "state_prefix": "t" + tmp_path.name, **SHARED}
+        first = stack_config(tmp_path / "a", sim, **shared)
         store = onboard_all(first, sim)
         if expire_tokens:
             for account in store.load_all():

@@ -378,7 +378,7 @@ class RedisState(LocalState):
             return None
         if raw is None:
             return None
-        token, _, expiry = raw.decode().partition("|")
+        token, _, expiry = (raw.decode() if isinstance(raw, bytes) else raw).partition("|")
         return token, int(expiry)
 
     async def lease_refresh(self, account_id: str) -> bool:
