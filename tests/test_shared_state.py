@@ -87,8 +87,11 @@ def test_a_429_learned_by_one_host_is_honoured_by_the_other(
         locked = limited_email(sim)
         assert served != locked
         # B never saw the 429; the fuller account it would pick on its own is the locked one.
+        trips = b.app.state.round_trips  # type: ignore[attr-defined]
         for n in range(4):
             assert ask(b, f"session-b{n}") != locked
+        # One round trip to Redis per request on the request path (writes go behind, batched).
+        assert b.app.state.round_trips - trips == 4  # type: ignore[attr-defined]
 
 
 def test_a_lockout_cleared_through_the_admin_api_of_one_host_is_cleared_for_both(

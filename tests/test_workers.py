@@ -12,7 +12,7 @@ from pathlib import Path
 import anthropic
 import pytest
 from helpers import AgfastProcess
-from stack import CLIENT_ID, KEY, Fault, generations, google_env, onboard_all, stack_config
+from stack import KEY, Fault, generations, google_env, onboard_all, stack_config
 
 from agfast.sim import GoogleSimulator
 
@@ -25,7 +25,9 @@ WORKER_PID = re.compile(r"worker pid: (\d+)")
 def workers(sim: GoogleSimulator, tmp_path: Path, redis_server: object) -> AgfastProcess:
     """Two workers (redis_server only makes sure redis-server is installed: agfast starts its own)."""
     onboard_all(stack_config(tmp_path, sim), sim)
-    (tmp_path / "config.toml").write_text(f'api_key = "{KEY}"\nshutdown_timeout = 2\n[state]\ntimeout = 1.0\n')
+    (tmp_path / "config.toml").write_text(
+        f'api_key = "{KEY}"\nshutdown_timeout = 2\n[upstream]\nretry_wait_scale = 0.01\n[state]\ntimeout = 1.0\n'
+    )
     sim.clear_requests()
     sim.clear_faults()
     proc = AgfastProcess("serve", "--port", "0", "--data-dir", str(tmp_path), "--workers", "2", env=google_env(sim))
@@ -57,7 +59,6 @@ def ask(port: int, session: str) -> str:
 
 
 def test_two_workers_share_lockouts_restart_and_stop_in_order(sim: GoogleSimulator, workers: AgfastProcess) -> None:
-    assert CLIENT_ID
     try:
         first, second = worker_pids(workers, 2)
         assert first != second
