@@ -216,3 +216,18 @@ def test_the_proxy_switch_reaches_every_host(
         with pytest.raises(anthropic.APIStatusError) as caught:
             ask(b, "stopped")
         assert caught.value.status_code == 503
+
+
+def test_one_accounts_lockouts_cleared_on_a_host_that_has_not_seen_them(
+    sim: GoogleSimulator, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with two_hosts(sim, tmp_path, redis_server.url) as (a, b):
+        sim.script(Fault("status", status=429, retry_delay=60, action="streamGenerateContent"))
+        ask(a, "s1")
+        locked = limited_email(sim)
+        ids = {acc.email: acc.id for acc in AccountStore(tmp_path / "b").load_all()}
+        # B has served nothing since A's 429: its own copy of the state does not have the lockout yet.
+        path = f"/api/proxy/rate-limits/{ids[locked]}"
+        reply = request(b.port, "DELETE", path, headers={"Authorization": f"Bearer {KEY}"})
+        assert reply.status == 200, reply.body
+        assert ask(a, "s2") == locked

@@ -764,6 +764,8 @@ class AccountPool:
                 self.state.unlock(key)
                 cleared += 1
             self.state.reset_failures(member_id)
+            if self.shared is not None:
+                self.shared.unlock_account(member_id)  # locks other processes learned since our last pull
         if account_id is None:
             self.state.clear_locks()
         if cleared:

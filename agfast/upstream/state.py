@@ -79,6 +79,10 @@ class LocalState(MemoryState):
     async def end_refresh(self, account_id: str, access_token: str | None, expiry: int) -> None:
         return None
 
+    def unlock_account(self, account_id: str) -> None:
+        for key, _, _ in self.locks_of(account_id):
+            self.unlock(key)
+
     def publish(self, event: dict[str, Any], keep: str | None = None) -> None:
         """Nobody else to tell: the caller already applied it."""
         return None
@@ -227,6 +231,9 @@ class RedisState(LocalState):
             MemoryState.unlock(self, op[1])
         elif kind == "clear_locks":
             MemoryState.clear_locks(self)
+        elif kind == "unlock_account":
+            for key, _, _ in self.locks_of(op[1]):
+                MemoryState.unlock(self, key)
         elif kind == "failure":
             self._failures[op[1]] = (op[2], op[3])
         elif kind == "reset_failures":
@@ -254,12 +261,19 @@ class RedisState(LocalState):
         self._write(("lock", key, until, reason))
 
     def unlock(self, key: str) -> None:
-        super().unlock(key)
-        self._write(("unlock", key))
+        if key in self.locks:  # every success calls this: no write when there is nothing to lift
+            super().unlock(key)
+            self._write(("unlock", key))
 
     def clear_locks(self) -> None:
         super().clear_locks()
         self._write(("clear_locks",))
+
+    def unlock_account(self, account_id: str) -> None:
+        """Lift every lock of one account in Redis too, including ones this process has not pulled yet."""
+        for key, _, _ in self.locks_of(account_id):
+            MemoryState.unlock(self, key)
+        self._write(("unlock_account", account_id))
 
     def add_failure(self, account_id: str, now: float) -> int:
         count = super().add_failure(account_id, now)
@@ -344,6 +358,11 @@ class RedisState(LocalState):
                 pipe.hdel(self.k_locks, op[1])
             elif kind == "clear_locks":
                 pipe.delete(self.k_locks)
+            elif kind == "unlock_account":
+                for key in await self.redis.hkeys(self.k_locks):
+                    name = key.decode()
+                    if name == op[1] or name.startswith((op[1] + ":", op[1] + "#")):
+                        pipe.hdel(self.k_locks, key)
             elif kind == "failure":
                 pipe.hset(self.k_failures, op[1], f"{op[2]}|{op[3]!r}")
             elif kind == "reset_failures":
