@@ -360,7 +360,7 @@ class RedisState(LocalState):
                 pipe.delete(self.k_locks)
             elif kind == "unlock_account":
                 for key in await self.redis.hkeys(self.k_locks):
-                    name = key.decode()
+                    name = key.decode() if isinstance(key, bytes) else key
                     if name == op[1] or name.startswith((op[1] + ":", op[1] + "#")):
                         pipe.hdel(self.k_locks, key)
             elif kind == "failure":
