@@ -216,6 +216,13 @@ def test_the_proxy_switch_reaches_every_host(
         with pytest.raises(anthropic.APIStatusError) as caught:
             ask(b, "stopped")
         assert caught.value.status_code == 503
+        # A host that starts later finds the proxy stopped too.
+        late = stack_config(tmp_path / "b", sim, state_redis_url=redis_server.url, state_prefix="t" + tmp_path.name)
+        with ServerThread(late) as c:
+            deadline = time.monotonic() + 5
+            while c.app.proxy_running and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert c.app.proxy_running is False
 
 
 def test_one_accounts_lockouts_cleared_on_a_host_that_has_not_seen_them(
