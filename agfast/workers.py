@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -132,6 +133,9 @@ class Supervisor:
             self.config.state_redis_url = redis.url
         try:
             self.listener = reserve_port(self.config)
+            if self.listener is None:  # workers would fail to bind, one after the other, for ever
+                print(f"agfast: cannot bind {self.config.bind_host}:{self.config.port}", file=sys.stderr)
+                return 1
             for number in range(self.count):
                 self._spawn(number)
             signal.signal(signal.SIGTERM, self._stop)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
 import anthropic
 import pytest
-from helpers import AgfastProcess
+from helpers import AgfastProcess, run_agfast
 from stack import KEY, Fault, generations, google_env, onboard_all, stack_config
 
 from agfast.sim import GoogleSimulator
@@ -79,3 +80,13 @@ def test_two_workers_share_lockouts_restart_and_stop_in_order(sim: GoogleSimulat
                 os.kill(pid, 0)
     finally:
         workers.close()
+
+
+def test_workers_on_a_port_in_use_fail_at_once(tmp_path: Path, redis_server: object) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_agfast("serve", "--port", str(port), "--data-dir", str(tmp_path), "--workers", "2")
+    assert done.returncode == 1
+    assert f"cannot bind 127.0.0.1:{port}" in done.stderr
