@@ -30,10 +30,26 @@ log = logging.getLogger("agfast.workers")
 RESTART_BACKOFF = 1.0
 # How long the private redis-server may take to accept connections.
 REDIS_START_TIMEOUT = 10.0
+# prctl option: the signal a process receives when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
 NO_REDIS = (
     "--workers {n} needs shared state: set state.redis_url (or AGFAST_REDIS_URL) to a Redis, or install "
     "redis-server (Debian/Ubuntu: apt-get install redis-server) and agfast starts a private one"
 )
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Linux: this process gets `sig` when the process that started it dies (a supervisor killed with SIGKILL
+    must not leave workers or its redis-server behind). Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, sig)
+    except (OSError, AttributeError):
+        pass
 
 
 def worker_count(config: Config) -> int:
@@ -90,6 +106,7 @@ class PrivateRedis:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: die_with_parent(signal.SIGTERM),
         )  # fmt: skip
         deadline = time.monotonic() + REDIS_START_TIMEOUT
         while time.monotonic() < deadline:
@@ -154,6 +171,7 @@ class Supervisor:
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
+                die_with_parent()
                 code = self.run_worker(self.config, self.listener)
             finally:
                 os._exit(code)

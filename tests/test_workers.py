@@ -90,3 +90,34 @@ def test_workers_on_a_port_in_use_fail_at_once(tmp_path: Path, redis_server: obj
         done = run_agfast("serve", "--port", str(port), "--data-dir", str(tmp_path), "--workers", "2")
     assert done.returncode == 1
     assert f"cannot bind 127.0.0.1:{port}" in done.stderr
+
+
+def test_a_supervisor_killed_outright_leaves_no_worker_or_redis_behind(workers: AgfastProcess, tmp_path: Path) -> None:
+    pids = worker_pids(workers, 2)
+    workers.proc.kill()
+    workers.proc.wait()
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [pid for pid in pids if _running(pid)]
+    workers.close()
+    assert alive == []
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(tmp_path / "redis.sock"))
+            except OSError:
+                break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the private redis-server outlived its supervisor")
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan is reaped by init, possibly a moment later)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
