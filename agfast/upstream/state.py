@@ -99,7 +99,17 @@ class RedisState(LocalState):
 
         self.url = url
         self.timeout = timeout
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=max(timeout * 20, 1.0), socket_connect_timeout=1.0)
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # One immediate retry (a pooled connection from before an outage fails once and is replaced), not
+        # redis-py's default ten with growing back-off: an outage must be noticed, not waited out.
+        self.redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=max(timeout * 20, 1.0),
+            socket_connect_timeout=1.0,
+            retry=Retry(NoBackoff(), 1),
+        )
         # Subscriptions wait for messages indefinitely: their own connection, without the request timeouts.
         self.events = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, health_check_interval=30)
         self.prefix = prefix
