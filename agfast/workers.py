@@ -28,6 +28,11 @@ log = logging.getLogger("agfast.workers")
 # A worker that dies sooner than this after its start is restarted only after this long: a worker that cannot
 # start must not become a fork loop.
 RESTART_BACKOFF = 1.0
+# A worker still running this long after shutdown_timeout is killed: a stuck worker must not keep the
+# supervisor (and the port) forever.
+STOP_GRACE = 5.0
+# The supervisor looks for exited workers this often (a few wake-ups a second; it serves nothing).
+WATCH_EVERY = 0.1
 # How long the private redis-server may take to accept connections.
 REDIS_START_TIMEOUT = 10.0
 # prctl option: the signal a process receives when its parent dies (linux/prctl.h).
@@ -137,6 +142,7 @@ class Supervisor:
         self.children: dict[int, int] = {}  # pid → worker number
         self.started: dict[int, float] = {}  # worker number → when it was last started
         self.stopping = False
+        self.kill_at = float("inf")
         self.listener: socket.socket | None = None
 
     def run(self) -> int:
@@ -178,6 +184,8 @@ class Supervisor:
         self.children[pid] = number
 
     def _stop(self, signum: int, frame: object) -> None:
+        if not self.stopping:
+            self.kill_at = time.monotonic() + self.config.shutdown_timeout + STOP_GRACE
         self.stopping = True
         self._forward(signal.SIGTERM, frame)
 
@@ -191,10 +199,15 @@ class Supervisor:
     def _watch(self) -> int:
         while self.children:
             try:
-                pid, status = os.wait()
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
-            except InterruptedError:
+            if pid == 0:
+                if self.stopping and time.monotonic() >= self.kill_at:
+                    log.warning("%d worker(s) still running after the shutdown grace: killing them", len(self.children))
+                    self._forward(signal.SIGKILL, None)
+                    self.kill_at = float("inf")
+                time.sleep(WATCH_EVERY)
                 continue
             number = self.children.pop(pid, None)
             if number is None or self.stopping:
