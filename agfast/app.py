@@ -37,6 +37,7 @@ from agfast.upstream.client import UpstreamClient
 from agfast.upstream.gateway import CLAUDE_BETA_GEMINI_PATH, Gateway
 from agfast.upstream.pool import AccountPool
 from agfast.upstream.signin import SignIn
+from agfast.upstream.state import state_for
 
 
 class Serving(Protocol):
@@ -65,7 +66,12 @@ class App:
         self.config = config
         self.store = AccountStore(config.data_dir)
         self.client = UpstreamClient(config)
-        self.pool = AccountPool(config, self.store, self.client)
+        # Pool state shared with the other workers and hosts (Redis), or this process's own.
+        self.state = state_for(config.state_redis_url, config.state_prefix, config.state_timeout)
+        self.state.listeners.append(self.shared_event)
+        # True while applying another process's event: it must not be published back.
+        self._from_others = False
+        self.pool = AccountPool(config, self.store, self.client, self.state)
         self.gateway = Gateway(config, self.pool, self.client)
         self.gemini_gateway = Gateway(config, self.pool, self.client, CLAUDE_BETA_GEMINI_PATH)
         self.signatures = SignatureCache.create()
@@ -80,6 +86,7 @@ class App:
         self.keys = KeyPolicy(KeyStore(config.data_dir))
         self._upkeep: asyncio.Task[None] | None = None
         self._keys_upkeep: asyncio.Task[None] | None = None
+        self._state_start: asyncio.Task[None] | None = None
         self._routes: dict[str, str] = {}
         self._catalog = Catalog()
         self._catalog_version = -1
@@ -111,6 +118,23 @@ class App:
         if names & MONITOR_ATTRS and self.monitor is not None:
             self.monitor.configure(self.config)
             self.record_bodies = self.monitor.enabled
+        if self.state.shared and not self._from_others:
+            for name in names:
+                self.state.publish({"kind": "config", "values": {name: getattr(self.config, name)}}, "config:" + name)
+
+    def shared_event(self, event: dict[str, Any]) -> None:
+        """Another worker or host changed something every process must apply (admin API, live config)."""
+        self._from_others = True
+        try:
+            kind = event.get("kind")
+            if kind == "running":
+                self.set_running(bool(event["running"]))
+            elif kind == "config":
+                self.live.apply(event["values"], "another agfast process")
+            elif kind == "accounts":
+                self.pool.load()
+        finally:
+            self._from_others = False
 
     def set_running(self, running: bool) -> None:
         """Switch the proxy routes between their handlers and a 503 in their protocol's shape. Swapping the
@@ -118,6 +142,8 @@ class App:
         if running == self.proxy_running:
             return
         self.proxy_running = running
+        if self.state.shared and not self._from_others:
+            self.state.publish({"kind": "running", "running": running}, "running")
         for route in self.proxy_routes:
             if running:
                 route.handler, route.is_async = self._serving_handlers[id(route)]
@@ -143,8 +169,10 @@ class App:
     def start(self) -> None:
         """Load accounts now; quota discovery and refresh run in the background (never on a request)."""
         self.pool.load()
-        self._upkeep = asyncio.get_running_loop().create_task(self.pool.upkeep())
-        self._keys_upkeep = asyncio.get_running_loop().create_task(self.keys.upkeep())
+        loop = asyncio.get_running_loop()
+        self._upkeep = loop.create_task(self.pool.upkeep())
+        self._state_start = loop.create_task(self.state.start())
+        self._keys_upkeep = loop.create_task(self.keys.upkeep())
         self.open_monitor()
 
     def open_monitor(self) -> None:
@@ -167,6 +195,7 @@ class App:
                     await task
         self.keys.flush()
         await self.pool.close()
+        await self.state.close()
         await self.client.close()
         monitor, self.monitor = self.monitor, None
         if monitor is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +40,11 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--log-level", choices=config.LOG_LEVELS, help="(default: info)")
     g.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (chain) file; needs --tls-key")
     g.add_argument("--tls-key", help="the PEM private key of --tls-cert")
+    g.add_argument(
+        "--workers",
+        type=int,
+        help="server processes on the port, sharing the pool through Redis; 0 = one per core (default: 1)",
+    )
     g.add_argument(
         "--demo",
         action="store_true",
@@ -97,6 +103,7 @@ SERVE_KEYS = (
     "tls_cert",
     "tls_key",
     "demo",
+    "workers",
 )
 
 
@@ -137,7 +144,19 @@ def serve(cli: dict[str, Any]) -> int:
     _setup_logging(cfg.log_level)
     for key in cfg.unknown_keys:
         logging.getLogger("agfast.config").warning("%s: unknown key %r ignored", cfg.config_path, key)
+    from agfast.workers import Supervisor, worker_count
+
+    count = worker_count(cfg)
+    if count > 1:
+        return Supervisor(cfg, count, _run_worker).run()
     return _run(_serve(cfg))
+
+
+def _run_worker(cfg: config.Config, listener: Any) -> int:
+    """One of `--workers N` (forked by the supervisor): today's server on the shared port."""
+    import socket
+
+    return _run(_serve(cfg, listener=None if hasattr(socket, "SO_REUSEPORT") else listener))
 
 
 def _run(coro: Any) -> int:
@@ -154,7 +173,7 @@ NO_ACCOUNT = (
 )
 
 
-async def _serve(cfg: config.Config) -> int:
+async def _serve(cfg: config.Config, listener: Any = None) -> int:
     from agfast import sse
     from agfast.app import App, build_router
     from agfast.server import BindError, Server
@@ -187,6 +206,8 @@ async def _serve(cfg: config.Config) -> int:
             for email, reason in app.pool.skipped.items():
                 print(f"agfast: skipped {email}: {reason}", file=sys.stderr)
         server = app.server = Server(cfg, build_router(app), app.live, app.keys)
+        if cfg.workers != 1:
+            server.reuse_port, server.listener = True, listener
         try:
             await server.start()
         except BindError as exc:
@@ -206,7 +227,8 @@ async def _serve(cfg: config.Config) -> int:
             )
         print(
             f"agfast {__version__} listening on {shown} "
-            f"(auth: {cfg.effective_auth_mode}, accounts: {app.pool.size}, hot path: {sse.IMPLEMENTATION})",
+            f"(auth: {cfg.effective_auth_mode}, accounts: {app.pool.size}, hot path: {sse.IMPLEMENTATION}"
+            f"{f', worker pid: {os.getpid()}' if cfg.workers != 1 else ''})",
             flush=True,
         )
         local = f"{scheme}://127.0.0.1:{server.port}" if host in ("0.0.0.0", "::") else shown

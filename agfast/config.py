@@ -134,6 +134,14 @@ class Config:
     # the threshold (percent) is not used for that model. No models listed = every model is protected.
     quota_protection_enabled: bool = False
     quota_protection_threshold: int = DEFAULT_QUOTA_THRESHOLD
+    # Shared pool state (lockouts, bindings, tokens) for several workers or hosts; None: this process only.
+    state_redis_url: str | None = None
+    # Every Redis key agfast writes starts with this, so several pools can share one Redis.
+    state_prefix: str = "agfast"
+    # A request waits on Redis at most this long (seconds), then goes on with this process's own state.
+    state_timeout: float = 0.05
+    # Worker processes for `agfast serve` (0: one per core).
+    workers: int = 1
     quota_protection_models: list[str] = field(default_factory=list)
     user_agent: str | None = None
     # Google refuses clients that report an old Antigravity version; 4.3.0 is the original's floor.
@@ -286,6 +294,10 @@ FILE_KEYS: dict[str, str] = {
     "metrics_public": "metrics_public",
     "allowed_hosts": "allowed_hosts",
     "cors.allowed_origins": "cors_allowed_origins",
+    "state.redis_url": "state_redis_url",
+    "state.prefix": "state_prefix",
+    "state.timeout": "state_timeout",
+    "workers": "workers",
 }
 ZAI_KEYS = {f.name for f in fields(ZaiConfig)}
 
@@ -307,6 +319,7 @@ ENV_KEYS: dict[str, str] = {
     "AGFAST_CLIENT_VERSION": "client_version",
     "AGFAST_ALLOWED_HOSTS": "allowed_hosts",
     "AGFAST_CORS_ALLOWED_ORIGINS": "cors_allowed_origins",
+    "AGFAST_REDIS_URL": "state_redis_url",
 }
 # Every config-file key also has its environment twin: `AGFAST_` + the key upper-cased, dots → `_`
 # (`upstream.retry_wait_scale` → `AGFAST_UPSTREAM_RETRY_WAIT_SCALE`); the names above win where they differ.
@@ -336,6 +349,8 @@ _TYPES: dict[str, type] = {
     "demo": bool,
     "quota_protection_enabled": bool,
     "quota_protection_threshold": int,
+    "workers": int,
+    "state_timeout": float,
 }
 # Settings that are lists of strings (comma-separated in the environment) → what an entry looks like.
 _LISTS = {
@@ -550,6 +565,12 @@ def _validate(cfg: Config) -> None:
     ):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    if not 0 < cfg.state_timeout <= 5:
+        raise ConfigError("state.timeout must be more than 0 and at most 5 seconds")
+    if cfg.workers < 0:
+        raise ConfigError("workers must be 0 (one per core) or more")
+    if cfg.state_redis_url is not None and not cfg.state_redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"state.redis_url must be a redis://, rediss:// or unix:// URL (got {cfg.state_redis_url!r})")
     if cfg.monitor_retention_days < 0:
         raise ConfigError("monitor.retention_days must be 0 (keep everything) or more")
     if cfg.monitor_max_body_bytes < 0:

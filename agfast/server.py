@@ -56,7 +56,9 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 
 
 class Server:
-    __slots__ = ("_servers", "_stopped", "_tick", "config", "keys", "live", "port", "router", "state")
+    __slots__ = (
+        "_servers", "_stopped", "_tick", "config", "keys", "listener", "live", "port", "reuse_port", "router", "state",
+    )  # fmt: skip
 
     def __init__(
         self, config: Config, router: Router, live: LiveConfig | None = None, keys: KeyPolicy | None = None
@@ -72,6 +74,10 @@ class Server:
         self._servers: list[asyncio.base_events.Server] = []
         self._tick: asyncio.TimerHandle | None = None
         self._stopped: asyncio.Event | None = None
+        # `--workers N`: each worker listens on the port with SO_REUSEPORT, or accepts on the supervisor's
+        # inherited `listener` where the platform has no SO_REUSEPORT.
+        self.reuse_port = False
+        self.listener: socket.socket | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -84,14 +90,20 @@ class Server:
         host = self.config.bind_host
         tls = tls_context(self.config)
         try:
-            server = await loop.create_server(
-                lambda: HttpProtocol(state),
-                host=host,
-                port=self.config.port,
-                backlog=BACKLOG,
-                reuse_address=True,
-                ssl=tls,
-            )
+            if self.listener is not None:
+                server = await loop.create_server(
+                    lambda: HttpProtocol(state), sock=self.listener, backlog=BACKLOG, ssl=tls
+                )
+            else:
+                server = await loop.create_server(
+                    lambda: HttpProtocol(state),
+                    host=host,
+                    port=self.config.port,
+                    backlog=BACKLOG,
+                    reuse_address=True,
+                    reuse_port=self.reuse_port or None,
+                    ssl=tls,
+                )
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
             if exc.errno == errno.EACCES:

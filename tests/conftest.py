@@ -8,6 +8,11 @@ overrides for that shared agfast).
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -93,3 +98,50 @@ def stack(request: pytest.FixtureRequest, sim: GoogleSimulator) -> ServerThread:
         sim.clear_requests()
         return shared
     return request.getfixturevalue("fresh")  # type: ignore[no-any-return]
+
+
+class RedisServer:
+    """A real `redis-server` on a free loopback port, no persistence; `kill()` and `start()` again for outages."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh Redis for one test (CI installs `redis-server`; locally its absence skips, saying so)."""
+    if shutil.which("redis-server") is None:
+        if in_ci():
+            pytest.fail("redis-server is not installed (.ci/run installs it)", pytrace=False)
+        pytest.skip("redis-server is not installed: apt-get install -y redis-server")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = RedisServer(port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -116,6 +116,9 @@ INVALID = [
     ("", {"AGFAST_CUSTOM_MAPPING": "{not json"}, {}, "AGFAST_CUSTOM_MAPPING: custom_mapping must be a JSON object"),
     ("", {"AGFAST_CUSTOM_MAPPING": '{"a": 1}'}, {}, "AGFAST_CUSTOM_MAPPING: custom_mapping must be a table"),
     ("", {"AGFAST_CLIENT_STALL_TIMEOUT": "0"}, {}, "client_stall_timeout must be positive"),
+    ("", {"AGFAST_REDIS_URL": "localhost:6379"}, {}, "state.redis_url must be a redis://, rediss:// or unix:// URL"),
+    ("[state]\ntimeout = 0\n", {}, {}, "state.timeout must be more than 0 and at most 5 seconds"),
+    ("", {}, {"workers": -1}, "workers must be 0 (one per core) or more"),
 ]
 
 

@@ -35,6 +35,7 @@ RANKS: dict[str, float] = {
     "demo": 5,
     "monitor_cli": 5,
     "keys_cli": 5,
+    "workers": 5,
     "cli": 6,
     "__main__": 7,
 }

@@ -23,8 +23,9 @@ Disk wins over memory: saves write only the fields the pool changed onto the fil
 creating it), and an account found removed or disabled there leaves the pool at once. State changes
 (disabled, blocked, forbidden, locked, refresh back-off, left the pool) are logged at WARNING, email masked.
 
-Shared mutable state (lockouts, session bindings, last-used, failure counters) lives behind `PoolState`,
-so a later store can share it between workers and hosts; this module only has the in-memory one.
+Shared mutable state (lockouts, session bindings, last-used, failure counters) lives behind `PoolState`;
+`upstream/state.py` shares it between workers and hosts (Redis): then a request first pulls it (one round
+trip), and a token refresh is leased so that one process refreshes and the others take its token.
 Accounts with no quota data yet are usable (unknown is not zero); quota is refreshed in the background.
 
 Quota protection (§4.7, `quota_protection.*`): an account whose remaining quota for a protected model is below
@@ -42,7 +43,7 @@ import time
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 
@@ -62,6 +63,7 @@ from agfast.upstream.accounts import (
 from agfast.upstream.client import UpstreamClient
 from agfast.upstream.onboarding import set_tier, store_quota
 from agfast.upstream.proxy import ProxyFailure
+from agfast.upstream.state import LocalState, MemoryState, PoolState
 
 log = logging.getLogger("agfast.pool")
 
@@ -73,8 +75,6 @@ P2C_TOP = 5
 SHORT_WAIT = 2.0
 # VALIDATION_REQUIRED keeps an account out for this long (reference §4.10).
 VALIDATION_BLOCK = 600.0
-# The failure counter behind backoff steps forgets after an hour of quiet (reference §4.9).
-FAILURE_MEMORY = 3600.0
 BACKOFF_STEPS = (60, 300, 1800, 7200)
 # Model keys whose account ranking is remembered between pool changes (a handful in practice).
 RANK_CACHE_SIZE = 256
@@ -143,94 +143,6 @@ def refresh_key(account_id: str) -> str:
 
 def _clock(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%H:%M:%SZ")
-
-
-class PoolState(Protocol):
-    """The pool's shared mutable state; in memory here, shareable (e.g. Redis) later."""
-
-    def locked_until(self, key: str) -> float: ...
-    def lock(self, key: str, until: float, reason: str) -> None: ...
-    def unlock(self, key: str) -> None: ...
-    def clear_locks(self) -> None: ...
-    def locks_of(self, account_id: str) -> list[tuple[str, float, str]]: ...
-    def clear_bindings(self) -> int: ...
-    def binding(self, session_id: str) -> str | None: ...
-    def bind(self, session_id: str, account_id: str) -> None: ...
-    def unbind(self, session_id: str) -> None: ...
-    def last_used(self) -> tuple[str, float] | None: ...
-    def set_last_used(self, account_id: str, at: float) -> None: ...
-    def failures(self, account_id: str, now: float) -> int: ...
-    def add_failure(self, account_id: str, now: float) -> int: ...
-    def reset_failures(self, account_id: str) -> None: ...
-
-
-class MemoryState:
-    """PoolState in this process's memory."""
-
-    # Session bindings kept at most; the oldest are forgotten first (a long-running gateway sees many).
-    MAX_BINDINGS = 100_000
-
-    def __init__(self) -> None:
-        self.locks: dict[str, tuple[float, str]] = {}
-        self.bindings: dict[str, str] = {}
-        self._last: tuple[str, float] | None = None
-        self._failures: dict[str, tuple[int, float]] = {}
-
-    def locked_until(self, key: str) -> float:
-        entry = self.locks.get(key)
-        return entry[0] if entry is not None else 0.0
-
-    def lock(self, key: str, until: float, reason: str) -> None:
-        self.locks[key] = (until, reason)
-
-    def unlock(self, key: str) -> None:
-        self.locks.pop(key, None)
-
-    def clear_locks(self) -> None:
-        self.locks.clear()
-
-    def locks_of(self, account_id: str) -> list[tuple[str, float, str]]:
-        """(key, until, reason) of every lock of one account: account-wide, per model, refresh back-off."""
-        return [
-            (key, until, reason)
-            for key, (until, reason) in self.locks.items()
-            if key == account_id or key.startswith((account_id + ":", account_id + "#"))
-        ]
-
-    def clear_bindings(self) -> int:
-        count = len(self.bindings)
-        self.bindings.clear()
-        self._last = None
-        return count
-
-    def binding(self, session_id: str) -> str | None:
-        return self.bindings.get(session_id)
-
-    def bind(self, session_id: str, account_id: str) -> None:
-        if len(self.bindings) >= self.MAX_BINDINGS and session_id not in self.bindings:
-            self.bindings.pop(next(iter(self.bindings)))
-        self.bindings[session_id] = account_id
-
-    def unbind(self, session_id: str) -> None:
-        self.bindings.pop(session_id, None)
-
-    def last_used(self) -> tuple[str, float] | None:
-        return self._last
-
-    def set_last_used(self, account_id: str, at: float) -> None:
-        self._last = (account_id, at)
-
-    def failures(self, account_id: str, now: float) -> int:
-        count, at = self._failures.get(account_id, (0, 0.0))
-        return count if now - at < FAILURE_MEMORY else 0
-
-    def add_failure(self, account_id: str, now: float) -> int:
-        count = self.failures(account_id, now) + 1
-        self._failures[account_id] = (count, now)
-        return count
-
-    def reset_failures(self, account_id: str) -> None:
-        self._failures.pop(account_id, None)
 
 
 @dataclass(slots=True, eq=False)
@@ -314,6 +226,8 @@ class AccountPool:
         self.store = store
         self.client = client
         self.state: PoolState = state if state is not None else MemoryState()
+        # The state other processes share (Redis), or None: then no request awaits anything for it.
+        self.shared: LocalState | None = state if getattr(state, "shared", False) else None  # type: ignore[assignment]
         # P2C's coin; a test seeds its own to make selection reproducible.
         self.rng = rng if rng is not None else random.Random()
         self.protection = QuotaProtection.of(config)
@@ -415,6 +329,8 @@ class AccountPool:
                 f"No accounts available with quota for model: {model}"
             )
         attempted = set(exclude)
+        if self.shared is not None:
+            await self.shared.pull(session_id)
         sticky = not rotate and self.config.scheduling_mode != "PerformanceFirst"
         # The common case needs no await: a selected account whose token and project are ready.
         chosen = self._choose(key, session_id, sticky, attempted)
@@ -539,7 +455,10 @@ class AccountPool:
                 account = member.account
                 fields: tuple[str, ...] = ()
                 if account.needs_refresh(time.time()):
-                    await self._refresh(member, account)
+                    if self.shared is None:
+                        await self._refresh(member, account)
+                    else:
+                        await self._refresh_shared(self.shared, member, account)
                     fields = TOKEN_FIELDS
                 if not account.project_id:
                     try:
@@ -562,6 +481,28 @@ class AccountPool:
                     if self.members.get(member.id) is not member:  # removed or disabled on disk meanwhile
                         raise AccountNotReady("the account left the pool (removed or disabled on disk)")
         return Lease(member, account.access_token, account.project_id or "")
+
+    async def _refresh_shared(self, shared: LocalState, member: Member, account: Account) -> None:
+        """One refresh per account across processes: take the token another process refreshed, else hold
+        the lease and refresh; a lease whose holder died expires and the next waiter refreshes."""
+        from agfast.upstream.state import TOKEN_POLL_S
+
+        while True:
+            found = await shared.shared_token(member.id)
+            now = time.time()
+            if found is not None and found[1] > now and found[0] != account.access_token:
+                account.apply_refresh(found[0], found[1] - int(now), now)
+                if not account.needs_refresh(now):
+                    return
+            if await shared.lease_refresh(member.id):
+                break
+            await asyncio.sleep(TOKEN_POLL_S)  # bounded by acquire's token_timeout
+        ok = False
+        try:
+            await self._refresh(member, account)
+            ok = True
+        finally:
+            await shared.end_refresh(member.id, account.access_token if ok else None, account.expiry_timestamp)
 
     async def _refresh(self, member: Member, account: Account) -> None:
         """New access token into `account`; a failure disables (invalid_grant) or starts the back-off."""
@@ -631,6 +572,16 @@ class AccountPool:
         member.account.disable(reason)
         log.warning("account %s disabled: %s", member.masked, reason[:200])
         await self._persist(member, DISABLE_FIELDS)
+        self._tell_others()
+
+    def _tell_others(self) -> None:
+        """An account left the pool on disk: every other process re-reads the accounts now."""
+        if self.shared is not None:
+            self.shared.publish({"kind": "accounts"})
+
+    async def _persist_and_tell(self, member: Member, fields: tuple[str, ...]) -> None:
+        await self._persist(member, fields)
+        self._tell_others()
 
     # -- outcomes ----------------------------------------------------------------------------------------
 
@@ -662,7 +613,7 @@ class AccountPool:
                 fields = QUOTA_FIELDS
                 log.warning("account %s forbidden (403): out of the pool until re-added", member.masked)
             self._drop(member)
-            self._spawn(self._persist(member, fields))
+            self._spawn(self._persist_and_tell(member, fields))
             return
         if status not in LOCKOUT_STATUSES:
             return
@@ -721,6 +672,8 @@ class AccountPool:
                 self.state.unlock(key)
                 cleared += 1
             self.state.reset_failures(member_id)
+            if self.shared is not None:
+                self.shared.unlock_account(member_id)  # locks other processes learned since our last pull
         if account_id is None:
             self.state.clear_locks()
         if cleared:

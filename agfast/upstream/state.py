@@ -1,0 +1,591 @@
+"""What several agfast processes (workers of one host, or hosts behind a load balancer) share about the pool.
+
+`LocalState` is today's in-process state and costs nothing extra. `RedisState` keeps the same state in Redis
+so that one process's 429, token refresh, session binding or operator action holds for all of them:
+
+- the pool keeps reading a local mirror synchronously; `pull()` refreshes the mirror with ONE pipelined round
+  trip per request (lockouts, failure counters, last-used, this session's binding), bounded by `REDIS_TIMEOUT`;
+- writes go to the mirror at once and to Redis through one ordered background writer; a write not yet
+  confirmed stays in `_unsynced` and is laid over every pull, so nothing learned locally is lost;
+- access tokens live under their own keys with the token's expiry as TTL, and one refresh per account at a time
+  across processes is a lease (`SET NX PX`) that expires if its holder dies;
+- operator actions and live config changes are published on one channel that every process subscribes to.
+
+When Redis is slow or gone, the process carries on with its own mirror (logged once), retries every
+`RECONNECT_EVERY` seconds, and on return writes what it learned meanwhile back (reconciliation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import orjson
+
+log = logging.getLogger("agfast.state")
+
+# The failure counter behind backoff steps forgets after an hour of quiet (reference §4.9).
+FAILURE_MEMORY = 3600.0
+
+
+class PoolState(Protocol):
+    """The pool's shared mutable state; in memory here, shareable (e.g. Redis) later."""
+
+    def locked_until(self, key: str) -> float: ...
+    def lock(self, key: str, until: float, reason: str) -> None: ...
+    def unlock(self, key: str) -> None: ...
+    def clear_locks(self) -> None: ...
+    def locks_of(self, account_id: str) -> list[tuple[str, float, str]]: ...
+    def clear_bindings(self) -> int: ...
+    def binding(self, session_id: str) -> str | None: ...
+    def bind(self, session_id: str, account_id: str) -> None: ...
+    def unbind(self, session_id: str) -> None: ...
+    def last_used(self) -> tuple[str, float] | None: ...
+    def set_last_used(self, account_id: str, at: float) -> None: ...
+    def failures(self, account_id: str, now: float) -> int: ...
+    def add_failure(self, account_id: str, now: float) -> int: ...
+    def reset_failures(self, account_id: str) -> None: ...
+
+
+class MemoryState:
+    """PoolState in this process's memory."""
+
+    # Session bindings kept at most; the oldest are forgotten first (a long-running gateway sees many).
+    MAX_BINDINGS = 100_000
+
+    def __init__(self) -> None:
+        self.locks: dict[str, tuple[float, str]] = {}
+        self.bindings: dict[str, str] = {}
+        self._last: tuple[str, float] | None = None
+        self._failures: dict[str, tuple[int, float]] = {}
+
+    def locked_until(self, key: str) -> float:
+        entry = self.locks.get(key)
+        return entry[0] if entry is not None else 0.0
+
+    def lock(self, key: str, until: float, reason: str) -> None:
+        self.locks[key] = (until, reason)
+
+    def unlock(self, key: str) -> None:
+        self.locks.pop(key, None)
+
+    def clear_locks(self) -> None:
+        self.locks.clear()
+
+    def locks_of(self, account_id: str) -> list[tuple[str, float, str]]:
+        """(key, until, reason) of every lock of one account: account-wide, per model, refresh back-off."""
+        return [
+            (key, until, reason)
+            for key, (until, reason) in self.locks.items()
+            if key == account_id or key.startswith((account_id + ":", account_id + "#"))
+        ]
+
+    def clear_bindings(self) -> int:
+        count = len(self.bindings)
+        self.bindings.clear()
+        self._last = None
+        return count
+
+    def binding(self, session_id: str) -> str | None:
+        return self.bindings.get(session_id)
+
+    def bind(self, session_id: str, account_id: str) -> None:
+        if len(self.bindings) >= self.MAX_BINDINGS and session_id not in self.bindings:
+            self.bindings.pop(next(iter(self.bindings)))
+        self.bindings[session_id] = account_id
+
+    def unbind(self, session_id: str) -> None:
+        self.bindings.pop(session_id, None)
+
+    def last_used(self) -> tuple[str, float] | None:
+        return self._last
+
+    def set_last_used(self, account_id: str, at: float) -> None:
+        self._last = (account_id, at)
+
+    def failures(self, account_id: str, now: float) -> int:
+        count, at = self._failures.get(account_id, (0, 0.0))
+        return count if now - at < FAILURE_MEMORY else 0
+
+    def add_failure(self, account_id: str, now: float) -> int:
+        count = self.failures(account_id, now) + 1
+        self._failures[account_id] = (count, now)
+        return count
+
+    def reset_failures(self, account_id: str) -> None:
+        self._failures.pop(account_id, None)
+
+
+# No request waits on Redis longer than this by default (`state.timeout`): past it the request uses this
+# process's own state.
+REDIS_TIMEOUT = 0.05
+# Timeouts in a row after which Redis counts as gone (one slow answer on a busy machine is not an outage).
+TIMEOUTS_FOR_OUTAGE = 3
+# While Redis is unreachable, try it again at most this often (not on every request: each try could cost
+# REDIS_TIMEOUT).
+RECONNECT_EVERY = 1.0
+# A session's binding is forgotten after a day without use (MemoryState's bound keeps the local mirror small).
+BINDING_TTL_S = 86_400
+# Writes kept while Redis is away; beyond this the oldest are dropped (they are lockouts and bindings, which
+# expire or are re-learned anyway).
+MAX_UNSYNCED = 10_000
+# A refresh lease outlives any real token call; a holder that crashed frees the account after this.
+REFRESH_LEASE_S = 30.0
+# How often a process waiting for another's refresh looks for the new token.
+TOKEN_POLL_S = 0.05
+
+Listener = Callable[[dict[str, Any]], None]
+
+
+class LocalState(MemoryState):
+    """Shared state for one process: the in-memory pool state, with no-op sharing hooks."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listeners: list[Listener] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def pull(self, session_id: str | None) -> None:
+        return None
+
+    async def shared_token(self, account_id: str) -> tuple[str, int] | None:
+        return None
+
+    async def lease_refresh(self, account_id: str) -> bool:
+        return True
+
+    async def end_refresh(self, account_id: str, access_token: str | None, expiry: int) -> None:
+        return None
+
+    def unlock_account(self, account_id: str) -> None:
+        for key, _, _ in self.locks_of(account_id):
+            self.unlock(key)
+
+    def publish(self, event: dict[str, Any], keep: str | None = None) -> None:
+        """Nobody else to tell: the caller already applied it."""
+        return None
+
+
+class RedisState(LocalState):
+    """Shared state in Redis (keys under `prefix:`), mirrored locally for the synchronous pool."""
+
+    shared = True
+
+    def __init__(self, url: str, prefix: str = "agfast", timeout: float = REDIS_TIMEOUT) -> None:
+        super().__init__()
+        import redis.asyncio as aioredis  # only a Redis deployment pays for importing the client
+
+        self.url = url
+        self.timeout = timeout
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # One immediate retry (a pooled connection from before an outage fails once and is replaced), not
+        # redis-py's default ten with growing back-off: an outage must be noticed, not waited out.
+        self.redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=max(timeout * 20, 1.0),
+            socket_connect_timeout=1.0,
+            retry=Retry(NoBackoff(), 1),
+        )
+        # Subscriptions wait for messages indefinitely: their own connection, without the request timeouts.
+        self.events = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, health_check_interval=30)
+        self.prefix = prefix
+        self.k_locks = f"{prefix}:locks"
+        self.k_failures = f"{prefix}:failures"
+        self.k_last = f"{prefix}:last"
+        self.k_bind = f"{prefix}:bind:"
+        self.k_token = f"{prefix}:token:"
+        self.k_lease = f"{prefix}:lease:"
+        self.channel = f"{prefix}:events"
+        self.k_kept = f"{prefix}:kept"
+        # Who sent an event: a process ignores its own.
+        self.origin = f"{os.getpid()}-{os.urandom(4).hex()}"
+        self.round_trips = 0
+        self._unsynced: list[tuple[Any, ...]] = []
+        self._queue: list[tuple[Any, ...]] = []
+        self._wake = asyncio.Event()
+        self._down_until = 0.0
+        self._down = False
+        self._timeouts = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._writer()), loop.create_task(self._subscriber())]
+        await self.pull(None)
+        await self._replay_kept()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._queue:  # last writes of a clean shutdown
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._flush(self._queue), self.timeout * 10)
+        await self.redis.aclose()
+        await self.events.aclose()
+
+    # -- availability ----------------------------------------------------------------------------------
+
+    def _usable(self) -> bool:
+        return not self._down or time.monotonic() >= self._down_until
+
+    def _lost(self, exc: BaseException) -> None:
+        if isinstance(exc, TimeoutError):
+            self._timeouts += 1
+            if self._timeouts < TIMEOUTS_FOR_OUTAGE:
+                return
+        self._timeouts = 0
+        self._down_until = time.monotonic() + RECONNECT_EVERY
+        if not self._down:
+            self._down = True
+            log.warning(
+                "Redis %s unreachable (%s): using this process's own pool state until it returns",
+                _safe_url(self.url),
+                type(exc).__name__,
+            )
+
+    def _back(self) -> None:
+        self._timeouts = 0
+        if self._down:
+            self._down = False
+            log.warning("Redis is back: writing what this process learned meanwhile")
+            self._reconcile()
+
+    def _reconcile(self) -> None:
+        """After an outage (Redis may have restarted empty): push the mirror's live lockouts and bindings."""
+        now = time.time()
+        for key, (until, reason) in self.locks.items():
+            if until > now:
+                self._write(("lock", key, until, reason))
+        for session_id, account_id in self.bindings.items():
+            self._write(("bind", session_id, account_id))
+
+    # -- the request path's one round trip -------------------------------------------------------------
+
+    async def pull(self, session_id: str | None) -> None:
+        """Refresh the mirror from Redis (one pipeline); on timeout or outage keep the mirror as it is."""
+        if not self._usable():
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.k_locks)
+        pipe.hgetall(self.k_failures)
+        pipe.get(self.k_last)
+        if session_id:
+            pipe.get(self.k_bind + session_id)
+        try:
+            async with asyncio.timeout(self.timeout):
+                found = await pipe.execute()
+        except Exception as exc:  # timeout, connection refused/reset: the request goes on with local state
+            self._lost(exc)
+            return
+        self.round_trips += 1
+        self._back()
+        self._apply_pulled(found, session_id)
+
+    def _apply_pulled(self, found: list[Any], session_id: str | None) -> None:
+        now = time.time()
+        locks: dict[str, tuple[float, str]] = {}
+        for key, value in found[0].items():
+            until, _, reason = value.decode().partition("|")
+            if float(until) > now:
+                locks[key.decode()] = (float(until), reason)
+        self.locks = locks
+        failures: dict[str, tuple[int, float]] = {}
+        for key, value in found[1].items():
+            count, _, at = value.decode().partition("|")
+            failures[key.decode()] = (int(count), float(at))
+        self._failures = failures
+        if found[2]:
+            account_id, _, at = found[2].decode().partition("|")
+            self._last = (account_id, float(at))
+        if session_id:
+            bound = found[3]
+            if bound is None:
+                self.bindings.pop(session_id, None)
+            else:
+                self.bindings[session_id] = bound.decode()
+        for op in self._unsynced:  # what this process wrote that Redis has not confirmed yet
+            self._replay(op)
+
+    def _replay(self, op: tuple[Any, ...]) -> None:
+        kind = op[0]
+        if kind == "lock":
+            MemoryState.lock(self, op[1], op[2], op[3])
+        elif kind == "unlock":
+            MemoryState.unlock(self, op[1])
+        elif kind == "clear_locks":
+            MemoryState.clear_locks(self)
+        elif kind == "unlock_account":
+            for key, _, _ in self.locks_of(op[1]):
+                MemoryState.unlock(self, key)
+        elif kind == "failure":
+            self._failures[op[1]] = (op[2], op[3])
+        elif kind == "reset_failures":
+            MemoryState.reset_failures(self, op[1])
+        elif kind == "bind":
+            MemoryState.bind(self, op[1], op[2])
+        elif kind == "unbind":
+            MemoryState.unbind(self, op[1])
+        elif kind == "last":
+            self._last = (op[1], op[2])
+
+    # -- writes: the mirror now, Redis through the writer ----------------------------------------------
+
+    def _write(self, op: tuple[Any, ...]) -> None:
+        self._unsynced.append(op)
+        self._queue.append(op)
+        if len(self._unsynced) > MAX_UNSYNCED:
+            dropped = self._unsynced.pop(0)
+            if dropped in self._queue:
+                self._queue.remove(dropped)
+        self._wake.set()
+
+    def lock(self, key: str, until: float, reason: str) -> None:
+        super().lock(key, until, reason)
+        self._write(("lock", key, until, reason))
+
+    def unlock(self, key: str) -> None:
+        if key in self.locks:  # every success calls this: no write when there is nothing to lift
+            super().unlock(key)
+            self._write(("unlock", key))
+
+    def clear_locks(self) -> None:
+        super().clear_locks()
+        self._write(("clear_locks",))
+
+    def unlock_account(self, account_id: str) -> None:
+        """Lift every lock of one account in Redis too, including ones this process has not pulled yet."""
+        for key, _, _ in self.locks_of(account_id):
+            MemoryState.unlock(self, key)
+        self._write(("unlock_account", account_id))
+
+    def add_failure(self, account_id: str, now: float) -> int:
+        count = super().add_failure(account_id, now)
+        self._write(("failure", account_id, count, now))
+        return count
+
+    def reset_failures(self, account_id: str) -> None:
+        if account_id in self._failures:  # every success calls this: no write when there is nothing to reset
+            super().reset_failures(account_id)
+            self._write(("reset_failures", account_id))
+
+    def bind(self, session_id: str, account_id: str) -> None:
+        if self.bindings.get(session_id) == account_id:
+            return
+        super().bind(session_id, account_id)
+        self._write(("bind", session_id, account_id))
+
+    def unbind(self, session_id: str) -> None:
+        super().unbind(session_id)
+        self._write(("unbind", session_id))
+
+    def clear_bindings(self) -> int:
+        count = super().clear_bindings()
+        self._write(("clear_bindings",))
+        return count
+
+    def set_last_used(self, account_id: str, at: float) -> None:
+        last = self._last
+        super().set_last_used(account_id, at)
+        if last is None or last[0] != account_id or at - last[1] > 1.0:  # at most one write a second
+            self._write(("last", account_id, at))
+
+    async def _writer(self) -> None:
+        """The one writer: queued ops in order, one pipeline per batch; kept for later when Redis is away.
+        While Redis is away it also looks for its return, so an idle process reconciles without a request."""
+        while True:
+            if self._down:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(self._down_until - time.monotonic(), 0.01))
+                if self._down and self._usable():
+                    await self._probe()
+            else:
+                await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                if not self._usable():
+                    await asyncio.sleep(max(self._down_until - time.monotonic(), 0.01))
+                    continue
+                batch = self._queue[:]
+                try:
+                    await asyncio.wait_for(self._flush(batch), self.timeout * 10)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._lost(exc)
+                    continue
+                del self._queue[: len(batch)]
+                done = set(map(id, batch))
+                self._unsynced = [op for op in self._unsynced if id(op) not in done]
+                self._back()
+
+    async def _probe(self) -> None:
+        """PING, twice: the first use of a connection from before the outage fails and drops it."""
+        for _ in range(2):
+            try:
+                async with asyncio.timeout(self.timeout * 10):
+                    await self.redis.ping()
+            except Exception as exc:
+                last: BaseException = exc
+                continue
+            self._back()
+            return
+        self._lost(last)
+
+    async def _flush(self, batch: list[tuple[Any, ...]]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for op in batch:
+            kind = op[0]
+            if kind == "lock":
+                pipe.hset(self.k_locks, op[1], f"{op[2]!r}|{op[3]}")
+            elif kind == "unlock":
+                pipe.hdel(self.k_locks, op[1])
+            elif kind == "clear_locks":
+                pipe.delete(self.k_locks)
+            elif kind == "unlock_account":
+                for key in await self.redis.hkeys(self.k_locks):
+                    name = key.decode() if isinstance(key, bytes) else key
+                    if name == op[1] or name.startswith((op[1] + ":", op[1] + "#")):
+                        pipe.hdel(self.k_locks, key)
+            elif kind == "failure":
+                pipe.hset(self.k_failures, op[1], f"{op[2]}|{op[3]!r}")
+            elif kind == "reset_failures":
+                pipe.hdel(self.k_failures, op[1])
+            elif kind == "bind":
+                pipe.set(self.k_bind + op[1], op[2], ex=BINDING_TTL_S)
+            elif kind == "unbind":
+                pipe.delete(self.k_bind + op[1])
+            elif kind == "clear_bindings":
+                async for key in self.redis.scan_iter(match=self.k_bind + "*", count=1000):
+                    pipe.delete(key)
+                pipe.delete(self.k_last)
+            elif kind == "last":
+                pipe.set(self.k_last, f"{op[1]}|{op[2]!r}")
+            elif kind == "event":
+                pipe.publish(self.channel, op[1])
+                if op[2] is not None:
+                    pipe.hset(self.k_kept, op[2], op[1])
+        await pipe.execute()
+
+    # -- tokens: one refresh per account across processes ----------------------------------------------
+
+    async def shared_token(self, account_id: str) -> tuple[str, int] | None:
+        """The access token another process refreshed (token, expiry timestamp), if Redis has one."""
+        if not self._usable():
+            return None
+        try:
+            async with asyncio.timeout(self.timeout):
+                raw = await self.redis.get(self.k_token + account_id)
+        except Exception as exc:
+            self._lost(exc)
+            return None
+        if raw is None:
+            return None
+        token, _, expiry = (raw.decode() if isinstance(raw, bytes) else raw).partition("|")
+        return token, int(expiry)
+
+    async def lease_refresh(self, account_id: str) -> bool:
+        """True: this process refreshes the token. False: another holds the lease; its token was waited for
+        (see shared_token) and did not come."""
+        if not self._usable():
+            return True
+        try:
+            async with asyncio.timeout(self.timeout):
+                got = await self.redis.set(
+                    self.k_lease + account_id, self.origin, nx=True, px=int(REFRESH_LEASE_S * 1000)
+                )
+        except Exception as exc:
+            self._lost(exc)
+            return True
+        return bool(got)
+
+    async def end_refresh(self, account_id: str, access_token: str | None, expiry: int) -> None:
+        """Publish the new token (TTL = its expiry) and free the lease; a failed refresh just frees it."""
+        if not self._usable():
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        ttl = int(expiry - time.time())
+        if access_token and ttl > 0:
+            pipe.set(self.k_token + account_id, f"{access_token}|{expiry}", ex=ttl)
+        pipe.delete(self.k_lease + account_id)
+        try:
+            async with asyncio.timeout(self.timeout * 4):
+                await pipe.execute()
+        except Exception as exc:
+            self._lost(exc)
+
+    # -- events: operator actions and live config for every process ------------------------------------
+
+    def publish(self, event: dict[str, Any], keep: str | None = None) -> None:
+        """Tell every other process; `keep` names a slot where the event also stays for processes that start
+        later (the proxy switch, a live setting)."""
+        payload = orjson.dumps({**event, "origin": self.origin}, default=str)
+        self._write(("event", payload, keep))
+
+    async def _replay_kept(self) -> None:
+        """A process that starts late applies what the others were told before (e.g. the proxy is stopped)."""
+        try:
+            async with asyncio.timeout(self.timeout * 10):
+                kept = await self.redis.hgetall(self.k_kept)
+        except Exception as exc:
+            self._lost(exc)
+            return
+        for payload in kept.values():
+            event = orjson.loads(payload)
+            event.pop("origin", None)
+            for listener in self.listeners:
+                listener(event)
+
+    async def _subscriber(self) -> None:
+        while True:
+            pubsub = self.events.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    event = orjson.loads(message["data"])
+                    if event.pop("origin", None) == self.origin:
+                        continue
+                    for listener in self.listeners:
+                        try:
+                            listener(event)
+                        except Exception:
+                            log.exception("applying a shared event failed")
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                raise
+            except Exception as exc:  # Redis away: the pull and the writer say so; subscribe again later
+                log.debug("event subscription lost: %s", type(exc).__name__)
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                await asyncio.sleep(RECONNECT_EVERY)
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password (secrets never in logs)."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return scheme + sep + rest
+
+
+def state_for(redis_url: str | None, prefix: str, timeout: float = REDIS_TIMEOUT) -> LocalState:
+    return RedisState(redis_url, prefix, timeout) if redis_url else LocalState()
