@@ -170,12 +170,12 @@ def _text(body: bytes, cap: int) -> tuple[str, bool]:
     return body[:cap].decode("utf-8", "replace"), cut or len(body) >= BODY_CAP
 
 
-def _reconstructed(record: RequestRecord) -> dict[str, Any] | None:
-    """The consolidated stream, or None (the raw bytes are stored) when the bytes defeat the reader."""
+def _reconstructed(protocol: str, url: str, request_id: str, events: bytes) -> dict[str, Any] | None:
+    """The consolidated stream, or None (the raw events are shown) when the bytes defeat the reader."""
     try:
-        return reconstruct(record.protocol, record.path, record.response_body)
-    except Exception as exc:  # one odd stream must not cost the rest of its batch
-        log.debug("monitor: could not reconstruct %s: %r", record.request_id, exc)
+        return reconstruct(protocol, url, events)
+    except Exception as exc:  # one odd stream must not cost the detail view
+        log.debug("monitor: could not reconstruct %s: %r", request_id, exc)
         return None
 
 
@@ -259,7 +259,15 @@ class LogReader:
     def log(self, log_id: int) -> dict[str, Any] | None:
         """One row with its bodies (a reconstructed stream is a JSON document), or None."""
         rows = self._all("SELECT * FROM request_logs WHERE id = ?", (int(log_id),))
-        return _row_dict(rows[0]) if rows else None
+        if not rows:
+            return None
+        row = _row_dict(rows[0])
+        body = row.get("response_body")
+        if row.get("stream") and body:
+            doc = _reconstructed(row["protocol"], row["url"], row["request_id"], body.encode())
+            if doc is not None:
+                row["response_body"] = orjson.dumps(doc).decode()
+        return row
 
     def stats_summary(self) -> dict[str, int]:
         """All-time totals from the token table (kept even while the monitor is off)."""
@@ -520,13 +528,8 @@ class Monitor(LogReader):
             request_body, req_cut = _text(record.request_body, cap)
             response_body, resp_cut = _text(record.response_body, cap)
             truncated = req_cut or resp_cut
-            if record.stream and record.response_body:
-                doc = _reconstructed(record)
-                if doc is not None:
-                    response_body = orjson.dumps(doc).decode()
-                    usage = doc.get("usage")
-                    if usage and not any(tokens):  # the driver had none: take the stream's own tail
-                        tokens = (usage["input_tokens"], usage["output_tokens"], usage["cached_tokens"])
+            # A stream is stored as the events the client got; `log(id)` reconstructs it when someone asks,
+            # so the thousands of rows nobody opens cost no parsing.
         dropped = not keep_bodies and bool(record.request_body or record.response_body)
         return (
             int(record.started_at * 1000), record.request_id, record.method, mask_query(record.path),

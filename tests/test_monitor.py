@@ -155,12 +155,16 @@ def test_streamed_answer_is_reconstructed(
     assert row["stream"] is True and row["protocol"] == protocol
 
 
-def test_stream_tokens_come_from_the_stream_when_the_driver_had_none(monitor: Monitor) -> None:
-    monitor.observe(
-        record("/v1/messages", "anthropic", stream=True, response_body=anthropic_bytes(False), tokens=(0, 0, 0))
-    )
-    [row] = rows(monitor)
-    assert (row["input_tokens"], row["output_tokens"], row["cached_tokens"]) == (PROMPT, CANDIDATES + THOUGHTS, CACHED)
+def test_a_stream_is_stored_as_its_events_and_reconstructed_when_read(monitor: Monitor) -> None:
+    """Rows nobody opens cost no parsing: the writer stores the events, `log(id)` consolidates them."""
+    events = anthropic_bytes(False)
+    monitor.observe(record("/v1/messages", "anthropic", stream=True, response_body=events))
+    assert monitor.flush()
+    with sqlite3.connect(monitor.path) as conn:
+        [(stored,)] = conn.execute("SELECT response_body FROM request_logs").fetchall()
+    assert stored == events.decode()
+    [summary] = monitor.logs()
+    assert orjson.loads(monitor.log(summary["id"])["response_body"])["text"] == TEXT
 
 
 def test_stream_cut_at_the_cap_keeps_what_it_holds(monitor: Monitor) -> None:

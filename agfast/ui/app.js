@@ -26,7 +26,8 @@ async function showPage() {
   }
   notify("");
   await PAGES[name].show();
-  document.body.dataset.page = name;
+  // Another page may have been chosen while this one loaded: the newest choice wins.
+  if (current === name) document.body.dataset.page = name;
 }
 
 function signedOut() {
