@@ -187,7 +187,7 @@ def test_an_upward_import_is_a_break(source: str, target: str) -> None:
 
 
 # Surfaces whose answers the driver runs (api/driver.deliver): they name a plan's Answer and pump/collect nothing.
-DRIVEN_SURFACES = ("agfast/api/openai.py", "agfast/api/anthropic.py")
+DRIVEN_SURFACES = ("agfast/api/openai.py", "agfast/api/anthropic.py", "agfast/api/gemini.py")
 
 
 @pytest.mark.parametrize("path", DRIVEN_SURFACES)

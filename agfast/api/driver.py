@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Protocol
 
-from agfast.api.common import GATEWAY_ERRORS, ErrorTable, pump
+from agfast.api.common import GATEWAY_ERRORS, ErrorTable, pump, pump_raw
 from agfast.config import Config
 from agfast.convert.checks import InvalidRequest
 from agfast.convert.models import ModelSpec
@@ -137,7 +137,7 @@ class Converter:
     def __init__(
         self,
         start: Callable[[], bytes],
-        feed: Callable[[dict[str, Any]], bytes],
+        feed: Callable[[Any], bytes],
         finish: Callable[[], bytes],
         fail: Callable[[str, int], bytes],
     ) -> None:
@@ -160,20 +160,24 @@ class Answer:
     converter: Callable[[], Converter]  # a fresh streaming converter
     collector: Callable[[], Collector]  # a fresh collector (made again when a mid-stream break re-runs)
     collect_failed: Callable[[int, str, bytes], HttpError]  # an error event while collecting → the HTTP error
-    keepalive: float  # seconds of upstream silence before a ping
+    keepalive: float  # seconds of upstream silence before a ping (0: none)
     ping: bytes  # the keep-alive comment or event
+    content_type: bytes = CT_SSE  # of a streaming answer
+    collected_type: bytes = CT_JSON  # of a collected answer
+    raw: bool = False  # the converter's feed takes each event's raw bytes (see common.pump_raw), not a parsed chunk
 
 
 async def deliver(resp: Response, stream: Stream, answer: Answer, streaming: bool, headers: bytes) -> bool:
     """Pump (streaming) or collect (non-streaming) an open stream into the answer; True when it completed."""
     if streaming:
         conv = answer.converter()
-        resp.start(200, CT_SSE, headers)
-        resp.keep_alive(answer.keepalive, answer.ping)
+        resp.start(200, answer.content_type, headers)
+        if answer.keepalive:
+            resp.keep_alive(answer.keepalive, answer.ping)
         head = conv.start()
         if head:
             resp.write(head)
-        failed = await pump(resp, stream, conv.feed)
+        failed = await (pump_raw if answer.raw else pump)(resp, stream, conv.feed)
         resp.end(conv.finish() if failed is None else conv.fail(failed[1], failed[0]))
         return failed is None
     made: list[Collector] = []
@@ -189,7 +193,7 @@ async def deliver(resp: Response, stream: Stream, answer: Answer, streaming: boo
         await collect(stream, fresh, failed_event)
     except STREAM_BREAKS as exc:
         raise HttpError(502, stream_broke(exc), headers=headers) from None
-    resp.send(200, made[-1].result(), CT_JSON, headers)
+    resp.send(200, made[-1].result(), answer.collected_type, headers)
     return True
 
 
