@@ -427,21 +427,23 @@ def test_content_length_with_transfer_encoding_is_400_and_closes(server: ServerT
     still_serving(server)
 
 
-def test_declared_chunk_over_the_body_limit_is_413_at_once(server: ServerThread) -> None:
-    """A chunk-size line announcing more than max_body_size is refused before any of its bytes arrive."""
+def test_chunk_over_the_body_limit_is_413_as_soon_as_it_passes_the_limit(server: ServerThread) -> None:
+    """A chunk announcing more than max_body_size is refused once its bytes pass the limit, not after the whole
+    chunk nor at the body deadline (1.5 s here): h11 hands over a chunk's bytes as they arrive."""
     head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
-    for first in (b"", b"%x\r\n%b\r\n" % (10, b"0123456789")):
-        with contextlib.closing(connect(server.port)) as sock:
-            sock.sendall(head + first + b"%x\r\n" % (64 * 1024 + 1))
-            reader = Reader(sock)
-            started = time.monotonic()
-            reply = reader.read()  # before the body deadline (1.5 s here) could have answered 408
-            assert reply.status == 413
-            assert time.monotonic() - started < 1.0
-            assert reader.closed()
-    with contextlib.closing(connect(server.port)) as sock:
-        sock.sendall(head + b"ffffffffffffffffffff\r\nabc")  # 20 hex digits: h11's longest chunk size
-        assert Reader(sock).read().status == 413
+    over = b"y" * (64 * 1024 + 1)
+    for size in (b"%x" % (1024 * 1024), b"ffffffffffffffffffff"):  # 20 hex digits: h11's longest chunk size
+        for first in (b"", b"%x\r\n%b\r\n" % (10, b"0123456789")):
+            with contextlib.closing(connect(server.port)) as sock:
+                sock.sendall(head + first + size + b"\r\n")
+                started = time.monotonic()
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    sock.sendall(over)
+                reader = Reader(sock)
+                reply = reader.read()  # the rest of the chunk never comes
+                assert reply.status == 413
+                assert time.monotonic() - started < 1.0
+                assert reader.closed()
     still_serving(server)
 
 
@@ -507,3 +509,21 @@ def test_mapped_model_with_control_bytes_never_becomes_a_header(tmp_path: Path) 
     assert reply.status == 503  # no account here; the error still carries the upstream headers
     assert b"evil" not in reply.raw_head.lower()
     assert "x-mapped-model" not in reply.headers
+
+
+def test_http_layer_uses_only_h11s_public_api() -> None:
+    """h11 is a dependency, not pinned internals: no private attribute (`conn._reader`, `_receive_buffer`, …)."""
+    import re
+    from pathlib import Path
+
+    import agfast
+
+    private = re.compile(r"""\b(?:conn|old|new|h11|_reader)\._[a-z]|getattr\([^)]*["']_[a-z]""")
+    root = Path(agfast.__file__).parent
+    found = [
+        f"{path.relative_to(root)}:{number}"
+        for path in root.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if private.search(line)
+    ]
+    assert found == []

@@ -185,3 +185,14 @@ def test_an_upward_import_is_a_break(source: str, target: str) -> None:
     graph = import_graph(ROOT, "agfast")
     graph[source] = {*graph[source], target}
     assert len(layer_breaks(graph)) == 1
+
+
+# Surfaces whose answers the driver runs (api/driver.deliver): they name a plan's Answer and pump/collect nothing.
+DRIVEN_SURFACES = ("agfast/api/openai.py", "agfast/api/anthropic.py", "agfast/api/gemini.py")
+
+
+@pytest.mark.parametrize("path", DRIVEN_SURFACES)
+def test_driven_surface_leaves_pump_and_collect_to_the_driver(path: str) -> None:
+    tree = ast.parse((Path(__file__).parent.parent / path).read_text())
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert not names & {"pump", "collect", "STREAM_BREAKS", "stream_broke", "shutdown_cut"}

@@ -9,7 +9,6 @@ first byte are Anthropic error bodies with the right status and type; after it, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -21,26 +20,21 @@ from agfast.api.common import (
     ErrorTable,
     Row,
     json_object,
-    pump,
     upstream_headers,
 )
-from agfast.api.driver import Services, opened
+from agfast.api.driver import Answer, Collector, Converter, Services, deliver, opened
 from agfast.api.zai import ZaiDispatcher
 from agfast.convert import anthropic as convert
-from agfast.convert.anthropic_stream import PING, MessageCollector, StreamConverter, warmup_events, warmup_message
+from agfast.convert.anthropic_stream import PING, warmup_events, warmup_message
 from agfast.http.errors import Family, HttpError
 from agfast.http.request import Request
 from agfast.http.response import CT_JSON, CT_SSE, Response
 from agfast.record import RequestRecord
 from agfast.upstream.client import envelope, fnv1a64_signed
 from agfast.upstream.gateway import (
-    STREAM_BREAKS,
     ExhaustedError,
-    Stream,
     UpstreamError,
-    collect,
     google_message,
-    stream_broke,
 )
 from agfast.upstream.pool import Lease, NoAccountError
 
@@ -180,46 +174,23 @@ class AnthropicApi:
             raise
         opened(req, record)
         try:
-            headers = upstream_headers(stream.lease.email, mapped)
-            if plan.stream:
-                await self._stream(resp, stream, plan.converter(), headers)
-            else:
-                await self._collect(resp, stream, plan.collector, headers)
+            await deliver(resp, stream, self._answer(plan), plan.stream, upstream_headers(stream.lease.email, mapped))
         finally:
             stream.close()
 
-    async def _stream(self, resp: Response, stream: Stream, converter: StreamConverter, headers: bytes) -> None:
-        resp.start(200, CT_SSE, headers)
-        resp.keep_alive(PING_EVERY, PING)
-        failed = await pump(resp, stream, converter.feed)
-        if failed is None:
-            resp.end(converter.finish())
-        elif failed[0] == BROKEN:
-            resp.end(converter.error(failed[1], "api_error"))
-        elif failed[0] == SHUTDOWN:
-            resp.end(converter.error(failed[1], "overloaded_error"))
-        else:
-            resp.end(converter.error(*_stream_error({"error": {"code": failed[0], "message": failed[1]}})))
+    @staticmethod
+    def _answer(plan: convert.Plan) -> Answer:
+        """Anthropic SSE while streaming (pings every PING_EVERY), else the collected message."""
 
-    async def _collect(
-        self, resp: Response, stream: Stream, start: Callable[[], MessageCollector], headers: bytes
-    ) -> None:
-        """Collect for a non-streaming client (see gateway.collect: one re-run after a mid-stream break)."""
-        made: list[MessageCollector] = []
+        def converter() -> Converter:
+            conv = plan.converter()
+            return Converter(_no_head, conv.feed, conv.finish, lambda m, k: conv.error(*_stream_failure(m, k)))
 
-        def fresh() -> Callable[[dict[str, Any]], object]:
-            made.append(start())
-            return made[-1].add
+        def collector() -> Collector:
+            made = plan.collector()
+            return Collector(made.add, lambda: orjson.dumps(made.result()))
 
-        def fail(status: int, message: str) -> Exception:
-            text, error_type = _stream_error({"error": {"code": status, "message": message}})
-            return HttpError(502, text, error_type=error_type, headers=headers)
-
-        try:
-            await collect(stream, fresh, fail)
-        except STREAM_BREAKS as exc:
-            raise HttpError(502, stream_broke(exc), headers=headers) from None
-        resp.send(200, orjson.dumps(made[-1].result()), CT_JSON, headers)
+        return Answer(converter, collector, _collect_failed, PING_EVERY, PING)
 
     # -- /v1/messages/count_tokens -------------------------------------------------------------------------------
 
@@ -255,6 +226,24 @@ class AnthropicApi:
         resp.send(
             200, orjson.dumps({"input_tokens": estimate}), CT_JSON, ESTIMATE_HEADER + upstream_headers("", mapped)
         )
+
+
+def _no_head() -> bytes:
+    return b""
+
+
+def _stream_failure(message: str, kind: int) -> tuple[str, str]:
+    """Why a stream stopped early, as the in-stream error's (message, type)."""
+    if kind == BROKEN:
+        return message, "api_error"
+    if kind == SHUTDOWN:
+        return message, "overloaded_error"
+    return _stream_error({"error": {"code": kind, "message": message}})
+
+
+def _collect_failed(status: int, message: str, headers: bytes) -> HttpError:
+    text, error_type = _stream_error({"error": {"code": status, "message": message}})
+    return HttpError(502, text, error_type=error_type, headers=headers)
 
 
 def _stream_error(inner: dict[str, Any]) -> tuple[str, str]:

@@ -119,6 +119,31 @@ async def pump(resp: Response, stream: Stream, feed: Callable[[dict[str, Any]], 
     return None
 
 
+async def pump_raw(resp: Response, stream: Stream, feed: Callable[[bytes], bytes]) -> tuple[int, str] | None:
+    """`pump` for a surface that passes Google's events through (Gemini): `feed` gets each event's raw bytes,
+    none is parsed but the one carrying finishReason (for the token counts), which is held for `end()`."""
+    try:
+        async for batch in stream.batches():
+            out = b"".join([feed(data) for data in batch if data != DONE])
+            # The event carrying finishReason is the last one Google sends: it can leave with the end.
+            if batch and b'"finishReason"' in batch[-1]:
+                last, _ = parse_event(batch[-1])
+                if last is not None:
+                    stream.note(last)
+                resp.defer(out)
+                continue
+            resp.write(out)
+            if resp.paused:
+                await resp.drain()
+    except STREAM_BREAKS as exc:
+        return _failed(stream, (BROKEN, stream_broke(exc)))
+    except asyncio.CancelledError:
+        if not shutdown_cut(resp):
+            raise
+        return _failed(stream, (SHUTDOWN, SHUTDOWN_MESSAGE))
+    return None
+
+
 def _failed(stream: Stream, failure: tuple[int, str]) -> tuple[int, str]:
     """Note why a stream stopped early in its request's record (the client learns it in-stream)."""
     if stream.record is not None:

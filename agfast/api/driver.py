@@ -11,22 +11,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from time import perf_counter
-from typing import Protocol
+from typing import Any, Protocol
 
-from agfast.api.common import GATEWAY_ERRORS, ErrorTable
+from agfast.api.common import GATEWAY_ERRORS, ErrorTable, pump, pump_raw
 from agfast.config import Config
 from agfast.convert.checks import InvalidRequest
 from agfast.convert.models import ModelSpec
 from agfast.convert.signatures import SignatureCache
 from agfast.http.errors import Family, HttpError
 from agfast.http.request import Request
-from agfast.http.response import Response
+from agfast.http.response import CT_JSON, CT_SSE, Response
 from agfast.logtext import ACCESS_FORMAT, escape, mask_email, model_pair
 from agfast.record import BODY_CAP, Observer, RequestRecord
 from agfast.upstream.catalog import Catalog
 from agfast.upstream.client import UpstreamClient
-from agfast.upstream.gateway import Gateway
+from agfast.upstream.gateway import STREAM_BREAKS, Gateway, Stream, collect, stream_broke
 from agfast.upstream.pool import AccountPool
 
 log = logging.getLogger("agfast.api")
@@ -120,6 +121,80 @@ def opened(req: Request, record: RequestRecord) -> None:
     """Upstream answered: note the first byte, and leave Google's time out of the overhead header."""
     record.first_byte = perf_counter() - req.started
     req.waited = record.upstream_seconds
+
+
+Feed = Callable[[dict[str, Any]], object]
+
+
+class Converter:
+    """One streaming answer's converter, uniform for every surface: `start()` head bytes (may be b""),
+    `feed(chunk)` per upstream event, `finish()` the tail, `fail(message, kind)` the in-stream error for a stream
+    that stopped early (kind: Google's status, or common.BROKEN / common.SHUTDOWN). Bound methods, captured once
+    per request: the per-event path stays one call."""
+
+    __slots__ = ("fail", "feed", "finish", "start")
+
+    def __init__(
+        self,
+        start: Callable[[], bytes],
+        feed: Callable[[Any], bytes],
+        finish: Callable[[], bytes],
+        fail: Callable[[str, int], bytes],
+    ) -> None:
+        self.start, self.feed, self.finish, self.fail = start, feed, finish, fail
+
+
+class Collector:
+    """One non-streaming answer's collector: `feed(chunk)` per upstream event, `result()` the JSON body."""
+
+    __slots__ = ("feed", "result")
+
+    def __init__(self, feed: Feed, result: Callable[[], bytes]) -> None:
+        self.feed, self.result = feed, result
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How a surface answers an open upstream stream (its plan's half that the driver runs)."""
+
+    converter: Callable[[], Converter]  # a fresh streaming converter
+    collector: Callable[[], Collector]  # a fresh collector (made again when a mid-stream break re-runs)
+    collect_failed: Callable[[int, str, bytes], HttpError]  # an error event while collecting → the HTTP error
+    keepalive: float  # seconds of upstream silence before a ping (0: none)
+    ping: bytes  # the keep-alive comment or event
+    content_type: bytes = CT_SSE  # of a streaming answer
+    collected_type: bytes = CT_JSON  # of a collected answer
+    raw: bool = False  # the converter's feed takes each event's raw bytes (see common.pump_raw), not a parsed chunk
+
+
+async def deliver(resp: Response, stream: Stream, answer: Answer, streaming: bool, headers: bytes) -> bool:
+    """Pump (streaming) or collect (non-streaming) an open stream into the answer; True when it completed."""
+    if streaming:
+        conv = answer.converter()
+        resp.start(200, answer.content_type, headers)
+        if answer.keepalive:
+            resp.keep_alive(answer.keepalive, answer.ping)
+        head = conv.start()
+        if head:
+            resp.write(head)
+        failed = await (pump_raw if answer.raw else pump)(resp, stream, conv.feed)
+        resp.end(conv.finish() if failed is None else conv.fail(failed[1], failed[0]))
+        return failed is None
+    made: list[Collector] = []
+
+    def fresh() -> Feed:
+        made.append(answer.collector())
+        return made[-1].feed
+
+    def failed_event(status: int, message: str) -> Exception:
+        return answer.collect_failed(status, message, headers)
+
+    try:
+        await collect(stream, fresh, failed_event)
+    except STREAM_BREAKS as exc:
+        raise HttpError(502, stream_broke(exc), headers=headers) from None
+    resp.send(200, made[-1].result(), answer.collected_type, headers)
+    return True
 
 
 def _client_ip(resp: Response) -> str:

@@ -7,29 +7,19 @@ the collected response. Errors use Google's shape.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from agfast import sse
-from agfast.api.common import GOOGLE_STATUS, ErrorTable, Row, json_object, shutdown_cut, upstream_headers
-from agfast.api.driver import Services, opened
+from agfast.api.common import BROKEN, GOOGLE_STATUS, SHUTDOWN, ErrorTable, Row, json_object, upstream_headers
+from agfast.api.driver import Answer, Collector, Converter, Services, deliver, opened
 from agfast.convert import gemini as convert
 from agfast.http.errors import Family, HttpError
 from agfast.http.request import Request
-from agfast.http.response import SHUTDOWN_MESSAGE, Response
+from agfast.http.response import CT_JSON, CT_SSE, Response
 from agfast.record import RequestRecord
 from agfast.upstream.client import envelope, fnv1a64_signed, gemini_request_id
-from agfast.upstream.gateway import (
-    STREAM_BREAKS,
-    Stream,
-    collect,
-    google_message,
-    parse_event,
-    stream_broke,
-)
 from agfast.upstream.pool import Lease
 
 DONE = b"[DONE]"
@@ -85,83 +75,13 @@ class GeminiApi:
         opened(req, record)
         try:
             headers = upstream_headers(stream.lease.email, mapped)
-            if plan.stream:
-                await self._stream(req, resp, stream, headers)
-            else:
-                await self._collect(resp, stream, headers)
+            if plan.stream and stream.trace_id:
+                # The reference sends the trace id as a synthetic first event; SDKs turn that into an empty
+                # chunk, so it travels as a header instead.
+                headers += b"x-cloudaicompanion-trace-id: " + stream.trace_id.encode() + b"\r\n"
+            await deliver(resp, stream, SSE_ANSWER if b"alt=sse" in req.query else ARRAY_ANSWER, plan.stream, headers)
         finally:
             stream.close()
-
-    async def _stream(self, req: Request, resp: Response, stream: Stream, headers: bytes) -> None:
-        sse_out = b"alt=sse" in req.query
-        if stream.trace_id:
-            # The reference sends the trace id as a synthetic first event; SDKs turn that into an empty
-            # chunk, so it travels as a header instead.
-            headers += b"x-cloudaicompanion-trace-id: " + stream.trace_id.encode() + b"\r\n"
-        if sse_out:
-            resp.start(200, b"text/event-stream", headers)
-        else:
-            # Without alt=sse Google streams one JSON array; SDKs that ask for it parse it incrementally.
-            resp.start(200, b"application/json", headers)
-            resp.write(b"[")
-        unwrap = sse.unwrap_response
-        frame = sse.frame_event
-        first = True
-        error = b""
-        try:
-            async for batch in stream.batches():
-                if sse_out:
-                    out = b"".join([frame(unwrap(data)) for data in batch if data != DONE])
-                else:
-                    parts = []
-                    for data in batch:
-                        if data != DONE:
-                            parts.append(unwrap(data) if first else b",\r\n" + unwrap(data))
-                            first = False
-                    out = b"".join(parts)
-                # The event carrying finishReason is the last one Google sends: it can leave with the end.
-                if batch and b'"finishReason"' in batch[-1]:
-                    # It also carries the final usageMetadata: the one event parsed here, for the token counts.
-                    last, _ = parse_event(batch[-1])
-                    if last is not None:
-                        stream.note(last)
-                    resp.defer(out)
-                    continue
-                resp.write(out)
-                if resp.paused:
-                    await resp.drain()
-        except STREAM_BREAKS as exc:
-            # Past the first byte nothing can be retried: the client learns in-stream why its answer stopped.
-            error = _stream_error(502, stream_broke(exc))
-        except asyncio.CancelledError:
-            if not shutdown_cut(resp):
-                raise
-            error = _stream_error(503, SHUTDOWN_MESSAGE)
-        if error:
-            if stream.record is not None:
-                stream.record.error = google_message(error)
-            resp.write(frame(error) if sse_out else (b",\r\n" if not first else b"") + error)
-        if not sse_out:
-            resp.write(b"]")
-        resp.end()
-
-    async def _collect(self, resp: Response, stream: Stream, headers: bytes) -> None:
-        """Merge the stream for a non-streaming client (see gateway.collect: one re-run after a mid-stream
-        break); a second break is a 502 in Google's shape."""
-        made: list[convert.Collector] = []
-
-        def fresh() -> Callable[[dict[str, Any]], object]:
-            made.append(convert.Collector())
-            return made[-1].add
-
-        def fail(status: int, message: str) -> Exception:
-            return HttpError(status, message, headers=headers)
-
-        try:
-            await collect(stream, fresh, fail)
-        except STREAM_BREAKS as exc:
-            raise HttpError(502, stream_broke(exc), headers=headers) from None
-        resp.send(200, orjson.dumps(made[-1].result()), b"application/json", headers)
 
     async def count_tokens(self, req: Request, resp: Response) -> None:
         await self.app.driver.run(Family.GEMINI, ERRORS, self._count_tokens, req, resp)
@@ -213,6 +133,71 @@ class GeminiApi:
     def get_model(self, req: Request, resp: Response) -> None:
         name = req.name
         resp.send(200, orjson.dumps(self._model_doc(name, self.app.route(name))))
+
+
+# In-stream failure kinds → Google's code for them.
+FAILURE_CODES = {BROKEN: 502, SHUTDOWN: 503}
+
+
+def _no_bytes() -> bytes:
+    return b""
+
+
+def _sse_event(data: bytes) -> bytes:
+    return sse.frame_event(sse.unwrap_response(data))
+
+
+def _sse_failure(message: str, kind: int) -> bytes:
+    return sse.frame_event(_stream_error(FAILURE_CODES.get(kind, 502), message))
+
+
+def _sse_converter() -> Converter:
+    """alt=sse: each event unwrapped (`{"response": x}` → `x`) and framed as SSE."""
+    return Converter(_no_bytes, _sse_event, _no_bytes, _sse_failure)
+
+
+class _JsonArray:
+    """Without alt=sse Google streams one JSON array, which SDKs that ask for it parse incrementally."""
+
+    __slots__ = ("first",)
+
+    def __init__(self) -> None:
+        self.first = True
+
+    def start(self) -> bytes:
+        return b"["
+
+    def feed(self, data: bytes) -> bytes:
+        if self.first:
+            self.first = False
+            return sse.unwrap_response(data)
+        return b",\r\n" + sse.unwrap_response(data)
+
+    def finish(self) -> bytes:
+        return b"]"
+
+    def fail(self, message: str, kind: int) -> bytes:
+        error = _stream_error(FAILURE_CODES.get(kind, 502), message)
+        return (error if self.first else b",\r\n" + error) + b"]"
+
+
+def _array_converter() -> Converter:
+    made = _JsonArray()
+    return Converter(made.start, made.feed, made.finish, made.fail)
+
+
+def _collector() -> Collector:
+    made = convert.Collector()
+    return Collector(made.add, lambda: orjson.dumps(made.result()))
+
+
+def _collect_failed(status: int, message: str, headers: bytes) -> HttpError:
+    return HttpError(status, message, headers=headers)
+
+
+# Streaming answers pass Google's events through (no keep-alive: the reference sends none); collected ones merge.
+SSE_ANSWER = Answer(_sse_converter, _collector, _collect_failed, 0.0, b"", CT_SSE, CT_JSON, raw=True)
+ARRAY_ANSWER = Answer(_array_converter, _collector, _collect_failed, 0.0, b"", CT_JSON, CT_JSON, raw=True)
 
 
 def _stream_error(code: int, message: str) -> bytes:

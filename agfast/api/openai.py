@@ -23,10 +23,9 @@ from agfast.api.common import (
     ErrorTable,
     Row,
     json_object,
-    pump,
     upstream_headers,
 )
-from agfast.api.driver import Services, opened
+from agfast.api.driver import Answer, Collector, Converter, Services, deliver, opened
 from agfast.convert import openai as plans
 from agfast.convert import openai_chat as chat
 from agfast.convert import openai_completions as completions
@@ -34,15 +33,10 @@ from agfast.convert import openai_responses as responses
 from agfast.convert.gemini import drop_undefined
 from agfast.http.errors import Family, HttpError
 from agfast.http.request import Request
-from agfast.http.response import CT_JSON, CT_SSE, Response
+from agfast.http.response import Response
 from agfast.record import RequestRecord
 from agfast.upstream.client import envelope, fnv1a64_signed
-from agfast.upstream.gateway import (
-    STREAM_BREAKS,
-    Stream,
-    collect,
-    stream_broke,
-)
+from agfast.upstream.gateway import Stream
 
 DONE = b"[DONE]"
 # The reference's OpenAI heartbeat: proxies and SDKs give up on streams silent for much longer.
@@ -136,34 +130,6 @@ class OpenAIApi:
         opened(req, record)
         return stream
 
-    @staticmethod
-    async def _pump(resp: Response, stream: Stream, feed: Feed) -> tuple[str, str] | None:
-        """Stream converted events to the client; returns why it stopped early (message, error type), or None."""
-        failed = await pump(resp, stream, feed)
-        if failed is None:
-            return None
-        status, message = failed
-        if status == SHUTDOWN:
-            return message, "server_error"
-        return (message if status == BROKEN else f"upstream error {status}: {message}"), "upstream_error"
-
-    @staticmethod
-    async def _collect(stream: Stream, start: Callable[[], Feed], headers: bytes) -> None:
-        """The whole upstream stream into a fresh collector (see gateway.collect); failures are HTTP errors."""
-
-        def fail(status: int, message: str) -> Exception:
-            return HttpError(status, message, error_type="upstream_error", headers=headers)
-
-        try:
-            await collect(stream, start, fail)
-        except STREAM_BREAKS as exc:
-            raise HttpError(502, stream_broke(exc), headers=headers) from None
-
-    @staticmethod
-    def _start(resp: Response, headers: bytes) -> None:
-        resp.start(200, CT_SSE, headers)
-        resp.keep_alive(KEEPALIVE_S)
-
     # -- routes: /v1/chat/completions, /v1/completions, /v1/responses (and /responses) ---------------------
 
     async def chat_completions(self, req: Request, resp: Response) -> None:
@@ -192,80 +158,96 @@ class OpenAIApi:
 
     async def _answer_chat(self, req: Request, resp: Response, record: RequestRecord, plan: plans.Plan) -> None:
         legacy = plan.kind == plans.COMPLETIONS
-        model, mapped = plan.model, plan.mapped
-        reader = plan.reader()
-        stream = await self._open(req, record, plan)
-        try:
-            headers = upstream_headers(stream.lease.email, mapped)
-            created = int(time.time())
-            response_id = chat.completion_id("cmpl-" if legacy else "chatcmpl-")
-            if plan.stream:
-                self._start(resp, headers)
-                conv: completions.CompletionStream | chat.ChatStream
-                if legacy:
-                    conv = completions.CompletionStream(reader, model=model, created=created, response_id=response_id)
-                else:
-                    options = plan.chat.get("stream_options")
-                    include_usage = isinstance(options, dict) and options.get("include_usage") is True
-                    conv = chat.ChatStream(
-                        reader, model=model, created=created, include_usage=include_usage, response_id=response_id
-                    )
-                error = await self._pump(resp, stream, conv.feed)
-                resp.end(chat.stream_error(*error) if error else conv.finish())
-                return
-            collector: completions.CompletionCollector | chat.ChatCollector | None = None
+        model = plan.model
+        created = int(time.time())
+        response_id = chat.completion_id("cmpl-" if legacy else "chatcmpl-")
 
-            def start() -> Feed:
-                nonlocal collector
-                fresh = plan.reader()
-                collector = completions.CompletionCollector(fresh) if legacy else chat.ChatCollector(fresh)
-                return collector.feed
+        def converter() -> Converter:
+            conv: completions.CompletionStream | chat.ChatStream
+            if legacy:
+                conv = completions.CompletionStream(
+                    plan.reader(), model=model, created=created, response_id=response_id
+                )
+            else:
+                options = plan.chat.get("stream_options")
+                include_usage = isinstance(options, dict) and options.get("include_usage") is True
+                conv = chat.ChatStream(
+                    plan.reader(), model=model, created=created, include_usage=include_usage, response_id=response_id
+                )
+            return Converter(_no_head, conv.feed, conv.finish, _chat_failure)
 
-            await self._collect(stream, start, headers)
-            assert collector is not None
-            result = collector.result(model=model, created=created, response_id=response_id)
-            resp.send(200, orjson.dumps(result), CT_JSON, headers)
-        finally:
-            stream.close()
+        def collector() -> Collector:
+            fresh = plan.reader()
+            made = completions.CompletionCollector(fresh) if legacy else chat.ChatCollector(fresh)
+            return Collector(
+                made.feed, lambda: orjson.dumps(made.result(model=model, created=created, response_id=response_id))
+            )
+
+        await self._deliver(req, resp, record, plan, Answer(converter, collector, _collect_failed, KEEPALIVE_S, PING))
 
     async def _answer_responses(self, req: Request, resp: Response, record: RequestRecord, plan: plans.Plan) -> None:
-        body, model, mapped, converted = plan.body, plan.model, plan.mapped, plan.responses
+        body, model, converted = plan.body, plan.model, plan.responses
         assert converted is not None
-        streaming = plan.stream
         created = int(time.time())
         response_id = responses.new_id("resp_")
-        builder = responses.ResponsesBuilder(
-            plan.reader(),
-            responses.response_object(body, response_id, model, created),
-            custom=converted.custom,
-            stream=streaming,
-        )
+        builder: responses.ResponsesBuilder | None = None
+
+        def fresh(stream: bool) -> responses.ResponsesBuilder:
+            nonlocal builder
+            builder = responses.ResponsesBuilder(
+                plan.reader(),
+                responses.response_object(body, response_id, model, created),
+                custom=converted.custom,
+                stream=stream,
+            )
+            return builder
+
+        def converter() -> Converter:
+            made = fresh(True)
+            return Converter(made.start, made.feed, made.finish, lambda m, k: made.fail(_failure(m, k)[0]))
+
+        def collector() -> Collector:
+            made = fresh(False)
+
+            def result() -> bytes:
+                made.finish()
+                return orjson.dumps(made.response)
+
+            return Collector(made.feed, result)
+
+        answer = Answer(converter, collector, _collect_failed, KEEPALIVE_S, PING)
+        if await self._deliver(req, resp, record, plan, answer) and body.get("store") is not False:
+            assert builder is not None
+            self.conversations.put(response_id, [*converted.conversation, builder.assistant_message()])
+
+    async def _deliver(
+        self, req: Request, resp: Response, record: RequestRecord, plan: plans.Plan, answer: Answer
+    ) -> bool:
         stream = await self._open(req, record, plan)
         try:
-            headers = upstream_headers(stream.lease.email, mapped)
-            if streaming:
-                self._start(resp, headers)
-                resp.write(builder.start())
-                error = await self._pump(resp, stream, builder.feed)
-                resp.end(builder.fail(error[0]) if error else builder.finish())
-                if error:
-                    return
-            else:
-
-                def start() -> Feed:
-                    nonlocal builder
-                    builder = responses.ResponsesBuilder(
-                        plan.reader(),
-                        responses.response_object(body, response_id, model, created),
-                        custom=converted.custom,
-                        stream=False,
-                    )
-                    return builder.feed
-
-                await self._collect(stream, start, headers)
-                builder.finish()
-                resp.send(200, orjson.dumps(builder.response), CT_JSON, headers)
+            return await deliver(resp, stream, answer, plan.stream, upstream_headers(stream.lease.email, plan.mapped))
         finally:
             stream.close()
-        if body.get("store") is not False:
-            self.conversations.put(response_id, [*converted.conversation, builder.assistant_message()])
+
+
+# The ping comment while upstream is silent (Response's default).
+PING = b": ping\n\n"
+
+
+def _no_head() -> bytes:
+    return b""
+
+
+def _failure(message: str, kind: int) -> tuple[str, str]:
+    """Why a stream stopped early, as (message, error type)."""
+    if kind == SHUTDOWN:
+        return message, "server_error"
+    return (message if kind == BROKEN else f"upstream error {kind}: {message}"), "upstream_error"
+
+
+def _chat_failure(message: str, kind: int) -> bytes:
+    return chat.stream_error(*_failure(message, kind))
+
+
+def _collect_failed(status: int, message: str, headers: bytes) -> HttpError:
+    return HttpError(status, message, error_type="upstream_error", headers=headers)

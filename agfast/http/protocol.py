@@ -78,6 +78,12 @@ DISCARD_GRACE = 2.0
 # A closed connection whose client took none of our last bytes for this long is aborted (its buffers freed):
 # long enough for a slow reader of one big answer, short enough that non-readers cannot pile up.
 CLOSE_LINGER = 10.0
+# What h11 is handed at a time from the bytes a client sent (the rest waits in `HttpProtocol.inbox`). A new
+# h11.Connection per request takes over the old one's unparsed bytes as a copy (`trailing_data`), so handing h11
+# whole socket reads would copy a pipelined flood once per request (quadratic); pieces bound that copy. Heads are
+# small (one piece holds dozens of pipelined requests); a body gets bigger pieces, so a large one costs few rounds.
+HEAD_PIECE = 4 * 1024
+BODY_PIECE = 64 * 1024
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -91,6 +97,8 @@ class HttpProtocol(asyncio.Protocol):
         "family",
         "head_bytes",
         "in_process",
+        "inbox",
+        "inbox_eof",
         "linger_unsent",
         "phase",
         "pipelined",
@@ -123,6 +131,9 @@ class HttpProtocol(asyncio.Protocol):
         self.head_bytes = 0
         self.in_process = False
         self.linger_unsent = 0
+        # Bytes received and not yet handed to h11 (see HEAD_PIECE), and an EOF that arrived behind them.
+        self.inbox = bytearray()
+        self.inbox_eof = False
 
     # -- asyncio callbacks -------------------------------------------------------------------------------
 
@@ -169,11 +180,17 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.pause_reading()  # type: ignore[union-attr]
         # BODY and DISCARD keep the deadline set when the head arrived: body_timeout bounds the whole body, so a
         # client dribbling a byte per second cannot hold the connection for max_body_size seconds.
-        self.conn.receive_data(data)
+        if self.inbox or len(data) > HEAD_PIECE or phase == HANDLING:
+            self.inbox += data  # handed to h11 piece by piece as it asks (see HEAD_PIECE)
+        else:
+            self.conn.receive_data(data)
         self._process()
 
     def eof_received(self) -> bool | None:
-        self.conn.receive_data(b"")
+        if self.inbox:
+            self.inbox_eof = True  # handed over once h11 has parsed what came before it
+        else:
+            self.conn.receive_data(b"")
         self._process()
         # EOF is the client leaving: close (connection_lost then cancels a running handler and its upstream
         # call). HTTP clients do not half-close to wait for an answer; a streaming one that did would hold an
@@ -219,15 +236,30 @@ class HttpProtocol(asyncio.Protocol):
                     self._on_request(event)  # type: ignore[arg-type]
                 elif kind is h11.EndOfMessage:
                     self._on_end()
-                elif event is h11.NEED_DATA or event is h11.PAUSED:
-                    if self.phase == BODY and self._chunk_over_limit():
-                        self._too_large()
+                elif event is h11.NEED_DATA:
+                    if not self._feed():
+                        return
+                elif event is h11.PAUSED:
                     return
                 elif kind is h11.ConnectionClosed:
                     self._close()
                     return
         finally:
             self.in_process = False
+
+    def _feed(self) -> bool:
+        """Hand h11 the next piece of what the client sent; False when there is nothing left to hand."""
+        inbox = self.inbox
+        if inbox:
+            size = BODY_PIECE if self.phase in (BODY, DISCARD) else HEAD_PIECE
+            self.conn.receive_data(inbox[:size])  # type: ignore[arg-type]  # h11 copies any bytes-like
+            del inbox[:size]
+            return True
+        if self.inbox_eof:
+            self.inbox_eof = False
+            self.conn.receive_data(b"")
+            return True
+        return False
 
     def _hold(self) -> None:
         """Read nothing more until the client takes our answers (`resume_writing`) or, when it already does,
@@ -385,17 +417,12 @@ class HttpProtocol(asyncio.Protocol):
             return
         data = event.data
         self.body_size += len(data)
-        if self.body_size > self.state.config.max_body_size or (event.chunk_start and self._chunk_over_limit()):
+        # h11 emits a body's bytes as they arrive (chunks too, piece by piece): the running size refuses an
+        # oversized body as soon as it passes the limit, so at most max_body_size of it is ever held.
+        if self.body_size > self.state.config.max_body_size:
             self._too_large()
             return
         self.body_parts.append(data)
-
-    def _chunk_over_limit(self) -> bool:
-        """A chunk-size line announces what is coming: refuse a chunk that would pass the body limit before its
-        bytes arrive (h11 streams chunks, so it would otherwise be read up to the limit first)."""
-        # h11 keeps the rest of the current chunk in its (pinned) ChunkedReader; other readers have no such field.
-        pending: int = getattr(self.conn._reader, "_bytes_in_chunk", 0)
-        return pending > 0 and self.body_size + pending > self.state.config.max_body_size
 
     def _on_end(self) -> None:
         if self.phase == DISCARD:
@@ -520,6 +547,7 @@ class HttpProtocol(asyncio.Protocol):
             self._close()
             return
         self.conn, leftover, eof = _next_parser(self.conn, self.state.config.max_header_size)
+        leftover += len(self.inbox)
         if leftover:
             self.phase = HEAD
             self.head_bytes = leftover
@@ -530,7 +558,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.read_paused and not self.write_paused:
             self.read_paused = False
             self.transport.resume_reading()  # type: ignore[union-attr]
-        if leftover or eof:
+        if leftover or eof or self.inbox_eof:
             self._process()
 
     def _protocol_error(self, exc: h11.RemoteProtocolError) -> None:
@@ -639,18 +667,10 @@ def _settle(route: Route, resp: Response) -> None:
 def _next_parser(old: h11.Connection, max_size: int) -> tuple[h11.Connection, int, bool]:
     """The next cycle's parser, holding what the client already pipelined: (parser, bytes held, EOF seen).
 
-    h11's public route (`trailing_data` into `receive_data`) copies the whole pipelined buffer twice per request,
-    so thousands of tiny pipelined requests cost quadratic time; the buffer object is handed over instead (h11 is
-    pinned; it is complete at a cycle's end, its search marks reset by the last extraction). The public route
-    stays as the fallback.
+    A fresh h11.Connection per request (h11's `start_next_cycle` wants our answer sent through h11 too); the old
+    one's unparsed bytes are at most a piece (HEAD_PIECE/BODY_PIECE), so handing them over stays cheap.
     """
     new = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size)
-    buf = getattr(old, "_receive_buffer", None)
-    if buf is not None and hasattr(new, "_receive_buffer"):
-        eof: bool = old._receive_buffer_closed
-        new._receive_buffer = buf
-        new._receive_buffer_closed = eof
-        return new, len(buf), eof
     leftover, eof = old.trailing_data
     if leftover:
         new.receive_data(leftover)
