@@ -198,9 +198,7 @@ async def deliver(resp: Response, stream: Stream, answer: Answer, streaming: boo
 
 
 def _client_ip(resp: Response) -> str:
-    transport = resp.proto.transport
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
+    return resp.proto.peer
 
 
 class Services(Protocol):

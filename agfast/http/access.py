@@ -14,7 +14,6 @@ dict lookup per request.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import time
 from collections import deque
@@ -126,10 +125,9 @@ class IpRules:
                 return client
         return client  # every hop trusted: the left-most is the furthest we can see
 
-    def screen(self, req: Request, family: Family, transport: asyncio.BaseTransport | None) -> bytes | None:
-        """The 403 body for a refused client (and the event recorded), or None to serve it."""
-        peername = transport.get_extra_info("peername") if transport is not None else None
-        peer = peername[0] if isinstance(peername, tuple) and peername else ""
+    def screen(self, req: Request, family: Family, peer: str) -> bytes | None:
+        """The 403 body for a refused client (and the event recorded), or None to serve it; `peer` is the TCP
+        peer's address, read once per connection."""
         if self.trust and b"x-forwarded-for" in req.headers:
             client = self.client_address(peer, req.headers)
             verdict = self.decide(parse_address(client))

@@ -100,6 +100,7 @@ class HttpProtocol(asyncio.Protocol):
         "inbox",
         "inbox_eof",
         "linger_unsent",
+        "peer",
         "phase",
         "pipelined",
         "read_paused",
@@ -128,6 +129,7 @@ class HttpProtocol(asyncio.Protocol):
         self.read_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.pipelined = 0
+        self.peer = ""  # the client's address, read once per connection (IP rules, records)
         self.head_bytes = 0
         self.in_process = False
         self.linger_unsent = 0
@@ -139,6 +141,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
+        peername = transport.get_extra_info("peername")
+        self.peer = str(peername[0]) if isinstance(peername, tuple) and peername else ""
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
@@ -350,7 +354,7 @@ class HttpProtocol(asyncio.Protocol):
         rules = self.state.ip_rules
         if not rules.active:
             return False
-        blocked = rules.screen(req, self.family, self.transport)
+        blocked = rules.screen(req, self.family, self.peer)
         if blocked is None:
             return False
         self._early(lambda resp: resp.send(403, blocked))

@@ -55,6 +55,7 @@ class Connection(Protocol):
 
     state: ServerState
     transport: asyncio.Transport | None
+    peer: str
     closed: bool
     write_paused: bool
     drain_waiter: asyncio.Future[None] | None
