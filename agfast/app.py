@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from agfast.api import service, ui, user_tokens
+from agfast.api import detect, service, ui, user_tokens
 from agfast.api.admin import AdminApi
 from agfast.api.anthropic import AnthropicApi
 from agfast.api.driver import Driver
@@ -349,6 +349,7 @@ def build_router(app: App) -> Router:
     r.add((POST,), "/v1/api/event_logging/batch", service.swallow, Family.ANTHROPIC)
 
     r.add((GET,), "/v1/models", app.models_v1, Family.OPENAI)
+    r.add((POST,), "/v1/models/detect", detect.handler(app), Family.OPENAI)
     r.add((POST,), "/v1/chat/completions", openai.chat_completions, Family.OPENAI)
     r.add((POST,), "/v1/completions", openai.completions, Family.OPENAI)
     r.add((POST,), "/v1/responses", openai.responses, Family.OPENAI)
