@@ -15,6 +15,7 @@ from agfast.api.admin import AdminApi
 from agfast.api.anthropic import AnthropicApi
 from agfast.api.driver import Driver
 from agfast.api.gemini import GeminiApi
+from agfast.api.images import ImagesApi
 from agfast.api.openai import OpenAIApi
 from agfast.api.session import SessionApi
 from agfast.api.signin import callback_handler
@@ -80,6 +81,7 @@ class App:
         self.gemini = GeminiApi(self)
         self.openai = OpenAIApi(self)
         self.anthropic = AnthropicApi(self)
+        self.images = ImagesApi(self)
         # "Sign in with Google" flows; an account signed in joins the pool at once (no restart, no reload wait).
         self.signin = SignIn(config, self.client, self.store, on_added=lambda _account: self.pool.load())
         # Named API keys with limits (user_tokens.json); the server's auth asks it, handlers ask `permit`.
@@ -350,6 +352,7 @@ def build_router(app: App) -> Router:
 
     r.add((GET,), "/v1/models", app.models_v1, Family.OPENAI)
     r.add((POST,), "/v1/models/detect", detect.handler(app), Family.OPENAI)
+    r.add((POST,), "/v1/images/generations", app.images.generations, Family.OPENAI)
     r.add((POST,), "/v1/chat/completions", openai.chat_completions, Family.OPENAI)
     r.add((POST,), "/v1/completions", openai.completions, Family.OPENAI)
     r.add((POST,), "/v1/responses", openai.responses, Family.OPENAI)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from agfast.convert.checks import InvalidRequest
 
@@ -92,3 +93,89 @@ def image_config(
     if resolved:
         config["imageSize"] = resolved
     return variant.model, config
+
+
+# --------------------------------------------------------------------------------------------------------
+# OpenAI Images → the image model (reference §6.4 `handle_images_generations`)
+
+# The image model a request goes to when its `model` is not one (`dall-e-3`, `gpt-image-1`, none): the one the
+# built-in table and the §7.4 variants name.
+DEFAULT_IMAGE_MODEL = "gemini-3-pro-image"
+# OpenAI's own bound on `n`; each image is one upstream call, so this also bounds one request's fan-out.
+MAX_IMAGES = 10
+# A prompt longer than this is a client bug (OpenAI allows 32,000 characters for its largest model).
+MAX_PROMPT_CHARS = 32000
+RESPONSE_FORMATS = frozenset({"b64_json", "url"})
+# `style` and `quality: hd` become words in the prompt, as the reference does: the model has no such knobs.
+STYLE_HINTS = {
+    "vivid": "Style: vivid, hyper-real and dramatic.",
+    "natural": "Style: natural, realistic and understated.",
+}
+HD_HINT = "Render in high definition with fine detail."
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePlan:
+    """One Images request, checked: what each of its `n` upstream calls sends, and how to answer."""
+
+    model: str  # upstream image model, suffixes stripped
+    n: int
+    response_format: str
+    request: dict[str, Any]  # the GenerateContentRequest (sessionId added per account)
+
+
+def _optional_str(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"'{name}' must be a string.", name)
+    return value
+
+
+def generation_plan(body: dict[str, Any], target: str, parts: list[dict[str, Any]] | None = None) -> ImagePlan:
+    """Check an Images body and build its upstream request. `target` is the routed model name (custom mapping
+    applied); a name that is no image model means the default one. `parts` are extra input parts (edits)."""
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidRequest("'prompt' is required: a non-empty string describing the image.", "prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidRequest(f"'prompt' is longer than {MAX_PROMPT_CHARS} characters.", "prompt")
+    n = body.get("n", 1)
+    if n is None:
+        n = 1
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_IMAGES:
+        raise InvalidRequest(f"'n' must be an integer from 1 to {MAX_IMAGES}.", "n")
+    response_format = _optional_str(body, "response_format") or "b64_json"
+    if response_format not in RESPONSE_FORMATS:
+        raise InvalidRequest("'response_format' must be 'b64_json' or 'url'.", "response_format")
+    size, quality, style = (_optional_str(body, k) for k in ("size", "quality", "style"))
+    image_size = _optional_str(body, "image_size") or _optional_str(body, "imageSize")
+    if style is not None and style not in STYLE_HINTS:
+        raise InvalidRequest("'style' must be 'vivid' or 'natural'.", "style")
+    if size == "auto":
+        size = None
+    if quality in ("auto", "high", "low"):  # gpt-image-1's words: no Gemini size they would choose
+        quality = None
+    model, config = image_config(target if is_image_model(target) else DEFAULT_IMAGE_MODEL, size, quality, image_size)
+    text = prompt
+    if style is not None:
+        text += "\n" + STYLE_HINTS[style]
+    if quality == "hd":
+        text += "\n" + HD_HINT
+    request = {
+        "contents": [{"role": "user", "parts": [*(parts or ()), {"text": text}]}],
+        "generationConfig": {"candidateCount": 1, "imageConfig": config},
+    }
+    return ImagePlan(model, n, response_format, request)
+
+
+def first_image(answer: dict[str, Any]) -> tuple[str, str] | None:
+    """(mime type, base64 data) of the first image in a generateContent answer (enveloped or not)."""
+    inner = answer.get("response", answer)
+    for candidate in inner.get("candidates") or ():
+        for part in (candidate.get("content") or {}).get("parts") or ():
+            data = part.get("inlineData") or part.get("inline_data")
+            if isinstance(data, dict) and isinstance(data.get("data"), str):
+                return str(data.get("mimeType") or "image/png"), data["data"]
+    return None
