@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from agfast.api import detect, service, ui, user_tokens
+from agfast.api import detect, service, ui, user_tokens, warmup
 from agfast.api.admin import AdminApi
 from agfast.api.anthropic import AnthropicApi
 from agfast.api.driver import Driver
@@ -39,6 +39,7 @@ from agfast.upstream.gateway import CLAUDE_BETA_GEMINI_PATH, Gateway
 from agfast.upstream.pool import AccountPool
 from agfast.upstream.signin import SignIn
 from agfast.upstream.state import state_for
+from agfast.upstream.warmup import Warmup
 
 
 class Serving(Protocol):
@@ -82,6 +83,7 @@ class App:
         self.openai = OpenAIApi(self)
         self.anthropic = AnthropicApi(self)
         self.images = ImagesApi(self)
+        self.warmup = Warmup(self.pool)
         # "Sign in with Google" flows; an account signed in joins the pool at once (no restart, no reload wait).
         self.signin = SignIn(config, self.client, self.store, on_added=lambda _account: self.pool.load())
         # Named API keys with limits (user_tokens.json); the server's auth asks it, handlers ask `permit`.
@@ -353,6 +355,8 @@ def build_router(app: App) -> Router:
     r.add((GET,), "/v1/models", app.models_v1, Family.OPENAI)
     r.add((POST,), "/v1/models/detect", detect.handler(app), Family.OPENAI)
     r.add((POST,), "/v1/images/generations", app.images.generations, Family.OPENAI)
+    # Auth-exempt as in the reference; the handler answers loopback callers only.
+    r.add((POST,), "/internal/warmup", warmup.handler(app), Family.OPENAI, public=True)
     r.add((POST,), "/v1/chat/completions", openai.chat_completions, Family.OPENAI)
     r.add((POST,), "/v1/completions", openai.completions, Family.OPENAI)
     r.add((POST,), "/v1/responses", openai.responses, Family.OPENAI)

@@ -1,0 +1,67 @@
+"""Warmup (reference §1.1 `/internal/warmup`): a tiny request per account and model, on demand over HTTP and from
+`agfast accounts warmup`, never for a model quota protection keeps for the account's owner."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from helpers import ServerThread, request
+from stack import agfast_on, generations, start_sim
+
+from agfast.convert.models import normalize_to_standard_id
+from agfast.sim import MODEL_CATALOG, GoogleSimulator
+
+SIM_ACCOUNTS = 2
+LOW, HIGH = "demo1@sim.local", "demo2@sim.local"
+FLASH = "gemini-3-flash"
+PROTECTION = {"quota_protection_enabled": True}
+
+
+@pytest.fixture
+def sim() -> Iterator[GoogleSimulator]:
+    """LOW has 5 % of the Flash family left (below the default 10 % threshold)."""
+    with start_sim(accounts=SIM_ACCOUNTS) as simulator:
+        for model in MODEL_CATALOG:
+            if normalize_to_standard_id(model) == FLASH:
+                simulator.accounts[LOW].remaining[model] = 0.05
+        yield simulator
+
+
+def warm(st: ServerThread, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+    # No API key: the route is auth-exempt (loopback only), as in the reference.
+    reply = request(st.port, "POST", "/internal/warmup", orjson.dumps(body), {"Content-Type": "application/json"})
+    return reply.status, reply.json()
+
+
+def test_warmup_sends_one_tiny_request_for_that_account(sim: GoogleSimulator, tmp_path: Path) -> None:
+    with agfast_on(sim, tmp_path, auth_mode="strict") as st:
+        status, answer = warm(st, {"email": HIGH, "model": FLASH})
+        assert (status, answer["success"]) == (200, True), answer
+        [sent] = generations(sim)
+        envelope = orjson.loads(sent.body)
+        assert envelope["model"] == FLASH
+        assert envelope["request"]["contents"][0]["parts"] == [{"text": "Say hi"}]
+        assert sent.email == HIGH
+        assert st.app.warmup.counts["sent"] == 1  # type: ignore[attr-defined]
+
+
+def test_quota_protection_forbids_a_warmup(sim: GoogleSimulator, tmp_path: Path) -> None:
+    with agfast_on(sim, tmp_path, **PROTECTION) as st:
+        status, answer = warm(st, {"email": LOW, "model": FLASH})
+        assert status == 409 and answer["success"] is False
+        assert "quota protection" in str(answer["error"])
+        assert generations(sim) == []
+        assert warm(st, {"email": LOW, "model": "claude-sonnet-4-6"})[0] == 200  # other models still warm
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [({"model": FLASH}, 400), ({"email": HIGH}, 400), ({"email": "nobody@sim.local", "model": FLASH}, 404)],
+)
+def test_bad_requests(sim: GoogleSimulator, tmp_path: Path, body: dict[str, object], status: int) -> None:
+    with agfast_on(sim, tmp_path) as st:
+        assert warm(st, body)[0] == status
+        assert generations(sim) == []
