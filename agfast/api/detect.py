@@ -15,6 +15,7 @@ from agfast.convert.models import resolve_model_route
 from agfast.http.errors import HttpError
 from agfast.http.request import Request
 from agfast.http.response import Response
+from agfast.http.router import Handler
 
 if TYPE_CHECKING:
     from agfast.app import App
@@ -39,7 +40,7 @@ def detect(model: str, mapped: str) -> dict[str, Any]:
     return answer
 
 
-def handler(app: App) -> Any:
+def handler(app: App) -> Handler:
     def detect_model(req: Request, resp: Response) -> None:
         model = json_object(req).get("model")
         if not isinstance(model, str) or not model:

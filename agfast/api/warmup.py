@@ -14,6 +14,7 @@ from agfast.api.common import json_object
 from agfast.http.errors import HttpError
 from agfast.http.request import Request
 from agfast.http.response import Response
+from agfast.http.router import Handler
 
 if TYPE_CHECKING:
     from agfast.app import App
@@ -33,7 +34,7 @@ def from_loopback(resp: Response) -> bool:
         return False
 
 
-def handler(app: App):  # type: ignore[no-untyped-def]
+def handler(app: App) -> Handler:
     async def warmup(req: Request, resp: Response) -> None:
         if not from_loopback(resp):
             raise HttpError(403, "/internal/warmup answers only callers on this machine.", code="forbidden")
