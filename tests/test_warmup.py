@@ -8,8 +8,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from helpers import ServerThread, request
-from stack import agfast_on, generations, start_sim
+from helpers import ServerThread, request, run_agfast
+from stack import agfast_on, generations, google_env, onboard_all, stack_config, start_sim
 
 from agfast.convert.models import normalize_to_standard_id
 from agfast.sim import MODEL_CATALOG, GoogleSimulator
@@ -65,3 +65,30 @@ def test_bad_requests(sim: GoogleSimulator, tmp_path: Path, body: dict[str, obje
     with agfast_on(sim, tmp_path) as st:
         assert warm(st, body)[0] == status
         assert generations(sim) == []
+
+
+def cli_warmup(sim: GoogleSimulator, data_dir: Path, *args: str) -> tuple[int, str]:
+    env = {**google_env(sim), "PYTHONDEVMODE": "1", "PYTHONWARNINGS": "error"}
+    result = run_agfast("accounts", "warmup", *args, "--data-dir", str(data_dir), env=env)
+    both = result.stdout + result.stderr
+    for bad in ("Traceback", "Warning", "Unclosed", "ya29.sim-", "sim-refresh", *(LOW, HIGH)):
+        assert bad not in both, f"{bad!r} in output:\n{both}"  # emails are masked, tokens never shown
+    return result.returncode, result.stdout
+
+
+def test_cli_warms_every_account_but_what_protection_keeps(sim: GoogleSimulator, tmp_path: Path) -> None:
+    cfg = stack_config(tmp_path, sim)
+    onboard_all(cfg, sim)
+    (tmp_path / "config.toml").write_text("[quota_protection]\nenabled = true\n")
+    code, out = cli_warmup(sim, tmp_path, "--model", FLASH, "--model", "claude-sonnet-4-6")
+    assert code == 0, out
+    assert out.strip().splitlines()[-1] == "warmup: 3 sent, 1 skipped, 0 failed, 0 unknown account(s)"
+    sent = {(r.email, orjson.loads(r.body)["model"]) for r in generations(sim)}
+    assert sent == {(HIGH, FLASH), (HIGH, "claude-sonnet-4-6"), (LOW, "claude-sonnet-4-6")}
+
+
+def test_cli_unknown_account_fails(sim: GoogleSimulator, tmp_path: Path) -> None:
+    onboard_all(stack_config(tmp_path, sim), sim)
+    code, out = cli_warmup(sim, tmp_path, "nobody@sim.local", "--model", FLASH)
+    assert code == 1 and "unknown account" in out
+    assert generations(sim) == []
