@@ -355,6 +355,7 @@ def build_router(app: App) -> Router:
     r.add((GET,), "/v1/models", app.models_v1, Family.OPENAI)
     r.add((POST,), "/v1/models/detect", detect.handler(app), Family.OPENAI)
     r.add((POST,), "/v1/images/generations", app.images.generations, Family.OPENAI)
+    r.add((POST,), "/v1/images/edits", app.images.edits, Family.OPENAI)
     # Auth-exempt as in the reference; the handler answers loopback callers only.
     r.add((POST,), "/internal/warmup", warmup.handler(app), Family.OPENAI, public=True)
     r.add((POST,), "/v1/chat/completions", openai.chat_completions, Family.OPENAI)

@@ -6,6 +6,7 @@ concurrently, at most IMAGE_CONCURRENCY at once, each with the gateway's own ret
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from agfast.api.openai import ERRORS
 from agfast.convert import images as plans
 from agfast.convert.models import resolve_model_route
 from agfast.http.errors import Family, HttpError
+from agfast.http.multipart import Part, parse_form
 from agfast.http.request import Request
 from agfast.http.response import Response
 from agfast.record import RequestRecord
@@ -39,6 +41,15 @@ class ImagesApi:
 
     async def generations(self, req: Request, resp: Response) -> None:
         await self.app.driver.run(Family.OPENAI, ERRORS, self._generations, req, resp)
+
+    async def edits(self, req: Request, resp: Response) -> None:
+        await self.app.driver.run(Family.OPENAI, ERRORS, self._edits, req, resp)
+
+    async def _edits(self, req: Request, resp: Response, record: RequestRecord) -> None:
+        """multipart `image` (or `image[]`), optional `mask`, `prompt` and the generation options."""
+        body, parts = edit_request(req.headers.get(b"content-type", b""), req.body)
+        req.body = b""
+        await self.answer(req, resp, record, body, parts)
 
     async def _generations(self, req: Request, resp: Response, record: RequestRecord) -> None:
         body = json_object(req)
@@ -101,3 +112,44 @@ class ImagesApi:
             raise HttpError(502, message, error_type="upstream_error", code="no_image")
         inner = answer.get("response", answer)
         return image, lease.email, inner.get("usageMetadata") or {}
+
+
+# One uploaded image or mask: Gemini takes at most 20 MB of inline data per request (the reference's limit for
+# audio uploads is 15 MB); images beyond that could only fail upstream.
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+IMAGE_FIELDS = ("image", "image[]")
+# Form fields that are numbers in the JSON body the plan reads.
+INT_FIELDS = frozenset({"n"})
+TEXT_FIELDS = ("prompt", "model", "n", "size", "quality", "style", "response_format", "image_size")
+MASK_HINT = "The last image is a mask: change only the areas where it is transparent and keep everything else as it is."
+
+
+def _inline(part: Part) -> dict[str, Any]:
+    mime = part.content_type if part.content_type.startswith("image/") else "image/png"
+    return {"inlineData": {"mimeType": mime, "data": base64.b64encode(part.data).decode()}}
+
+
+def edit_request(content_type: bytes, raw: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The form → (the JSON body generations reads, the image parts sent before the prompt)."""
+    form = parse_form(content_type, raw, MAX_IMAGE_BYTES)
+    images = [part for name in IMAGE_FIELDS for part in form.get(name, ()) if part.data]
+    if not images:
+        raise HttpError(400, "'image' is required: the picture to edit, as a file part.", param="image")
+    body: dict[str, Any] = {}
+    for name in TEXT_FIELDS:
+        found = form.get(name)
+        if not found:
+            continue
+        text = bytes(found[0].data).decode("utf-8", "replace")
+        if name in INT_FIELDS:
+            if not text.strip().isdigit():
+                raise HttpError(400, f"'{name}' must be an integer.", param=name)
+            body[name] = int(text)
+        else:
+            body[name] = text
+    parts = [_inline(image) for image in images]
+    mask = next((part for part in form.get("mask", ()) if part.data), None)
+    if mask is not None:
+        parts.append(_inline(mask))
+        body["prompt"] = f"{body.get('prompt', '')}\n{MASK_HINT}" if body.get("prompt") else body.get("prompt")
+    return body, parts
