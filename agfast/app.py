@@ -362,6 +362,9 @@ def build_router(app: App) -> Router:
     r.add((POST,), "/v1/completions", openai.completions, Family.OPENAI)
     r.add((POST,), "/v1/responses", openai.responses, Family.OPENAI)
     r.add((POST,), "/responses", openai.responses, Family.OPENAI)
+    # Codex's history compaction: the reference serves it as a Responses request (its `output` replaces history).
+    r.add((POST,), "/responses/compact", openai.responses, Family.OPENAI)
+    r.add((POST,), "/v1/responses/compact", openai.responses, Family.OPENAI)
 
     r.add((POST,), "/v1/messages", anthropic.messages, Family.ANTHROPIC)
     r.add((POST,), "/v1/messages/count_tokens", anthropic.count_tokens, Family.ANTHROPIC)
