@@ -39,7 +39,7 @@ from agfast.upstream.gateway import CLAUDE_BETA_GEMINI_PATH, Gateway
 from agfast.upstream.pool import AccountPool
 from agfast.upstream.signin import SignIn
 from agfast.upstream.state import state_for
-from agfast.upstream.warmup import Warmup
+from agfast.upstream.warmup import DEFAULT_WARMUP_MODELS, Warmup
 
 
 class Serving(Protocol):
@@ -90,6 +90,7 @@ class App:
         self.keys = KeyPolicy(KeyStore(config.data_dir))
         self._upkeep: asyncio.Task[None] | None = None
         self._keys_upkeep: asyncio.Task[None] | None = None
+        self._warmup_schedule: asyncio.Task[None] | None = None
         self._state_start: asyncio.Task[None] | None = None
         self._routes: dict[str, str] = {}
         self._catalog = Catalog()
@@ -177,6 +178,9 @@ class App:
         self._upkeep = loop.create_task(self.pool.upkeep())
         self._state_start = loop.create_task(self.state.start())
         self._keys_upkeep = loop.create_task(self.keys.upkeep())
+        if self.config.warmup_schedule_enabled:
+            models = self.config.warmup_models or list(DEFAULT_WARMUP_MODELS)
+            self._warmup_schedule = loop.create_task(self.warmup.schedule(models))
         self.open_monitor()
 
     def open_monitor(self) -> None:
@@ -192,7 +196,7 @@ class App:
         self.record_bodies = monitor.enabled
 
     async def close(self) -> None:
-        for task in (self._upkeep, self._keys_upkeep):
+        for task in (self._upkeep, self._keys_upkeep, self._warmup_schedule):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +12,10 @@ import pytest
 from helpers import ServerThread, request, run_agfast
 from stack import agfast_on, generations, google_env, onboard_all, stack_config, start_sim
 
+from agfast import config
 from agfast.convert.models import normalize_to_standard_id
 from agfast.sim import MODEL_CATALOG, GoogleSimulator
+from agfast.upstream.warmup import WarmupResult
 
 SIM_ACCOUNTS = 2
 LOW, HIGH = "demo1@sim.local", "demo2@sim.local"
@@ -45,7 +48,7 @@ def test_warmup_sends_one_tiny_request_for_that_account(sim: GoogleSimulator, tm
         assert envelope["model"] == FLASH
         assert envelope["request"]["contents"][0]["parts"] == [{"text": "Say hi"}]
         assert sent.email == HIGH
-        assert st.app.warmup.counts["sent"] == 1  # type: ignore[attr-defined]
+        assert st.app.warmup.counts["sent"] == 1
 
 
 def test_quota_protection_forbids_a_warmup(sim: GoogleSimulator, tmp_path: Path) -> None:
@@ -92,3 +95,32 @@ def test_cli_unknown_account_fails(sim: GoogleSimulator, tmp_path: Path) -> None
     code, out = cli_warmup(sim, tmp_path, "nobody@sim.local", "--model", FLASH)
     assert code == 1 and "unknown account" in out
     assert generations(sim) == []
+
+
+def test_scheduled_tick_warms_full_windows_once(sim: GoogleSimulator, tmp_path: Path) -> None:
+    """One pass of the schedule (run directly: the pass is what a timer would start): every account whose
+    quota for a monitored model is full gets one warmup; LOW's Flash window has started (5 % left), so not it;
+    a second pass in the same windows sends nothing."""
+    models = [FLASH, "claude-sonnet-4-6"]
+    with agfast_on(sim, tmp_path, warmup_schedule_enabled=True, warmup_models=models) as st:
+        app = st.app
+        assert app._warmup_schedule is not None and not app._warmup_schedule.done()  # the timer runs
+
+        def tick() -> list[WarmupResult]:
+            return asyncio.run_coroutine_threadsafe(app.warmup.tick(models), st.loop).result(30)
+
+        warmed = [r for r in tick() if r.success]
+        sent = {(r.email, orjson.loads(r.body)["model"]) for r in generations(sim)}
+        assert sent == {(HIGH, FLASH), (HIGH, "claude-sonnet-4-6"), (LOW, "claude-sonnet-4-6")}
+        assert len(warmed) == 3
+        sim.clear_requests()
+        assert tick() == [] and generations(sim) == []
+
+
+def test_schedule_is_read_from_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('[scheduled_warmup]\nenabled = true\nmonitored_models = ["gemini-3-flash"]\n')
+    cfg = config.load({"data_dir": str(tmp_path)}, {})
+    assert (cfg.warmup_schedule_enabled, cfg.warmup_models) == (True, ["gemini-3-flash"])
+    (tmp_path / "config.toml").write_text('[scheduled_warmup]\nenabled = "often"\n')
+    with pytest.raises(config.ConfigError):
+        config.load({"data_dir": str(tmp_path)}, {})

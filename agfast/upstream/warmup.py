@@ -4,6 +4,7 @@ account's owner; every attempt is logged (email masked) and counted."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ WARMUP_PROMPT = "Say hi"
 WARMUP_MAX_TOKENS = 8
 # Models `agfast accounts warmup` warms when none is named: one per quota family Google meters separately.
 DEFAULT_WARMUP_MODELS = ("gemini-3-flash", "gemini-3-pro-high", "claude-sonnet-4-6")
+# How often the schedule looks for windows that reset: quota data itself is refreshed about this often.
+SCHEDULE_INTERVAL_S = 600.0
+# A window counts as not started while the account still has all of its quota for the model.
+FULL_QUOTA = 100
 OUTCOMES = ("sent", "failed", "skipped", "unknown")
 
 
@@ -50,6 +55,8 @@ class Warmup:
 
     pool: AccountPool
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    # (account id, quota key) → the reset time of the window last warmed: one warmup per window.
+    warmed: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def member(self, email: str) -> Member | None:
         wanted = email.strip().lower()
@@ -106,3 +113,31 @@ class Warmup:
                     continue  # the account does not offer it: nothing to warm
                 results.append(await self.warm(member.email, model))
         return results
+
+    async def tick(self, models: tuple[str, ...] | list[str]) -> list[WarmupResult]:
+        """One scheduled pass: warm each account's monitored models whose quota is full (the window reset and
+        has not started), unless this window was warmed already. Accounts without quota data are left alone."""
+        results = []
+        for member in list(self.pool.members.values()):
+            for model in models:
+                key = quota_key(model)
+                if member.quotas.get(key, 0) < FULL_QUOTA:
+                    continue
+                mark = (member.id, key)
+                window = member.reset_times.get(key, "")
+                if mark in self.warmed and self.warmed[mark] == window:
+                    continue
+                result = await self.warm(member.email, model)
+                results.append(result)
+                if result.success:
+                    self.warmed[mark] = window
+        return results
+
+    async def schedule(self, models: tuple[str, ...] | list[str], interval: float = SCHEDULE_INTERVAL_S) -> None:
+        """Tick forever (cancelled at shutdown); a failing pass is logged, never the end of the schedule."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.tick(models)
+            except Exception:
+                log.exception("scheduled warmup pass failed")
