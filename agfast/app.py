@@ -361,7 +361,7 @@ def build_router(app: App) -> Router:
     r.add((POST,), "/v1/images/generations", app.images.generations, Family.OPENAI)
     r.add((POST,), "/v1/images/edits", app.images.edits, Family.OPENAI)
     # Auth-exempt as in the reference; the handler answers loopback callers only.
-    r.add((POST,), "/internal/warmup", warmup.handler(app), Family.OPENAI, public=True)
+    r.add((POST,), "/internal/warmup", warmup.handler(app.warmup), Family.OPENAI, public=True)
     r.add((POST,), "/v1/chat/completions", openai.chat_completions, Family.OPENAI)
     r.add((POST,), "/v1/completions", openai.completions, Family.OPENAI)
     r.add((POST,), "/v1/responses", openai.responses, Family.OPENAI)

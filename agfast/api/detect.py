@@ -5,20 +5,18 @@ envelope's `requestType` family (`agent`, `web_search` or `image_gen`) and `conf
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from agfast.api.common import json_object
+from agfast.api.driver import Services
 from agfast.convert.images import image_config, is_image_model
 from agfast.convert.models import resolve_model_route
 from agfast.http.errors import HttpError
 from agfast.http.request import Request
 from agfast.http.response import Response
 from agfast.http.router import Handler
-
-if TYPE_CHECKING:
-    from agfast.app import App
 
 # The reference's web-search switch on a bare model name (tools cannot be named here).
 ONLINE_SUFFIX = "-online"
@@ -40,7 +38,7 @@ def detect(model: str, mapped: str) -> dict[str, Any]:
     return answer
 
 
-def handler(app: App) -> Handler:
+def handler(app: Services) -> Handler:
     def detect_model(req: Request, resp: Response) -> None:
         model = json_object(req).get("model")
         if not isinstance(model, str) or not model:

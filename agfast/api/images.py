@@ -9,12 +9,12 @@ import asyncio
 import base64
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from agfast.api.common import json_object, upstream_headers
-from agfast.api.driver import opened
+from agfast.api.driver import Services, opened
 from agfast.api.openai import ERRORS
 from agfast.convert import images as plans
 from agfast.convert.models import resolve_model_route
@@ -26,9 +26,6 @@ from agfast.record import RequestRecord
 from agfast.upstream.client import envelope, fnv1a64_signed
 from agfast.upstream.gateway import count_tokens
 
-if TYPE_CHECKING:
-    from agfast.app import App
-
 # Image calls of one request in flight at once: n=10 must not take ten accounts' worth of a small pool at once.
 IMAGE_CONCURRENCY = 4
 
@@ -36,7 +33,7 @@ IMAGE_CONCURRENCY = 4
 class ImagesApi:
     __slots__ = ("app",)
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Services) -> None:
         self.app = app
 
     async def generations(self, req: Request, resp: Response) -> None:

@@ -6,7 +6,6 @@ Auth-exempt as in the reference, so only a caller on this machine (loopback) may
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
 
 import orjson
 
@@ -15,9 +14,7 @@ from agfast.http.errors import HttpError
 from agfast.http.request import Request
 from agfast.http.response import Response
 from agfast.http.router import Handler
-
-if TYPE_CHECKING:
-    from agfast.app import App
+from agfast.upstream.warmup import Warmup
 
 # Outcome → HTTP status of the answer (its body says the rest).
 STATUS = {"sent": 200, "skipped": 409, "unknown": 404, "failed": 502}
@@ -34,7 +31,7 @@ def from_loopback(resp: Response) -> bool:
         return False
 
 
-def handler(app: App) -> Handler:
+def handler(warmups: Warmup) -> Handler:
     async def warmup(req: Request, resp: Response) -> None:
         if not from_loopback(resp):
             raise HttpError(403, "/internal/warmup answers only callers on this machine.", code="forbidden")
@@ -45,7 +42,7 @@ def handler(app: App) -> Handler:
             if not isinstance(value, str) or not value.strip():
                 raise HttpError(400, f'Missing \'{name}\': send {{"email": …, "model": …}}.', param=name)
             fields[name] = value.strip()
-        result = await app.warmup.warm(fields["email"], fields["model"])
+        result = await warmups.warm(fields["email"], fields["model"])
         resp.send(STATUS[result.outcome], orjson.dumps(result.as_json()))
 
     return warmup
