@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from agfast import config
+from agfast import config, warmup_cli
 from agfast.netaddr import ProxyURLError
 from agfast.upstream import oauth
 from agfast.upstream.accounts import (
@@ -75,6 +75,7 @@ COMMANDS = (
     "quota",
     "client",
     "set-proxy",
+    "warmup",
 )
 # How long `login` waits for the browser to come back (a user reading Google's consent page takes a minute).
 LOGIN_TIMEOUT = 300.0
@@ -191,6 +192,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "account is retried and re-enabled if its token works). invalid_grant disables the account on disk.",
     )
     ref.add_argument("targets", nargs="*", metavar="ID_OR_EMAIL")
+
+    warm = sub.add_parser(
+        "warmup",
+        parents=[common],
+        help="send each account the reference's tiny request per model (starts its quota window)",
+        description="Send each account (or the ones named) a tiny request per model, skipping models the account "
+        "does not offer and models quota protection keeps for its owner.",
+    )
+    warmup_cli.add_arguments(warm)
 
     for verb, text in (("enable", "use the account again"), ("disable", "stop using the account (kept on disk)")):
         switch = sub.add_parser(verb, parents=[common], help=text, description=text.capitalize() + ".")
@@ -312,6 +322,8 @@ def run(args: argparse.Namespace) -> int:
         if command == "refresh":
             accounts, named = _refresh_targets(store, args.targets)
             return _with_client(cfg, partial(refresh_command, store=store, accounts=accounts, named=named))
+        if command == "warmup":
+            return _with_client(cfg, partial(warmup_cli.warmup_command, cfg=cfg, store=store, args=args))
         raise UsageError(f"unknown accounts command {command!r}")
     except (config.ConfigError, UsageError) as exc:
         _error(str(exc))

@@ -10,11 +10,12 @@ from typing import Any, Protocol
 
 import orjson
 
-from agfast.api import service, ui, user_tokens
+from agfast.api import detect, service, ui, user_tokens, warmup
 from agfast.api.admin import AdminApi
 from agfast.api.anthropic import AnthropicApi
 from agfast.api.driver import Driver
 from agfast.api.gemini import GeminiApi
+from agfast.api.images import ImagesApi
 from agfast.api.openai import OpenAIApi
 from agfast.api.session import SessionApi
 from agfast.api.signin import callback_handler
@@ -38,6 +39,7 @@ from agfast.upstream.gateway import CLAUDE_BETA_GEMINI_PATH, Gateway
 from agfast.upstream.pool import AccountPool
 from agfast.upstream.signin import SignIn
 from agfast.upstream.state import state_for
+from agfast.upstream.warmup import DEFAULT_WARMUP_MODELS, Warmup
 
 
 class Serving(Protocol):
@@ -80,12 +82,15 @@ class App:
         self.gemini = GeminiApi(self)
         self.openai = OpenAIApi(self)
         self.anthropic = AnthropicApi(self)
+        self.images = ImagesApi(self)
+        self.warmup = Warmup(self.pool)
         # "Sign in with Google" flows; an account signed in joins the pool at once (no restart, no reload wait).
         self.signin = SignIn(config, self.client, self.store, on_added=lambda _account: self.pool.load())
         # Named API keys with limits (user_tokens.json); the server's auth asks it, handlers ask `permit`.
         self.keys = KeyPolicy(KeyStore(config.data_dir))
         self._upkeep: asyncio.Task[None] | None = None
         self._keys_upkeep: asyncio.Task[None] | None = None
+        self._warmup_schedule: asyncio.Task[None] | None = None
         self._state_start: asyncio.Task[None] | None = None
         self._routes: dict[str, str] = {}
         self._catalog = Catalog()
@@ -173,6 +178,9 @@ class App:
         self._upkeep = loop.create_task(self.pool.upkeep())
         self._state_start = loop.create_task(self.state.start())
         self._keys_upkeep = loop.create_task(self.keys.upkeep())
+        if self.config.warmup_schedule_enabled:
+            models = self.config.warmup_models or list(DEFAULT_WARMUP_MODELS)
+            self._warmup_schedule = loop.create_task(self.warmup.schedule(models))
         self.open_monitor()
 
     def open_monitor(self) -> None:
@@ -188,7 +196,7 @@ class App:
         self.record_bodies = monitor.enabled
 
     async def close(self) -> None:
-        for task in (self._upkeep, self._keys_upkeep):
+        for task in (self._upkeep, self._keys_upkeep, self._warmup_schedule):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -349,10 +357,18 @@ def build_router(app: App) -> Router:
     r.add((POST,), "/v1/api/event_logging/batch", service.swallow, Family.ANTHROPIC)
 
     r.add((GET,), "/v1/models", app.models_v1, Family.OPENAI)
+    r.add((POST,), "/v1/models/detect", detect.handler(app), Family.OPENAI)
+    r.add((POST,), "/v1/images/generations", app.images.generations, Family.OPENAI)
+    r.add((POST,), "/v1/images/edits", app.images.edits, Family.OPENAI)
+    # Auth-exempt as in the reference; the handler answers loopback callers only.
+    r.add((POST,), "/internal/warmup", warmup.handler(app.warmup), Family.OPENAI, public=True)
     r.add((POST,), "/v1/chat/completions", openai.chat_completions, Family.OPENAI)
     r.add((POST,), "/v1/completions", openai.completions, Family.OPENAI)
     r.add((POST,), "/v1/responses", openai.responses, Family.OPENAI)
     r.add((POST,), "/responses", openai.responses, Family.OPENAI)
+    # Codex's history compaction: the reference serves it as a Responses request (its `output` replaces history).
+    r.add((POST,), "/responses/compact", openai.responses, Family.OPENAI)
+    r.add((POST,), "/v1/responses/compact", openai.responses, Family.OPENAI)
 
     r.add((POST,), "/v1/messages", anthropic.messages, Family.ANTHROPIC)
     r.add((POST,), "/v1/messages/count_tokens", anthropic.count_tokens, Family.ANTHROPIC)

@@ -143,6 +143,10 @@ class Config:
     # Worker processes for `agfast serve` (0: one per core).
     workers: int = 1
     quota_protection_models: list[str] = field(default_factory=list)
+    # Scheduled warmup (reference `scheduled_warmup`): every account whose quota window for a monitored model is
+    # full (reset, not yet started) gets the tiny warmup request, once per window. Empty list: the CLI's defaults.
+    warmup_schedule_enabled: bool = False
+    warmup_models: list[str] = field(default_factory=list)
     user_agent: str | None = None
     # Google refuses clients that report an old Antigravity version; 4.3.0 is the original's floor.
     client_version: str = "4.3.0"
@@ -288,6 +292,8 @@ FILE_KEYS: dict[str, str] = {
     "quota_protection.enabled": "quota_protection_enabled",
     "quota_protection.threshold": "quota_protection_threshold",
     "quota_protection.protected_models": "quota_protection_models",
+    "scheduled_warmup.enabled": "warmup_schedule_enabled",
+    "scheduled_warmup.monitored_models": "warmup_models",
     "monitor.enabled": "monitor_enabled",
     "monitor.retention_days": "monitor_retention_days",
     "monitor.max_body_bytes": "monitor_max_body_bytes",
@@ -348,6 +354,7 @@ _TYPES: dict[str, type] = {
     "no_extensions": bool,
     "demo": bool,
     "quota_protection_enabled": bool,
+    "warmup_schedule_enabled": bool,
     "quota_protection_threshold": int,
     "workers": int,
     "state_timeout": float,
@@ -357,6 +364,7 @@ _LISTS = {
     "allowed_hosts": "a list of host names",
     "cors_allowed_origins": "a list of origins",
     "quota_protection_models": "a list of model names",
+    "warmup_models": "a list of model names",
     "no_proxy": "a list of host names, addresses or CIDRs",
     "ip_allow": "a list of addresses or CIDRs",
     "ip_deny": "a list of addresses or CIDRs",

@@ -31,6 +31,7 @@ RANKS: dict[str, float] = {
     "api": 4,
     "app": 5,
     "server": 5,
+    "warmup_cli": 4.5,  # `accounts warmup`, which accounts_cli registers
     "accounts_cli": 5,
     "demo": 5,
     "monitor_cli": 5,

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from .accounts import ModelSpec
+from .pictures import image_b64
 from .signatures import SignatureBook
 from .validate import field as pfield
 from .validate import thinking_config, thinking_enabled
@@ -217,6 +218,7 @@ class Answer:
     text: str = ""
     calls: list[dict[str, Any]] = field(default_factory=list)
     image: bool = False
+    image_data: str = TINY_PNG  # base64 PNG the image model draws
     signature: str | None = None
     finish: str = "STOP"
     prompt_tokens: int = 0
@@ -328,6 +330,11 @@ def build_answer(
         json_text = _json_text(req, model, user_text)
         ans.text = json_text if json_text is not None else f"[{model}] echo: {user_text}"
         ans.image = spec.image_output
+        if ans.image:
+            gen = req.get("generationConfig")
+            asked = gen.get("imageConfig") if isinstance(gen, dict) else None
+            if asked:  # without imageConfig: the 1x1 picture (1:1, as Gemini's default)
+                ans.image_data = image_b64(asked)
         thought = f"Thinking about: {user_text[:200]}" if user_text else "Thinking about the request."
 
     if thinking_enabled(req, spec):
@@ -386,7 +393,7 @@ def _fragments(ans: Answer, n: int) -> list[dict[str, Any]]:
     frags.extend(texts)
     frags.extend(calls)
     if ans.image:
-        frags.append({"inlineData": {"mimeType": "image/png", "data": TINY_PNG}})
+        frags.append({"inlineData": {"mimeType": "image/png", "data": ans.image_data}})
     return frags
 
 

@@ -346,6 +346,10 @@ class AccountPool:
                 f"Token acquisition timed out ({self.config.token_timeout:g}s): the token or project lookup is slow"
             ) from None
 
+    async def lease_for(self, member: Member) -> Lease:
+        """A lease on one named account (warmup), its token refreshed as for any request; AccountNotReady."""
+        return await self._ready(member)
+
     def _protected_error(self, model: str, key: str) -> NoAccountError | None:
         """When quota protection is what keeps every account away from `model`: say so, and until when."""
         held = [m for m in self.members.values() if key in m.protected]
