@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ import aiohttp
 import orjson
 
 from .accounts import demo_accounts
+from .runner import until_signalled
 from .server import GoogleSimulator
 
 __all__ = ["FastUpstream", "run_fast_forever"]
@@ -366,13 +366,8 @@ def run_fast_forever(host: str, port: int, chunks: int, chunk_delay: float) -> N
         await upstream.start(host, port)
         print(f"agfast sim (fast mode) listening on {upstream.base_url}", flush=True)
         print(f"  refresh_token={upstream.refresh_token}", flush=True)
-        done = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, done.set)
         try:
-            await done.wait()
+            await until_signalled()
         finally:
             await upstream.stop()
 

@@ -92,6 +92,16 @@ class SimulatorThread:
         self.stop()
 
 
+async def until_signalled() -> None:
+    """Return once SIGINT or SIGTERM arrives (where the loop can handle signals)."""
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, done.set)
+    await done.wait()
+
+
 def run_forever(host: str, port: int, accounts: list[SimAccount], chunks: int, chunk_delay: float) -> None:
     """Serve until SIGINT/SIGTERM; prints the URL and each account's refresh token for copy-paste."""
 
@@ -101,13 +111,8 @@ def run_forever(host: str, port: int, accounts: list[SimAccount], chunks: int, c
         print(f"agfast sim listening on {sim.base_url}", flush=True)
         for account in accounts:
             print(f"  {account.email}  refresh_token={account.refresh_token}", flush=True)
-        done = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, done.set)
         try:
-            await done.wait()
+            await until_signalled()
         finally:
             await sim.stop()
 
