@@ -209,7 +209,7 @@ def test_schedule_fires_at_the_reset_once_per_account_and_family(tmp_path: Path)
             assert advance_to(low_reset) == {(LOW, "claude-sonnet-4-6")}  # LOW's Flash: protected
             assert advance_to(low_reset + 3 * SCHEDULE_INTERVAL_S) == set()
             counts = st.app.warmup.counts
-            assert counts["sent"] == 3 and counts["failed"] == 0 and counts["skipped"] >= 1
+            assert (counts["sent"], counts["skipped"], counts["failed"]) == (3, 1, 0)  # one refusal at LOW's reset
 
 
 def test_schedule_is_read_from_the_config_file(tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ class Warmup:
     pool: AccountPool
     clock: Clock = field(default_factory=SystemClock)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
-    # (account id, quota key) → the reset time of the window last warmed: one warmup per window.
+    # (account id, quota key) → the reset time of the window last warmed (or refused, protected): once per window.
     warmed: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def member(self, email: str) -> Member | None:
@@ -164,14 +164,16 @@ class Warmup:
         results = []
         now = self.clock.now()
         for member in list(self.pool.members.values()):
+            tried: set[str] = set()  # one attempt per family and pass, whichever of its models comes first
             for model in models:
                 key = quota_key(model)
                 window = self._due(member, key, now)
-                if window is None:
+                if window is None or key in tried:
                     continue
+                tried.add(key)
                 result = await self.warm(member.email, model)
                 results.append(result)
-                if result.success:
+                if result.success or result.outcome == "skipped":  # a refusal holds for the window too
                     self.warmed[(member.id, key)] = window
         return results
 
