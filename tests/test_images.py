@@ -89,13 +89,45 @@ def test_bad_input_is_400_in_openai_shape(
     assert generations(sim) == []
 
 
-def test_every_listed_image_model_generates(client: openai.OpenAI) -> None:
-    listed = [m.id for m in client.models.list() if "image" in m.id]
-    assert listed
+# The reference's listed variants of its image model (§7.4): size suffix × ratio suffix → (aspectRatio, imageSize).
+RATIO_SUFFIXES = {
+    "": "1:1",
+    "-1x1": "1:1",
+    "-4x3": "4:3",
+    "-3x4": "3:4",
+    "-16x9": "16:9",
+    "-9x16": "9:16",
+    "-21x9": "21:9",
+}
+SIZE_SUFFIXES = {"": None, "-2k": "2K", "-4k": "4K"}
+VARIANTS = {
+    f"gemini-3-pro-image{size}{ratio}": (aspect, image_size)
+    for size, image_size in SIZE_SUFFIXES.items()
+    for ratio, aspect in RATIO_SUFFIXES.items()
+}
+
+
+def test_every_listed_image_model_generates(client: openai.OpenAI, sim: GoogleSimulator) -> None:
+    """/v1/models lists exactly the reference's variants of the offered image model, and each is served: by
+    images.generate and by chat, as the bare model with the variant's ratio and size, drawn at that ratio."""
+    listed = sorted(m.id for m in client.models.list() if "image" in m.id)
+    assert listed == sorted(VARIANTS)
     for model in listed:
+        aspect, image_size = VARIANTS[model]
+        expected = {"aspectRatio": aspect} | ({"imageSize": image_size} if image_size else {})
+        w, h = (int(side) for side in aspect.split(":"))
+        sim.clear_requests()
         result = client.images.generate(model=model, prompt="a red square")
         assert result.data is not None
-        picture(result.data[0].b64_json or "")
+        width, height = picture(result.data[0].b64_json or "")
+        assert abs(width / height - w / h) < 0.01, model
+        chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "a red square"}])
+        text = chat.choices[0].message.content or ""
+        width, height = picture(text.partition("data:image/png;base64,")[2].partition(")")[0])
+        assert abs(width / height - w / h) < 0.01, model
+        sent = [orjson.loads(r.body) for r in generations(sim)]
+        configs = [(e["model"], e["requestType"], e["request"]["generationConfig"]["imageConfig"]) for e in sent]
+        assert configs == [("gemini-3-pro-image", "image_gen", expected)] * 2, model
 
 
 # ---------------------------------------------------------------------------------------------------------

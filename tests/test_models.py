@@ -329,7 +329,11 @@ CATALOG_CUSTOM = {"my-alias": "gemini-3-flash", "gpt-4*": "gemini-3-flash", "gho
         ("dall-e-3", FULL_POOL, True, None),
         ("ghost", FULL_POOL, True, None),  # mapped, but to a model nobody offers
         ("gemini-9-ultra", FULL_POOL, True, None),
-        ("gemini-3-pro-image-4k-16x9", FULL_POOL, True, None),
+        # an offered image model's size/ratio variants (§7.4) route as they are: the image request reads them
+        ("gemini-3-pro-image-4k-16x9", FULL_POOL, True, "gemini-3-pro-image-4k-16x9"),
+        ("gemini-3-pro-image-16x9-2k", FULL_POOL, True, "gemini-3-pro-image-16x9-2k"),
+        ("gemini-3-pro-image-5x7", FULL_POOL, True, None),  # no ratio the model draws
+        ("gemini-3-pro-image-4k-16x9", FLASH_ONLY, True, None),  # nobody offers the image model
         # lists unknown (no quota data yet): the tables decide, Google judges the rest
         ("claude-sonnet-4-6", frozenset(), False, SONNET),
         ("gpt-4o", frozenset(), False, "gemini-3-flash"),

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -15,7 +18,7 @@ from stack import agfast_on, generations, google_env, onboard_all, stack_config,
 from agfast import config
 from agfast.convert.models import normalize_to_standard_id
 from agfast.sim import MODEL_CATALOG, GoogleSimulator
-from agfast.upstream.warmup import WarmupResult
+from agfast.upstream.warmup import SCHEDULE_INTERVAL_S, WarmupResult
 
 SIM_ACCOUNTS = 2
 LOW, HIGH = "demo1@sim.local", "demo2@sim.local"
@@ -115,6 +118,98 @@ def test_scheduled_tick_warms_full_windows_once(sim: GoogleSimulator, tmp_path: 
         assert len(warmed) == 3
         sim.clear_requests()
         assert tick() == [] and generations(sim) == []
+
+
+# -- the schedule on a fake clock -----------------------------------------------------------------------------
+
+# Bounds a wait for the schedule's pass (real upstream calls to the simulator); a pass takes milliseconds.
+PASS_TIMEOUT_S = 30.0
+
+
+class FakeClock:
+    """The schedule's clock, moved by the test: `sleep` parks the caller until `advance_to` passes its deadline,
+    and `advance_to` returns once every woken sleeper has finished its pass and sleeps again."""
+
+    def __init__(self, start: float) -> None:
+        self.t = start
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._asleep = asyncio.Event()
+        self.naps: list[float] = []  # every sleep asked for, in order
+
+    def now(self) -> float:
+        return self.t
+
+    def next_wake(self) -> float | None:
+        return self._sleepers[0][0] if self._sleepers else None
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.t + seconds, next(self._order), future))
+        self.naps.append(seconds)
+        self._asleep.set()
+        await future
+
+    async def settle(self) -> None:
+        """Until the schedule sleeps (its first sleep starts with the server)."""
+        await asyncio.wait_for(self._asleep.wait(), PASS_TIMEOUT_S)
+
+    async def advance_to(self, moment: float) -> None:
+        while self._sleepers and self._sleepers[0][0] <= moment:
+            deadline, _, future = heapq.heappop(self._sleepers)
+            self.t = max(self.t, deadline)
+            self._asleep.clear()
+            future.set_result(None)
+            await self.settle()
+        self.t = max(self.t, moment)
+
+
+def reset_of(member_reset_times: dict[str, str], key: str) -> float:
+    return datetime.fromisoformat(member_reset_times[key]).timestamp()
+
+
+def test_schedule_fires_at_the_reset_once_per_account_and_family(tmp_path: Path) -> None:
+    """Every monitored family's window has started (60 % left), so nothing is due until it resets. HIGH's windows
+    reset first, LOW's an hour later; LOW's Flash family is below the protection threshold. The running server's
+    schedule, on a fake clock: nothing before HIGH's reset; at it one warmup per family for HIGH (two Flash models
+    monitored are one family); at LOW's only Claude (Flash protected); later passes send nothing again."""
+    models = [FLASH, "gemini-2.5-flash", "claude-sonnet-4-6"]
+    with start_sim(accounts=SIM_ACCOUNTS) as sim:
+        for account in sim.accounts.values():
+            account.default_remaining = 0.6
+        sim.accounts[HIGH].reset_after = 3 * 3600.0
+        sim.accounts[LOW].reset_after = 4 * 3600.0
+        for model in MODEL_CATALOG:
+            if normalize_to_standard_id(model) == FLASH:
+                sim.accounts[LOW].remaining[model] = 0.05
+        cfg = stack_config(tmp_path, sim, warmup_schedule_enabled=True, warmup_models=models, **PROTECTION)
+        onboard_all(cfg, sim)
+        sim.clear_requests()
+        server = ServerThread(cfg)
+        clock = FakeClock(datetime.now().timestamp())
+        server.app.warmup.clock = clock
+        with server as st:
+
+            def advance_to(moment: float) -> set[tuple[str, str]]:
+                """Move the clock; what the schedule sent meanwhile, as the simulator saw it."""
+                sim.clear_requests()
+                asyncio.run_coroutine_threadsafe(clock.advance_to(moment), st.loop).result(PASS_TIMEOUT_S * 4)
+                return {(str(r.email), orjson.loads(r.body)["model"]) for r in generations(sim)}
+
+            asyncio.run_coroutine_threadsafe(clock.settle(), st.loop).result(PASS_TIMEOUT_S)
+            members = {m.email: m for m in st.app.pool.members.values()}
+            high_reset = reset_of(members[HIGH].reset_times, FLASH)
+            low_reset = reset_of(members[LOW].reset_times, "claude")
+            assert clock.naps[0] == SCHEDULE_INTERVAL_S  # the first reset is hours away: sleep the longest nap
+
+            assert advance_to(high_reset - 1) == set()  # woken every interval, nothing due yet
+            assert clock.next_wake() == high_reset  # it wakes at the reset itself, not at the next interval
+            assert advance_to(high_reset) == {(HIGH, FLASH), (HIGH, "claude-sonnet-4-6")}
+            assert advance_to(low_reset - 1) == set()  # not twice for HIGH, not early for LOW
+            assert advance_to(low_reset) == {(LOW, "claude-sonnet-4-6")}  # LOW's Flash: protected
+            assert advance_to(low_reset + 3 * SCHEDULE_INTERVAL_S) == set()
+            counts = st.app.warmup.counts
+            assert (counts["sent"], counts["skipped"], counts["failed"]) == (3, 1, 0)  # one refusal at LOW's reset
 
 
 def test_schedule_is_read_from_the_config_file(tmp_path: Path) -> None:

@@ -199,6 +199,7 @@ class OpenAIApi:
                 responses.response_object(body, response_id, model, created),
                 custom=converted.custom,
                 stream=stream,
+                compaction=converted.compaction,
             )
             return builder
 

@@ -58,6 +58,34 @@ def parse_variant(model: str) -> ImageVariant:
     return ImageVariant(base, ratio, size)
 
 
+# The variants the reference lists for its image model (§7.4): size suffix × ratio suffix ("" = not named). Each
+# parses back (parse_variant) into settings the model draws; /v1/models lists them for every offered image model.
+VARIANT_SIZES = ("", "-2k", "-4k")
+VARIANT_RATIOS = ("", "-1x1", "-4x3", "-3x4", "-16x9", "-9x16", "-21x9")
+
+
+def image_variants(base: str) -> list[str]:
+    """The listed names of an image model: itself and its size/ratio variants (`gemini-3-pro-image-4k-16x9`)."""
+    return [base + size + ratio for size in VARIANT_SIZES for ratio in VARIANT_RATIOS]
+
+
+def is_variant(model: str) -> bool:
+    """An image model name carrying a size or ratio suffix."""
+    return is_image_model(model) and parse_variant(model).model != model
+
+
+def apply_variant(request: dict[str, Any], model: str) -> str:
+    """An image model's request as the model takes it, whatever surface built it: the name's ratio/size
+    suffixes become `generationConfig.imageConfig` (settings already there win) and the bare model is returned."""
+    variant = parse_variant(model)
+    gen = request.setdefault("generationConfig", {})
+    config = gen.setdefault("imageConfig", {})
+    config.setdefault("aspectRatio", variant.aspect_ratio or DEFAULT_ASPECT)
+    if variant.image_size is not None:
+        config.setdefault("imageSize", variant.image_size)
+    return variant.model
+
+
 def aspect_of_size(size: str) -> str:
     """OpenAI `size` (`1792x1024`, or a literal `16:9`) → a ratio the model draws; anything else is refused."""
     if size in _ASPECT_NAMES:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NamedTuple
 
+from agfast.convert.images import image_variants, is_image_model, is_variant, parse_variant
+
 _OPUS = "claude-opus-4-6-thinking"
 _SONNET = "claude-sonnet-4-6"
 _SONNET_THINKING = "claude-sonnet-4-6-thinking"
@@ -422,6 +424,8 @@ def route_known(
     routed = route_for_pool(model, custom_mapping, forwarding, offered)
     if routed in offered:
         return routed
+    if is_variant(routed):  # an image model's size/ratio variant: known when its model is (the suffix stays)
+        return routed if route_known(parse_variant(routed).model, {}, forwarding, offered, complete) else None
     if complete or not statically_known(model, custom_mapping, forwarding or _NO_RULES):
         return None
     return routed
@@ -430,10 +434,14 @@ def route_known(
 def list_models(
     custom_mapping: Mapping[str, str], forwarding: Mapping[str, str] | None, offered: Collection[str], complete: bool
 ) -> list[str]:
-    """Sorted ids for /v1/models, /v1/models/claude and /v1beta/models: every model an account offers and every
-    alias (custom_mapping, built-in table) that routes to one; never a pattern. While some account's list is
-    unknown, the aliases the tables would send upstream are listed too."""
+    """Sorted ids for /v1/models, /v1/models/claude and /v1beta/models: every model an account offers (an image
+    model with its size/ratio variants, §7.4) and every alias (custom_mapping, built-in table) that routes to one;
+    never a pattern. While some account's list is unknown, the aliases the tables would send upstream are listed
+    too."""
     ids = set(offered)
+    for name in offered:
+        if is_image_model(name):
+            ids.update(image_variants(name))
     for name in (*custom_mapping, *BUILTIN_ROUTES):
         if "*" in name or name in UNLISTED or name in ids:
             continue

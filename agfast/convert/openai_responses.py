@@ -5,6 +5,12 @@ a chat completions body, so one converter (`openai_chat.to_gemini`) serves both 
 `ResponsesBuilder` folds the Gemini stream into output items (reasoning, message, function_call,
 custom_tool_call) and, when streaming, emits the Responses event sequence, each event numbered. Codex
 retries a stream that closes before a terminal event, so `finish()`/`fail()` always end with one.
+
+Codex's remote compaction (its provider is OpenAI's, v0.169's only remote kind) is a Responses request whose
+input ends with a `compaction_trigger` item and whose answer must be exactly one `compaction` output item, an
+opaque `encrypted_content` Codex keeps in place of the history and sends back as an input item. Here the model
+writes a summary (no tools offered) and the item carries it, marked as ours; on the way back it becomes a user
+message with the summary. Another server's (truly encrypted) compaction items are skipped: unreadable.
 """
 
 from __future__ import annotations
@@ -50,13 +56,28 @@ ECHOED: tuple[tuple[str, Any], ...] = (
 )
 
 
+# What the model is asked when Codex compacts: a summary another model can resume from. (No "call" wording: a
+# tool name in the summary must not read as a request to use it.)
+COMPACTION_PROMPT = (
+    "Context checkpoint: the conversation above is about to be replaced by your summary. Write a concise handoff "
+    "for the assistant who resumes this work: the user's goals and constraints, what has been done and found so "
+    "far (files, commands and their results), decisions taken, and the next steps. Answer with the summary only."
+)
+# Marks a compaction item's `encrypted_content` as written here (its summary follows), so it can be read back.
+COMPACTION_MARK = "agfast-summary:v1:"
+# How a compaction item reads to the model when it comes back in a later request's input.
+SUMMARY_INTRO = "Summary of the earlier conversation (it replaces that history):\n"
+
+
 @dataclass(slots=True)
 class ResponsesPlan:
-    """The chat body to send, the conversation to store afterwards, and which tools are free-form."""
+    """The chat body to send, the conversation to store afterwards, which tools are free-form, and whether this
+    is Codex compacting its history (answered with one `compaction` item)."""
 
     chat: dict[str, Any]
     conversation: list[dict[str, Any]]
     custom: frozenset[str] = field(default_factory=frozenset)
+    compaction: bool = False
 
 
 def new_id(prefix: str) -> str:
@@ -67,11 +88,12 @@ def new_id(prefix: str) -> str:
 class _Input:
     """Input items → chat messages; one method per item type (see ITEM_METHODS)."""
 
-    __slots__ = ("messages", "reasoning")
+    __slots__ = ("compaction", "messages", "reasoning")
 
     def __init__(self, messages: list[dict[str, Any]]) -> None:
         self.messages = messages
         self.reasoning: list[str] = []
+        self.compaction = False
 
     def _assistant(self) -> dict[str, Any]:
         """The assistant message calls attach to: the last one if nothing came after it, else a new one."""
@@ -142,6 +164,14 @@ class _Input:
         texts = [s.get("text") for s in summary if isinstance(s, dict)] if isinstance(summary, list) else []
         self.reasoning.extend(t for t in texts if isinstance(t, str) and t)
 
+    def compaction_trigger(self, item: dict[str, Any], param: str) -> None:
+        self.compaction = True
+
+    def compaction_item(self, item: dict[str, Any], param: str) -> None:
+        content = item.get("encrypted_content")
+        if isinstance(content, str) and content.startswith(COMPACTION_MARK):
+            self.messages.append({"role": "user", "content": SUMMARY_INTRO + content[len(COMPACTION_MARK) :]})
+
 
 def _as_parts(content: Any) -> list[Any]:
     if isinstance(content, list):
@@ -159,6 +189,8 @@ ITEM_METHODS = {
     "function_call_output": _Input.call_output,
     "custom_tool_call_output": _Input.call_output,
     "reasoning": _Input.reasoning_item,
+    "compaction_trigger": _Input.compaction_trigger,
+    "compaction": _Input.compaction_item,
 }
 
 
@@ -219,6 +251,10 @@ def to_chat(body: dict[str, Any], history: list[dict[str, Any]] | None) -> Respo
         messages.insert(0, {"role": "system", "content": instructions})
     tools, custom = _tools(body.get("tools"))
     chat: dict[str, Any] = {"model": body.get("model"), "messages": messages}
+    if items.compaction:
+        # The summary is the whole answer: no tools to reach for, and the request is not part of the conversation.
+        messages.append({"role": "user", "content": COMPACTION_PROMPT})
+        tools = None
     if tools:
         chat["tools"] = tools
         if body.get("tool_choice") is not None:
@@ -234,7 +270,7 @@ def to_chat(body: dict[str, Any], history: list[dict[str, Any]] | None) -> Respo
     text = body.get("text")
     if isinstance(text, dict) and text.get("format") is not None:
         chat["response_format"] = text["format"]
-    return ResponsesPlan(chat, conversation, custom)
+    return ResponsesPlan(chat, conversation, custom, items.compaction)
 
 
 def response_object(body: dict[str, Any], response_id: str, model: str, created: int) -> dict[str, Any]:
@@ -278,13 +314,22 @@ def responses_usage(meta: dict[str, Any] | None) -> dict[str, Any]:
 class ResponsesBuilder:
     """Gemini chunks → output items, and (when `stream`) the Responses SSE events, numbered from 0."""
 
-    __slots__ = ("_chunks", "_item", "_kind", "custom", "reader", "response", "seq", "stream")
+    __slots__ = ("_chunks", "_item", "_kind", "compaction", "custom", "reader", "response", "seq", "stream")
 
-    def __init__(self, reader: Reader, response: dict[str, Any], *, custom: frozenset[str], stream: bool) -> None:
+    def __init__(
+        self,
+        reader: Reader,
+        response: dict[str, Any],
+        *,
+        custom: frozenset[str],
+        stream: bool,
+        compaction: bool = False,
+    ) -> None:
         self.reader = reader
         self.response = response
         self.custom = custom
         self.stream = stream
+        self.compaction = compaction
         self.seq = 0
         self._kind = ""  # "reasoning" | "message" while a text item is open
         self._item: dict[str, Any] = {}
@@ -305,6 +350,9 @@ class ResponsesBuilder:
         )
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
+        if self.compaction:  # the summary's text is gathered; its item is emitted whole at the end
+            self._chunks.extend(piece.text for piece in self.reader.read(chunk) if not piece.index and piece.text)
+            return b""
         out: list[bytes] = []
         for piece in self.reader.read(chunk):
             if piece.index:
@@ -433,12 +481,28 @@ class ResponsesBuilder:
         return b"".join(self._event(e["type"], e) for e in events)
 
     # -- the end ---------------------------------------------------------------------------------------------
+    def _compaction(self) -> bytes:
+        """The one `compaction` output item Codex expects, carrying the summary."""
+        output = self.response["output"]
+        item = {
+            "id": new_id("cmp_"),
+            "type": "compaction",
+            "encrypted_content": COMPACTION_MARK + "".join(self._chunks),
+        }
+        output.append(item)
+        if not self.stream:
+            return b""
+        index = len(output) - 1
+        kinds = ("response.output_item.added", "response.output_item.done")
+        return b"".join(self._event(kind, {"type": kind, "output_index": index, "item": item}) for kind in kinds)
+
     def finish(self) -> bytes:
-        """Close what is open and settle the response: completed, or incomplete with the reason."""
-        out = self._close()
+        """Close what is open and settle the response: completed, or incomplete with the reason (a compaction
+        always completes: a cut summary still replaces the history better than none)."""
+        out = self._compaction() if self.compaction else self._close()
         reader = self.reader
         response = self.response
-        reason = INCOMPLETE_REASONS.get(reader.finish.get(0, "STOP"))
+        reason = None if self.compaction else INCOMPLETE_REASONS.get(reader.finish.get(0, "STOP"))
         has_calls = any(item["type"] in ("function_call", "custom_tool_call") for item in response["output"])
         if reason is not None and not has_calls:
             response["status"] = "incomplete"
@@ -473,6 +537,8 @@ class ResponsesBuilder:
                 reasoning.extend(s["text"] for s in item["summary"])
             elif kind == "message":
                 texts.extend(p["text"] for p in item["content"])
+            elif kind == "compaction":
+                texts.append(item["encrypted_content"].removeprefix(COMPACTION_MARK))
             else:
                 arguments = item["arguments"] if kind == "function_call" else orjson.dumps({"input": item["input"]})
                 if isinstance(arguments, bytes):

@@ -26,6 +26,7 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
 from agfast.config import Config
+from agfast.convert.images import apply_variant
 from agfast.netaddr import ProxyURLError
 from agfast.upstream.proxy import LabelledProxyConnector, NoProxy, ProxyFailure, parse_proxy
 
@@ -300,7 +301,10 @@ def envelope(
     user_agent: str = "antigravity",
     extra: dict[str, Any] | None = None,
 ) -> bytes:
-    """The v1internal wrapper around a GenerateContentRequest, encoded once."""
+    """The v1internal wrapper around a GenerateContentRequest, encoded once. An image model's name (any surface's,
+    size/ratio variants included) goes as the bare model with its imageConfig, as an `image_gen` request."""
+    if "-image" in model:
+        model, request_type = apply_variant(request, model), "image_gen"
     outer: dict[str, Any] = {
         "project": project,
         "requestId": request_id,
