@@ -113,12 +113,14 @@ class _Target:
     """One upstream URL as the lean path needs it, built once: the request whose connection key the connector
     pools by, the pre-encoded request line with the constant headers, and what an error may tell about it."""
 
-    __slots__ = ("head", "info", "probe", "url")
+    __slots__ = ("head", "info", "loop", "probe", "url")
 
     def __init__(self, url: yarl.URL, session: aiohttp.ClientSession, constant: bytes) -> None:
         self.url = url
+        # The session's loop, kept: asking asyncio for the running loop costs a getpid() syscall on Python 3.11.
+        self.loop = asyncio.get_running_loop()
         # Only its URL, TLS settings and (absent) proxy are read: by the connector, to pick or open a connection.
-        self.probe = aiohttp.ClientRequest("POST", url, loop=asyncio.get_running_loop(), session=session)
+        self.probe = aiohttp.ClientRequest("POST", url, loop=self.loop, session=session)
         host = (url.host_port_subcomponent or "").encode("idna")
         self.head = b"POST %s HTTP/1.1\r\nHost: %s\r\n%s" % (url.raw_path_qs.encode(), host, constant)
         # Errors carry this instead of the real headers: an exception never holds the account's token.
@@ -279,7 +281,7 @@ class UpstreamClient:
             raise RuntimeError("Session is closed")
         target = self._target(session, url)
         timeout = self._timeout
-        loop = asyncio.get_running_loop()
+        loop = target.loop
         handle_owner = TimeoutHandle(loop, timeout.total, ceil_threshold=timeout.ceil_threshold)
         handle = handle_owner.start()
         timer = handle_owner.timer()
