@@ -468,7 +468,7 @@ class HttpProtocol(asyncio.Protocol):
             _handler_failed(route, req, resp, exc)
         finally:
             # The answer may already have started the next pipelined request's task: only forget our own.
-            if self.task is asyncio.current_task():
+            if self.task is asyncio.current_task(self.state.loop):  # with the loop named: no getpid() syscall
                 self.task = None
         if not self.closed:
             _settle(route, resp)

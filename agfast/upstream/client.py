@@ -4,10 +4,17 @@ One `ClientSession` serves the whole process, so TLS connections to Google are r
 accounts; each outbound proxy in use (`upstream.proxy`, an account's `proxy_url`) has one more, made on first
 use (see `proxy.py`). Calls go to each configured `…/v1internal` base in order; 408, 404, any 5xx and transport errors
 fall through to the next base, anything else is the answer (reference §5.1).
+
+The v1internal calls take a lean path through aiohttp (`_post`): the session's connector (pool, DNS, TLS,
+proxies), its response protocol, parser, `ClientResponse` and timeouts, but not `ClientSession.request`'s
+per-call machinery (URL and header merging into multidicts, cookie jar, redirects, traces, a `ClientRequest`
+and, on Python < 3.12, one more task per call to write its body). Its request head is the target's pre-encoded
+part plus the call's own lines, written with the body in one `writelines`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import logging
@@ -23,7 +30,10 @@ import aiohttp
 import orjson
 import yarl
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.client_reqrep import RequestInfo
+from aiohttp.helpers import TimeoutHandle
 from aiohttp.payload import Payload
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from agfast.config import Config
 from agfast.convert.images import apply_variant
@@ -52,6 +62,13 @@ CONNECTION_LIMIT = 512
 HEAD_COALESCE = 16 * 1024
 # Google's hosts for non-project placeholders (reference §5.2: no x-goog-user-project for these).
 PLACEHOLDER_PROJECTS = frozenset({"", "test-project", "project-id"})
+# What aiohttp's own request path sends besides our headers (the response parser keeps its own defaults).
+ACCEPT_LINES = b"".join(
+    b"%s: %s\r\n" % (name.encode(), value.encode()) for name, value in aiohttp.ClientRequest.DEFAULT_HEADERS.items()
+)
+# A header value must not end its line early: CR or LF in a token, project or extra header would start a header
+# of its own (aiohttp's serializer refuses them too).
+LINE_BREAKS = ("\r", "\n")
 
 
 class TransportError(Exception):
@@ -93,6 +110,43 @@ class RequestBody(Payload):
             await writer.write(view[HEAD_COALESCE:])
 
 
+class _Target:
+    """One upstream URL as the lean path needs it, built once: the request whose connection key the connector
+    pools by, the pre-encoded request line with the constant headers, and what an error may tell about it."""
+
+    __slots__ = ("head", "info", "loop", "probe", "url")
+
+    def __init__(self, url: yarl.URL, session: aiohttp.ClientSession, constant: bytes) -> None:
+        self.url = url
+        # The session's loop, kept: asking asyncio for the running loop costs a getpid() syscall on Python 3.11.
+        self.loop = asyncio.get_running_loop()
+        # Only its URL, TLS settings and (absent) proxy are read: by the connector, to pick or open a connection.
+        self.probe = aiohttp.ClientRequest("POST", url, loop=self.loop, session=session)
+        host = (url.host_port_subcomponent or "").encode("idna")
+        self.head = b"POST %s HTTP/1.1\r\nHost: %s\r\n%s" % (url.raw_path_qs.encode(), host, constant)
+        # Errors carry this instead of the real headers: an exception never holds the account's token.
+        self.info = tuple.__new__(RequestInfo, (url, "POST", CIMultiDictProxy(CIMultiDict()), url))
+
+
+class _Sent:
+    """What `ClientResponse` reads of the writer of a request that is already sent."""
+
+    __slots__ = ("output_size",)
+
+    def __init__(self, size: int) -> None:
+        self.output_size = size
+
+
+def header_lines(headers: dict[str, str]) -> bytes:
+    """`Name: value` lines, CRLF-terminated; ValueError for a value or name that would break its line."""
+    out = b""
+    for name, value in headers.items():
+        if any(c in value or c in name for c in LINE_BREAKS):
+            raise ValueError(f"Newline or carriage return character detected in HTTP header {name!r}")
+        out += b"%s: %s\r\n" % (name.encode("utf-8"), value.encode("utf-8"))
+    return out
+
+
 def machine_id(data_dir: Path) -> str:
     """A stable per-installation id for `x-machine-id`; never the raw /etc/machine-id."""
     try:
@@ -112,7 +166,10 @@ def user_agent(config: Config) -> str:
 
 
 class UpstreamClient:
-    __slots__ = ("_base_headers", "_no_proxy", "_proxied", "_session", "_urls", "config", "endpoints", "proxy")
+    __slots__ = (
+        "_base_headers", "_constant", "_no_proxy", "_proxied", "_session", "_targets", "_timeout", "_urls", "config",
+        "endpoints", "proxy",
+    )  # fmt: skip
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -131,6 +188,12 @@ class UpstreamClient:
             "x-machine-id": machine_id(config.data_dir),
             "x-vscode-sessionid": str(uuid.uuid4()),
         }
+        # The lean path's constant header lines (Content-Length and the call's own lines follow).
+        self._constant = ACCEPT_LINES + header_lines(self._base_headers)
+        self._targets: dict[tuple[int, yarl.URL], _Target] = {}
+        self._timeout = aiohttp.ClientTimeout(
+            total=TOTAL_TIMEOUT, sock_connect=CONNECT_TIMEOUT, sock_read=config.stream_idle_timeout
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -147,9 +210,7 @@ class UpstreamClient:
     def _new_session(self, connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=TOTAL_TIMEOUT, sock_connect=CONNECT_TIMEOUT, sock_read=self.config.stream_idle_timeout
-            ),
+            timeout=self._timeout,
             json_serialize=lambda obj: orjson.dumps(obj).decode(),
             skip_auto_headers=("User-Agent",),
         )
@@ -180,6 +241,7 @@ class UpstreamClient:
         for session in self._proxied.values():
             await session.close()
         self._proxied.clear()
+        self._targets.clear()
 
     def _url(self, base: str, method: str, query: str) -> yarl.URL:
         """Parsed once per (endpoint, method): yarl parsing is a visible cost per call otherwise."""
@@ -191,12 +253,77 @@ class UpstreamClient:
 
     def headers(self, token: str, project: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = dict(self._base_headers)
-        headers["Authorization"] = "Bearer " + token
+        headers.update(self.call_headers(token, project, extra))
+        return headers
+
+    @staticmethod
+    def call_headers(token: str, project: str | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The headers one call adds to the constant ones: its account's token and project, the model's extras."""
+        headers = {"Authorization": "Bearer " + token}
         if project and project not in PLACEHOLDER_PROJECTS:
             headers["x-goog-user-project"] = project
         if extra:
             headers.update(extra)
         return headers
+
+    def _target(self, session: aiohttp.ClientSession, url: yarl.URL) -> _Target:
+        key = (id(session), url)
+        target = self._targets.get(key)
+        if target is None:
+            target = self._targets[key] = _Target(url, session, self._constant)
+        return target
+
+    async def _post(
+        self, session: aiohttp.ClientSession, url: yarl.URL, lines: bytes, body: bytes
+    ) -> aiohttp.ClientResponse:
+        """POST `body` with the constant headers plus `lines` through `session`'s connector: the lean path (see the
+        module docstring), with aiohttp's own timeouts (connect, idle read, total) and errors."""
+        if session.closed:
+            raise RuntimeError("Session is closed")
+        target = self._target(session, url)
+        timeout = self._timeout
+        loop = target.loop
+        handle_owner = TimeoutHandle(loop, timeout.total, ceil_threshold=timeout.ceil_threshold)
+        handle = handle_owner.start()
+        timer = handle_owner.timer()
+        head = b"%s%sContent-Length: %d\r\n\r\n" % (target.head, lines, len(body))
+        try:
+            with timer:
+                connector = session.connector
+                assert connector is not None
+                try:
+                    conn = await connector.connect(target.probe, traces=[], timeout=timeout)
+                except TimeoutError as exc:
+                    raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {url}") from exc
+                protocol = conn.protocol
+                assert protocol is not None
+                protocol.set_response_params(timer=timer, read_until_eof=True, read_timeout=timeout.sock_read)
+                response = aiohttp.ClientResponse(
+                    "POST", url, writer=None, continue100=None, timer=timer, request_info=target.info, traces=[],
+                    loop=loop, session=session, stream_writer=_Sent(len(head) + len(body)),  # type: ignore[arg-type]
+                )  # fmt: skip
+                try:
+                    transport = protocol.transport
+                    if transport is None or transport.is_closing():
+                        raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
+                    transport.writelines((head, body))
+                    protocol.start_timeout()  # the idle-read timeout runs from the last byte sent
+                    await response.start(conn)
+                except BaseException:
+                    response.close()
+                    conn.close()
+                    raise
+        except BaseException:
+            handle_owner.close()
+            if handle is not None:
+                handle.cancel()
+            raise
+        if handle is not None:
+            if response.connection is not None:
+                response.connection.add_callback(handle.cancel)
+            else:
+                handle.cancel()
+        return response
 
     async def call(
         self,
@@ -214,7 +341,8 @@ class UpstreamClient:
         `proxy` is the account's own proxy URL; a failing proxy raises `ProxyFailure` (no fallback: every
         endpoint is behind the same proxy)."""
         query = "?alt=sse" if stream else ""
-        headers = self.headers(token, project, extra_headers)
+        headers = self.call_headers(token, project, extra_headers)
+        lines = header_lines(headers)
         direct = proxy is None and self.proxy is None
         session = self.session
         last_error = "no endpoint configured"
@@ -228,7 +356,7 @@ class UpstreamClient:
                 try:
                     if not direct:
                         session = self.session_for(url, proxy)
-                    response = await session.post(url, data=RequestBody(body), headers=headers)
+                    response = await self._post(session, url, lines, body)
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     last_error = f"{base}: {type(exc).__name__}: {exc}" if str(exc) else f"{base}: {type(exc).__name__}"
                     fallbacks += 1
@@ -238,6 +366,7 @@ class UpstreamClient:
                     # Google refuses some projects as a billing header; the original retries once without it.
                     response.release()
                     headers.pop("x-goog-user-project")
+                    lines = header_lines(headers)
                     dropped_project = True
                     restart = True
                     break
