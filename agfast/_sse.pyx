@@ -136,3 +136,194 @@ cdef class SSEDecoder:
             self._data.append(value)
         elif field == b"event":
             self._event = value
+
+
+# -- the per-event fast path: v1internal event bytes → client bytes ------------------------------------------
+
+cdef bytes _DONE = b"[DONE]"
+cdef int _THINKING_KIND = 1  # convert.anthropic_stream's THINKING block kind
+cdef int _TEXT_KIND = 2  # and its TEXT
+cdef bytes _TEXT_DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+cdef bytes _TEXT_DELTA_MID = b',"delta":{"type":"text_delta","text":'
+cdef bytes _THINKING_DELTA_MID = b',"delta":{"type":"thinking_delta","thinking":'
+cdef bytes _DELTA_TAIL = b'}}\n\n'
+cdef bytes _CHUNK_TAIL = b'},"finish_reason":null}]}\n\n'
+cdef bytes _ROLE = b'"role":"assistant"'
+cdef bytes _REASONING = b'"reasoning_content":'
+cdef bytes _CONTENT = b'"content":'
+cdef bytes _COMMA_CONTENT = b',"content":'
+
+
+cdef tuple _plain_event(bytes data):
+    """(usageMetadata, parts) of an event that only carries text or thought text for candidate 0, else None."""
+    cdef object doc, inner, meta, candidates, cand, index, content, parts, part
+    try:
+        doc = _loads(data)
+    except _JSONDecodeError:
+        return None
+    if type(doc) is not dict:
+        return None
+    inner = (<dict>doc).get("response", doc)
+    if type(inner) is not dict or (<dict>inner).get("error") is not None:
+        return None
+    meta = (<dict>inner).get("usageMetadata")
+    if meta is not None and (type(meta) is not dict or not meta):
+        return None
+    candidates = (<dict>inner).get("candidates")
+    if not candidates:
+        return (meta, None)
+    if type(candidates) is not list or len(<list>candidates) != 1:
+        return None
+    cand = (<list>candidates)[0]
+    if type(cand) is not dict or (<dict>cand).get("finishReason"):
+        return None
+    index = (<dict>cand).get("index", 0)
+    if type(index) is not int or index != 0:
+        return None
+    content = (<dict>cand).get("content")
+    if content is None:
+        return (meta, None)
+    if type(content) is not dict:
+        return None
+    parts = (<dict>content).get("parts")
+    if not parts:
+        return (meta, None)
+    if type(parts) is not list:
+        return None
+    for part in <list>parts:
+        if (
+            type(part) is not dict
+            or type((<dict>part).get("text")) is not str
+            or (<dict>part).get("thoughtSignature")
+            or (<dict>part).get("functionCall") is not None
+        ):
+            return None
+    return (meta, parts)
+
+
+cdef class ChatDeltas:
+    """The per-event fast path of `convert.openai_chat.ChatStream`: text and reasoning deltas of choice 0."""
+
+    cdef bytes _head
+    cdef public set started
+    cdef public object usage
+
+    def __init__(self, bytes head, set started):
+        self._head = b"data: " + head + b'{"index":0,"delta":{'
+        self.started = started
+        self.usage = None
+
+    cpdef tuple convert(self, list batch, Py_ssize_t start):
+        """Events `batch[start:stop]` as chunk bytes, stopping before the first one the fast path does not take."""
+        cdef list out = []
+        cdef object usage = None, meta, parts, part
+        cdef tuple plain
+        cdef Py_ssize_t k = start, n = len(batch)
+        cdef list reasoning, text
+        cdef bytes data
+        while k < n:
+            data = <bytes>batch[k]
+            if data == _DONE:
+                k += 1
+                continue
+            plain = _plain_event(data)
+            if plain is None:
+                break
+            meta = plain[0]
+            parts = plain[1]
+            if parts is not None:
+                reasoning = []
+                text = []
+                for part in <list>parts:
+                    if (<dict>part).get("thought"):
+                        reasoning.append((<dict>part)["text"])
+                    else:
+                        text.append((<dict>part)["text"])
+                out.append(self._chunk("".join(reasoning), "".join(text)))
+            if meta is not None:
+                usage = meta
+            k += 1
+        if usage is not None:
+            self.usage = usage
+        return b"".join(out), k, usage
+
+    cdef bytes _chunk(self, str reasoning, str text):
+        cdef bytes out
+        cdef bint written = False  # a field is in the delta already: the next one needs a comma
+        if not reasoning and not text:
+            return b""
+        out = self._head
+        if 0 not in self.started:
+            self.started.add(0)
+            out += _ROLE
+            written = True
+        if reasoning:
+            out += (b"," if written else b"") + _REASONING + _dumps(reasoning)
+            written = True
+        if text:
+            out += (_COMMA_CONTENT if written else _CONTENT) + _dumps(text)
+        return out + _CHUNK_TAIL
+
+
+cdef class AnthropicDeltas:
+    """The per-event fast path of `convert.anthropic_stream.StreamConverter`: deltas into the open block."""
+
+    cdef public bint omit_thinking
+    cdef public bint ready
+    cdef public int kind
+    cdef public int index
+    cdef public object usage
+
+    def __init__(self, bint omit_thinking):
+        self.omit_thinking = omit_thinking
+        self.ready = False
+        self.kind = 0
+        self.index = -1
+        self.usage = None
+
+    cpdef tuple convert(self, list batch, Py_ssize_t start):
+        """Events `batch[start:stop]` as event bytes, stopping before the first one the fast path does not take."""
+        cdef list out = []
+        cdef object usage = None, meta, parts, events
+        cdef tuple plain
+        cdef Py_ssize_t k = start, n = len(batch)
+        cdef bytes data
+        while k < n and self.ready:
+            data = <bytes>batch[k]
+            if data == _DONE:
+                k += 1
+                continue
+            plain = _plain_event(data)
+            if plain is None:
+                break
+            meta = plain[0]
+            parts = plain[1]
+            if parts is not None:
+                events = self._deltas(<list>parts)
+                if events is None:
+                    break
+                out.append(events)
+            if meta is not None:
+                usage = meta
+            k += 1
+        if usage is not None:
+            self.usage = usage
+        return b"".join(out), k, usage
+
+    cdef object _deltas(self, list parts):
+        cdef list out = []
+        cdef object part
+        cdef str text
+        cdef bytes index = str(self.index).encode()
+        for part in parts:
+            text = <str>(<dict>part)["text"]
+            if (<dict>part).get("thought"):
+                if self.kind != _THINKING_KIND:
+                    return None
+                if text and not self.omit_thinking:
+                    out.append(_TEXT_DELTA_HEAD + index + _THINKING_DELTA_MID + _dumps(text) + _DELTA_TAIL)
+            elif text:
+                if self.kind != _TEXT_KIND:
+                    return None
+                out.append(_TEXT_DELTA_HEAD + index + _TEXT_DELTA_MID + _dumps(text) + _DELTA_TAIL)
+        return b"".join(out)

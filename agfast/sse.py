@@ -29,5 +29,7 @@ _impl, IMPLEMENTATION = _select()
 frame_event = _impl.frame_event
 SSEDecoder = _impl.SSEDecoder
 unwrap_response = _impl.unwrap_response
+ChatDeltas = _impl.ChatDeltas
+AnthropicDeltas = _impl.AnthropicDeltas
 
-__all__ = ["IMPLEMENTATION", "SSEDecoder", "frame_event", "unwrap_response"]
+__all__ = ["IMPLEMENTATION", "AnthropicDeltas", "ChatDeltas", "SSEDecoder", "frame_event", "unwrap_response"]
