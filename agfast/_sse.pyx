@@ -2,6 +2,7 @@
 """Compiled twin of `_sse_py.py`: same names, same bytes out for the same bytes in."""
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.string cimport memchr, memcmp
 
 import orjson
 
@@ -61,8 +62,8 @@ cdef class SSEDecoder:
         cdef list out = []
         cdef bytes buf
         cdef const char* p
-        cdef Py_ssize_t n, pos, i, end, nxt
-        cdef char c
+        cdef const char* hit
+        cdef Py_ssize_t n, pos, lf, end, nxt
         if not chunk:
             return out
         if self._pending_cr:
@@ -80,33 +81,33 @@ cdef class SSEDecoder:
         p = PyBytes_AS_STRING(buf)
         n = PyBytes_GET_SIZE(buf)
         pos = 0
-        i = 0
-        while i < n:
-            c = p[i]
-            if c == b'\n':
-                end = i
-                nxt = i + 1
-            elif c == b'\r':
-                end = i
-                if i + 1 < n:
-                    nxt = i + 2 if p[i + 1] == b'\n' else i + 1
+        # Lines are found with memchr (a word at a time), not byte by byte: events are hundreds of bytes long.
+        while pos < n:
+            hit = <const char*>memchr(p + pos, b'\n', n - pos)
+            lf = hit - p if hit != NULL else -1
+            hit = <const char*>memchr(p + pos, b'\r', (lf if lf >= 0 else n) - pos)
+            if hit != NULL:
+                end = hit - p
+                if end + 1 < n:
+                    nxt = end + 2 if p[end + 1] == b'\n' else end + 1
                 else:
-                    nxt = i + 1
+                    nxt = end + 1
                     self._pending_cr = True
+            elif lf >= 0:
+                end = lf
+                nxt = lf + 1
             else:
-                i += 1
-                continue
-            self._line(buf[pos:end], out)
+                break
+            self._line(buf, pos, end, out)
             pos = nxt
-            i = nxt
-        self._buf = buf[pos:]
+        self._buf = buf[pos:] if pos else buf
         return out
 
     cpdef list close(self):
         """End of stream: a last event without its blank line is still delivered."""
         cdef list out = []
         if self._buf:
-            self._line(self._buf, out)
+            self._line(self._buf, 0, PyBytes_GET_SIZE(self._buf), out)
             self._buf = b""
         if self._data:
             out.append((self._event, b"\n".join(self._data)))
@@ -114,28 +115,31 @@ cdef class SSEDecoder:
         self._event = b""
         return out
 
-    cdef void _line(self, bytes line, list out):
-        cdef Py_ssize_t colon
-        cdef bytes field, value
-        if not line:
+    cdef void _line(self, bytes buf, Py_ssize_t start, Py_ssize_t end, list out):
+        """The line buf[start:end], read in place: only a field's value is copied out."""
+        cdef const char* p = PyBytes_AS_STRING(buf)
+        cdef const char* hit
+        cdef Py_ssize_t colon, field_len, value_at
+        if start == end:
             if self._data:
                 out.append((self._event, b"\n".join(self._data)))
                 self._data = []
             self._event = b""
             return
-        colon = line.find(b":")
-        if colon == 0:
+        if p[start] == b':':
             return
-        if colon < 0:
-            field = line
-            value = b""
+        hit = <const char*>memchr(p + start, b':', end - start)
+        if hit == NULL:
+            field_len = end - start
+            value_at = end
         else:
-            field = line[:colon]
-            value = line[colon + 2:] if line[colon + 1:colon + 2] == b" " else line[colon + 1:]
-        if field == b"data":
-            self._data.append(value)
-        elif field == b"event":
-            self._event = value
+            colon = hit - p
+            field_len = colon - start
+            value_at = colon + 2 if colon + 1 < end and p[colon + 1] == b' ' else colon + 1
+        if field_len == 4 and memcmp(p + start, b"data", 4) == 0:
+            self._data.append(buf[value_at:end])
+        elif field_len == 5 and memcmp(p + start, b"event", 5) == 0:
+            self._event = buf[value_at:end]
 
 
 # -- the per-event fast path: v1internal event bytes → client bytes ------------------------------------------
