@@ -97,25 +97,29 @@ def convert_batch(
     done = False
     k = 0
     n = len(batch)
+    if convert is not None:
+        converted, k, usage = convert(batch, 0)
+        if usage is not None:
+            stream.usage = usage
+        if k == n:  # the usual read: every event plain
+            return converted, False, None
+        out.append(converted)
     while k < n:
-        if convert is not None:
+        data = batch[k]
+        k += 1
+        if data != DONE:
+            chunk, error = parse_event(data)
+            if error is not None:
+                return b"".join(out), done, error
+            if chunk is not None:
+                stream.note(chunk)
+                out.append(feed(chunk))
+                done = done or upstream_done(chunk)
+        if convert is not None and k < n:
             converted, k, usage = convert(batch, k)
             out.append(converted)
             if usage is not None:
                 stream.usage = usage
-            if k == n:
-                break
-        data = batch[k]
-        k += 1
-        if data == DONE:
-            continue
-        chunk, error = parse_event(data)
-        if error is not None:
-            return b"".join(out), done, error
-        if chunk is not None:
-            stream.note(chunk)
-            out.append(feed(chunk))
-            done = done or upstream_done(chunk)
     return b"".join(out), done, None
 
 
