@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
+
+_loads = orjson.loads
+_dumps = orjson.dumps
+_JSONDecodeError = orjson.JSONDecodeError
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -119,3 +125,178 @@ class SSEDecoder:
             self._data.append(value)
         elif field == b"event":
             self._event = value
+
+
+# -- the per-event fast path: v1internal event bytes → client bytes ------------------------------------------
+
+_DONE = b"[DONE]"
+# What a fast converter returns for events [start, stop) of a batch: their output, `stop`, and the last
+# usageMetadata among them (None when none carried one).
+Converted = tuple[bytes, int, "dict[str, Any] | None"]
+_THINKING_KIND, _TEXT_KIND = 1, 2  # convert.anthropic_stream's THINKING and TEXT block kinds
+_TEXT_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":{"type":"text_delta","text":%b}}\n\n'  # noqa: E501
+_THINKING_DELTA = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,"delta":{"type":"thinking_delta","thinking":%b}}\n\n'  # noqa: E501
+
+
+def _plain_event(data: bytes) -> tuple[Any, Any] | None:
+    """(usageMetadata, parts) of an event that only carries text or thought text for candidate 0, else None.
+
+    None means "not for the fast path": an error event, a finish reason, a function call, a signature, an
+    image, several candidates, anything not shaped as expected. `parts` is None when there are none.
+    """
+    try:
+        doc = _loads(data)
+    except _JSONDecodeError:
+        return None
+    if doc.__class__ is not dict:
+        return None
+    inner = doc.get("response", doc)
+    if inner.__class__ is not dict or inner.get("error") is not None:
+        return None
+    meta = inner.get("usageMetadata")
+    if meta is not None and (meta.__class__ is not dict or not meta):
+        return None
+    candidates = inner.get("candidates")
+    if not candidates:
+        return meta, None
+    if candidates.__class__ is not list or len(candidates) != 1:
+        return None
+    cand = candidates[0]
+    if cand.__class__ is not dict or cand.get("finishReason"):
+        return None
+    index = cand.get("index", 0)
+    if index.__class__ is not int or index != 0:
+        return None
+    content = cand.get("content")
+    if content is None:
+        return meta, None
+    if content.__class__ is not dict:
+        return None
+    parts = content.get("parts")
+    if not parts:
+        return meta, None
+    if parts.__class__ is not list:
+        return None
+    for part in parts:
+        if (
+            part.__class__ is not dict
+            or part.get("text").__class__ is not str
+            or part.get("thoughtSignature")
+            or part.get("functionCall") is not None
+        ):
+            return None
+    return meta, parts
+
+
+class ChatDeltas:
+    """The per-event fast path of `convert.openai_chat.ChatStream`: text and reasoning deltas of choice 0.
+
+    `head` is the chunk prefix up to the choices array; `started` is the stream's set of started choices,
+    shared so whichever path sends choice 0's first delta adds the role. Output is byte for byte what the
+    Python converter writes for the same event.
+    """
+
+    __slots__ = ("_head", "started", "usage")
+
+    def __init__(self, head: bytes, started: set[int]) -> None:
+        self._head = b"data: " + head + b'{"index":0,"delta":{'
+        self.started = started
+        self.usage: dict[str, Any] | None = None  # the last usageMetadata taken here, until the converter takes it
+
+    def convert(self, batch: list[bytes], start: int) -> Converted:
+        """Events `batch[start:stop]` as chunk bytes, stopping before the first one the fast path does not take."""
+        out: list[bytes] = []
+        usage = None
+        k = start
+        n = len(batch)
+        while k < n:
+            data = batch[k]
+            if data == _DONE:
+                k += 1
+                continue
+            plain = _plain_event(data)
+            if plain is None:
+                break
+            meta, parts = plain
+            if parts is not None:
+                reasoning = "".join([p["text"] for p in parts if p.get("thought")])
+                text = "".join([p["text"] for p in parts if not p.get("thought")])
+                if reasoning or text:
+                    out.append(self._chunk(reasoning, text))
+            if meta is not None:
+                usage = meta
+            k += 1
+        if usage is not None:
+            self.usage = usage
+        return b"".join(out), k, usage
+
+    def _chunk(self, reasoning: str, text: str) -> bytes:
+        fields = []
+        if 0 not in self.started:
+            self.started.add(0)
+            fields.append(b'"role":"assistant"')
+        if reasoning:
+            fields.append(b'"reasoning_content":' + _dumps(reasoning))
+        if text:
+            fields.append(b'"content":' + _dumps(text))
+        return self._head + b",".join(fields) + b'},"finish_reason":null}]}\n\n'
+
+
+class AnthropicDeltas:
+    """The per-event fast path of `convert.anthropic_stream.StreamConverter`: deltas into the open block.
+
+    The converter keeps `ready` (message started, not stopped, no signature pending), `kind` and `index`
+    (the open block) current after every event it handles itself; an event that needs a block opened or
+    closed is left to it. Output is byte for byte what the converter writes for the same event.
+    """
+
+    __slots__ = ("index", "kind", "omit_thinking", "ready", "usage")
+
+    def __init__(self, omit_thinking: bool) -> None:
+        self.omit_thinking = omit_thinking
+        self.ready = False
+        self.kind = 0
+        self.index = -1
+        self.usage: dict[str, Any] | None = None  # the last usageMetadata taken here, until the converter takes it
+
+    def convert(self, batch: list[bytes], start: int) -> Converted:
+        """Events `batch[start:stop]` as event bytes, stopping before the first one the fast path does not take."""
+        out: list[bytes] = []
+        usage = None
+        k = start
+        n = len(batch)
+        while k < n and self.ready:
+            data = batch[k]
+            if data == _DONE:
+                k += 1
+                continue
+            plain = _plain_event(data)
+            if plain is None:
+                break
+            meta, parts = plain
+            if parts is not None:
+                events = self._deltas(parts)
+                if events is None:
+                    break
+                out.append(events)
+            if meta is not None:
+                usage = meta
+            k += 1
+        if usage is not None:
+            self.usage = usage
+        return b"".join(out), k, usage
+
+    def _deltas(self, parts: list[dict[str, Any]]) -> bytes | None:
+        out: list[bytes] = []
+        for part in parts:
+            text = part["text"]
+            if part.get("thought"):
+                if self.kind != _THINKING_KIND:
+                    return None
+                if text and not self.omit_thinking:
+                    out.append(_THINKING_DELTA % (self.index, _dumps(text)))
+            elif text:
+                if self.kind != _TEXT_KIND:
+                    return None
+                out.append(_TEXT_DELTA % (self.index, _dumps(text)))
+        return b"".join(out)

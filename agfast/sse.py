@@ -4,6 +4,13 @@ Theory of operation: every byte agfast streams passes through these functions (f
 decoding Google's `data:` lines). `_sse.pyx` is the Cython build, `_sse_py.py` the readable reference with
 identical behaviour; tests run both. The choice is made once, here, at import: `AGFAST_NO_EXTENSIONS=1` (or a
 missing/failed build) selects the pure-Python twin. `IMPLEMENTATION` says which one is live.
+
+The per-event fast path lives here too: `ChatDeltas` and `AnthropicDeltas` take a run of upstream events that
+carry only text or thought text (nearly every event of an answer) from their bytes straight to the client's
+bytes, with one `orjson.loads` each and the output built from pre-encoded templates, only the text escaped
+(`orjson.dumps`). Anything else (the first and last events, tool calls, signatures, errors) stops the run and
+goes to the converter in `convert/`, which keeps the fast path's state (started choices, open block, usage)
+in step; both paths write the same bytes (tests/test_event_fast_path.py).
 """
 
 from __future__ import annotations
@@ -29,5 +36,7 @@ _impl, IMPLEMENTATION = _select()
 frame_event = _impl.frame_event
 SSEDecoder = _impl.SSEDecoder
 unwrap_response = _impl.unwrap_response
+ChatDeltas = _impl.ChatDeltas
+AnthropicDeltas = _impl.AnthropicDeltas
 
-__all__ = ["IMPLEMENTATION", "SSEDecoder", "frame_event", "unwrap_response"]
+__all__ = ["IMPLEMENTATION", "AnthropicDeltas", "ChatDeltas", "SSEDecoder", "frame_event", "unwrap_response"]

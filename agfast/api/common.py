@@ -28,6 +28,8 @@ from agfast.upstream.gateway import (
 from agfast.upstream.pool import NoAccountError
 from agfast.upstream.proxy import ProxyFailure
 
+# A converter's per-event fast path: (batch, start) → (bytes for batch[start:stop], stop, last usageMetadata).
+FastConvert = Callable[[list[bytes], int], tuple[bytes, int, dict[str, Any] | None]]
 # Status reported for an upstream that broke mid-stream (no Google status exists for it).
 BROKEN = 0
 # Status reported when agfast's shutdown deadline cut the stream (see Response.cut).
@@ -81,33 +83,71 @@ def upstream_done(chunk: dict[str, Any]) -> bool:
     return any(isinstance(cand, dict) and cand.get("finishReason") for cand in chunk.get("candidates") or ())
 
 
+def convert_batch(
+    batch: list[bytes], stream: Stream, feed: Callable[[dict[str, Any]], bytes], convert: FastConvert | None
+) -> tuple[bytes, bool, tuple[int, str] | None]:
+    """One network read's events → (client bytes, Google marked the answer finished, error event or None).
+
+    `convert` (the converter's per-event fast path, sse.ChatDeltas / sse.AnthropicDeltas) takes each run of
+    plain text events straight from bytes to bytes; `feed` gets the rest, parsed (first and last events, tool
+    calls, signatures). The output is byte for byte the same either way. On an error event the bytes are what
+    came before it.
+    """
+    out: list[bytes] = []
+    done = False
+    k = 0
+    n = len(batch)
+    if convert is not None:
+        converted, k, usage = convert(batch, 0)
+        if usage is not None:
+            stream.usage = usage
+        if k == n:  # the usual read: every event plain
+            return converted, False, None
+        out.append(converted)
+    while k < n:
+        data = batch[k]
+        k += 1
+        if data != DONE:
+            chunk, error = parse_event(data)
+            if error is not None:
+                return b"".join(out), done, error
+            if chunk is not None:
+                stream.note(chunk)
+                out.append(feed(chunk))
+                done = done or upstream_done(chunk)
+        if convert is not None and k < n:
+            converted, k, usage = convert(batch, k)
+            out.append(converted)
+            if usage is not None:
+                stream.usage = usage
+    return b"".join(out), done, None
+
+
+def fast_path(feed: Callable[[dict[str, Any]], bytes]) -> FastConvert | None:
+    """The per-event fast path of the converter whose `feed` this is (its `fast` attribute), if it has one."""
+    fast = getattr(getattr(feed, "__self__", None), "fast", None)
+    return fast.convert if fast is not None else None
+
+
 async def pump(resp: Response, stream: Stream, feed: Callable[[dict[str, Any]], bytes]) -> tuple[int, str] | None:
     """Stream converted events to a client that asked to stream; the caller ends the response.
 
     Returns None when upstream finished, else (Google status, message) for an error event, (BROKEN, …)
     when the upstream connection broke, or (SHUTDOWN, …) when agfast's shutdown cut it. Past the first byte
     nothing can be retried: the surface reports it in-stream. Once Google marks the answer finished, the rest
-    is held for `end()` (one write less).
+    is held for `end()` (one write less). One write per network read, however many events it held.
     """
+    convert = fast_path(feed)
     try:
         async for batch in stream.batches():
-            out: list[bytes] = []
-            done = False
-            for data in batch:
-                if data == DONE:
-                    continue
-                chunk, error = parse_event(data)
-                if error is not None:
-                    resp.write(b"".join(out))
-                    return _failed(stream, error)
-                if chunk is not None:
-                    stream.note(chunk)
-                    out.append(feed(chunk))
-                    done = done or upstream_done(chunk)
+            out, done, error = convert_batch(batch, stream, feed, convert)
+            if error is not None:
+                resp.write(out)
+                return _failed(stream, error)
             if done:
-                resp.defer(b"".join(out))
+                resp.defer(out)
                 continue
-            resp.write(b"".join(out))
+            resp.write(out)
             if resp.paused:
                 await resp.drain()
     except STREAM_BREAKS as exc:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from agfast.convert.signatures import SignatureCache, family_of
-from agfast.sse import frame_event
+from agfast.sse import AnthropicDeltas, frame_event
 
 NONE, THINKING, TEXT, TOOL = 0, 1, 2, 3
 STOP_REASONS = {"MAX_TOKENS": "max_tokens"}
@@ -280,11 +280,24 @@ class Converter:
 class StreamConverter(Converter):
     """`feed(chunk)` → the SSE bytes for that chunk; `finish()` closes a stream that ended without a reason."""
 
-    __slots__ = ("_out",)
+    __slots__ = ("_out", "fast")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._out: list[bytes] = []
+        # The per-event fast path (api.common.pump uses it): deltas into the open block straight to bytes.
+        self.fast: AnthropicDeltas | None = AnthropicDeltas(self.omit_thinking)
+
+    def _sync_fast(self) -> None:
+        """Take the usage the fast path saw (newer: events reach the two paths in order); tell it the state."""
+        fast = self.fast
+        if fast is None:
+            return
+        if fast.usage is not None:
+            self.usage, fast.usage = fast.usage, None
+        fast.ready = self.started and not self.stopped and self.trailing is None
+        fast.kind = self.kind
+        fast.index = self.index
 
     def _event(self, name: bytes, payload: dict[str, Any]) -> None:
         if name is _E_STOP:
@@ -305,17 +318,22 @@ class StreamConverter(Converter):
         return out
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
+        self._sync_fast()
         self._chunk(chunk)
+        self._sync_fast()
         return self._take()
 
     def finish(self) -> bytes:
+        self._sync_fast()
         if not self.stopped:
             self._finish(None)
+        self._sync_fast()
         return self._take()
 
     def error(self, message: str, error_type: str = "api_error") -> bytes:
         """An in-stream error event (after the first byte nothing can be retried); ends the message."""
         self.stopped = True
+        self._sync_fast()
         body = orjson.dumps({"type": "error", "error": {"type": error_type, "message": message}})
         return self._take() + frame_event(body, _E_ERROR)
 

@@ -814,7 +814,7 @@ def stream_error(message: str, error_type: str = "upstream_error") -> bytes:
 class ChatStream:
     """Gemini chunks → `chat.completion.chunk` SSE bytes; `finish()` adds finish_reason, usage and [DONE]."""
 
-    __slots__ = ("_head", "_tools", "include_usage", "reader", "started")
+    __slots__ = ("_head", "_tools", "fast", "include_usage", "reader", "started")
 
     def __init__(self, reader: Reader, *, model: str, created: int, include_usage: bool, response_id: str) -> None:
         self.reader = reader
@@ -827,6 +827,16 @@ class ChatStream:
         )
         self.started: set[int] = set()
         self._tools: dict[int, int] = {}
+        # The per-event fast path (api.common.pump uses it): plain text/reasoning events straight to bytes.
+        # A head with a line break would be framed as several data lines, which only `feed` does.
+        single_line = b"\n" not in self._head and b"\r" not in self._head
+        self.fast = sse.ChatDeltas(self._head, self.started) if single_line else None
+
+    def _take_fast_usage(self) -> None:
+        """Usage the fast path saw is newer than the reader's: events reach the two paths in order."""
+        fast = self.fast
+        if fast is not None and fast.usage is not None:
+            self.reader.usage, fast.usage = fast.usage, None
 
     def _delta(self, index: int) -> dict[str, Any]:
         if index in self.started:
@@ -835,6 +845,7 @@ class ChatStream:
         return {"role": "assistant"}
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
+        self._take_fast_usage()
         out = []
         for piece in self.reader.read(chunk):
             delta = self._delta(piece.index)
@@ -859,6 +870,7 @@ class ChatStream:
         return b"".join(out)
 
     def finish(self) -> bytes:
+        self._take_fast_usage()
         reader = self.reader
         indexes = sorted(self.started | set(reader.finish)) or [0]
         out = []
