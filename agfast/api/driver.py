@@ -74,7 +74,7 @@ def access_log(record: RequestRecord) -> None:
 
 
 # A client model name read from the request (the body's `model`, or the path's) for the key's model patterns.
-ModelOf = Callable[[dict[str, Any], Request], "str | None"]
+ModelOf = Callable[[dict[str, Any], Request], str | None]
 # A route's plan function, its context bound once: (body, request, marked) → what to do. `marked`: the raw body
 # held the surface's marker (sniffed before parsing, since the raw bytes are released then).
 PlanOf = Callable[[dict[str, Any], Request, bool], Outcome]
@@ -82,7 +82,7 @@ Relayer = Callable[[Request, Response, dict[str, Any], str], Awaitable[None]]
 Handler = Callable[[Request, Response, RequestRecord], Awaitable[None]]
 # Flags an answer whose count is agfast's own estimate (Google's countTokens failed).
 ESTIMATE_HEADER = b"x-agfast-token-estimate: true\r\n"
-# What sends a Relay plan's request to z.ai instead: no Google account can take it now.
+# What sends an Upstream plan to its fallback (z.ai), when it has one: no Google account can take it now.
 NO_GOOGLE = (NoAccountError, ExhaustedError)
 # A countTokens call that leaves the surface to its estimate (when it has one).
 COUNT_FAILURES = (UpstreamError, ExhaustedError, NoAccountError, orjson.JSONDecodeError)
