@@ -3,8 +3,8 @@
 `plan` runs the §6.5 pre-processing in order — body check, thinking hints, `cache_control` removed,
 `role: "system"` entries lifted, consecutive same-role messages merged, thinking blocks filtered by signature,
 warmup and background-task detection — and `to_gemini` does the transformation; `outcome` says what the driver
-does with it (the warmup answered here, z.ai's turn, countTokens, or Google with the recovery rule). Nothing here mutates the
-client's parsed body: changed messages are copies, untouched ones are shared.
+does with it (the warmup answered here, z.ai's turn, countTokens, or Google with the recovery rule). Nothing
+here mutates the client's parsed body: changed messages are copies, untouched ones are shared.
 
 Thought signatures decide a lot. A Claude model behind v1internal wants its own signed thinking back first in
 the final assistant turn of a tool loop; a Gemini model wants a signature on the first functionCall of every
