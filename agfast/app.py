@@ -19,8 +19,10 @@ from agfast.api.images import ImagesApi
 from agfast.api.openai import OpenAIApi
 from agfast.api.session import SessionApi
 from agfast.api.signin import callback_handler
+from agfast.api.zai import ZaiDispatcher
 from agfast.config import Config, LiveConfig
 from agfast.convert.models import ModelSpec, list_models, resolve_model_route, route_known
+from agfast.convert.outcomes import GEMINI, GOOGLE
 from agfast.convert.signatures import SignatureCache
 from agfast.http.access import IpRules
 from agfast.http.errors import Family, HttpError, error_body
@@ -77,11 +79,13 @@ class App:
         self.gateway = Gateway(config, self.pool, self.client)
         self.gemini_gateway = Gateway(config, self.pool, self.client, CLAUDE_BETA_GEMINI_PATH)
         self.signatures = SignatureCache.create()
+        # z.ai's dispatch (the Anthropic plan asks it) and pass-through (the driver runs it).
+        self.zai = ZaiDispatcher(self)
         # Runs every proxied request and tells observers (`app.observers`) about it.
-        self.driver = Driver()
+        self.driver = Driver(self.permit, {GOOGLE: self.gateway, GEMINI: self.gemini_gateway}, self.zai.forward)
         self.gemini = GeminiApi(self)
         self.openai = OpenAIApi(self)
-        self.anthropic = AnthropicApi(self)
+        self.anthropic = AnthropicApi(self, self.zai)
         self.images = ImagesApi(self)
         self.warmup = Warmup(self.pool)
         # "Sign in with Google" flows; an account signed in joins the pool at once (no restart, no reload wait).

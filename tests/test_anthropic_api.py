@@ -287,7 +287,7 @@ def test_claude_code_request_shape(stack: ServerThread, sim: GoogleSimulator) ->
 
 def test_silent_upstream_gets_pings(stack: ServerThread, sim: GoogleSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
     # The server's 1 s tick writes the ping; the real interval (15 s) is shortened so one gap is enough.
-    monkeypatch.setattr("agfast.api.anthropic.PING_EVERY", 0.5)
+    monkeypatch.setattr("agfast.convert.anthropic.PING_EVERY", 0.5)
     monkeypatch.setattr(sim, "chunk_delay", 1.6)
     body = {"model": SONNET, "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "slow"}]}
     status, _, data = raw(stack, body)

@@ -197,3 +197,21 @@ def test_driven_surface_leaves_pump_and_collect_to_the_driver(path: str) -> None
     tree = ast.parse((Path(__file__).parent.parent / path).read_text())
     names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
     assert not names & {"pump", "collect", "STREAM_BREAKS", "stream_broke", "shutdown_cut"}
+
+
+# What only the driver does with a plan: open the gateway, deliver the answer, relay to z.ai, count tokens.
+SENDING = frozenset({"open_stream", "call", "deliver", "forward", "relay", "opened"})
+
+
+@pytest.mark.parametrize("path", DRIVEN_SURFACES)
+def test_driven_surface_is_routes_plans_and_an_error_table(path: str) -> None:
+    tree = ast.parse((Path(__file__).parent.parent / path).read_text())
+    modules = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {m for m in modules if m.startswith("agfast.upstream")}  # the plan names its gateway by a key
+    called = {
+        node.func.attr for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    }
+    called |= {
+        node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    }
+    assert not called & SENDING

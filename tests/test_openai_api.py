@@ -17,7 +17,7 @@ import pytest
 from helpers import ServerThread, request
 from stack import KEY, Fault, agfast_on, generations
 
-from agfast.api import openai as openai_api
+from agfast.convert import openai as openai_plans
 from agfast.sim import GoogleSimulator
 from agfast.sim.answers import TINY_PNG, build_answer, count_tokens, render_chunks
 from agfast.sim.records import RecordedRequest
@@ -525,7 +525,7 @@ def test_mid_stream_failure_is_reported_in_stream(fresh: ServerThread, sim: Goog
 def test_keepalive_ping_while_upstream_is_silent(
     sim: GoogleSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(openai_api, "KEEPALIVE_S", 0.5)
+    monkeypatch.setattr(openai_plans, "KEEPALIVE_S", 0.5)
     monkeypatch.setattr(sim, "chunk_delay", 1.6)  # the server tick writes pings once a second
     with agfast_on(sim, tmp_path) as st:
         body = orjson.dumps({"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "slow one"}]})

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from agfast.convert import anthropic as conv
 from agfast.convert import gemini as gem
 from agfast.convert import openai as oai
+from agfast.convert import outcomes
 from agfast.convert.checks import InvalidRequest
 from agfast.convert.models import ModelSpec, model_spec
 from agfast.convert.signatures import SignatureCache
+from agfast.upstream.client import envelope, fnv1a64_signed, gemini_request_id
+
+# The upstream encoders the driver binds (api.driver.WIRE), here the same functions.
+WIRE = outcomes.Wire(envelope, fnv1a64_signed, gemini_request_id)
 
 # The routing table a test pool offers: client name → upstream model.
 ROUTES = {
@@ -32,7 +38,7 @@ def context() -> conv.Context:
     def spec(mapped: str) -> ModelSpec:
         return model_spec(mapped)
 
-    return conv.Context(ROUTES.get, lambda: AVAILABLE, spec, SignatureCache.create())
+    return conv.Context(ROUTES.get, lambda: AVAILABLE, spec, SignatureCache.create(), WIRE, LookupError)
 
 
 def user(content: Any) -> dict[str, Any]:
@@ -228,7 +234,7 @@ def gemini_context() -> gem.Context:
             raise LookupError(model)  # the app raises its 404 here
         return found
 
-    return gem.Context(route, model_spec)
+    return gem.Context(route, model_spec, WIRE)
 
 
 def contents(*texts: str) -> list[dict[str, Any]]:
@@ -288,12 +294,12 @@ def test_gemini_unknown_model_is_the_routes_error() -> None:
 
 
 def openai_context(stored: dict[str, list[dict[str, Any]]] | None = None) -> oai.Context:
-    store = stored or {}
+    store = {} if stored is None else stored
 
     def route(model: str) -> str:
         return {"gpt-4o": "gemini-2.5-flash"}.get(model) or ROUTES[model]
 
-    return oai.Context(route, model_spec, SignatureCache.create(), store.get, 512)
+    return oai.Context(route, model_spec, SignatureCache.create(), store.get, 512, store.__setitem__, WIRE)
 
 
 def chat_body(**fields: Any) -> dict[str, Any]:
@@ -385,3 +391,219 @@ def test_openai_errors(what: str, kind: str, request_body: dict[str, Any], expec
     with pytest.raises(InvalidRequest) as caught:
         oai.plan(request_body, {}, openai_context(), kind=kind)
     assert (caught.value.param, caught.value.code) == expected
+
+
+# -- outcomes: what the driver is told to do (convert.outcomes), per surface ---------------------------------
+
+
+class Seat:
+    """An attempt's account as a body builder reads it (upstream.pool.Lease's fields)."""
+
+    def __init__(self, email: str = "someone@example.com") -> None:
+        self.account_id, self.project_id, self.email = "account-1", "project-1", email
+
+
+def zai_context(mode: str, turn: bool = False) -> conv.Context:
+    base = context()
+    return conv.Context(
+        base.lookup, base.available, base.spec, base.signatures, WIRE, LookupError, lambda: mode, lambda: turn
+    )
+
+
+def sent(outcome: outcomes.Upstream, seat: Seat | None = None) -> dict[str, Any]:
+    """The v1internal body the outcome's builder makes for one attempt."""
+    return orjson.loads(outcome.build(seat or Seat()))
+
+
+# (what, body, z.ai mode, z.ai's turn, count) → (outcome kind, path or gateway, stream)
+ANTHROPIC_OUTCOMES: list[tuple[str, dict[str, Any], str, bool, bool, tuple[type, str, bool]]] = [
+    ("a known model goes to Google", body(), "off", False, False, (outcomes.Upstream, outcomes.GOOGLE, False)),
+    ("streaming", body(stream=True), "off", False, False, (outcomes.Upstream, outcomes.GOOGLE, True)),
+    ("the warmup probe is answered here", body("claude-opus-4-6", user("Warmup")), "off", False, False,
+     (outcomes.Local, "", False)),
+    ("… also when z.ai takes every request", body("claude-opus-4-6", user("Warmup"), stream=True), "exclusive",
+     True, False, (outcomes.Local, "", True)),
+    ("z.ai's turn", body(stream=True), "pooled", True, False, (outcomes.Relay, conv.MESSAGES_PATH, True)),
+    ("a name only z.ai may know", body("glm-4.6"), "pooled", False, False, (outcomes.Relay, conv.MESSAGES_PATH, False)),
+    ("count_tokens goes to Google", body(), "off", False, True, (outcomes.Count, outcomes.GOOGLE, False)),
+    ("count_tokens with z.ai exclusive", body(), "exclusive", True, True, (outcomes.Relay, conv.COUNT_PATH, False)),
+    ("count_tokens for a name only z.ai may know", body("glm-4.6", stream=True), "fallback", False, True,
+     (outcomes.Relay, conv.COUNT_PATH, False)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "request_body", "mode", "turn", "count", "expected"),
+    ANTHROPIC_OUTCOMES,
+    ids=[r[0] for r in ANTHROPIC_OUTCOMES],
+)
+def test_anthropic_outcome(
+    what: str, request_body: dict[str, Any], mode: str, turn: bool, count: bool, expected: tuple[type, str, bool]
+) -> None:
+    outcome = conv.outcome(request_body, {}, zai_context(mode, turn), count=count)
+    kind, where, stream = expected
+    assert (type(outcome), outcome.stream) == (kind, stream)
+    if isinstance(outcome, outcomes.Relay):
+        assert outcome.path == where and outcome.body["model"] == request_body["model"]
+    elif isinstance(outcome, outcomes.Upstream | outcomes.Count):
+        assert outcome.gateway == where
+
+
+def test_anthropic_unknown_model_without_zai_is_the_contexts_404() -> None:
+    with pytest.raises(LookupError):
+        conv.outcome(body("nobody-knows"), {}, zai_context("off"))
+
+
+def test_anthropic_warmup_answer() -> None:
+    collected = conv.outcome(body("claude-opus-4-6", user("Warmup")), {}, context())
+    streamed = conv.outcome(body("claude-opus-4-6", user("Warmup"), stream=True), {}, context())
+    assert isinstance(collected, outcomes.Local) and isinstance(streamed, outcomes.Local)
+    assert (collected.status, collected.content_type, collected.mapped) == (200, outcomes.JSON, "claude-opus-4-6")
+    assert orjson.loads(collected.body)["type"] == "message"
+    assert streamed.content_type == outcomes.SSE and streamed.body.startswith(b"event: message_start")
+    assert collected.headers == streamed.headers == conv.WARMUP_HEADERS
+
+
+def test_anthropic_upstream_builds_the_envelope_and_recovers() -> None:
+    history = [
+        user("question"),
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "s" * 80},
+                {"type": "text", "text": "answer"},
+            ],
+        },
+        user("follow-up"),
+    ]
+    request_body = body("claude-opus-4-6", *history, thinking={"type": "enabled", "budget_tokens": 2048})
+    outcome = conv.outcome(request_body, {b"x-claude-code-session-id": b"abcdef123456"}, context())
+    assert isinstance(outcome, outcomes.Upstream) and outcome.recover is not None and outcome.fallback is None
+    first = sent(outcome)
+    assert (first["project"], first["model"], first["requestId"]) == (
+        "project-1",
+        "claude-opus-4-6-thinking",
+        "agent/antigravity/abcdef12/3",
+    )
+    assert first["request"]["sessionId"] == fnv1a64_signed("account-1")
+    assert outcome.recover(400, b'{"error":{"message":"Corrupted thought signature."}}')
+    assert conv.RECOVERY_NOTE in repr(sent(outcome)["request"]["contents"][-1])  # the next attempt is the fixed one
+
+
+def test_anthropic_fallback_mode_names_zai_for_when_no_account_can_serve() -> None:
+    outcome = conv.outcome(body(stream=True), {}, zai_context("fallback"))
+    assert isinstance(outcome, outcomes.Upstream) and outcome.fallback is not None
+    assert (outcome.fallback.path, outcome.fallback.stream) == (conv.MESSAGES_PATH, True)
+
+
+# Google's countTokens answer → the client's body (None: use the estimate)
+ANTHROPIC_COUNTS: list[tuple[Any, bytes | None]] = [
+    ({"response": {"totalTokens": 12}}, b'{"input_tokens":12}'),
+    ({"totalTokens": 7}, b'{"input_tokens":7}'),
+    ({"response": {"totalTokens": 0}}, None),
+    ({"response": {}}, None),
+    ([], None),
+]
+
+
+@pytest.mark.parametrize(("doc", "expected"), ANTHROPIC_COUNTS)
+def test_anthropic_count(doc: Any, expected: bytes | None) -> None:
+    outcome = conv.outcome({"model": "claude-opus-4-6", "messages": [user("count me")]}, {}, context(), count=True)
+    assert isinstance(outcome, outcomes.Count) and outcome.estimate is not None
+    assert orjson.loads(outcome.payload)["request"]["model"] == "claude-opus-4-6"
+    assert outcome.answer(doc) == expected
+    assert orjson.loads(outcome.estimate())["input_tokens"] > 0
+
+
+# (surface, status, message) → the client's error for an error event while collecting
+COLLECT_FAILURES: list[tuple[str, Any, tuple[int, str, str | None]]] = [
+    ("openai", lambda: oai.outcome(chat_body(), {}, openai_context(), kind=oai.CHAT), (429, "busy", "upstream_error")),
+    ("anthropic", lambda: conv.outcome(body(), {}, context()), (502, "busy", "rate_limit_error")),
+    ("gemini", lambda: gem.outcome({"contents": contents("hi")}, {}, gemini_context(), model="gemini-2.5-flash",
+                                   action="generateContent"), (429, "busy", None)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("surface", "make", "expected"), COLLECT_FAILURES, ids=[r[0] for r in COLLECT_FAILURES])
+def test_collect_failure_in_the_surfaces_words(surface: str, make: Any, expected: tuple[int, str, str | None]) -> None:
+    outcome = make()
+    assert isinstance(outcome, outcomes.Upstream)
+    assert outcome.answer.collect_failed(429, "busy") == expected
+
+
+# (what, route options) → (outcome kind, answer, trace header, stream)
+GEMINI_OUTCOMES: list[tuple[str, dict[str, Any], tuple[type, Any, bool, bool]]] = [
+    ("alt=sse stream", {"action": "streamGenerateContent", "alt_sse": True},
+     (outcomes.Upstream, gem.SSE_ANSWER, True, True)),
+    ("JSON array stream", {"action": "streamGenerateContent"}, (outcomes.Upstream, gem.ARRAY_ANSWER, True, True)),
+    ("generate, collected", {"action": "generateContent"}, (outcomes.Upstream, gem.ARRAY_ANSWER, False, False)),
+    ("countTokens", {"action": "countTokens"}, (outcomes.Count, None, False, False)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "options", "expected"), GEMINI_OUTCOMES, ids=[r[0] for r in GEMINI_OUTCOMES])
+def test_gemini_outcome(what: str, options: dict[str, Any], expected: tuple[type, Any, bool, bool]) -> None:
+    outcome = gem.outcome({"contents": contents("hi")}, {}, gemini_context(), model="gemini-2.5-flash", **options)
+    kind, answer, trace, stream = expected
+    assert (type(outcome), outcome.stream, outcome.gateway) == (kind, stream, outcomes.GEMINI)
+    if isinstance(outcome, outcomes.Upstream):
+        assert (outcome.answer, outcome.trace, outcome.recover, outcome.fallback) == (answer, trace, None, None)
+    else:
+        assert isinstance(outcome, outcomes.Count) and outcome.estimate is None  # Google's failure is the answer
+        assert outcome.answer({"response": {"totalTokens": 5}}) == b'{"totalTokens":5}'
+        assert outcome.answer({}) == b'{"totalTokens":0}'
+
+
+# (account email) → the userAgent the Gemini path sends
+GEMINI_AGENTS = [("someone@gmail.com", "antigravity"), ("someone@example.com", "jetski")]
+
+
+@pytest.mark.parametrize(("email", "agent"), GEMINI_AGENTS)
+def test_gemini_envelope_per_account(email: str, agent: str) -> None:
+    outcome = gem.outcome({"contents": contents("hi")}, {}, gemini_context(), model="gemini-2.5-flash", action="x")
+    assert isinstance(outcome, outcomes.Upstream)
+    one, two = sent(outcome, Seat(email)), sent(outcome, Seat(email))
+    assert (one["userAgent"], one["enabledCreditTypes"], one["request"]["sessionId"]) == (
+        agent,
+        ["GOOGLE_ONE_AI"],
+        fnv1a64_signed("account-1"),
+    )
+    assert one["requestId"] != two["requestId"]  # a fresh request id per attempt
+
+
+def test_openai_upstream_envelope() -> None:
+    outcome = oai.outcome(chat_body(), {}, openai_context(), kind=oai.CHAT)
+    assert isinstance(outcome, outcomes.Upstream) and outcome.after is None and outcome.recover is None
+    doc = sent(outcome)
+    assert (doc["model"], doc["project"], doc["request"]["sessionId"]) == (
+        "gemini-2.5-flash",
+        "project-1",
+        fnv1a64_signed("account-1"),
+    )
+    assert doc["requestId"].startswith("agent/antigravity/")
+
+
+def test_openai_undefined_values_are_dropped_when_marked() -> None:
+    marked = chat_body(temperature="[undefined]")
+    outcome = oai.outcome(marked, {}, openai_context(), kind=oai.CHAT, undefined=True)
+    assert "[undefined]" not in repr(sent(outcome))
+
+
+STOP = {"candidates": [{"content": {"role": "model", "parts": [{"text": "an answer"}]}, "finishReason": "STOP"}]}
+# (what, fields) → whether the completed answer's conversation is stored
+RESPONSES_STORE = [("stored by default", {}, True), ("store: false", {"store": False}, False)]
+
+
+@pytest.mark.parametrize(("what", "fields", "stored"), RESPONSES_STORE, ids=[r[0] for r in RESPONSES_STORE])
+def test_openai_responses_after_hook_stores_the_conversation(what: str, fields: dict[str, Any], stored: bool) -> None:
+    store: dict[str, list[dict[str, Any]]] = {}
+    outcome = oai.outcome({"model": "gpt-4o", "input": "hi", **fields}, {}, openai_context(store), kind=oai.RESPONSES)
+    assert isinstance(outcome, outcomes.Upstream)
+    assert (outcome.after is not None) == stored
+    collector = outcome.answer.collector()
+    collector.feed(STOP)
+    response = orjson.loads(collector.result())
+    if outcome.after is not None:
+        outcome.after()
+        assert list(store) == [response["id"]]
+        assert store[response["id"]][-1]["content"] == "an answer"

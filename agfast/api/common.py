@@ -12,6 +12,7 @@ import orjson
 
 from agfast.convert.checks import json_kind
 from agfast.convert.limits import MAX_BODY_DEPTH, Path, body_too_deep, dotted
+from agfast.convert.outcomes import BROKEN, SHUTDOWN
 from agfast.http.errors import Family, HttpError
 from agfast.http.request import Request
 from agfast.http.response import SHUTDOWN_MESSAGE, Response
@@ -30,10 +31,6 @@ from agfast.upstream.proxy import ProxyFailure
 
 # A converter's per-event fast path: (batch, start) → (bytes for batch[start:stop], stop, last usageMetadata).
 FastConvert = Callable[[list[bytes], int], tuple[bytes, int, dict[str, Any] | None]]
-# Status reported for an upstream that broke mid-stream (no Google status exists for it).
-BROKEN = 0
-# Status reported when agfast's shutdown deadline cut the stream (see Response.cut).
-SHUTDOWN = -1
 
 
 def json_object(req: Request) -> dict[str, Any]:

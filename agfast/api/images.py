@@ -37,10 +37,10 @@ class ImagesApi:
         self.app = app
 
     async def generations(self, req: Request, resp: Response) -> None:
-        await self.app.driver.run(Family.OPENAI, ERRORS, self._generations, req, resp)
+        await self.app.driver.handle(Family.OPENAI, ERRORS, self._generations, req, resp)
 
     async def edits(self, req: Request, resp: Response) -> None:
-        await self.app.driver.run(Family.OPENAI, ERRORS, self._edits, req, resp)
+        await self.app.driver.handle(Family.OPENAI, ERRORS, self._edits, req, resp)
 
     async def _edits(self, req: Request, resp: Response, record: RequestRecord) -> None:
         """multipart `image` (or `image[]`), optional `mask`, `prompt` and the generation options."""

@@ -1,9 +1,10 @@
 """Anthropic Messages → v1internal GenerateContentRequest (reference §6.5): pure functions over dicts, no IO.
 
-The handler runs the §6.5 pre-processing in order — body check, thinking hints, `cache_control` removed,
+`plan` runs the §6.5 pre-processing in order — body check, thinking hints, `cache_control` removed,
 `role: "system"` entries lifted, consecutive same-role messages merged, thinking blocks filtered by signature,
-warmup and background-task detection — and `to_gemini` does the transformation. Nothing here mutates the
-client's parsed body: changed messages are copies, untouched ones are shared.
+warmup and background-task detection — and `to_gemini` does the transformation; `outcome` says what the driver
+does with it (the warmup answered here, z.ai's turn, countTokens, or Google with the recovery rule). Nothing
+here mutates the client's parsed body: changed messages are copies, untouched ones are shared.
 
 Thought signatures decide a lot. A Claude model behind v1internal wants its own signed thinking back first in
 the final assistant turn of a tool loop; a Gemini model wants a signature on the first functionCall of every
@@ -23,10 +24,30 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from agfast.convert.anthropic_stream import MessageCollector, StreamConverter
+from agfast.convert.anthropic_stream import PING, MessageCollector, StreamConverter, warmup_events, warmup_message
+from agfast.convert.checks import InvalidRequest
 from agfast.convert.gemini import ANSWER_HEADROOM, IDENTITY, LEVEL_BUDGETS, SAFETY_OFF, request_id_for
 from agfast.convert.limits import MAX_OUTPUT_TOKENS, MAX_SCHEMA_DEPTH, dotted, too_deep
 from agfast.convert.models import ModelSpec, model_spec
+from agfast.convert.outcomes import (
+    BROKEN,
+    GOOGLE,
+    JSON,
+    SHUTDOWN,
+    SSE,
+    Answer,
+    Collector,
+    Converter,
+    Count,
+    Failure,
+    Local,
+    Outcome,
+    Relay,
+    Seat,
+    Upstream,
+    Wire,
+    google_total,
+)
 from agfast.convert.schema import clean_schema
 from agfast.convert.signatures import MIN_SIGNATURE_LEN, SKIP_VALIDATOR, SignatureCache, family_of
 
@@ -99,11 +120,11 @@ class Problem(NamedTuple):
     message: str
 
 
-class ConversionError(Exception):
-    """The request is well-formed but leaves nothing to send (e.g. only empty messages)."""
+class ConversionError(InvalidRequest):
+    """A body that cannot be served (a 400 naming `field`), e.g. one that leaves nothing to send."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, param=field)
         self.field = field
 
 
@@ -921,6 +942,27 @@ def _media_part(block: dict[str, Any]) -> dict[str, Any] | None:
 # The plan: §6.5's pre-processing in order, pure (the driver sends it)
 
 SESSION_HEADER = b"x-claude-code-session-id"
+WARMUP_HEADERS = b"x-warmup-intercepted: true\r\n"
+# A silent upstream (long thinking) gets a ping this often, well inside common 30–60 s proxy idle limits.
+PING_EVERY = 15.0
+# z.ai dispatch modes (api.zai): never, always, a pooled turn, when no Google account can take the request.
+ZAI_OFF, ZAI_EXCLUSIVE, ZAI_FALLBACK = "off", "exclusive", "fallback"
+MESSAGES_PATH = "/v1/messages"
+COUNT_PATH = "/v1/messages/count_tokens"
+STREAM_ERROR_TYPES = {
+    400: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def _zai_off() -> str:
+    return ZAI_OFF
+
+
+def _no_turn() -> bool:
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -931,6 +973,10 @@ class Context:
     available: Callable[[], Collection[str]]  # the upstream models the pool can call now
     spec: Callable[[str], ModelSpec]  # what an upstream model can do
     signatures: SignatureCache
+    wire: Wire
+    unknown: Callable[[str], Exception]  # the 404 for a name nothing knows
+    zai_mode: Callable[[], str] = _zai_off  # z.ai's dispatch mode now (ZAI_OFF when disabled)
+    zai_turn: Callable[[], bool] = _no_turn  # whether z.ai serves this request before Google is tried
 
 
 class Plan:
@@ -1006,6 +1052,31 @@ class Plan:
         ctx = self.ctx
         return MessageCollector(self.model, self.mapped, ctx.signatures, self.session, omit_thinking=self.thinking.omit)
 
+    def build(self, seat: Seat) -> bytes:
+        """The v1internal body for one attempt's account (after a recovery, the recovered request)."""
+        request, wire = self.request, self.ctx.wire
+        assert request is not None
+        request["sessionId"] = wire.account_session(seat.account_id)
+        return wire.envelope(request, model=self.mapped, project=seat.project_id, request_id=self.request_id)
+
+    def answer(self) -> Answer:
+        """Anthropic SSE while streaming (pings every PING_EVERY), else the collected message."""
+        return Answer(self._stream, self._collect, _collect_failed, PING_EVERY, PING)
+
+    def _stream(self) -> Converter:
+        conv = self.converter()
+        return Converter(_no_head, conv.feed, conv.finish, lambda m, k: conv.error(*_stream_failure(m, k)))
+
+    def _collect(self) -> Collector:
+        made = self.collector()
+        return Collector(made.add, lambda: orjson.dumps(made.result()))
+
+    def warmup_answer(self) -> Local:
+        """Claude Code's warmup probe, answered here in the shape it asked for (no account spent on it)."""
+        if self.stream:
+            return Local(200, warmup_events(self.model), SSE, self.mapped, WARMUP_HEADERS, stream=True)
+        return Local(200, orjson.dumps(warmup_message(self.model)), JSON, self.mapped, WARMUP_HEADERS)
+
     def zai_body(self) -> dict[str, Any]:
         """The client's body for z.ai (it speaks Messages itself): system lifted back, our own fields out."""
         body = {k: v for k, v in self.body.items() if k != "output_config"}
@@ -1048,6 +1119,86 @@ def plan(
         out.thinking = Thinking("disabled")
         out.tools = False
     return out
+
+
+def outcome(
+    body: dict[str, Any], headers: Mapping[bytes, bytes], ctx: Context, *, count: bool = False, cached: bool = True
+) -> Outcome:
+    """/v1/messages (`count`: /v1/messages/count_tokens) as the driver runs it: the warmup probe answered here;
+    z.ai when it takes this turn or alone may know the model; else Google (z.ai the fallback in that mode)."""
+    planned = plan(body, headers, ctx, count=count, cached=cached)
+    mode = ctx.zai_mode()
+    if count:
+        if mode == ZAI_EXCLUSIVE:
+            return Relay(COUNT_PATH, planned.zai_body())
+    elif planned.warmup:
+        return planned.warmup_answer()
+    elif ctx.zai_turn():
+        return Relay(MESSAGES_PATH, planned.zai_body(), planned.stream)
+    path = COUNT_PATH if count else MESSAGES_PATH
+    if not planned.mapped:  # a name Google's side does not know: z.ai (when configured) may serve it
+        if mode == ZAI_OFF:
+            raise ctx.unknown(planned.model)
+        return Relay(path, planned.zai_body(), planned.stream and not count)
+    conversion = planned.conversion()
+    if count:
+        payload = orjson.dumps({"request": count_request(conversion, planned.mapped)})
+        return Count(GOOGLE, planned.mapped, planned.session, payload, _count_answer, lambda: _estimate(conversion))
+    fallback = Relay(path, planned.zai_body(), planned.stream) if mode == ZAI_FALLBACK else None
+    return Upstream(
+        GOOGLE,
+        planned.mapped,
+        planned.session,
+        planned.build,
+        planned.answer(),
+        planned.stream,
+        recover=planned.recover,
+        fallback=fallback,
+    )
+
+
+def _count_answer(doc: Any) -> bytes | None:
+    total = google_total(doc)
+    return orjson.dumps({"input_tokens": total}) if isinstance(total, int) and total > 0 else None
+
+
+def _estimate(conversion: Conversion) -> bytes:
+    return orjson.dumps({"input_tokens": estimate_tokens(conversion.request)})
+
+
+def upstream_text(message: str) -> str:
+    """Claude models behind v1internal put Anthropic's own error JSON in Google's message: unwrap it."""
+    if message.startswith("{"):
+        try:
+            doc = orjson.loads(message)
+        except orjson.JSONDecodeError:
+            return message
+        err = doc.get("error") if isinstance(doc, dict) else None
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])
+    return message
+
+
+def _no_head() -> bytes:
+    return b""
+
+
+def _stream_failure(message: str, kind: int) -> tuple[str, str]:
+    """Why a stream stopped early, as the in-stream error's (message, type)."""
+    if kind == BROKEN:
+        return message, "api_error"
+    if kind == SHUTDOWN:
+        return message, "overloaded_error"
+    return _stream_error(kind, message)
+
+
+def _collect_failed(status: int, message: str) -> Failure:
+    text, error_type = _stream_error(status, message)
+    return 502, text, error_type
+
+
+def _stream_error(code: int, message: str) -> tuple[str, str]:
+    return upstream_text(message), STREAM_ERROR_TYPES.get(code, "api_error")
 
 
 def _route(body: dict[str, Any], thinking: Thinking, ctx: Context) -> str:

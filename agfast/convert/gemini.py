@@ -3,7 +3,9 @@
 A Gemini client already speaks GenerateContentRequest; what changes on the way up is what v1internal needs
 (tool schemas it accepts, a numeric thinking budget, the Antigravity identity, VALIDATED tool calling, a
 session id) and on the way down only the `{"response": …}` wrapper goes. `Collector` folds a stream into the
-one response a non-streaming client expects.
+one response a non-streaming client expects. `outcome` is the route's plan as the driver runs it: the
+body builder per account and the answer (Google's events passed through as SSE or as one JSON array), or a
+countTokens call.
 """
 
 from __future__ import annotations
@@ -14,8 +16,27 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
+from agfast import sse
+from agfast.convert import outcomes
 from agfast.convert.checks import check_gemini
 from agfast.convert.models import ModelSpec, model_spec
+from agfast.convert.outcomes import (
+    BROKEN,
+    GEMINI,
+    JSON,
+    SHUTDOWN,
+    SSE,
+    Answer,
+    Converter,
+    Count,
+    Failure,
+    Outcome,
+    Seat,
+    Upstream,
+    Wire,
+)
 from agfast.convert.schema import clean_schema
 
 IDENTITY = (
@@ -42,6 +63,8 @@ UNDEFINED = "[undefined]"
 # Fields of a GenerateContentRequest that travel upstream (in this order: stable prefixes help caching).
 REQUEST_ORDER = ("systemInstruction", "tools", "toolConfig", "generationConfig", "safetySettings", "sessionId")
 COUNT_FIELDS = ("contents", "systemInstruction", "tools", "generationConfig")
+# The envelope's extra field on the Gemini path (the reference's credits opt-in).
+CREDIT_TYPES = {"enabledCreditTypes": ["GOOGLE_ONE_AI"]}
 
 
 def drop_undefined(value: Any) -> Any:
@@ -254,6 +277,7 @@ class Context:
 
     route: Callable[[str], str]  # a client model name → the upstream model (raises for a name nothing knows)
     spec: Callable[[str], ModelSpec]  # what an upstream model can do
+    wire: Wire
 
 
 @dataclass(slots=True)
@@ -287,3 +311,111 @@ def plan(
     session = session_id_from_contents(body["contents"])
     request = native_request(body, mapped, "", clean=undefined, spec=ctx.spec(mapped))
     return Plan(model, mapped, session, action == "streamGenerateContent", request)
+
+
+def outcome(
+    body: dict[str, Any],
+    headers: Mapping[bytes, bytes],
+    ctx: Context,
+    *,
+    model: str,
+    action: str,
+    alt_sse: bool = False,
+    undefined: bool = True,
+) -> Outcome:
+    """The route's plan as the driver runs it: countTokens, or a generation answered as SSE (`alt_sse`) or as
+    one JSON array, or collected."""
+    planned = plan(body, headers, ctx, model=model, action=action, undefined=undefined)
+    mapped, request, wire = planned.mapped, planned.request, ctx.wire
+    if action == "countTokens":
+        return Count(GEMINI, mapped, None, orjson.dumps({"request": request}), _count_answer)
+
+    def build(seat: Seat) -> bytes:
+        request["sessionId"] = wire.account_session(seat.account_id)
+        user_agent = "antigravity" if seat.email.endswith("@gmail.com") else "jetski"
+        return wire.envelope(
+            request,
+            model=mapped,
+            project=seat.project_id,
+            request_id=wire.request_id(),
+            user_agent=user_agent,
+            extra=CREDIT_TYPES,
+        )
+
+    answer = SSE_ANSWER if alt_sse else ARRAY_ANSWER
+    return Upstream(GEMINI, mapped, planned.session, build, answer, planned.stream, trace=planned.stream)
+
+
+def _count_answer(doc: Any) -> bytes:
+    inner = doc.get("response", doc) if isinstance(doc, dict) else {}
+    return orjson.dumps({"totalTokens": inner.get("totalTokens", 0) if isinstance(inner, dict) else 0})
+
+
+# In-stream failure kinds → Google's code for them.
+FAILURE_CODES = {BROKEN: 502, SHUTDOWN: 503}
+
+
+def _no_bytes() -> bytes:
+    return b""
+
+
+def _sse_event(data: bytes) -> bytes:
+    return sse.frame_event(sse.unwrap_response(data))
+
+
+def _sse_failure(message: str, kind: int) -> bytes:
+    return sse.frame_event(_stream_error(FAILURE_CODES.get(kind, 502), message))
+
+
+def _sse_converter() -> Converter:
+    """alt=sse: each event unwrapped (`{"response": x}` → `x`) and framed as SSE."""
+    return Converter(_no_bytes, _sse_event, _no_bytes, _sse_failure)
+
+
+class _JsonArray:
+    """Without alt=sse Google streams one JSON array, which SDKs that ask for it parse incrementally."""
+
+    __slots__ = ("first",)
+
+    def __init__(self) -> None:
+        self.first = True
+
+    def start(self) -> bytes:
+        return b"["
+
+    def feed(self, data: bytes) -> bytes:
+        if self.first:
+            self.first = False
+            return sse.unwrap_response(data)
+        return b",\r\n" + sse.unwrap_response(data)
+
+    def finish(self) -> bytes:
+        return b"]"
+
+    def fail(self, message: str, kind: int) -> bytes:
+        error = _stream_error(FAILURE_CODES.get(kind, 502), message)
+        return (error if self.first else b",\r\n" + error) + b"]"
+
+
+def _array_converter() -> Converter:
+    made = _JsonArray()
+    return Converter(made.start, made.feed, made.finish, made.fail)
+
+
+def _collector() -> outcomes.Collector:
+    made = Collector()
+    return outcomes.Collector(made.add, lambda: orjson.dumps(made.result()))
+
+
+def _collect_failed(status: int, message: str) -> Failure:
+    return status, message, None
+
+
+# Streaming answers pass Google's events through (no keep-alive: the reference sends none); collected ones merge.
+SSE_ANSWER = Answer(_sse_converter, _collector, _collect_failed, 0.0, b"", SSE, JSON, raw=True)
+ARRAY_ANSWER = Answer(_array_converter, _collector, _collect_failed, 0.0, b"", JSON, JSON, raw=True)
+
+
+def _stream_error(code: int, message: str) -> bytes:
+    """An in-stream error in Google's shape (an SSE event, or the last element of the JSON array)."""
+    return orjson.dumps({"error": {"code": code, "message": message, "status": "UNAVAILABLE"}})
