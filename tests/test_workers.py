@@ -189,6 +189,11 @@ def test_metrics_count_the_requests_of_every_worker_whichever_answers_the_scrape
             assert metric(text, "agfast_requests_total", route="/v1/messages", status="200") == SPREAD_REQUESTS
             assert metric(text, "agfast_request_duration_seconds_count", surface="anthropic") == SPREAD_REQUESTS
             assert metric(text, "agfast_accounts", state="available") == SIM_ACCOUNTS
+            # Per-worker values summed over the live workers: nothing open, nothing dropped.
+            assert "agfast_open_streams 0.0" in text.splitlines()
+            assert "# TYPE agfast_monitor_queue_depth gauge" in text
+            assert metric(text, "agfast_monitor_dropped_total", what="rows") == 0
+            assert text.count("# TYPE agfast_requests_total counter") == 1
         assert workers.stop(signal.SIGTERM, timeout=30) == 0
     finally:
         workers.close()
