@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from typing import Any, Protocol
 
@@ -31,7 +32,7 @@ from agfast.http.response import Response
 from agfast.http.router import GET, HEAD, POST, Handler, Route, Router
 from agfast.http.state import ServerState
 from agfast.keys import KeyPolicy, KeyStore
-from agfast.metrics import Metrics
+from agfast.metrics import MULTIPROC_ENV, Metrics
 from agfast.monitor import Monitor, MonitorUnavailable
 from agfast.record import Observer
 from agfast.upstream.accounts import AccountStore
@@ -113,7 +114,11 @@ class App:
         # monitor_error says why, and the admin API's log and stats routes answer 503 with it).
         self.monitor: Monitor | None = None
         self.monitor_error = "the Proxy Monitor is not running"
-        self.metrics = Metrics(self.account_states, self.open_streams, self.monitor_status)
+        # `--workers N`: the supervisor's PROMETHEUS_MULTIPROC_DIR, where every worker's series are summed.
+        self.metrics = Metrics(
+            self.account_states, self.open_streams, self.monitor_status, os.environ.get(MULTIPROC_ENV) or None
+        )
+        self._metrics_sampler: asyncio.Task[None] | None = None
         self.observers.append(self.metrics.observe)
         self.observers.append(self.keys.observe)  # tokens per day of named keys
 
@@ -186,6 +191,8 @@ class App:
             models = self.config.warmup_models or list(DEFAULT_WARMUP_MODELS)
             self._warmup_schedule = loop.create_task(self.warmup.schedule(models))
         self.open_monitor()
+        if self.metrics.multiprocess_dir is not None:
+            self._metrics_sampler = loop.create_task(self.metrics.sample_forever())
 
     def open_monitor(self) -> None:
         """The Proxy Monitor joins the observers; an unusable database is one clear error, never a failed start."""
@@ -200,7 +207,7 @@ class App:
         self.record_bodies = monitor.enabled
 
     async def close(self) -> None:
-        for task in (self._upkeep, self._keys_upkeep, self._warmup_schedule):
+        for task in (self._upkeep, self._keys_upkeep, self._warmup_schedule, self._metrics_sampler):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -5,14 +5,22 @@ so a request costs a few dict lookups and lock-protected additions (see benchmar
 lives elsewhere (account states, open streams, the monitor's queue) is not mirrored on every change; it is
 read through callbacks when Prometheus scrapes. The registry is agfast's own, never the process-global one,
 so two servers in one process (tests) never share series.
+
+`--workers N`: the supervisor sets PROMETHEUS_MULTIPROC_DIR (a fresh directory) before forking, so
+prometheus-client keeps each worker's counters and histograms in mmap'd files there, and a scrape answered by
+any worker sums every worker's files (MultiProcessCollector; a dead worker's counts stay in the sums). The
+per-worker scrape-time values (open streams, the monitor's queue and drops) are copied into livesum gauges and
+counters once a second and at each scrape; the pool's account states are shared, so the answering worker
+reports them. A single process keeps plain in-memory values: no file write per request.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
@@ -43,6 +51,11 @@ FIXED_ROUTES = frozenset(
 )  # fmt: skip
 MODEL_PREFIXES = ("/v1beta/models/", "/v1/models/")
 MODEL_ACTIONS = frozenset({"generateContent", "streamGenerateContent", "countTokens"})
+# The environment variable prometheus-client reads at import to keep values in files (multiprocess mode).
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# How often a worker copies its scrape-time values into the shared files (`--workers N`): a scrape answered by
+# another worker sees them at most this old.
+SAMPLE_EVERY = 1.0
 # Label children remembered per cache (keys hold raw paths, so a scanner could grow them); past it a child is
 # looked up per request instead, slower but bounded. The series themselves are bounded by route_of().
 MAX_CHILDREN = 4096
@@ -68,17 +81,20 @@ StateReader = Callable[[], Mapping[str, int]]
 
 
 class _ScrapeTime(Collector):
-    """Gauges whose truth lives elsewhere, read when Prometheus asks."""
+    """Gauges whose truth lives elsewhere, read when Prometheus asks (`per_process=False`: only the pool's
+    account states, which every worker shares; the rest is in the shared files)."""
 
     def __init__(
         self,
         account_states: StateReader | None,
         open_streams: Callable[[], int] | None,
         monitor_status: Callable[[], Mapping[str, Any]] | None,
+        per_process: bool = True,
     ) -> None:
         self.account_states = account_states
         self.open_streams = open_streams
         self.monitor_status = monitor_status
+        self.per_process = per_process
 
     def collect(self) -> Iterable[Metric]:
         if self.account_states is not None:
@@ -87,6 +103,8 @@ class _ScrapeTime(Collector):
             for state in ACCOUNT_STATES:
                 family.add_metric([state], states.get(state, 0))
             yield family
+        if not self.per_process:
+            return
         if self.open_streams is not None:
             yield GaugeMetricFamily("agfast_open_streams", "Streamed answers in flight.", value=self.open_streams())
         if self.monitor_status is not None:
@@ -116,14 +134,63 @@ def _remember(cache: dict[Any, Any], key: Any, child: Any) -> Any:
     return child
 
 
+class _Shared:
+    """A worker's scrape-time values as multiprocess series: gauges summed over live workers, counters moved by
+    what changed since the last copy."""
+
+    COUNTED = (("bodies", "dropped_bodies"), ("rows", "dropped_rows"))
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.open_streams = Gauge(
+            "agfast_open_streams", "Streamed answers in flight.", multiprocess_mode="livesum", registry=registry
+        )
+        self.queue_depth = Gauge(
+            "agfast_monitor_queue_depth", "Request records waiting for the monitor's writer.",
+            multiprocess_mode="livesum", registry=registry,
+        )  # fmt: skip
+        dropped = Counter(
+            "agfast_monitor_dropped",
+            "What the monitor dropped because its queue was full (bodies first, then whole rows).",
+            ("what",),
+            registry=registry,
+        )
+        self.dropped = {what: dropped.labels(what) for what, _ in self.COUNTED}
+        self.write_errors = Counter(
+            "agfast_monitor_write_errors", "Monitor batches that failed to write.", registry=registry
+        )
+        self.seen: dict[str, int] = {"dropped_bodies": 0, "dropped_rows": 0, "write_errors": 0}
+
+    def copy(
+        self, open_streams: Callable[[], int] | None, monitor_status: Callable[[], Mapping[str, Any]] | None
+    ) -> None:
+        if open_streams is not None:
+            self.open_streams.set(open_streams())
+        if monitor_status is None:
+            return
+        status = monitor_status()
+        self.queue_depth.set(status["queued"])
+        for what, name in self.COUNTED:
+            self.dropped[what].inc(self._moved(name, status[name]))
+        self.write_errors.inc(self._moved("write_errors", status["write_errors"]))
+
+    def _moved(self, name: str, now: int) -> int:
+        """How far a count moved since the last copy (a monitor reopened starts again from 0)."""
+        before, self.seen[name] = self.seen[name], now
+        return now - before if now >= before else now
+
+
 class Metrics:
-    """agfast's registry; `observe` is a request observer, `render` the body of GET /metrics."""
+    """agfast's registry; `observe` is a request observer, `render` the body of GET /metrics.
+
+    `multiprocess_dir` (`--workers N`): the directory prometheus-client keeps every worker's values in; a
+    scrape sums them. None: this process's own values."""
 
     def __init__(
         self,
         account_states: StateReader | None = None,
         open_streams: Callable[[], int] | None = None,
         monitor_status: Callable[[], Mapping[str, Any]] | None = None,
+        multiprocess_dir: str | None = None,
     ) -> None:
         registry = self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
@@ -158,7 +225,21 @@ class Metrics:
         self.rotations = Counter(
             "agfast_rotations", "Retries that moved to another account, by reason.", ("reason",), registry=registry
         )
-        registry.register(_ScrapeTime(account_states, open_streams, monitor_status))
+        self.multiprocess_dir = multiprocess_dir
+        self.open_streams = open_streams
+        self.monitor_status = monitor_status
+        self._shared: _Shared | None = None
+        if multiprocess_dir is None:
+            registry.register(_ScrapeTime(account_states, open_streams, monitor_status))
+            self.scraped = registry
+        else:
+            from prometheus_client import multiprocess
+
+            # The series above live in the files; `registry` is never scraped (it would count this worker twice).
+            self._shared = _Shared(registry)
+            self.scraped = CollectorRegistry(auto_describe=True)
+            multiprocess.MultiProcessCollector(self.scraped, multiprocess_dir)
+            self.scraped.register(_ScrapeTime(account_states, None, None, per_process=False))
         self._requests: dict[tuple[str, str, int], Any] = {}
         self._latency: dict[str, tuple[Any, Any, Any]] = {}
         self._tokens: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
@@ -207,6 +288,17 @@ class Metrics:
             if reason in ROTATING_REASONS:
                 pair[1].inc()
 
+    def sample(self) -> None:
+        """`--workers N`: copy this worker's scrape-time values into the shared files (each second, each scrape)."""
+        if self._shared is not None:
+            self._shared.copy(self.open_streams, self.monitor_status)
+
+    async def sample_forever(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(SAMPLE_EVERY)
+
     def render(self) -> tuple[bytes, bytes]:
         """The exposition text and its content type."""
-        return generate_latest(self.registry), CONTENT_TYPE
+        self.sample()
+        return generate_latest(self.scraped), CONTENT_TYPE

@@ -5,14 +5,18 @@ table (under a lock held for a few dict operations) and appends the record to a 
 thread, with its own sqlite3 connection, drains the deque in batches, builds the rows (streamed answers are
 reconstructed here, off the request path) and writes each batch and the token counts in one transaction.
 When the writer falls behind, new records first lose their bodies (the row is kept), then whole rows are
-dropped; both drops are counted. Token counts are never dropped and are kept even with the monitor off.
-Reads (`logs`, `stats_*`; the admin API and `agfast logs`/`stats`) open their own connections: in WAL mode
-readers never wait for the writer. Reference: §8.2.
+dropped; both drops are counted. With `--workers N` every worker has its own writer on the one database (WAL:
+one writer at a time, readers never wait): a batch the database refuses (locked by another worker past the busy
+timeout, disk full) stays in memory, token counts included, and is written at the next wake; what still
+cannot be written when the monitor closes is counted as dropped, never lost silently. Token counts are never
+dropped and are kept even with the monitor off. Reads (`logs`, `stats_*`; the admin API and `agfast
+logs`/`stats`) open their own connections: in WAL mode readers never wait for the writer. Reference: §8.2.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -47,8 +51,17 @@ DEFAULT_RETENTION_DAYS = 30
 DEFAULT_MAX_BODY_BYTES = BODY_CAP
 # A page of `logs()` at most: the admin UI pages through thousands, never asks for them at once.
 MAX_PAGE = 1000
-# A writer blocked on a locked database (someone running `sqlite3` on it) waits this long before an error.
+# A writer blocked on a locked database (another worker's writer, someone running `sqlite3` on it) waits this
+# long before an error; the batch is then kept and tried again at the next wake.
 BUSY_TIMEOUT_MS = 5000
+# Switching a new file to WAL takes the database exclusively and SQLite's busy handler does not wait for that:
+# a writer that finds it held (another worker opening the same new file) tries again this often...
+WAL_RETRY_EVERY = 0.02
+# ...for at most this long (a worker that cannot open its monitor serves without one).
+WAL_RETRY_FOR = BUSY_TIMEOUT_MS / 1000
+# Attempts at writing what is left when the monitor closes (each waits the busy timeout) before counting it
+# as dropped: shutdown must end even when someone holds the database.
+CLOSE_ATTEMPTS = 3
 # §8.2's skip rules: Claude Code's telemetry and agfast's own admin/internal routes are not proxied traffic.
 SKIP_SUBSTRINGS = ("event_logging", "/api/")
 SKIP_PREFIXES = ("/internal/",)
@@ -83,7 +96,8 @@ CREATE TABLE IF NOT EXISTS request_logs (
     response_body TEXT,
     truncated INTEGER NOT NULL,
     bodies_dropped INTEGER NOT NULL,
-    username TEXT NOT NULL DEFAULT ''
+    username TEXT NOT NULL DEFAULT '',
+    worker INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS request_logs_timestamp ON request_logs (timestamp);
 CREATE INDEX IF NOT EXISTS request_logs_errors ON request_logs (id) WHERE status >= 400 OR error != '';
@@ -103,8 +117,8 @@ CREATE TABLE IF NOT EXISTS token_stats (
 _INSERT_ROW = (
     "INSERT INTO request_logs (timestamp, request_id, method, url, status, duration, first_byte, upstream, model,"
     " mapped_model, account_email, client_ip, protocol, stream, attempts, retries, error, input_tokens,"
-    " output_tokens, cached_tokens, request_body, response_body, truncated, bodies_dropped, username)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " output_tokens, cached_tokens, request_body, response_body, truncated, bodies_dropped, username, worker)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPSERT_TOKENS = (
     "INSERT INTO token_stats (hour, account_email, model, requests, errors, input_tokens, output_tokens,"
@@ -117,7 +131,7 @@ _UPSERT_TOKENS = (
 SUMMARY_COLUMNS = (
     "id", "timestamp", "request_id", "method", "url", "status", "duration", "first_byte", "upstream", "model",
     "mapped_model", "account_email", "client_ip", "protocol", "stream", "attempts", "retries", "error",
-    "input_tokens", "output_tokens", "cached_tokens", "truncated", "bodies_dropped", "username",
+    "input_tokens", "output_tokens", "cached_tokens", "truncated", "bodies_dropped", "username", "worker",
 )  # fmt: skip
 _SUMMARY_SELECT = "SELECT " + ", ".join(SUMMARY_COLUMNS) + " FROM request_logs"
 _FILTER_COLUMNS = (
@@ -331,8 +345,10 @@ class Monitor(LogReader):
         retention_days: int = DEFAULT_RETENTION_DAYS,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        busy_timeout_ms: int = BUSY_TIMEOUT_MS,
     ) -> None:
         super().__init__(db_path(data_dir))
+        self.busy_timeout = busy_timeout_ms / 1000
         self.enabled = enabled
         self.retention_days = retention_days
         self.queue_size = max(1, queue_size)
@@ -343,6 +359,11 @@ class Monitor(LogReader):
         self.dropped_bodies = 0
         self.write_errors = 0
         self._queue: deque[_Queued] = deque()
+        # Built rows and flush markers of batches the database refused, written first at the next wake.
+        self._unwritten: list[tuple[Any, ...]] = []
+        self._unwritten_markers: list[threading.Event] = []
+        # The process whose answers these rows are (`--workers N`: which worker served the request).
+        self.worker = os.getpid()
         self._tokens: dict[tuple[int, str, str], list[int]] = {}
         self._tokens_lock = threading.Lock()
         self._wake = threading.Event()
@@ -425,7 +446,7 @@ class Monitor(LogReader):
     def status(self) -> dict[str, Any]:
         return {
             "enabled": self.enabled,
-            "queued": len(self._queue),
+            "queued": len(self._queue) + len(self._unwritten),
             "queue_size": self.queue_size,
             "dropped_rows": self.dropped_rows,
             "dropped_bodies": self.dropped_bodies,
@@ -474,8 +495,8 @@ class Monitor(LogReader):
     # -- the writer thread ------------------------------------------------------------------------------------
 
     def _open_writer(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False)
+        _use_wal(conn)
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a power cut may lose the last rows, never the file
         conn.executescript(SCHEMA)
         _add_missing_columns(conn)
@@ -492,10 +513,10 @@ class Monitor(LogReader):
             closing = self._closing
             while True:
                 batch = self._take(BATCH_MAX)
-                self._write(batch)
-                if len(batch) < BATCH_MAX:
-                    break
+                if not self._write(batch) or len(batch) < BATCH_MAX:
+                    break  # refused: the rest waits for the next wake, behind what was refused
             if closing:
+                self._write_last()
                 return
             if time.monotonic() - self._last_retention >= RETENTION_INTERVAL:
                 self._retain()
@@ -507,21 +528,60 @@ class Monitor(LogReader):
             batch.append(queue.popleft())
         return batch
 
-    def _write(self, batch: list[_Queued]) -> None:
+    def _write(self, batch: list[_Queued]) -> bool:
+        """Commit the refused rows, then `batch`, with the token counts; False: refused, all kept for later."""
         with self._tokens_lock:
             tokens, self._tokens = self._tokens, {}
-        markers = [item for item in batch if isinstance(item, threading.Event)]
+        markers = self._unwritten_markers
+        markers += [item for item in batch if isinstance(item, threading.Event)]
+        rows = self._unwritten
+        for item in batch:
+            if not isinstance(item, threading.Event):
+                try:
+                    rows.append(self._row(*item))
+                except Exception as exc:  # one odd record must not stop the writer; counted
+                    self.dropped_rows += 1
+                    log.warning("monitor: could not store request %s: %r", item[0].request_id, exc)
         try:
-            rows = [self._row(*item) for item in batch if not isinstance(item, threading.Event)]
             if rows or tokens:
                 with self._conn:
                     self._conn.executemany(_INSERT_ROW, rows)
                     self._conn.executemany(_UPSERT_TOKENS, [(*key, *counts) for key, counts in tokens.items()])
-        except Exception as exc:  # the writer must outlive a full disk or a locked file
+        except sqlite3.Error as exc:  # locked by another worker past the busy timeout, disk full: keep it all
             self.write_errors += 1
-            log.warning("monitor: could not write %d row(s): %s", len(batch) - len(markers), exc)
+            self._keep(rows, tokens)
+            log.warning("monitor: could not write %d row(s), trying again: %s", len(rows), exc)
+            return False
+        self._unwritten, self._unwritten_markers = [], []
         for marker in markers:
             marker.set()
+        return True
+
+    def _keep(self, rows: list[tuple[Any, ...]], tokens: dict[tuple[int, str, str], list[int]]) -> None:
+        """Hold a refused batch for the next try: rows up to the queue's size (older ones dropped, counted),
+        token counts merged back (never dropped)."""
+        excess = len(rows) - self.queue_size
+        if excess > 0:
+            self.dropped_rows += excess
+            del rows[:excess]
+        with self._tokens_lock:
+            for key, counts in tokens.items():
+                entry = self._tokens.setdefault(key, [0, 0, 0, 0, 0])
+                for i, n in enumerate(counts):
+                    entry[i] += n
+
+    def _write_last(self) -> None:
+        """At close: what the database still refuses after a few tries is counted as dropped."""
+        for _ in range(CLOSE_ATTEMPTS):
+            if not self._unwritten or self._write([]):
+                break
+        if self._unwritten:
+            self.dropped_rows += len(self._unwritten)
+            log.warning("monitor: %d row(s) could not be written before closing", len(self._unwritten))
+            self._unwritten = []
+        for marker in self._unwritten_markers:
+            marker.set()
+        self._unwritten_markers = []
 
     def _row(self, record: RequestRecord, keep_bodies: bool) -> tuple[Any, ...]:
         cap = self.max_body_bytes
@@ -540,7 +600,7 @@ class Monitor(LogReader):
             record.status, _ms(record.duration), _ms(record.first_byte), _ms(record.upstream_seconds),
             record.model, record.mapped_model, record.account_email, record.client_ip, record.protocol,
             int(record.stream), record.attempts, ",".join(record.retries), record.error, *tokens,
-            request_body, response_body, int(truncated), int(dropped), record.key_name,
+            request_body, response_body, int(truncated), int(dropped), record.key_name, self.worker,
         )  # fmt: skip
 
     def _retain(self) -> None:
@@ -559,11 +619,28 @@ class Monitor(LogReader):
 
 
 # Columns added after the first release: (name, definition). A database written by an older agfast gets them.
-ADDED_COLUMNS = (("username", "TEXT NOT NULL DEFAULT ''"),)
+ADDED_COLUMNS = (("username", "TEXT NOT NULL DEFAULT ''"), ("worker", "INTEGER NOT NULL DEFAULT 0"))
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
     have = {row[1] for row in conn.execute("PRAGMA table_info(request_logs)")}
     for name, definition in ADDED_COLUMNS:
         if name not in have:
-            conn.execute(f"ALTER TABLE request_logs ADD COLUMN {name} {definition}")
+            try:
+                conn.execute(f"ALTER TABLE request_logs ADD COLUMN {name} {definition}")
+            except sqlite3.OperationalError as exc:  # another worker added it a moment ago
+                if "duplicate column" not in str(exc):
+                    raise
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the database to WAL, waiting (bounded) while another connection holds a new file."""
+    deadline = time.monotonic() + WAL_RETRY_FOR
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(WAL_RETRY_EVERY)

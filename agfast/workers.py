@@ -5,7 +5,9 @@ SO_REUSEPORT so the kernel spreads connections over them (without SO_REUSEPORT t
 socket is inherited and shared instead). The supervisor does no request work: it restarts a worker that dies,
 forwards SIGHUP (config reload) and SIGTERM/SIGINT (each worker stops accepting, lets streams finish up to
 shutdown_timeout, closes), and exits when the last worker has. Workers share the pool through Redis: with no
-`state.redis_url` the supervisor starts a private redis-server on a unix socket in the data dir.
+`state.redis_url` the supervisor starts a private redis-server on a unix socket in the data dir. Metrics:
+the supervisor points PROMETHEUS_MULTIPROC_DIR at a fresh directory in the data dir before forking, so every
+worker's series land there and any worker's /metrics sums them; a worker that exits has its live gauges removed.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ WATCH_EVERY = 0.1
 REDIS_START_TIMEOUT = 10.0
 # prctl option: the signal a process receives when its parent dies (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
+# prometheus-client picks in-memory or file-backed values when it is first imported, reading this variable: the
+# supervisor sets it before forking and must not import prometheus-client (or agfast.metrics) before that.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The workers' prometheus-client files, in the data dir; emptied at every start (old pids' counts must not add up).
+METRICS_DIR = "metrics-workers"
 NO_REDIS = (
     "--workers {n} needs shared state: set state.redis_url (or AGFAST_REDIS_URL) to a Redis, or install "
     "redis-server (Debian/Ubuntu: apt-get install redis-server) and agfast starts a private one"
@@ -146,6 +153,7 @@ class Supervisor:
         self.listener: socket.socket | None = None
 
     def run(self) -> int:
+        metrics_dir = self._fresh_metrics_dir()
         redis: PrivateRedis | None = None
         if not self.config.state_redis_url:
             redis = PrivateRedis(self.config.data_dir)
@@ -168,6 +176,15 @@ class Supervisor:
         finally:
             if redis is not None:
                 redis.stop()
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+    def _fresh_metrics_dir(self) -> Path:
+        """An empty PROMETHEUS_MULTIPROC_DIR, set before any worker (or prometheus-client) exists."""
+        path = self.config.data_dir / METRICS_DIR
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        os.environ[MULTIPROC_ENV] = str(path)
+        return path
 
     def _spawn(self, number: int) -> None:
         self.started[number] = time.monotonic()
@@ -197,6 +214,8 @@ class Supervisor:
                 pass
 
     def _watch(self) -> int:
+        from prometheus_client.multiprocess import mark_process_dead  # after MULTIPROC_ENV is set
+
         while self.children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -210,6 +229,7 @@ class Supervisor:
                 time.sleep(WATCH_EVERY)
                 continue
             number = self.children.pop(pid, None)
+            mark_process_dead(pid)  # its live gauges (open streams, queue depth) leave the sums
             if number is None or self.stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)

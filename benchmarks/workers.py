@@ -1,12 +1,21 @@
-"""`--workers 2` against one worker: requests/s and server CPU per request, with wrk as the client.
+"""`--workers 2` against one worker: requests/s, server CPU per request and Redis round trips per request.
 
-    python benchmarks/workers.py                 # GET /healthz, 10 s per row
-    python benchmarks/workers.py --duration 30
+    python benchmarks/workers.py                       # healthz and proxied rows, 10 s each
+    python benchmarks/workers.py --duration 30 --json
+    python benchmarks/workers.py --scenarios proxied
 
-wrk (C) drives the load so the client costs as little CPU as possible; it still shares the machine's cores
-with the server, so on a 2-core machine the 2-worker row is a floor. CPU per request sums every agfast
-process (supervisor, workers) and the private redis-server, read from /proc. The request path's Redis round
-trips per request are counted by tests/test_shared_state.py (exactly one per proxied request).
+Scenarios: `healthz` (GET /healthz: the HTTP shell alone, no pool, no Redis) and `proxied` (POST Gemini
+:generateContent through the pool to `agfast sim --fast`, one onboarded account: the request path that reads
+the shared state). wrk (C, 1 thread, 64 connections) drives the load so the client costs as little CPU as
+possible; it shares the machine's cores with the server, so on a 2-core machine req/s of the 2-worker row is a
+floor and cannot be judged while others load the machine. What holds under contention:
+
+- CPU per request: utime+stime from /proc summed over every agfast process (supervisor, workers) and the
+  private redis-server, over exactly the wrk run, divided by the requests wrk completed. The simulator's CPU is
+  not in it.
+- Redis round trips and commands per request: the private redis-server's `INFO stats` (total_reads_processed:
+  one per request batch a client sent, i.e. per round trip) and `INFO commandstats` (commands, a pipeline counts
+  each) before and after the run, this script's own INFO calls taken out, divided by the requests.
 """
 
 from __future__ import annotations
@@ -14,15 +23,24 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import orjson
+
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on http://[^:]+:(\d+)")
 TICKS = os.sysconf("SC_CLK_TCK")
+SIM_REFRESH = "1//sim-refresh-demo1"
+PROMPT = {"contents": [{"role": "user", "parts": [{"text": "Benchmark prompt: say something short please"}]}]}
+PROXIED_PATH = "/v1beta/models/gemini-3-flash:generateContent"
+WRK = ["wrk", "-t1", "-c64"]
+# wrk warm-up before each measured run: connections open, caches and the pool warm.
+WARMUP = "2s"
 
 
 def cpu_of_tree(pid: int) -> float:
@@ -40,50 +58,144 @@ def cpu_of_tree(pid: int) -> float:
     return total
 
 
-def run(workers: int, duration: float) -> tuple[float, float]:
-    with tempfile.TemporaryDirectory() as data_dir:
-        (Path(data_dir) / "config.toml").write_text('api_key = "sk-bench-key-0000"\nlog_level = "warning"\n')
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AGFAST_")}
+def redis_counts(sock_path: Path) -> tuple[int, int]:
+    """(round trips, commands) the redis-server has served so far, read with one INFO call."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(sock_path))
+        sock.sendall(b"INFO everything\r\n")
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            data += chunk
+            head, _, rest = data.partition(b"\r\n")
+            if head.startswith(b"$") and len(rest) >= int(head[1:]):
+                break
+    text = data.decode()
+    reads = int(re.search(r"total_reads_processed:(\d+)", text).group(1))  # type: ignore[union-attr]
+    commands = sum(int(n) for n in re.findall(r"cmdstat_\w+:calls=(\d+)", text))
+    return reads, commands
+
+
+def wrk(url: str, duration: str, script: Path | None) -> int:
+    """Requests wrk completed in `duration` (non-2xx answers make the run fail: a benchmark of errors lies)."""
+    cmd = [*WRK, f"-d{duration}", *(["-s", str(script)] if script else []), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw error answers:\n{out}")
+    return int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+
+
+def start_sim() -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agfast", "sim", "--fast", "--port", "0", "--chunks", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=clean_env(),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        if found:
+            return proc, int(found.group(1))
+    raise RuntimeError("the simulator did not start")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGFAST_", "PROMETHEUS_"))}
+    env.update(extra)
+    return env
+
+
+def run(workers: int, scenario: str, duration: float, sim_port: int) -> dict[str, object]:
+    base = f"http://127.0.0.1:{sim_port}"
+    env = clean_env(
+        AGFAST_UPSTREAM_ENDPOINTS=f"{base}/v1internal",
+        AGFAST_OAUTH_TOKEN_URL=f"{base}/token",
+        AGFAST_USERINFO_URL=f"{base}/oauth2/v2/userinfo",
+        AGFAST_OAUTH_CLIENT_ID="bench",
+        AGFAST_OAUTH_CLIENT_SECRET="bench",
+    )
+    with tempfile.TemporaryDirectory(prefix="agfast-workers-") as data_dir:
+        data = Path(data_dir)
+        (data / "config.toml").write_text('api_key = "sk-bench-key-0000"\nauth_mode = "off"\nlog_level = "warning"\n')
+        script = None
+        if scenario == "proxied":
+            subprocess.run(
+                [sys.executable, "-m", "agfast", "accounts", "add", "--refresh-token", SIM_REFRESH, "--data-dir",
+                 data_dir], env=env, check=True, capture_output=True, cwd=ROOT,
+            )  # fmt: skip
+            script = data / "post.lua"
+            body = orjson.dumps(PROMPT).decode()
+            script.write_text(
+                f'wrk.method = "POST"\nwrk.body = {orjson.dumps(body).decode()}\n'
+                'wrk.headers["Content-Type"] = "application/json"\n'
+            )
         proc = subprocess.Popen(
             [sys.executable, "-m", "agfast", "serve", "--port", "0", "--data-dir", data_dir, "--workers", str(workers)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            cwd=ROOT,
-            env=env,
-        )
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=env,
+        )  # fmt: skip
         assert proc.stdout is not None
-        port = 0
-        seen = 0
-        while seen < workers:
-            line = proc.stdout.readline()
-            found = LISTENING.search(line)
-            if found:
-                port, seen = int(found.group(1)), seen + 1
-        url = f"http://127.0.0.1:{port}/healthz"
-        subprocess.run(["wrk", "-t1", "-c64", "-d2s", url], capture_output=True, check=True)  # warm-up
-        before = cpu_of_tree(proc.pid)
-        out = subprocess.run(
-            ["wrk", "-t1", "-c64", f"-d{duration:g}s", url], capture_output=True, text=True, check=True
-        ).stdout
-        cpu = cpu_of_tree(proc.pid) - before
-        proc.terminate()
-        proc.wait(30)
-    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    return total / duration, cpu / total * 1e6
+        try:
+            port = seen = 0
+            while seen < workers:
+                found = LISTENING.search(proc.stdout.readline())
+                if found:
+                    port, seen = int(found.group(1)), seen + 1
+            url = f"http://127.0.0.1:{port}" + (PROXIED_PATH if scenario == "proxied" else "/healthz")
+            wrk(url, WARMUP, script)
+            redis_sock = data / "redis.sock"
+            redis_before = redis_counts(redis_sock) if workers > 1 else (0, 0)
+            cpu_before = cpu_of_tree(proc.pid)
+            total = wrk(url, f"{duration:g}s", script)
+            cpu = cpu_of_tree(proc.pid) - cpu_before
+            redis_after = redis_counts(redis_sock) if workers > 1 else (1, 1)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    # The INFO call that read `redis_before` is one read and one command of its own.
+    trips, commands = redis_after[0] - redis_before[0] - 1, redis_after[1] - redis_before[1] - 1
+    return {
+        "scenario": scenario,
+        "workers": workers,
+        "requests": total,
+        "rps": total / duration,
+        "cpu_us_per_req": cpu / total * 1e6,
+        "redis_round_trips_per_req": trips / total,
+        "redis_commands_per_req": commands / total,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--scenarios", default="healthz,proxied", help="comma-separated: healthz, proxied")
+    parser.add_argument("--json", action="store_true", help="also print one JSON line per row")
     args = parser.parse_args()
-    rows = {n: run(n, args.duration) for n in (1, 2)}
-    print(f"load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; {time.ctime()}")
-    print("| workers | req/s | server CPU µs/req |")
-    print("|---|---|---|")
-    for n, (rps, cpu) in rows.items():
-        print(f"| {n} | {rps:,.0f} | {cpu:.1f} |")
-    print(f"speed-up: {rows[2][0] / rows[1][0]:.2f}x; CPU/request ratio: {rows[2][1] / rows[1][1]:.2f}")
+    sim, sim_port = start_sim()
+    try:
+        rows = [run(n, s, args.duration, sim_port) for s in args.scenarios.split(",") for n in (1, 2)]
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    print(
+        f"commit {commit.strip()}; load average at the end {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
+    print("| scenario | workers | req/s | server CPU µs/req | Redis round trips/req | Redis commands/req |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(
+            f"| {row['scenario']} | {row['workers']} | {row['rps']:,.0f} | {row['cpu_us_per_req']:.1f} | "
+            f"{row['redis_round_trips_per_req']:.2f} | {row['redis_commands_per_req']:.2f} |"
+        )
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        one, two = (r for r in rows if r["scenario"] == scenario)
+        print(
+            f"{scenario}: speed-up {two['rps'] / one['rps']:.2f}x; "  # type: ignore[operator]
+            f"CPU/request ratio {two['cpu_us_per_req'] / one['cpu_us_per_req']:.2f}"  # type: ignore[operator]
+        )
+    if args.json:
+        for row in rows:
+            print(orjson.dumps(row).decode())
 
 
 if __name__ == "__main__":

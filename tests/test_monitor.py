@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -419,3 +420,69 @@ def test_a_stream_the_reader_cannot_read_is_stored_raw(monitor: Monitor) -> None
     monitor.observe(record())  # same batch
     odd_row, plain = reversed(rows(monitor))
     assert odd_row["response_body"] == odd.decode() and plain["response_body"] == '{"id":"x"}'
+
+
+# -- one database, a writer per worker (`--workers N`) -----------------------------------------------------
+
+
+def hold_write_lock(path: Path) -> sqlite3.Connection:
+    """Another worker's writer in the middle of a transaction: the database's write lock, held."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.01)
+
+
+def test_a_monitor_opening_a_fresh_database_another_worker_holds_waits_for_it(tmp_path: Path) -> None:
+    # Two workers start at once on a new data dir: one switches the file to WAL while the other holds it.
+    holder = sqlite3.connect(tmp_path / DB_NAME, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE early (x)")  # a database still in rollback-journal mode
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, holder.execute, ("COMMIT",))
+    release.start()
+    try:
+        mon = Monitor(tmp_path)
+        try:
+            mon.observe(record())
+            assert len(rows(mon)) == 1
+        finally:
+            mon.close()
+    finally:
+        release.join()
+        holder.close()
+
+
+def test_rows_and_tokens_a_busy_database_refused_are_written_once_it_frees(tmp_path: Path) -> None:
+    mon = Monitor(tmp_path, busy_timeout_ms=20)
+    holder = hold_write_lock(mon.path)
+    try:
+        for _ in range(3):
+            mon.observe(record())
+        mon.flush(timeout=0)
+        wait_for(lambda: mon.write_errors >= 2)  # the writer tried, was refused, and tried again
+        holder.execute("COMMIT")
+        assert len(rows(mon)) == 3
+        assert mon.stats_summary()["requests"] == 3
+        assert mon.status()["dropped_rows"] == 0
+    finally:
+        holder.close()
+        mon.close()
+
+
+def test_rows_a_locked_database_still_refuses_at_close_are_counted_as_dropped(tmp_path: Path) -> None:
+    mon = Monitor(tmp_path, busy_timeout_ms=20)
+    holder = hold_write_lock(mon.path)
+    try:
+        for _ in range(3):
+            mon.observe(record())
+        mon.close()
+        assert mon.dropped_rows == 3
+    finally:
+        holder.close()
+    assert LogReader(mon.path).count() == 0

@@ -128,6 +128,10 @@ REDIS_TIMEOUT = 0.05
 TIMEOUTS_FOR_OUTAGE = 3
 # While Redis is unreachable, try it again at most this often (not on every request: each try could cost
 # REDIS_TIMEOUT).
+# close() cancels its tasks again this often while one still runs (a swallowed cancellation), for at most
+# CLOSE_CANCEL_FOR: shutdown must end even when a task ignores every cancel.
+CLOSE_CANCEL_EVERY = 0.05
+CLOSE_CANCEL_FOR = 2.0
 RECONNECT_EVERY = 1.0
 # A session's binding is forgotten after a day without use (MemoryState's bound keeps the local mirror small).
 BINDING_TTL_S = 86_400
@@ -221,6 +225,7 @@ class RedisState(LocalState):
         self._down = False
         self._timeouts = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False  # close() began: the subscriber must not subscribe again
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -231,9 +236,8 @@ class RedisState(LocalState):
         await self._replay_kept()
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._closing = True
+        await _cancel_until_done(self._tasks)
         if self._queue:  # last writes of a clean shutdown
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._flush(self._queue), self.timeout * 10)
@@ -553,7 +557,7 @@ class RedisState(LocalState):
                 listener(event)
 
     async def _subscriber(self) -> None:
-        while True:
+        while not self._closing:
             pubsub = self.events.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
@@ -576,7 +580,26 @@ class RedisState(LocalState):
                 log.debug("event subscription lost: %s", type(exc).__name__)
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
-                await asyncio.sleep(RECONNECT_EVERY)
+                if not self._closing:
+                    await asyncio.sleep(RECONNECT_EVERY)
+
+
+async def _cancel_until_done(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel `tasks` and wait for them, cancelling again while any goes on (bounded): redis-py can swallow a
+    CancelledError (redis/redis-py#2028, #2551), and a subscriber cancelled while subscribing then listened for
+    ever, keeping its worker alive after SIGTERM."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLOSE_CANCEL_FOR
+    pending = {task for task in tasks if not task.done()}
+    while pending and loop.time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=CLOSE_CANCEL_EVERY)
+    if pending:
+        log.warning("%d Redis task(s) did not stop when cancelled", len(pending))
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: an error on the way out is not worth a "never retrieved" warning
 
 
 def _safe_url(url: str) -> str:
