@@ -29,9 +29,9 @@ def test_help_runs_without_starting_anything() -> None:
 
 
 def test_sizes() -> None:
-    assert (parse_args([]).requests, parse_args([]).rounds) == (300, 30)
+    assert (parse_args([]).requests, parse_args([]).rounds) == (1000, 30)
     quick = parse_args(["--quick"])
-    assert (quick.requests, quick.rounds, quick.per_round) == (100, 10, 100)
+    assert (quick.requests, quick.rounds, quick.per_round) == (300, 10, 100)
     with pytest.raises(SystemExit):
         parse_args(["--requests", "0"])
 
@@ -46,8 +46,8 @@ def test_the_named_configuration_is_the_issues_worst_case() -> None:
 def test_results_table_adds_against_the_open_configuration() -> None:
     rows = [Row("open", "auth off", 4_000_000.0, 800.0), Row("main", "strict", 4_010_000.0, 808.0),
             Row("named", "keys + IP", 4_100_000.0, None)]  # fmt: skip
-    lines = results_table(rows, 300, 30, 200).splitlines()
-    assert lines[0].startswith("| configuration | instructions/request (N=300) |") and "median of 30 × 200" in lines[0]
+    lines = results_table(rows, 1000, 30, 200).splitlines()
+    assert lines[0].startswith("| configuration | instructions/request (N=1000) |") and "median of 30 × 200" in lines[0]
     assert lines[2] == "| open: auth off | 4,000,000 | +0.00% | 800.0 | +0.00% |"
     assert lines[3] == "| main: strict | 4,010,000 | +0.25% | 808.0 | +1.00% |"
     assert lines[4] == "| named: keys + IP | 4,100,000 | +2.50% | – | – |"
