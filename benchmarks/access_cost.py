@@ -88,9 +88,9 @@ class Row:
     name: str
     label: str
     instructions: float | None = None  # per request
-    startup_instructions: int | None = None  # the 0 run: start-up, warm-up and shutdown
     cpu_us: float | None = None  # per request, median round
     cpu_rounds: list[float] = field(default_factory=list)
+    startup_instructions: int | None = None  # the 0 run: start-up, warm-up and shutdown
 
 
 def setups(named_key: str) -> list[Setup]:
