@@ -23,8 +23,9 @@ Three measurements, each with a different weakness:
 2. /proc CPU (a second opinion): the three servers run side by side; ROUNDS rounds each send M requests to
    every server in turn (the order rotating), charging each the CPU time its threads ran (schedstat, ns);
    the median round. Other processes on the machine move this by ±10–30%.
-3. the checks alone (in process, `timeit`): the named key's lookup + rpm window + model pattern, the main
-   key's comparison, and the IP screen with X-Forwarded-For, against the per-request CPU of (2).
+3. the checks alone (in process, `timeit`): the named key's lookup + rpm window, model patterns and token
+   charging, the main key's comparison, and the IP screen with X-Forwarded-For, against the per-request CPU
+   of (2).
 """
 
 from __future__ import annotations
@@ -258,6 +259,7 @@ def time_checks(work: Path, repeat: int) -> dict[str, float]:
     from agfast.http.errors import Family
     from agfast.http.request import Request
     from agfast.keys import KeyPolicy, KeyStore
+    from agfast.record import RequestRecord
 
     data_dir = work / "timeit"
     data_dir.mkdir()
@@ -271,6 +273,8 @@ def time_checks(work: Path, repeat: int) -> dict[str, float]:
     forwarded = {b"x-forwarded-for": f"203.0.113.9, {FORWARDED_FOR}".encode()}
     req = Request(b"POST", "/v1/chat/completions", b"", forwarded)
     key = policy.store.by_digest[next(iter(policy.store.by_digest))]
+    record = RequestRecord("bench", "POST", "/v1/chat/completions", "openai", FORWARDED_FOR, time.time())
+    record.key_name, record.input_tokens, record.output_tokens = key.name, 12, 30
     assert authenticator.check(named_headers) == 0 and rules.screen(req, Family.OPENAI, TRUSTED_PROXY) is None
 
     def per_call(fn: Callable[[], object]) -> float:
@@ -281,6 +285,7 @@ def time_checks(work: Path, repeat: int) -> dict[str, float]:
         "main key: compare": per_call(lambda: authenticator.check(main_headers)),
         "named key: hash + lookup + rpm window": per_call(lambda: authenticator.check(named_headers)),
         "named key: model patterns": per_call(lambda: policy.allows_model(key, MODEL)),
+        "named key: tokens charged (observer)": per_call(lambda: policy.observe(record)),
         "IP screen, trusted proxy + X-Forwarded-For": per_call(lambda: rules.screen(req, Family.OPENAI, TRUSTED_PROXY)),
     }
 
