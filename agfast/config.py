@@ -733,8 +733,7 @@ def add_client_to_file(path: Path, client: OAuthClient) -> None:
             raise ConfigError(f"{path}: an OAuth client with key {client.key!r} exists already (remove it first)")
         clients = _client_entries(doc)
         entry = tomlkit.table() if isinstance(clients, tomlkit.items.AoT) else tomlkit.inline_table()
-        entry.update(key=client.key, client_id=client.client_id, client_secret=client.client_secret)
-        entry["label"] = client.label
+        entry.update(key=client.key, client_id=client.client_id, client_secret=client.client_secret, label=client.label)
         if isinstance(entry, tomlkit.items.Table):
             entry.add(tomlkit.nl())  # a blank line before whatever follows, as a person would leave it
         clients.append(entry)

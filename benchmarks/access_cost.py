@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -345,6 +346,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the servers on the way out, as Ctrl-C does
     env = environment()
     with tempfile.TemporaryDirectory(prefix="agfast-access-") as scratch:
         work = Path(scratch)
