@@ -16,15 +16,13 @@ agfast runs in front of `agfast sim --fast` three ways, every request an OpenAI 
 Three measurements, each with a different weakness:
 
 1. instructions (the verdict): agfast under `valgrind --tool=callgrind` serves WARMUP + N requests one at a
-   time, and again WARMUP + 0; (Ir(N) − Ir(0)) / N is its instructions per request, with start-up, warm-up
-   and shutdown cancelled. Instruction counts do not move with the other processes on the machine; what
-   still varies is start-up (~2.7 G instructions, ±0.1%), hence a large N: ~2.3 M instructions per request
-   × 1,000 puts that noise near ±0.1% of the per-request figure. Callgrind slows agfast ~50×, so work that
-   runs per second of wall time rather than per request is counted ~50× too often: the named keys' usage
-   write-back (every keys.FLUSH_EVERY s, ~1 ms: a whole request's worth) would add ~2.5% on its own. Under
-   callgrind it is moved out of the window (the launcher sets FLUSH_EVERY to a day; the one write at exit
-   is in both runs and cancels); its real cost is timed in (3). The 1 s tick and the monitor's batches are
-   the same in every configuration and cancel in "added".
+   time, and again WARMUP + 0 requests followed by as many idle seconds as the N requests took; (Ir(N) −
+   Ir(0)) / N is its instructions per request, with start-up, warm-up and shutdown cancelled. Instruction
+   counts do not move with the other processes on the machine, but callgrind slows agfast ~50×, so a
+   1,000-request run lasts minutes and work done per second of wall time would count as per-request work
+   (and vary with the load): the idle seconds cancel the 1 s tick, and the named keys' usage write-back
+   (every keys.FLUSH_EVERY s while keys are used, ~0.5–1 ms: half a request's worth) is moved out of the
+   window (the launcher sets FLUSH_EVERY to a day; the write at exit is in both runs) and timed in (3).
 2. /proc CPU (a second opinion): the three servers run side by side; ROUNDS rounds each send M requests to
    every server in turn (the order rotating), charging each the CPU time its threads ran (schedstat, ns);
    the median round. Other processes on the machine move this by ±10–30%.
@@ -218,15 +216,20 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait(10)
 
 
-def callgrind_total(bench: Bench, setup: Setup, count: int, out: Path) -> int:
-    """Instructions agfast executed from start to exit, serving WARMUP + count requests."""
+def callgrind_total(bench: Bench, setup: Setup, count: int, out: Path, idle: float = 0.0) -> tuple[int, float]:
+    """(instructions agfast executed from start to exit, seconds the counted part took): WARMUP requests,
+    then `count` requests, or none and `idle` seconds of nothing."""
     prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no"]
     proc, port = bench.serve(setup, prefix)
     try:
-        bench.send(setup, port, WARMUP + count)
+        bench.send(setup, port, WARMUP)
+        started = time.monotonic()
+        bench.send(setup, port, count)
+        time.sleep(idle)
+        seconds = time.monotonic() - started
     finally:
         stop(proc)
-    return parse_callgrind(out.read_bytes())
+    return parse_callgrind(out.read_bytes()), seconds
 
 
 def parse_callgrind(data: bytes) -> int:
@@ -239,11 +242,13 @@ def parse_callgrind(data: bytes) -> int:
 
 def measure_instructions(bench: Bench, rows: dict[str, Row], count: int) -> None:
     for setup in bench.setups:
-        base = callgrind_total(bench, setup, 0, bench.work / f"{setup.name}-0.callgrind")
-        full = callgrind_total(bench, setup, count, bench.work / f"{setup.name}-{count}.callgrind")
+        full, busy = callgrind_total(bench, setup, count, bench.work / f"{setup.name}-{count}.callgrind")
+        # The 0 run idles as long as the N run served: what agfast does per second (its tick) cancels.
+        base, _ = callgrind_total(bench, setup, 0, bench.work / f"{setup.name}-0.callgrind", idle=busy)
         rows[setup.name].instructions = (full - base) / count
         rows[setup.name].startup_instructions = base
-        print(f"  {setup.name}: {(full - base) / count:,.0f} instructions/request (0 run: {base:,})", file=sys.stderr)
+        print(f"  {setup.name}: {(full - base) / count:,.0f} instructions/request (0 run: {base:,}, "
+              f"{busy:.0f} s counted)", file=sys.stderr)  # fmt: skip
 
 
 def measure_proc_cpu(bench: Bench, rows: dict[str, Row], rounds: int, count: int) -> None:
