@@ -58,7 +58,8 @@ from peers.targets import MODEL, chat_body, start_upstream  # noqa: E402
 
 from agfast.keys import FLUSH_EVERY  # noqa: E402
 
-MAIN_KEY = "sk-access-bench-main-0123456789"
+# As long as a named key (sk-ag- + 43), so every configuration's request has the same bytes to parse.
+MAIN_KEY = "sk-access-bench-main-" + "0123456789" * 2 + "01234567"
 # Named keys in the "named" configuration: a small team's worth, and more.
 NAMED_KEYS = 50
 # Patterns every named key carries; the benchmark's model matches the last one, so every pattern is tried.
@@ -113,9 +114,12 @@ def setups(named_key: str) -> list[Setup]:
         "AGFAST_SECURITY_TRUSTED_PROXIES": TRUSTED_PROXY,
     }
     strict = ["--auth-mode", "strict", "--api-key", MAIN_KEY]
+    # Every configuration's request carries the same headers (h11 spends ~20 k instructions on each header
+    # line, ~0.8% of a request): the rows differ by the checks only, not by what the client sent.
+    sent = {"Authorization": f"Bearer {MAIN_KEY}", "X-Forwarded-For": f"203.0.113.9, {FORWARDED_FOR}"}
     return [
-        Setup("open", "auth off, no IP rules", ["--auth-mode", "off"]),
-        Setup("main", "auth strict, main key", strict, headers={"Authorization": f"Bearer {MAIN_KEY}"}),
+        Setup("open", "auth off, no IP rules", ["--auth-mode", "off"], headers=sent),
+        Setup("main", "auth strict, main key", strict, headers=sent),
         Setup(
             "named",
             f"{NAMED_KEYS} named keys (rpm, tpd, models), {len(ALLOW_RULES)} allow + {len(DENY_RULES)} deny "
