@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import tomlkit
 
-from agfast.fileio import atomic_write
+from agfast.fileio import atomic_write, exclusive
 from agfast.netaddr import ProxyURLError, parse_networks, parse_proxy_url
 
 AUTH_MODES = ("off", "strict", "all_except_health", "auto")
@@ -646,106 +646,122 @@ def ensure_api_key(cfg: Config) -> str | None:
     """
     if cfg.api_key is not None:
         return None
-    key = "sk-" + secrets.token_hex(16)
-    path = cfg.config_path
-    existing = b""
-    try:
-        existing = path.read_bytes()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    # Top-level keys must precede every [table] in TOML, so the key goes first.
-    line = f'api_key = "{key}"\n'.encode()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, line + existing)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot save the generated api key: {exc.strerror}") from None
-    cfg.api_key = key
-    return key
+    generated = "sk-" + secrets.token_hex(16)
+    found: Any = None
+
+    def add_key(doc: tomlkit.TOMLDocument) -> bool:
+        nonlocal found
+        found = doc.get("api_key")
+        if found is not None:  # another agfast process starting beside this one saved its key first
+            return False
+        doc["api_key"] = generated  # tomlkit puts a new top-level key before the first [table], as TOML requires
+        return True
+
+    edit_config_file(cfg.config_path, add_key, "save the generated api key")
+    if found is not None:
+        cfg.api_key = str(found)
+        return None
+    cfg.api_key = generated
+    return generated
 
 
 # ---------------------------------------------------------------------------------------------------------
-# `agfast accounts client add|remove`: [[oauth.clients]] blocks in the config file, edited as text so the
-# user's comments and layout survive.
+# Writing the config file. Three things change it besides the user's editor: the generated api key on first
+# start, `agfast accounts client add|remove` ([[oauth.clients]]), and the admin API's saved settings. They go
+# through one writer, `edit_config_file`: under a lock every agfast process shares, it reads the file as it is
+# now, changes the tomlkit document (the user's comments, order and layout survive), checks that the result
+# still parses and replaces the file atomically, so no writer loses another's change.
 
-CLIENT_HEADER = "[[oauth.clients]]"
-
-
-def _toml_string(value: str) -> str:
-    return orjson.dumps(value).decode()  # a JSON string is a valid TOML basic string
-
-
-def _client_blocks(lines: list[str]) -> list[tuple[int, int]]:
-    """(start, end) line ranges of every [[oauth.clients]] block."""
-    blocks: list[tuple[int, int]] = []
-    start: int | None = None
-    for i, line in enumerate(lines):
-        stripped = line.strip()
-        if stripped.startswith("["):
-            if start is not None:
-                blocks.append((start, i))
-                start = None
-            if stripped.replace(" ", "") == CLIENT_HEADER:
-                start = i
-    if start is not None:
-        blocks.append((start, len(lines)))
-    return blocks
+# The lock beside the config file (`.config.toml.lock`); a dot file, like atomic_write's temp files.
+CONFIG_LOCK_SUFFIX = ".lock"
 
 
-def _write_config_text(path: Path, text: str) -> None:
-    try:
-        tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:  # pragma: no cover - only a hand-broken file gets here
-        raise ConfigError(f"{path}: editing it would leave invalid TOML ({exc}); edit it by hand") from None
+def config_lock(path: Path) -> Path:
+    return path.with_name(f".{path.name}{CONFIG_LOCK_SUFFIX}")
+
+
+def edit_config_file(path: Path, change: Callable[[tomlkit.TOMLDocument], bool | None], what: str = "save") -> None:
+    """Apply `change` to the config file's document and save it (locked, atomic, comments kept); a `change`
+    that returns False changed nothing and the file is left alone. ConfigError says why when the file cannot
+    be read, parsed or written (`what`: the action, for that message)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, text.encode())
+        with exclusive(config_lock(path)):
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                text = ""
+            try:
+                doc = tomlkit.parse(text)
+            except tomlkit.exceptions.ParseError as exc:
+                raise ConfigError(f"{path}: not valid TOML ({exc}); fix it by hand first") from None
+            if change(doc) is False:
+                return
+            new_text = tomlkit.dumps(doc)
+            try:
+                tomllib.loads(new_text)
+            except tomllib.TOMLDecodeError as exc:  # pragma: no cover - tomlkit writes what it parsed
+                raise ConfigError(f"{path}: editing it would leave invalid TOML ({exc}); edit it by hand") from None
+            atomic_write(path, new_text.encode())
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot save: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot {what}: {exc.strerror or type(exc).__name__}") from None
 
 
-def _config_text(path: Path) -> str:
-    read_config_file(path)  # refuse to edit a file that does not parse
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return ""
+def _client_entries(doc: tomlkit.TOMLDocument) -> Any:
+    """The document's oauth.clients array (of tables, or inline), created empty when missing."""
+    oauth = doc.get("oauth")
+    if oauth is None:
+        oauth = tomlkit.table(is_super_table=True)  # no `[oauth]` header of its own: just [[oauth.clients]]
+        doc.add("oauth", oauth)
+    if not isinstance(oauth, dict):
+        raise ConfigError("oauth is not a table in the config file; edit it by hand")
+    clients = oauth.get("clients")
+    if clients is None:
+        clients = tomlkit.aot()
+        oauth["clients"] = clients
+    if not isinstance(clients, list):
+        raise ConfigError("oauth.clients is not a list of tables in the config file; edit it by hand")
+    return clients
 
 
 def add_client_to_file(path: Path, client: OAuthClient) -> None:
-    """Append a [[oauth.clients]] block; a client with the same key is an error (remove it first)."""
-    existing = parse_clients(_flatten(read_config_file(path)).get("oauth.clients", []))
-    if any(c.key == client.key for c in existing):
-        raise ConfigError(f"{path}: an OAuth client with key {client.key!r} exists already (remove it first)")
-    text = _config_text(path)
-    if text and not text.endswith("\n"):
-        text += "\n"
-    block = [
-        "",
-        CLIENT_HEADER,
-        f"key = {_toml_string(client.key)}",
-        f"client_id = {_toml_string(client.client_id)}",
-        f"client_secret = {_toml_string(client.client_secret)}",
-        f"label = {_toml_string(client.label)}",
-    ]
-    _write_config_text(path, text + "\n".join(block) + "\n")
+    """Append a [[oauth.clients]] entry; a client with the same key is an error (remove it first)."""
+
+    def add(doc: tomlkit.TOMLDocument) -> None:
+        existing = parse_clients(_flatten(doc.unwrap()).get("oauth.clients", []))
+        if any(c.key == client.key for c in existing):
+            raise ConfigError(f"{path}: an OAuth client with key {client.key!r} exists already (remove it first)")
+        clients = _client_entries(doc)
+        entry = tomlkit.table() if isinstance(clients, tomlkit.items.AoT) else tomlkit.inline_table()
+        entry.update(key=client.key, client_id=client.client_id, client_secret=client.client_secret, label=client.label)
+        if isinstance(entry, tomlkit.items.Table):
+            entry.add(tomlkit.nl())  # a blank line before whatever follows, as a person would leave it
+        clients.append(entry)
+
+    edit_config_file(path, add)
 
 
 def remove_client_from_file(path: Path, key: str) -> bool:
-    """Drop the [[oauth.clients]] block with this key; False when the file has none."""
-    text = _config_text(path)
-    lines = text.splitlines(keepends=True)
-    for start, end in _client_blocks(lines):
-        try:
-            entry = tomllib.loads("".join(lines[start + 1 : end]))
-        except tomllib.TOMLDecodeError:
-            continue
-        if entry.get("key") == key:
-            _write_config_text(path, "".join(lines[:start] + lines[end:]))
-            return True
-    return False
+    """Drop the [[oauth.clients]] entry with this key; False when the file has none (and is left as it was)."""
+    if not path.exists():
+        return False
+    removed = False
+
+    def remove(doc: tomlkit.TOMLDocument) -> bool:
+        nonlocal removed
+        oauth = doc.get("oauth")
+        clients = oauth.get("clients") if isinstance(oauth, dict) else None
+        if not isinstance(clients, list):
+            return False
+        for index, entry in enumerate(clients):
+            if isinstance(entry, dict) and entry.get("key") == key:
+                del clients[index]
+                removed = True
+                return True
+        return False
+
+    edit_config_file(path, remove)
+    return removed
 
 
 # Live config
@@ -809,26 +825,23 @@ def _file_stamp(path: Path) -> tuple[int, int, int] | None:
 
 
 def save_keys(path: Path, values: Mapping[str, Any]) -> None:
-    """Write `values` (config-file keys, dotted for tables) into the TOML file atomically, keeping the user's
-    other keys, comments and layout (tomlkit); None removes a key."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        text = ""
-    doc = tomlkit.parse(text)
-    for dotted, value in values.items():
-        *tables, last = dotted.split(".")
-        table: Any = doc
-        for name in tables:
-            if name not in table:
-                table[name] = tomlkit.table()
-            table = table[name]
-        if value is None:
-            table.pop(last, None)
-        else:
-            table[last] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, tomlkit.dumps(doc).encode())
+    """Write `values` (config-file keys, dotted for tables) into the config file through `edit_config_file`;
+    None removes a key."""
+
+    def set_values(doc: tomlkit.TOMLDocument) -> None:
+        for dotted, value in values.items():
+            *tables, last = dotted.split(".")
+            table: Any = doc
+            for name in tables:
+                if name not in table:
+                    table[name] = tomlkit.table()
+                table = table[name]
+            if value is None:
+                table.pop(last, None)
+            else:
+                table[last] = value
+
+    edit_config_file(path, set_values)
 
 
 Listener = Callable[[frozenset[str]], None]
@@ -914,10 +927,7 @@ class LiveConfig:
         _validate(candidate)
         attrs = {attr: getattr(candidate, attr) for attr in attrs}
         path = self.config.config_path
-        try:
-            save_keys(path, {_ATTR_KEYS[attr]: value for attr, value in attrs.items()})
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot save: {exc.strerror or type(exc).__name__}") from None
+        save_keys(path, {_ATTR_KEYS[attr]: value for attr, value in attrs.items()})
         # What we wrote is what a reload would now find: the watcher must not apply (or log) it a second time.
         self._stamp = _file_stamp(path)
         for attr, value in attrs.items():

@@ -267,15 +267,17 @@ class ApiKey:
 
 
 class KeyStore:
-    """The key file: load, save (atomic, 0600, under a lock shared with `agfast keys`), and the digest index."""
+    """The key file: load, save (atomic, 0600, under a lock shared with `agfast keys`), and the indexes the
+    request path uses: by digest (admitting a key) and by name (charging a request's tokens)."""
 
-    __slots__ = ("_stamp", "by_digest", "keys", "lock", "path")
+    __slots__ = ("_stamp", "by_digest", "by_name", "keys", "lock", "path")
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / KEY_FILE
         self.lock = data_dir / LOCK_FILE
         self.keys: dict[str, ApiKey] = {}  # by id
         self.by_digest: dict[bytes, ApiKey] = {}
+        self.by_name: dict[str, ApiKey] = {}
         self._stamp: tuple[int, int] | None = None
         self.load()
 
@@ -310,8 +312,13 @@ class KeyStore:
                 key.window_start, key.window_count = known.window_start, known.window_count
             fresh[key.id] = key
         self.keys = fresh
-        self.by_digest = {key.digest: key for key in fresh.values()}
+        self.reindex()
         self._stamp = stamp
+
+    def reindex(self) -> None:
+        """Rebuild the digest and name indexes from `keys` (after a load or an edit)."""
+        self.by_digest = {key.digest: key for key in self.keys.values()}
+        self.by_name = {key.name: key for key in reversed(self.keys.values())}  # a hand-made twin: the first wins
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -326,7 +333,10 @@ class KeyStore:
         with exclusive(self.lock):
             if self.changed_on_disk():
                 self.load()
-            yield
+            try:
+                yield
+            finally:
+                self.reindex()  # an edit may add a key or rename one, even when it then fails
             self.save()
 
     def find(self, ref: str) -> ApiKey:
@@ -349,7 +359,6 @@ class KeyStore:
             key = ApiKey("k_" + secrets.token_hex(6), name, digest_of(secret.encode()), secret[:DISPLAY_CHARS], now)
             key.update(fields)
             self.keys[key.id] = key
-            self.by_digest[key.digest] = key
         return key, secret
 
     def change(self, ref: str, fields: Mapping[str, Any]) -> ApiKey:
@@ -438,10 +447,8 @@ class KeyPolicy:
         """A request observer: charge its tokens to the key that made it."""
         if not record.key_name:
             return
-        for key in self.store.keys.values():
-            if key.name == record.key_name:
-                break
-        else:
+        key = self.store.by_name.get(record.key_name)
+        if key is None:
             return
         used = record.input_tokens + record.output_tokens
         today = utc_day(self.clock())

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,8 +11,13 @@ from pathlib import Path
 
 import pytest
 from helpers import ServerThread, make_config, request, run_agfast
+from hypothesis import given
+from hypothesis import strategies as st
 
-from agfast.http.access import DENIED, NOT_ALLOWED, IpRules, parse_address
+from agfast.http.access import DENIED, NOT_ALLOWED, IpRules, NetworkTable, parse_address
+from agfast.http.errors import Family
+from agfast.http.request import Request
+from agfast.netaddr import parse_networks
 
 # (allow, deny, peer, X-Forwarded-For or None, trusted proxies) → refusal reason or None (served)
 DECISIONS = [
@@ -132,3 +138,53 @@ def test_bad_rules_are_refused_at_start(tmp_path: Path) -> None:
     done = run_agfast("--data-dir", str(tmp_path), env={"AGFAST_SECURITY_IP_DENY": "10.0.0.0/8,not-a-net"})
     assert done.returncode == 2
     assert "security.ip_deny" in done.stderr and "not-a-net" in done.stderr
+
+
+# A rule set of the benchmark's size and shapes (benchmarks/access_cost.py): v4 and v6, nested, overlapping.
+MANY_RULES = (
+    [f"10.{i}.0.0/16" for i in range(60)]
+    + [f"fd00:{i:x}::/32" for i in range(38)]
+    + ["10.3.0.0/24", "10.0.0.0/8", "192.168.7.0/24", "0.0.0.0/0", "::/0", "10.3.4.5", "fd00:1::9"]
+)
+
+
+def first_listed(address: str, rules: list[str]) -> str | None:
+    """The rule a plain scan in list order finds: what the table must agree with."""
+    parsed = parse_address(address)
+    for rule in parse_networks(rules):
+        if parsed is not None and parsed.version == rule.version and parsed in rule:
+            return str(rule)
+    return None
+
+
+# Inside nested rules, inside one rule, inside only the catch-alls, v6, and a dual-stack peer.
+PROBES = ["10.3.4.5", "10.3.9.9", "10.77.0.1", "192.168.7.42", "8.8.8.8", "fd00:1::9", "fd00:30::1", "2001:db8::1",
+          "::ffff:10.3.4.5"]  # fmt: skip
+
+
+@given(
+    st.sampled_from(PROBES),
+    st.integers(0, len(MANY_RULES)),
+    st.randoms(use_true_random=False),
+)
+def test_a_hundred_rules_match_like_a_scan_in_list_order(address: str, cut: int, rng: random.Random) -> None:
+    rules = MANY_RULES[:cut]
+    rng.shuffle(rules)
+    table = NetworkTable(parse_networks(rules))
+    parsed = parse_address(address)
+    assert parsed is not None
+    found = table.match(parsed)
+    assert (str(found) if found is not None else None) == first_listed(address, rules)
+
+
+def test_forwarded_verdicts_are_remembered_and_each_refusal_still_counted() -> None:
+    rules = IpRules([], ["203.0.113.0/24"], ["127.0.0.1"])
+    refused = Request(b"POST", "/v1/chat/completions", b"", {b"x-forwarded-for": b"198.51.100.1, 203.0.113.9"})
+    served = Request(b"POST", "/v1/chat/completions", b"", {b"x-forwarded-for": b"203.0.113.9, 198.51.100.1"})
+    for _ in range(3):
+        assert rules.screen(refused, Family.OPENAI, "127.0.0.1") is not None
+        assert rules.screen(served, Family.OPENAI, "127.0.0.1") is None
+    # the same header from a peer that is not a trusted proxy is not believed
+    assert rules.screen(refused, Family.OPENAI, "10.0.0.1") is None
+    assert rules.stats()["top_ips"] == [{"ip": "203.0.113.9", "count": 3}]
+    assert [event["peer"] for event in rules.events()] == ["127.0.0.1"] * 3

@@ -350,3 +350,15 @@ def test_an_unreadable_key_file_stops_agfast_with_one_line_naming_it(tmp_path: P
         assert failed.returncode == 1, failed.stderr
         line = failed.stderr.strip().splitlines()[-1]
         assert KEY_FILE in line and "not a valid key file" in line and "Traceback" not in failed.stderr
+
+
+def test_a_renamed_key_is_charged_under_its_new_name_through_the_name_index(stack: ServerThread) -> None:
+    """Charging tokens finds the key by name in one lookup (not a scan of every key), and a rename moves it."""
+    key, view = make_key(stack)
+    renamed = f"{view['name']}-renamed"
+    assert admin(stack, "PATCH", f"/api/user-tokens/{view['id']}", {"name": renamed}).status == 200
+    store = stack.app.keys.store
+    assert store.by_name[renamed].id == view["id"] and view["name"] not in store.by_name
+    assert post(stack, "/v1/chat/completions", CHAT, key).status == 200
+    [row] = [t for t in admin(stack, "GET", "/api/user-tokens").json()["tokens"] if t["id"] == view["id"]]
+    assert row["name"] == renamed and row["requests"] == 1 and row["tokens"] > 0

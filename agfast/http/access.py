@@ -7,9 +7,10 @@ header is whatever the client wrote, so it is never believed). A refused client 
 protocol shape, and the refusal is a security event: kept in a bounded ring, counted per address, for
 `/api/security/*` (`events()`, `stats()`, `lists()`).
 
-Compiled once at start into `ip_network` objects; with no rule configured `active` is False and the request
-path does not call in at all. Decisions for a peer without forwarding are remembered, so a client pays one
-dict lookup per request.
+Compiled once at start into `NetworkTable`s (a dict per prefix length, so a hundred rules cost a few
+lookups, not a hundred comparisons); with no rule configured `active` is False and the request path does not
+call in at all. Decisions are remembered per peer, and per (trusted peer, X-Forwarded-For value), so a client
+pays one dict lookup per request.
 """
 
 from __future__ import annotations
@@ -62,26 +63,66 @@ def parse_address(text: str) -> Address | None:
     return address
 
 
-def _within(address: Address, networks: list[Network]) -> Network | None:
-    for network in networks:
-        if address.version == network.version and address in network:
-            return network
-    return None
+class NetworkTable:
+    """Networks by (IP version, prefix length) → {network number >> host bits: (rule index, network)}.
+
+    A match costs one shift and one dict lookup per distinct prefix length among the rules (a LAN rule set has
+    a handful), where a scan costs one comparison per rule; of several matching rules the first listed wins,
+    as a scan would find it."""
+
+    __slots__ = ("_levels", "networks")
+
+    def __init__(self, networks: list[Network]) -> None:
+        self.networks = networks
+        grouped: dict[tuple[int, int], dict[int, tuple[int, Network]]] = {}
+        for index, network in enumerate(networks):
+            shift = network.max_prefixlen - network.prefixlen
+            level = grouped.setdefault((network.version, shift), {})
+            level.setdefault(int(network.network_address) >> shift, (index, network))
+        self._levels: dict[int, list[tuple[int, dict[int, tuple[int, Network]]]]] = {4: [], 6: []}
+        for (version, shift), level in sorted(grouped.items()):
+            self._levels[version].append((shift, level))
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def match(self, address: Address) -> Network | None:
+        """The first listed network holding `address`, or None."""
+        number = int(address)
+        found: tuple[int, Network] | None = None
+        for shift, level in self._levels[address.version]:
+            hit = level.get(number >> shift)
+            if hit is not None and (found is None or hit[0] < found[0]):
+                found = hit
+        return found[1] if found is not None else None
 
 
 class IpRules:
     """The allow/deny engine and its event log; one per server."""
 
-    __slots__ = ("_allow", "_decisions", "_deny", "_trusted", "active", "counts", "event_log", "total", "trust")
+    __slots__ = (
+        "_allow",
+        "_decisions",
+        "_deny",
+        "_forwarded",
+        "_trusted",
+        "active",
+        "counts",
+        "event_log",
+        "total",
+        "trust",
+    )
 
     def __init__(self, allow: list[str], deny: list[str], trusted: list[str]) -> None:
-        self._allow = parse_networks(allow)
-        self._deny = parse_networks(deny)
-        self._trusted = parse_networks(trusted)
+        self._allow = NetworkTable(parse_networks(allow))
+        self._deny = NetworkTable(parse_networks(deny))
+        self._trusted = NetworkTable(parse_networks(trusted))
         self.active = bool(self._allow or self._deny)
         self.trust = bool(self._trusted)
         # peer address → (refusal reason, matching rule) or None; only for peers whose headers are not read.
         self._decisions: dict[str, tuple[str, str] | None] = {}
+        # (peer, X-Forwarded-For value) → (client address, verdict): a proxy forwards the same few clients.
+        self._forwarded: dict[tuple[str, bytes], tuple[str, tuple[str, str] | None]] = {}
         self.event_log: deque[dict[str, Any]] = deque(maxlen=EVENTS_KEPT)
         self.counts: dict[str, int] = {}
         self.total = 0
@@ -96,10 +137,10 @@ class IpRules:
         """None when the address may pass, else (reason, rule)."""
         if address is None:  # not an IP at all (a Unix socket, a forged header): only a deny-nothing list passes
             return (NOT_ALLOWED, "") if self._allow else None
-        hit = _within(address, self._deny)
+        hit = self._deny.match(address)
         if hit is not None:
             return DENIED, str(hit)
-        if self._allow and _within(address, self._allow) is None:
+        if self._allow and self._allow.match(address) is None:
             return NOT_ALLOWED, ""
         return None
 
@@ -108,7 +149,7 @@ class IpRules:
         if not self.trust:
             return peer
         address = parse_address(peer)
-        if address is None or _within(address, self._trusted) is None:
+        if address is None or self._trusted.match(address) is None:
             return peer
         forwarded = headers.get(b"x-forwarded-for")
         if not forwarded:
@@ -121,16 +162,23 @@ class IpRules:
             if hop_address is None:
                 return hop  # garbage where an address belongs: it is the client's, and matches no allow rule
             client = str(hop_address)
-            if _within(hop_address, self._trusted) is None:
+            if self._trusted.match(hop_address) is None:
                 return client
         return client  # every hop trusted: the left-most is the furthest we can see
 
     def screen(self, req: Request, family: Family, peer: str) -> bytes | None:
         """The 403 body for a refused client (and the event recorded), or None to serve it; `peer` is the TCP
         peer's address, read once per connection."""
-        if self.trust and b"x-forwarded-for" in req.headers:
-            client = self.client_address(peer, req.headers)
-            verdict = self.decide(parse_address(client))
+        forwarded = req.headers.get(b"x-forwarded-for") if self.trust else None
+        if forwarded is not None:
+            seen = self._forwarded.get((peer, forwarded))
+            if seen is None:
+                client = self.client_address(peer, req.headers)
+                seen = client, self.decide(parse_address(client))
+                if len(self._forwarded) >= DECISION_CACHE_SIZE:
+                    self._forwarded.clear()
+                self._forwarded[(peer, forwarded)] = seen
+            client, verdict = seen
         else:
             client = peer
             cached = self._decisions.get(peer, False)
@@ -187,7 +235,7 @@ class IpRules:
     def lists(self) -> dict[str, list[str]]:
         """The rules in force, as compiled (normalised CIDRs)."""
         return {
-            "allow": [str(n) for n in self._allow],
-            "deny": [str(n) for n in self._deny],
-            "trusted_proxies": [str(n) for n in self._trusted],
+            "allow": [str(n) for n in self._allow.networks],
+            "deny": [str(n) for n in self._deny.networks],
+            "trusted_proxies": [str(n) for n in self._trusted.networks],
         }
