@@ -13,7 +13,7 @@ import pytest
 from agfast.config import Config
 from agfast.upstream.accounts import Account, AccountStore
 from agfast.upstream.client import UpstreamClient
-from agfast.upstream.pool import AccountPool, Lease, NoAccountError
+from agfast.upstream.pool import QUOTA_KEY_MEMO_SIZE, AccountPool, Lease, NoAccountError, _quota_keys, quota_key
 
 MODEL = "gemini-3-flash"
 
@@ -118,6 +118,25 @@ def test_lockouts_are_capped_and_cleared_by_success(tmp_path: Path) -> None:
     assert 295 <= wait <= 300  # 5 h stated, 300 s cap
     pool.mark_success(lease)  # clears the account-level lock (this one is model-level, it stays)
     assert pool._limited(lease.member, "gemini-3-flash", time.time()) > 0
+
+
+def test_model_lockout_holds_however_many_model_names_clients_send(tmp_path: Path) -> None:
+    """Selection memoises quota keys and per-model lockout keys (issue 14); the memos stay bounded when clients
+    send endless distinct names, and a model lockout still keeps the account away after they were cleared."""
+    pool = make_pool(tmp_path, [("a", "Google AI Pro", 50), ("b", "Google AI Pro", 50)])
+    lease = asyncio.run(pool.acquire(MODEL))
+    body = orjson.dumps({"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED",
+                                   "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                                "reason": "QUOTA_EXHAUSTED", "metadata": {}}]}})  # fmt: skip
+    pool.mark_failure(lease, 429, body, None, MODEL)
+    now = time.time()
+    for n in range(3 * QUOTA_KEY_MEMO_SIZE):
+        pool._limited(lease.member, quota_key(f"client-model-{n}"), now)
+    assert len(_quota_keys) <= QUOTA_KEY_MEMO_SIZE
+    assert len(lease.member.model_lock_keys) <= QUOTA_KEY_MEMO_SIZE
+    assert pool._limited(lease.member, quota_key(MODEL), now) > 0
+    other = asyncio.run(pool.acquire(MODEL, rotate=True))
+    assert other.account_id != lease.account_id
 
 
 def test_success_lifts_the_account_lockout(tmp_path: Path) -> None:

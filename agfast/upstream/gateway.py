@@ -461,8 +461,8 @@ class Gateway:
             except TransportError as exc:
                 log.warning("upstream unreachable (account %s): %s", mask_email(lease.email), exc)
                 return "unreachable"
-            retry_after = answer.response.headers.get("Retry-After")
             if answer.status != 200:
+                retry_after = answer.response.headers.get("Retry-After")
                 raw = await answer.response.read()
                 answer.response.release()
                 return answer.status, raw, retry_after
@@ -480,7 +480,7 @@ class Gateway:
                 return "empty_stream"
             if isinstance(opened, Stream):
                 return opened
-            return opened[0], opened[1], retry_after
+            return opened[0], opened[1], answer.response.headers.get("Retry-After")
         finally:
             record.upstream_seconds += perf_counter() - started
 
