@@ -197,3 +197,38 @@ def test_pool_of_unusable_accounts_says_why(tmp_path: Path) -> None:
     assert str(info.value) == (
         "no usable account (2 disabled, 1 forbidden): see `agfast accounts list`, or add one with `agfast accounts add`"
     )
+
+
+TOKENS = [
+    {"access_token": "ya29.a", "project_id": "p", "expiry_timestamp": 2_000_000_000},
+    {"access_token": "ya29.a", "project_id": "p", "expiry_timestamp": 2_000_000_000.5},
+    {"access_token": "ya29.a", "project_id": "p", "expiry_timestamp": 1_000_000_060},  # inside the refresh skew
+    {"access_token": "ya29.a", "project_id": "p", "expiry_timestamp": True},
+    {"access_token": "ya29.a", "project_id": "p"},
+    {"access_token": "", "project_id": "p", "expiry_timestamp": 2_000_000_000},
+    {"access_token": "ya29.a", "project_id": "", "expiry_timestamp": 2_000_000_000},
+    {"access_token": 7, "project_id": "p", "expiry_timestamp": 2_000_000_000},
+    {"project_id": ["p"], "access_token": "ya29.a", "expiry_timestamp": 2_000_000_000},
+    "not an object",
+]
+
+
+@pytest.mark.parametrize("token", TOKENS)
+def test_ready_token_answers_as_the_properties_do(token: object) -> None:
+    """The per-request readiness check (one read of the token object) agrees with `project_id` and
+    `needs_refresh`, which the refresh path keeps using."""
+    acct = Account.new("t@example.com", "1//t", access_token="x", expires_in=3600, project_id="x")
+    acct.raw["token"] = token
+    now = 1_000_000_000.0
+    ready = (acct.access_token, acct.project_id) if acct.project_id and not acct.needs_refresh(now) else None
+    assert acct.ready_token(now) == ready
+
+
+def test_member_email_follows_a_reread_account(tmp_path: Path) -> None:
+    pool = make_pool(tmp_path, [("a", "Google AI Pro", 50)])
+    store = AccountStore(tmp_path)
+    (acct,) = store.load_all()
+    acct.raw["email"] = "renamed@example.com"
+    store.save(acct)
+    pool.load()
+    assert asyncio.run(pool.acquire(MODEL)).email == "renamed@example.com"

@@ -175,18 +175,19 @@ class Member:
     # An account file keeps its id (the pool keys members by it), so a reload never changes it.
     id: str = field(init=False)
 
+    # The account's e-mail, read when the account is (re)loaded: every attempt names it in its record.
+    email: str = field(init=False)
+
     def __post_init__(self) -> None:
         self.id = self.account.id
-
-    @property
-    def email(self) -> str:
-        return self.account.email
+        self.email = self.account.email
 
     @property
     def masked(self) -> str:
         return mask_email(self.account.email)
 
     def reindex(self, protection: QuotaProtection | None = None) -> None:
+        self.email = self.account.email  # `load` may have handed this member a re-read account
         self.tier_rank = oauth.tier_rank(self.account.subscription_tier)
         self.quotas = {}
         self.reset_times = {}
@@ -363,9 +364,9 @@ class AccountPool:
         # The common case needs no await: a selected account whose token and project are ready.
         chosen = self._choose(key, session_id, sticky, attempted)
         if isinstance(chosen, Member):
-            account = chosen.account
-            if account.project_id and not account.needs_refresh(time.time()):
-                return Lease(chosen, account.access_token, account.project_id)
+            ready = chosen.account.ready_token(time.time())
+            if ready is not None:
+                return Lease(chosen, *ready)
         try:
             async with asyncio.timeout(self.config.token_timeout):
                 return await self._acquire(key, session_id, sticky, attempted, chosen)
