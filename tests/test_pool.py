@@ -13,7 +13,7 @@ import pytest
 from agfast.config import Config
 from agfast.upstream.accounts import Account, AccountStore
 from agfast.upstream.client import UpstreamClient
-from agfast.upstream.pool import AccountPool, Lease, NoAccountError
+from agfast.upstream.pool import QUOTA_KEY_MEMO_SIZE, AccountPool, Lease, NoAccountError, _quota_keys, quota_key
 
 MODEL = "gemini-3-flash"
 
@@ -120,6 +120,25 @@ def test_lockouts_are_capped_and_cleared_by_success(tmp_path: Path) -> None:
     assert pool._limited(lease.member, "gemini-3-flash", time.time()) > 0
 
 
+def test_model_lockout_holds_however_many_model_names_clients_send(tmp_path: Path) -> None:
+    """Selection memoises quota keys and per-model lockout keys (issue 14); the memos stay bounded when clients
+    send endless distinct names, and a model lockout still keeps the account away after they were cleared."""
+    pool = make_pool(tmp_path, [("a", "Google AI Pro", 50), ("b", "Google AI Pro", 50)])
+    lease = asyncio.run(pool.acquire(MODEL))
+    body = orjson.dumps({"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED",
+                                   "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                                "reason": "QUOTA_EXHAUSTED", "metadata": {}}]}})  # fmt: skip
+    pool.mark_failure(lease, 429, body, None, MODEL)
+    now = time.time()
+    for n in range(3 * QUOTA_KEY_MEMO_SIZE):
+        pool._limited(lease.member, quota_key(f"client-model-{n}"), now)
+    assert len(_quota_keys) <= QUOTA_KEY_MEMO_SIZE
+    assert len(lease.member.model_lock_keys) <= QUOTA_KEY_MEMO_SIZE
+    assert pool._limited(lease.member, quota_key(MODEL), now) > 0
+    other = asyncio.run(pool.acquire(MODEL, rotate=True))
+    assert other.account_id != lease.account_id
+
+
 def test_success_lifts_the_account_lockout(tmp_path: Path) -> None:
     pool = make_pool(tmp_path, [("a", "Google AI Pro", 50)])
     lease = asyncio.run(pool.acquire(MODEL))
@@ -178,3 +197,38 @@ def test_pool_of_unusable_accounts_says_why(tmp_path: Path) -> None:
     assert str(info.value) == (
         "no usable account (2 disabled, 1 forbidden): see `agfast accounts list`, or add one with `agfast accounts add`"
     )
+
+
+TOKENS = [
+    {"access_token": "ya29.a", "project_id": "p", "expiry_timestamp": 2_000_000_000},
+    {"access_token": "ya29.a", "project_id": "p", "expiry_timestamp": 2_000_000_000.5},
+    {"access_token": "ya29.a", "project_id": "p", "expiry_timestamp": 1_000_000_060},  # inside the refresh skew
+    {"access_token": "ya29.a", "project_id": "p", "expiry_timestamp": True},
+    {"access_token": "ya29.a", "project_id": "p"},
+    {"access_token": "", "project_id": "p", "expiry_timestamp": 2_000_000_000},
+    {"access_token": "ya29.a", "project_id": "", "expiry_timestamp": 2_000_000_000},
+    {"access_token": 7, "project_id": "p", "expiry_timestamp": 2_000_000_000},
+    {"project_id": ["p"], "access_token": "ya29.a", "expiry_timestamp": 2_000_000_000},
+    "not an object",
+]
+
+
+@pytest.mark.parametrize("token", TOKENS)
+def test_ready_token_answers_as_the_properties_do(token: object) -> None:
+    """The per-request readiness check (one read of the token object) agrees with `project_id` and
+    `needs_refresh`, which the refresh path keeps using."""
+    acct = Account.new("t@example.com", "1//t", access_token="x", expires_in=3600, project_id="x")
+    acct.raw["token"] = token
+    now = 1_000_000_000.0
+    ready = (acct.access_token, acct.project_id) if acct.project_id and not acct.needs_refresh(now) else None
+    assert acct.ready_token(now) == ready
+
+
+def test_member_email_follows_a_reread_account(tmp_path: Path) -> None:
+    pool = make_pool(tmp_path, [("a", "Google AI Pro", 50)])
+    store = AccountStore(tmp_path)
+    (acct,) = store.load_all()
+    acct.raw["email"] = "renamed@example.com"
+    store.save(acct)
+    pool.load()
+    assert asyncio.run(pool.acquire(MODEL)).email == "renamed@example.com"

@@ -304,6 +304,19 @@ class Account:
         """True when there is no access token or it expires within ``skew`` seconds."""
         return not self.access_token or now >= self.expiry_timestamp - skew
 
+    def ready_token(self, now: float) -> tuple[str, str] | None:
+        """(access token, project id) when both are known and the token needs no refresh, else None.
+
+        The same answer as `project_id` and `not needs_refresh(now)`, with the token object read once: every
+        request asks this before its upstream call."""
+        token = self.raw.get("token")
+        if not isinstance(token, dict):
+            return None
+        access, project = _str(token.get("access_token")), _str(token.get("project_id"))
+        if not access or not project or now >= (_int(token.get("expiry_timestamp")) or 0) - REFRESH_SKEW_S:
+            return None
+        return access, project
+
     def apply_refresh(
         self,
         access_token: str,

@@ -108,8 +108,26 @@ class Stream:
         """
         while True:
             try:
-                async for batch in self._read():
-                    yield batch
+                # The reading itself is inline, not a nested generator: each batch then passes one generator
+                # layer, not two (a fixed and a per-read cost, issue 14).
+                if self.first:
+                    yield self.first
+                if self.done:
+                    return
+                content = self.answer.response.content
+                feed = self.decoder.feed
+                while True:
+                    chunk = await content.readany()
+                    if not chunk:
+                        break
+                    events = feed(chunk)
+                    if events:
+                        payloads = [data for _, data in events if data]
+                        if payloads:
+                            yield payloads
+                tail = [data for _, data in self.decoder.close() if data]
+                if tail:
+                    yield tail
                 return
             except STREAM_BREAKS:
                 if restart is None or self.reopen is None:
@@ -128,26 +146,6 @@ class Stream:
                 )
                 self.done, self.trace_id, self._closed = fresh.done, fresh.trace_id, False
                 restart()
-
-    async def _read(self) -> AsyncIterator[list[bytes]]:
-        if self.first:
-            yield self.first
-        if self.done:
-            return
-        content = self.answer.response.content
-        feed = self.decoder.feed
-        while True:
-            chunk = await content.readany()
-            if not chunk:
-                break
-            events = feed(chunk)
-            if events:
-                payloads = [data for _, data in events if data]
-                if payloads:
-                    yield payloads
-        tail = [data for _, data in self.decoder.close() if data]
-        if tail:
-            yield tail
 
     def close(self) -> None:
         if not self._closed:
@@ -461,8 +459,8 @@ class Gateway:
             except TransportError as exc:
                 log.warning("upstream unreachable (account %s): %s", mask_email(lease.email), exc)
                 return "unreachable"
-            retry_after = answer.response.headers.get("Retry-After")
             if answer.status != 200:
+                retry_after = answer.response.headers.get("Retry-After")
                 raw = await answer.response.read()
                 answer.response.release()
                 return answer.status, raw, retry_after
@@ -480,7 +478,7 @@ class Gateway:
                 return "empty_stream"
             if isinstance(opened, Stream):
                 return opened
-            return opened[0], opened[1], retry_after
+            return opened[0], opened[1], answer.response.headers.get("Retry-After")
         finally:
             record.upstream_seconds += perf_counter() - started
 

@@ -159,20 +159,35 @@ class Member:
     refresh_error: str = ""
     # Quota keys this account keeps for its owner's IDE (quota protection); computed by reindex.
     protected: frozenset[str] = frozenset()
+    # quota key → this account's per-model lockout key (`retry.lock_key`'s "<id>:<key>"), built once per key.
+    model_lock_keys: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def id(self) -> str:
-        return self.account.id
+    def model_lock_key(self, key: str) -> str:
+        """The PoolState key of this account's lockout for one quota key, without a string built per request."""
+        found = self.model_lock_keys.get(key)
+        if found is None:
+            if len(self.model_lock_keys) >= RANK_CACHE_SIZE:  # keys come from client model names: bounded
+                self.model_lock_keys.clear()
+            found = self.model_lock_keys[key] = f"{self.id}:{key}"
+        return found
 
-    @property
-    def email(self) -> str:
-        return self.account.email
+    # The account's id, read once: `Account.id` parses its JSON view on every access, and selection asks often.
+    # An account file keeps its id (the pool keys members by it), so a reload never changes it.
+    id: str = field(init=False)
+
+    # The account's e-mail, read when the account is (re)loaded: every attempt names it in its record.
+    email: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.id = self.account.id
+        self.email = self.account.email
 
     @property
     def masked(self) -> str:
         return mask_email(self.account.email)
 
     def reindex(self, protection: QuotaProtection | None = None) -> None:
+        self.email = self.account.email  # `load` may have handed this member a re-read account
         self.tier_rank = oauth.tier_rank(self.account.subscription_tier)
         self.quotas = {}
         self.reset_times = {}
@@ -209,8 +224,21 @@ class Lease:
         return self.member.account.proxy_url
 
 
+# Model names whose quota key is remembered: clients use a handful, but a name is whatever a client sends, so
+# the memo is bounded (cleared when full) rather than growing with every typo.
+QUOTA_KEY_MEMO_SIZE = 256
+_quota_keys: dict[str, str] = {}
+
+
 def quota_key(model: str) -> str:
-    return normalize_to_standard_id(model) or model
+    """The quota group a model name belongs to; memoised, since every request asks for the same few names."""
+    key = _quota_keys.get(model)
+    if key is None:
+        key = normalize_to_standard_id(model) or model
+        if len(_quota_keys) >= QUOTA_KEY_MEMO_SIZE:
+            _quota_keys.clear()
+        _quota_keys[model] = key
+    return key
 
 
 class AccountPool:
@@ -300,7 +328,8 @@ class AccountPool:
 
     def _limited(self, member: Member, key: str, now: float) -> float:
         """Seconds until `member` may serve `key` again (0: free now)."""
-        until = max(self.state.locked_until(member.id), self.state.locked_until(f"{member.id}:{key}"))
+        locked_until = self.state.locked_until
+        until = max(locked_until(member.id), locked_until(member.model_lock_key(key)))
         return until - now if until > now else 0.0
 
     def _ranked(self, key: str, exclude: Iterable[str]) -> list[Member]:
@@ -312,9 +341,9 @@ class AccountPool:
             if len(self._rank_cache) >= RANK_CACHE_SIZE:
                 self._rank_cache.clear()
             cached = self._rank_cache[key] = (self.version, ranked)
-        excluded = exclude if isinstance(exclude, set) else set(exclude)
-        if not excluded:
+        if not exclude:  # the common case: no set built
             return cached[1]
+        excluded = exclude if isinstance(exclude, set) else set(exclude)
         return [m for m in cached[1] if m.id not in excluded]
 
     async def acquire(
@@ -335,9 +364,9 @@ class AccountPool:
         # The common case needs no await: a selected account whose token and project are ready.
         chosen = self._choose(key, session_id, sticky, attempted)
         if isinstance(chosen, Member):
-            account = chosen.account
-            if account.project_id and not account.needs_refresh(time.time()):
-                return Lease(chosen, account.access_token, account.project_id)
+            ready = chosen.account.ready_token(time.time())
+            if ready is not None:
+                return Lease(chosen, *ready)
         try:
             async with asyncio.timeout(self.config.token_timeout):
                 return await self._acquire(key, session_id, sticky, attempted, chosen)
