@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from agfast.api.common import fast_path
 from agfast.convert import anthropic as conv
 from agfast.convert import gemini as gem
 from agfast.convert import openai as oai
@@ -607,3 +608,13 @@ def test_openai_responses_after_hook_stores_the_conversation(what: str, fields: 
         outcome.after()
         assert list(store) == [response["id"]]
         assert store[response["id"]][-1]["content"] == "an answer"
+
+
+def test_streaming_answers_keep_the_per_event_fast_path() -> None:
+    """The pump finds the compiled/twin per-event path through the converter's bound `feed`: an outcome that
+    wrapped it (a lambda, a partial) would still be correct but silently slow. Chat and Anthropic streams have one."""
+    chat_outcome = oai.outcome(chat_body(stream=True), {}, openai_context(), kind=oai.CHAT)
+    anthropic_outcome = conv.outcome(body("claude-opus-4-6", user("hi"), stream=True), {}, context())
+    for outcome in (chat_outcome, anthropic_outcome):
+        assert isinstance(outcome, outcomes.Upstream)
+        assert fast_path(outcome.answer.converter().feed) is not None
