@@ -348,7 +348,10 @@ class AgfastProcess:
         if self._stdout_ended and self.proc.poll() is not None:
             self._stderr_reader.join(5)
             raise RuntimeError(f"agfast exited: {self.proc.returncode} {self.lines} {self.stderr_text}")
-        raise TimeoutError(f"{count} lines like {pattern.pattern!r} not seen in {timeout} s: {self.lines}")
+        raise TimeoutError(
+            f"{count} lines like {pattern.pattern!r} not seen in {timeout} s: {self.lines}; stderr ends "
+            f"{self.stderr_text[-2000:]}"
+        )
 
     def _read_stderr(self) -> None:
         stream = self.proc.stderr
