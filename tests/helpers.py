@@ -306,8 +306,11 @@ class AgfastProcess:
             cwd=AGFAST_ROOT,
             text=True,
         )
+        # The stdout lines a wait has read so far, up to the one it waited for (as readline() would leave them:
+        # right after wait_listening() the last one is the start-up line).
         self.lines: list[str] = []
-        # Guards `lines`; notified for each stdout line and at end of file, so waits end at their deadline.
+        self._unread: collections.deque[str] = collections.deque()
+        # Guards `_unread`; notified for each stdout line and at end of file, so waits end at their deadline.
         self._stdout_seen = threading.Condition()
         self._stdout_ended = False
         self.port = 0
@@ -326,7 +329,7 @@ class AgfastProcess:
         with contextlib.suppress(ValueError, OSError):  # closed under us when the test is done with agfast
             for line in stream:
                 with self._stdout_seen:
-                    self.lines.append(line)
+                    self._unread.append(line)
                     self._stdout_seen.notify_all()
         with self._stdout_seen:
             self._stdout_ended = True
@@ -341,6 +344,9 @@ class AgfastProcess:
                 found = [m for line in self.lines if (m := pattern.search(line))]
                 if len(found) >= count:
                     return found[:count]
+                if self._unread:
+                    self.lines.append(self._unread.popleft())
+                    continue
                 left = deadline - time.monotonic()
                 if self._stdout_ended or left <= 0:
                     break
