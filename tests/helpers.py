@@ -323,7 +323,8 @@ class AgfastProcess:
         self._stdout_reader.start()
 
     def _read_stdout(self) -> None:
-        """The one reader of stdout: a wait for a line then never blocks past its deadline on a silent child."""
+        """The one reader of stdout (so a full pipe never blocks the child); a wait for a line never blocks past
+        its deadline on a silent child."""
         stream = self.proc.stdout
         assert stream is not None
         with contextlib.suppress(ValueError, OSError):  # closed under us when the test is done with agfast
