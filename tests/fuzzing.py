@@ -95,8 +95,6 @@ class FuzzTarget:
             # The process's own reader is the pipe's only reader; the watch sees every line through it.
             self.watch = StderrWatch()
             self.proc = AgfastProcess(env=env, impl=self.impl, on_stderr=self.watch.feed).wait_listening()
-            assert self.proc.proc.stdout is not None
-            StderrWatch(self.proc.proc.stdout)  # stdout too: nothing may block the child on a full pipe
         except BaseException:
             self.__exit__()
             raise

@@ -306,13 +306,59 @@ class AgfastProcess:
             cwd=AGFAST_ROOT,
             text=True,
         )
+        # The stdout lines a wait has read so far, up to the one it waited for (as readline() would leave them:
+        # right after wait_listening() the last one is the start-up line).
         self.lines: list[str] = []
+        self._unread: collections.deque[str] = collections.deque()
+        # Guards `_unread`; notified for each stdout line and at end of file, so waits end at their deadline.
+        self._stdout_seen = threading.Condition()
+        self._stdout_ended = False
         self.port = 0
         self.stderr_lines: collections.deque[str] = collections.deque(maxlen=self.KEEP_LINES)
         self.access_lines = 0
         self._on_stderr = on_stderr
         self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._stderr_reader.start()
+        self._stdout_reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._stdout_reader.start()
+
+    def _read_stdout(self) -> None:
+        """The one reader of stdout (so a full pipe never blocks the child); a wait for a line never blocks past
+        its deadline on a silent child."""
+        stream = self.proc.stdout
+        assert stream is not None
+        with contextlib.suppress(ValueError, OSError):  # closed under us when the test is done with agfast
+            for line in stream:
+                with self._stdout_seen:
+                    self._unread.append(line)
+                    self._stdout_seen.notify_all()
+        with self._stdout_seen:
+            self._stdout_ended = True
+            self._stdout_seen.notify_all()
+
+    def wait_lines(self, pattern: re.Pattern[str], count: int, timeout: float = 20.0) -> list[re.Match[str]]:
+        """The first `count` stdout lines matching `pattern`, waited for up to `timeout` seconds; fails (never
+        hangs) when the child goes quiet or exits first."""
+        deadline = time.monotonic() + timeout
+        with self._stdout_seen:
+            while True:
+                found = [m for line in self.lines if (m := pattern.search(line))]
+                if len(found) >= count:
+                    return found[:count]
+                if self._unread:
+                    self.lines.append(self._unread.popleft())
+                    continue
+                left = deadline - time.monotonic()
+                if self._stdout_ended or left <= 0:
+                    break
+                self._stdout_seen.wait(left)
+        if self._stdout_ended and self.proc.poll() is not None:
+            self._stderr_reader.join(5)
+            raise RuntimeError(f"agfast exited: {self.proc.returncode} {self.lines} {self.stderr_text}")
+        raise TimeoutError(
+            f"{count} lines like {pattern.pattern!r} not seen in {timeout} s: {self.lines}; stderr ends "
+            f"{self.stderr_text[-2000:]}"
+        )
 
     def _read_stderr(self) -> None:
         stream = self.proc.stderr
@@ -334,20 +380,8 @@ class AgfastProcess:
         return "".join(self.stderr_lines)
 
     def wait_listening(self, timeout: float = 20.0) -> AgfastProcess:
-        deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                code = self.proc.wait()
-                self._stderr_reader.join(5)
-                raise RuntimeError(f"agfast exited: {code} {self.stderr_text}")
-            self.lines.append(line)
-            found = self.LISTENING.search(line)
-            if found:
-                self.port = int(found.group(1))
-                return self
-        raise TimeoutError("agfast did not start")
+        self.port = int(self.wait_lines(self.LISTENING, 1, timeout)[0].group(1))
+        return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:

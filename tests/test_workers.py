@@ -43,14 +43,7 @@ def workers(sim: GoogleSimulator, tmp_path: Path, redis_server: object) -> Agfas
 
 def worker_pids(proc: AgfastProcess, count: int, timeout: float = 20.0) -> list[int]:
     """The pids of the first `count` workers that said they listen (read from the start-up lines)."""
-    assert proc.proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pids = [int(m.group(1)) for line in proc.lines if (m := WORKER_PID.search(line))]
-        if len(pids) >= count:
-            return pids
-        proc.lines.append(proc.proc.stdout.readline())
-    raise TimeoutError(proc.lines)
+    return [int(m.group(1)) for m in proc.wait_lines(WORKER_PID, count, timeout)]
 
 
 def ask(port: int, session: str) -> str:
@@ -225,3 +218,18 @@ def test_sigterm_right_after_start_stops_every_worker_in_order_every_time(sim: G
         assert "still running after the shutdown grace" not in proc.stderr_text
         assert took < ORDERLY_STOP
         assert [pid for pid in pids if _running(pid)] == []
+
+
+def test_waiting_for_a_start_up_line_that_never_comes_fails_at_its_deadline(tmp_path: Path) -> None:
+    """A worker that never says it listens fails the test in time instead of hanging the suite (the helper
+    once sat in readline() for ever). A single process never prints a worker pid: the line never comes."""
+    (tmp_path / "config.toml").write_text(f'api_key = "{KEY}"\n')
+    proc = AgfastProcess("serve", "--port", "0", "--data-dir", str(tmp_path)).wait_listening()
+    pool = ThreadPoolExecutor(1)
+    try:
+        waiting = pool.submit(worker_pids, proc, 1, 1.0)
+        with pytest.raises(TimeoutError, match=r"not seen in 1\.0 s"):
+            waiting.result(timeout=10)
+    finally:
+        proc.close()  # ends a wait still blocked on the child's stdout
+        pool.shutdown(wait=False)
