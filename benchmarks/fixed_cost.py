@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import load
-from load import agfast_cmd, clean_env, http_request, start
+from load import agfast_cmd, clean_env, http_request, start, upstream_env
 from peers.measure import response_done
 from peers.targets import SIM_REFRESH, chat_body
 
@@ -55,15 +55,7 @@ def main() -> None:
     load.ROOT = args.tree.resolve()  # `start` runs agfast from here, so this tree's package is the one imported
     upstream, up_port = start([sys.executable, "-m", "agfast", "sim", "--fast", "--port", "0", "--chunks",
                                str(args.events)], clean_env())  # fmt: skip
-    base = f"http://127.0.0.1:{up_port}"
-    env = clean_env(
-        AGFAST_UPSTREAM_ENDPOINTS=f"{base}/v1internal",
-        AGFAST_OAUTH_TOKEN_URL=f"{base}/token",
-        AGFAST_USERINFO_URL=f"{base}/oauth2/v2/userinfo",
-        AGFAST_OAUTH_CLIENT_ID="bench",
-        AGFAST_OAUTH_CLIENT_SECRET="bench",
-        PYTHONPATH=str(load.ROOT),
-    )
+    env = upstream_env(up_port, PYTHONPATH=str(load.ROOT))
     data_dir = tempfile.mkdtemp(prefix="agfast-fixed-")
     subprocess.run([sys.executable, "-m", "agfast", "accounts", "add", "--refresh-token", SIM_REFRESH,
                     "--data-dir", data_dir], env=env, check=True, capture_output=True, cwd=load.ROOT)  # fmt: skip

@@ -177,9 +177,23 @@ def measure(
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGFAST_")}
+    """This environment without agfast's settings (nor a multiprocess metrics dir): the run configures both."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGFAST_", "PROMETHEUS_"))}
     env.update(extra)
     return env
+
+
+def upstream_env(upstream_port: int, **extra: str) -> dict[str, str]:
+    """agfast's environment pointing every Google call (v1internal, token, userinfo) at a simulator's port."""
+    base = f"http://127.0.0.1:{upstream_port}"
+    return clean_env(
+        AGFAST_UPSTREAM_ENDPOINTS=f"{base}/v1internal",
+        AGFAST_OAUTH_TOKEN_URL=f"{base}/token",
+        AGFAST_USERINFO_URL=f"{base}/oauth2/v2/userinfo",
+        AGFAST_OAUTH_CLIENT_ID="bench",
+        AGFAST_OAUTH_CLIENT_SECRET="bench",
+        **extra,
+    )
 
 
 def agfast_cmd(data_dir: str) -> list[str]:
@@ -288,13 +302,7 @@ def _proxied(
     )
     try:
         base = f"http://127.0.0.1:{sim_port}"
-        env = clean_env(
-            AGFAST_UPSTREAM_ENDPOINTS=f"{base}/v1internal",
-            AGFAST_OAUTH_TOKEN_URL=f"{base}/token",
-            AGFAST_USERINFO_URL=f"{base}/oauth2/v2/userinfo",
-            AGFAST_OAUTH_CLIENT_ID="bench",
-            AGFAST_OAUTH_CLIENT_SECRET="bench",
-        )
+        env = upstream_env(sim_port)
         data_dir = tempfile.mkdtemp(prefix="agfast-bench-")
         subprocess.run([sys.executable, "-m", "agfast", "accounts", "add", "--refresh-token", SIM_REFRESH,
                         "--data-dir", data_dir], env=env, check=True, capture_output=True, cwd=ROOT)  # fmt: skip

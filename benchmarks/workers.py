@@ -31,11 +31,11 @@ import time
 from pathlib import Path
 
 import orjson
+from load import SIM_REFRESH, clean_env, upstream_env
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING = re.compile(r"listening on http://[^:]+:(\d+)")
 TICKS = os.sysconf("SC_CLK_TCK")
-SIM_REFRESH = "1//sim-refresh-demo1"
 PROMPT = {"contents": [{"role": "user", "parts": [{"text": "Benchmark prompt: say something short please"}]}]}
 PROXIED_PATH = "/v1beta/models/gemini-3-flash:generateContent"
 WRK = ["wrk", "-t1", "-c64"]
@@ -98,21 +98,8 @@ def start_sim() -> tuple[subprocess.Popen[str], int]:
     raise RuntimeError("the simulator did not start")
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGFAST_", "PROMETHEUS_"))}
-    env.update(extra)
-    return env
-
-
 def run(workers: int, scenario: str, duration: float, sim_port: int) -> dict[str, object]:
-    base = f"http://127.0.0.1:{sim_port}"
-    env = clean_env(
-        AGFAST_UPSTREAM_ENDPOINTS=f"{base}/v1internal",
-        AGFAST_OAUTH_TOKEN_URL=f"{base}/token",
-        AGFAST_USERINFO_URL=f"{base}/oauth2/v2/userinfo",
-        AGFAST_OAUTH_CLIENT_ID="bench",
-        AGFAST_OAUTH_CLIENT_SECRET="bench",
-    )
+    env = upstream_env(sim_port)
     with tempfile.TemporaryDirectory(prefix="agfast-workers-") as data_dir:
         data = Path(data_dir)
         (data / "config.toml").write_text('api_key = "sk-bench-key-0000"\nauth_mode = "off"\nlog_level = "warning"\n')

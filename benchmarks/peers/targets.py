@@ -21,7 +21,7 @@ from pathlib import Path
 from .install import LITELLM_BIN, PORTKEY_ENTRY, ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from load import agfast_cmd, clean_env, start
+from load import agfast_cmd, clean_env, start, upstream_env
 
 MODEL = "gemini-3-flash"
 # Two messages, as a chat client sends them: a system prompt and a question.
@@ -130,14 +130,7 @@ def start_nginx(upstream_port: int, work: Path) -> Running:
 
 
 def start_agfast(upstream_port: int, work: Path, extensions: bool) -> Running:
-    base = f"http://127.0.0.1:{upstream_port}"
-    env = clean_env(
-        AGFAST_UPSTREAM_ENDPOINTS=f"{base}/v1internal",
-        AGFAST_OAUTH_TOKEN_URL=f"{base}/token",
-        AGFAST_USERINFO_URL=f"{base}/oauth2/v2/userinfo",
-        AGFAST_OAUTH_CLIENT_ID="bench",
-        AGFAST_OAUTH_CLIENT_SECRET="bench",
-    )
+    env = upstream_env(upstream_port)
     if not extensions:
         env["AGFAST_NO_EXTENSIONS"] = "1"
     data_dir = tempfile.mkdtemp(prefix="agfast-", dir=work)
