@@ -126,6 +126,10 @@ def fast_path(feed: Callable[[dict[str, Any]], bytes]) -> FastConvert | None:
     return fast.convert if fast is not None else None
 
 
+# One network read's events → (bytes to send, upstream finished?, (status, message) of an error event or None).
+BatchStep = Callable[[list[bytes]], tuple[bytes, bool, tuple[int, str] | None]]
+
+
 async def pump(resp: Response, stream: Stream, feed: Callable[[dict[str, Any]], bytes]) -> tuple[int, str] | None:
     """Stream converted events to a client that asked to stream; the caller ends the response.
 
@@ -135,38 +139,36 @@ async def pump(resp: Response, stream: Stream, feed: Callable[[dict[str, Any]], 
     is held for `end()` (one write less). One write per network read, however many events it held.
     """
     convert = fast_path(feed)
-    try:
-        async for batch in stream.batches():
-            out, done, error = convert_batch(batch, stream, feed, convert)
-            if error is not None:
-                resp.write(out)
-                return _failed(stream, error)
-            if done:
-                resp.defer(out)
-                continue
-            resp.write(out)
-            if resp.paused:
-                await resp.drain()
-    except STREAM_BREAKS as exc:
-        return _failed(stream, (BROKEN, stream_broke(exc)))
-    except asyncio.CancelledError:
-        if not shutdown_cut(resp):
-            raise
-        return _failed(stream, (SHUTDOWN, SHUTDOWN_MESSAGE))
-    return None
+    return await _pump(resp, stream, lambda batch: convert_batch(batch, stream, feed, convert))
 
 
 async def pump_raw(resp: Response, stream: Stream, feed: Callable[[bytes], bytes]) -> tuple[int, str] | None:
     """`pump` for a surface that passes Google's events through (Gemini): `feed` gets each event's raw bytes,
     none is parsed but the one carrying finishReason (for the token counts), which is held for `end()`."""
+
+    def step(batch: list[bytes]) -> tuple[bytes, bool, None]:
+        out = b"".join([feed(data) for data in batch if data != DONE])
+        # The event carrying finishReason is the last one Google sends: it can leave with the end.
+        if batch and b'"finishReason"' in batch[-1]:
+            last, _ = parse_event(batch[-1])
+            if last is not None:
+                stream.note(last)
+            return out, True, None
+        return out, False, None
+
+    return await _pump(resp, stream, step)
+
+
+async def _pump(resp: Response, stream: Stream, step: BatchStep) -> tuple[int, str] | None:
+    """The loop both pumps share: one write per read, the finished answer's tail deferred to `end()`,
+    backpressure, and how a stream stops early."""
     try:
         async for batch in stream.batches():
-            out = b"".join([feed(data) for data in batch if data != DONE])
-            # The event carrying finishReason is the last one Google sends: it can leave with the end.
-            if batch and b'"finishReason"' in batch[-1]:
-                last, _ = parse_event(batch[-1])
-                if last is not None:
-                    stream.note(last)
+            out, done, error = step(batch)
+            if error is not None:
+                resp.write(out)
+                return _failed(stream, error)
+            if done:
                 resp.defer(out)
                 continue
             resp.write(out)
