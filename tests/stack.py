@@ -90,3 +90,17 @@ def generations(sim: GoogleSimulator) -> list[RecordedRequest]:
 
 
 __all__ = ["Fault", "agfast_on", "generations", "google_env", "start_sim"]
+
+
+def ask_in_session(base_url: str, session: str, text: str = "Say hello to the shared pool") -> str:
+    """One Claude Code-style request with a session id; the e-mail of the account that answered."""
+    import anthropic
+
+    with anthropic.Anthropic(base_url=base_url, api_key=KEY, max_retries=0) as client:
+        raw = client.messages.with_raw_response.create(
+            model="claude-sonnet-4-6",
+            max_tokens=32,
+            messages=[{"role": "user", "content": text}],
+            extra_headers={"X-Claude-Code-Session-Id": session},
+        )
+    return raw.headers["x-account-email"]

@@ -19,13 +19,12 @@ import pytest
 import redis
 from conftest import RedisServer
 from helpers import ServerThread, request
-from stack import KEY, Fault, generations, onboard_all, stack_config
+from stack import KEY, Fault, ask_in_session, generations, onboard_all, stack_config
 
 from agfast.sim import GoogleSimulator
 from agfast.upstream.accounts import TOKEN_FIELDS, AccountStore
 
 SIM_ACCOUNTS = 2
-MODEL = "claude-sonnet-4-6"
 # Six engineers share this machine's two cores: a 50 ms Redis budget can pass unanswered under that load.
 SHARED = {"state_timeout": 1.0}
 
@@ -62,14 +61,7 @@ def two_hosts(
 
 def ask(st: ServerThread, session: str) -> str:
     """One Claude Code-style request with a session; the email of the account that answered."""
-    with anthropic.Anthropic(base_url=st.url, api_key=KEY, max_retries=0) as client:
-        raw = client.messages.with_raw_response.create(
-            model=MODEL,
-            max_tokens=32,
-            messages=[{"role": "user", "content": "Say hello to the shared pool"}],
-            extra_headers={"X-Claude-Code-Session-Id": session},
-        )
-    return raw.headers["x-account-email"]
+    return ask_in_session(st.url, session)
 
 
 def limited_email(sim: GoogleSimulator) -> str:

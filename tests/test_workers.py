@@ -13,17 +13,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import anthropic
 import pytest
 from helpers import AgfastProcess, Reply, request, run_agfast
-from stack import KEY, Fault, generations, google_env, onboard_all, stack_config
+from stack import KEY, Fault, ask_in_session, generations, google_env, onboard_all, stack_config
 from test_operations import metric
 
 from agfast.monitor import MAX_PAGE, LogReader, db_path
 from agfast.sim import GoogleSimulator
 
 SIM_ACCOUNTS = 2
-MODEL = "claude-sonnet-4-6"
 WORKER_PID = re.compile(r"worker pid: (\d+)")
 
 
@@ -47,14 +45,7 @@ def worker_pids(proc: AgfastProcess, count: int, timeout: float = 20.0) -> list[
 
 
 def ask(port: int, session: str) -> str:
-    with anthropic.Anthropic(base_url=f"http://127.0.0.1:{port}", api_key=KEY, max_retries=0) as client:
-        raw = client.messages.with_raw_response.create(
-            model=MODEL,
-            max_tokens=32,
-            messages=[{"role": "user", "content": "Say hello to the workers"}],
-            extra_headers={"X-Claude-Code-Session-Id": session},
-        )
-    return raw.headers["x-account-email"]
+    return ask_in_session(f"http://127.0.0.1:{port}", session, "Say hello to the workers")
 
 
 def test_two_workers_share_lockouts_restart_and_stop_in_order(sim: GoogleSimulator, workers: AgfastProcess) -> None:
