@@ -354,6 +354,9 @@ def test_a_brand_new_session_hitting_both_hosts_at_once_stays_on_one_account(
             now = time.time()
             on_loop(a, lambda now=now: MemoryState.set_last_used(state_of(a), first, now))
             on_loop(b, lambda now=now: MemoryState.set_last_used(state_of(b), second, now))
+            # Redis holds its answers back until both hosts asked for the session's binding: both learn it is
+            # new at the same moment, and both bind it.
+            client.execute_command("CLIENT", "PAUSE", 300, "ALL")
             served = both_at_once((a, b), session)
             winner = client.get(f"t{tmp_path.name}:bind:{session}")
             assert winner is not None
