@@ -390,3 +390,26 @@ def test_a_lock_written_while_a_host_was_disconnected_is_honoured_once_it_is_bac
             assert ask(b, "pick") != own_pick, n
         # Read from the mirror: the one round trip is the session's binding, checked once after the return.
         assert state_of(b).round_trips == trips + 1
+
+
+def test_while_a_host_cannot_subscribe_each_request_pulls_the_shared_state_first(
+    sim: GoogleSimulator, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with two_hosts(sim, tmp_path, redis_server.url, preferred_account_id=PREFERRED) as (a, b):
+        current(a, b)
+        own_pick = ask(b, "pick")
+        locked = account_ids(tmp_path)[own_pick]
+        client = redis.Redis(port=redis_server.port)
+        # Subscribing is refused from now on, and the live subscriptions are cut: no message reaches B.
+        client.execute_command("ACL", "SETUSER", "default", "-subscribe")
+        client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        until(lambda: not state_of(b).current)
+        client.hset(f"t{tmp_path.name}:locks", locked, f"{time.time() + 120!r}|RATE_LIMIT_EXCEEDED")
+        trips = state_of(b).round_trips
+        for n in range(3):
+            assert ask(b, "pick") != own_pick, n
+        assert state_of(b).round_trips == trips + 3  # one pull per request
+        assert not state_of(b).current
+        client.execute_command("ACL", "SETUSER", "default", "+subscribe")
+        client.close()
+        current(b)  # subscribed again
