@@ -5,14 +5,14 @@ so that one process's 429, token refresh, session binding or operator action hol
 
 - the pool reads a local mirror synchronously, and in steady state the request path costs Redis nothing:
   every write the writer flushes is also published on `prefix:state` in the same pipeline (so it goes out only
-  once Redis holds it), and every process applies the others' writes to its mirror as they arrive;
+  once Redis holds it), and every process applies the writes (its own too, for Redis's order) as they arrive;
 - the mirror is pulled whole (lockouts, failure counters, last-used) whenever it cannot be trusted: once the
   subscription is (re)established, when an outage ends, and every `PULL_EVERY` seconds as a safety net, all off
   the request path. While the subscription is down a request pulls first (today's one round trip, bounded by
   `REDIS_TIMEOUT`), so correctness never rests on a live subscription;
 - a session this process has not seen costs one GET for its binding (concurrent requests of that session share
-  it); a new binding is `SET NX` (in a script that publishes it only if it won), so when two processes bind a
-  new session at once the first wins and the other adopts its account;
+  it); a binding is set only if no other process moved it first (`BIND_UNLESS_MOVED`, a script that publishes
+  it only if it won), so when two processes bind one session at once the first wins and the other adopts it;
 - writes go to the mirror at once and to Redis through one ordered background writer; a write not yet
   confirmed stays in `_unsynced` and is laid over every pull, so nothing learned locally is lost;
 - access tokens live under their own keys with the token's expiry as TTL, and one refresh per account at a time
@@ -144,14 +144,17 @@ RECONNECT_EVERY = 1.0
 # The mirror is pulled whole this often even while the subscription looks healthy: a safety net for anything a
 # message cannot carry (a key expired, or written by hand) and for two processes' writes to one key crossing.
 PULL_EVERY = 5.0
-# A new session's binding is set only if no process bound it first; either way the answer comes back (the
-# winner's account) and only a win is published, in the order of the batch.
-BIND_FIRST = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
-  return false
+# A binding is set only if Redis holds none or the one this process replaces (ARGV[5], "" for none): when two
+# processes bind one session at once the first wins, and the loser gets the winner's account back. Only a
+# binding set is published, at its place in the batch.
+BIND_UNLESS_MOVED = """
+local bound = redis.call('GET', KEYS[1])
+if bound and bound ~= ARGV[5] then
+  return bound
 end
-return redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return false
 """
 # A session's binding is forgotten after a day without use (MemoryState's bound keeps the local mirror small).
 BINDING_TTL_S = 86_400
@@ -240,7 +243,7 @@ class RedisState(LocalState):
         self.k_token = f"{prefix}:token:"
         self.k_lease = f"{prefix}:lease:"
         self.channel = f"{prefix}:events"
-        # Every state write, as [origin, [op, ...]]: how the other processes' mirrors stay current.
+        # Every state write, as a JSON list of ops, in Redis's order: how every process's mirror stays current.
         self.state_channel = f"{prefix}:state"
         self.k_kept = f"{prefix}:kept"
         # Who sent an event: a process ignores its own.
@@ -457,11 +460,10 @@ class RedisState(LocalState):
             self._last = (op[1], op[2])
 
     def _hear(self, data: bytes) -> None:
-        """Apply another process's writes (one flushed batch) to the mirror."""
-        origin, ops = orjson.loads(data)
-        if origin == self.origin:
-            return
-        for op in ops:
+        """Apply one flushed batch of writes to the mirror, this process's own included: messages come in the
+        order Redis executed the writes, so replaying all of them leaves the mirror as Redis is, even where
+        this process's early local write crossed another's."""
+        for op in orjson.loads(data):
             self._replay(op)
             kind = op[0]
             if kind == "bind" or kind == "unbind":
@@ -512,8 +514,8 @@ class RedisState(LocalState):
             self._write(("reset_failures", account_id))
 
     def bind(self, session_id: str, account_id: str) -> None:
-        """A binding replacing another is written as is; a new one only if no other process bound it first
-        (`BIND_FIRST`: the loser adopts the winner's account)."""
+        """Written only if no other process bound the session since this one saw it (`BIND_UNLESS_MOVED`: the
+        loser adopts the winner's account)."""
         replaces = self.bindings.get(session_id)
         if replaces == account_id:
             return
@@ -579,19 +581,20 @@ class RedisState(LocalState):
 
     async def _flush(self, batch: list[tuple[Any, ...]]) -> None:
         """One pipeline: the batch's writes in order, each also published (in order, after it) for the other
-        processes' mirrors; then a new binding that lost to another process's is adopted."""
+        processes' mirrors; then a binding that lost to another process's is adopted."""
         pipe = self.redis.pipeline(transaction=False)
         told: list[tuple[Any, ...]] = []  # written, not yet published
-        first_binds: list[tuple[int, tuple[Any, ...]]] = []
+        binds: list[tuple[int, tuple[Any, ...]]] = []  # (place in the pipeline, op)
         for op in batch:
             kind = op[0]
-            if kind == "bind" and op[3] is None:
+            if kind == "bind":
                 if told:
-                    pipe.publish(self.state_channel, orjson.dumps([self.origin, told]))
+                    pipe.publish(self.state_channel, orjson.dumps(told))
                     told = []
-                first_binds.append((len(pipe), op))
-                payload = orjson.dumps([self.origin, [op]])
-                pipe.eval(BIND_FIRST, 1, self.k_bind + op[1], op[2], BINDING_TTL_S, self.state_channel, payload)
+                binds.append((len(pipe), op))
+                payload = orjson.dumps([op])
+                key, channel = self.k_bind + op[1], self.state_channel
+                pipe.eval(BIND_UNLESS_MOVED, 1, key, op[2], BINDING_TTL_S, channel, payload, op[3] or "")
                 continue
             if kind == "event":
                 pipe.publish(self.channel, op[1])
@@ -614,8 +617,6 @@ class RedisState(LocalState):
                 pipe.hset(self.k_failures, op[1], f"{op[2]}|{op[3]!r}")
             elif kind == "reset_failures":
                 pipe.hdel(self.k_failures, op[1])
-            elif kind == "bind":
-                pipe.set(self.k_bind + op[1], op[2], ex=BINDING_TTL_S)
             elif kind == "unbind":
                 pipe.delete(self.k_bind + op[1])
             elif kind == "clear_bindings":
@@ -625,9 +626,9 @@ class RedisState(LocalState):
             elif kind == "last":
                 pipe.set(self.k_last, f"{op[1]}|{op[2]!r}")
         if told:
-            pipe.publish(self.state_channel, orjson.dumps([self.origin, told]))
+            pipe.publish(self.state_channel, orjson.dumps(told))
         found = await pipe.execute()
-        for at, op in first_binds:
+        for at, op in binds:
             winner = found[at]
             if winner is not None and self.bindings.get(op[1]) == op[2]:
                 self._mirror_bind(op[1], winner.decode() if isinstance(winner, bytes) else winner)
