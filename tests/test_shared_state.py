@@ -413,3 +413,25 @@ def test_while_a_host_cannot_subscribe_each_request_pulls_the_shared_state_first
         client.execute_command("ACL", "SETUSER", "default", "+subscribe")
         client.close()
         current(b)  # subscribed again
+
+
+def test_the_first_binding_of_a_session_wins_over_a_later_one_made_without_seeing_it(
+    sim: GoogleSimulator, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with two_hosts(sim, tmp_path, redis_server.url) as (a, b):
+        current(a, b)
+        ids = account_ids(tmp_path)
+        first, second = sorted(ids.values())
+        emails = {account_id: email for email, account_id in ids.items()}
+        # Another process bound the session, and B missed the news: B takes it for new and picks its own.
+        client = redis.Redis(port=redis_server.port)
+        client.set(f"t{tmp_path.name}:bind:crossed", first)
+        client.close()
+        now = time.time()
+        on_loop(b, lambda: MemoryState.set_last_used(state_of(b), second, now))
+        on_loop(b, lambda: state_of(b)._verify("crossed"))
+        assert ask(b, "crossed") == emails[second]  # its own pick, made before Redis answered
+        # The first binding stands: B's write lost and B adopted it, and no host moved to B's.
+        until(lambda: state_of(b).binding("crossed") == first)
+        for st in (a, b, a, b):
+            assert ask(st, "crossed") == emails[first]
