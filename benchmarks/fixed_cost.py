@@ -3,6 +3,7 @@
     python benchmarks/fixed_cost.py                      # 300 non-stream OpenAI chat requests, 1-event upstream
     python benchmarks/fixed_cost.py --events 20 -n 200   # the same with a 20-event upstream answer
     python benchmarks/fixed_cost.py --tree /tmp/old      # another checkout (`git archive <commit> agfast | tar -x`)
+    python benchmarks/fixed_cost.py --redis-url redis://127.0.0.1:6390/0   # the pool state shared through Redis
 
 Wall-clock and /proc CPU figures swing ±30% on a shared machine; instruction counts do not. agfast runs under
 `valgrind --tool=callgrind`; after a warm-up, `callgrind_control -z` zeroes the counters, N requests are sent
@@ -49,6 +50,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1, help="SSE events per upstream answer (default: 1)")
     ap.add_argument("--stream", action="store_true", help="the client asks to stream")
     ap.add_argument("--tree", type=Path, default=load.ROOT, help="the checkout whose agfast runs (default: this)")
+    ap.add_argument("--redis-url", help="AGFAST_REDIS_URL for agfast: what sharing the pool state costs a request")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()), help="where callgrind files go")
     args = ap.parse_args()
 
@@ -56,6 +58,8 @@ def main() -> None:
     upstream, up_port = start([sys.executable, "-m", "agfast", "sim", "--fast", "--port", "0", "--chunks",
                                str(args.events)], clean_env())  # fmt: skip
     env = upstream_env(up_port, PYTHONPATH=str(load.ROOT))
+    if args.redis_url:
+        env["AGFAST_REDIS_URL"] = args.redis_url
     data_dir = tempfile.mkdtemp(prefix="agfast-fixed-")
     subprocess.run([sys.executable, "-m", "agfast", "accounts", "add", "--refresh-token", SIM_REFRESH,
                     "--data-dir", data_dir], env=env, check=True, capture_output=True, cwd=load.ROOT)  # fmt: skip
@@ -78,8 +82,10 @@ def main() -> None:
         int(line.split()[1]) for line in Path(f"{out}.1").read_text(errors="replace").splitlines()
         if line.startswith("summary:")
     )  # fmt: skip
-    print("| tree | events | stream | requests | 200s | instructions per request |\n|---|--:|---|--:|--:|--:|")
-    print(f"| {args.tree} | {args.events} | {args.stream} | {args.n} | {ok} | {summary // args.n:,} |")
+    redis = bool(args.redis_url)
+    print("| tree | redis | events | stream | requests | 200s | instructions per request |")
+    print("|---|---|--:|---|--:|--:|--:|")
+    print(f"| {args.tree} | {redis} | {args.events} | {args.stream} | {args.n} | {ok} | {summary // args.n:,} |")
 
 
 if __name__ == "__main__":

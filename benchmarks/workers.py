@@ -172,7 +172,7 @@ def main() -> None:
     for row in rows:
         print(
             f"| {row['scenario']} | {row['workers']} | {row['rps']:,.0f} | {row['cpu_us_per_req']:.1f} | "
-            f"{row['redis_round_trips_per_req']:.2f} | {row['redis_commands_per_req']:.2f} |"
+            f"{row['redis_round_trips_per_req']:.3f} | {row['redis_commands_per_req']:.3f} |"
         )
     for scenario in dict.fromkeys(r["scenario"] for r in rows):
         one, two = (r for r in rows if r["scenario"] == scenario)

@@ -7,12 +7,14 @@ when it is back.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import pytest
@@ -23,6 +25,7 @@ from stack import KEY, Fault, ask_in_session, generations, onboard_all, stack_co
 
 from agfast.sim import GoogleSimulator
 from agfast.upstream.accounts import TOKEN_FIELDS, AccountStore
+from agfast.upstream.state import MemoryState, RedisState
 
 SIM_ACCOUNTS = 2
 # Six engineers share this machine's two cores: a 50 ms Redis budget can pass unanswered under that load.
@@ -31,14 +34,14 @@ SHARED = {"state_timeout": 1.0}
 
 @contextmanager
 def two_hosts(
-    sim: GoogleSimulator, tmp_path: Path, redis_url: str, expire_tokens: bool = False
+    sim: GoogleSimulator, tmp_path: Path, redis_url: str, expire_tokens: bool = False, **overrides: Any
 ) -> Iterator[tuple[ServerThread, ServerThread]]:
     """Two agfast servers, each with its own data dir (as on two hosts), sharing `redis_url`. The second host's
     data dir is a copy of the first's: hosts share accounts by id, as when a data dir is deployed to each host."""
     sim.clear_faults()
     servers = []
     with ExitStack() as stack:
-        shared = {"state_redis_url": redis_url, "state_prefix": "t" + tmp_path.name, **SHARED}
+        shared = {"state_redis_url": redis_url, "state_prefix": "t" + tmp_path.name, **SHARED, **overrides}
         first = stack_config(tmp_path / "a", sim, **shared)
         store = onboard_all(first, sim)
         if expire_tokens:
@@ -47,11 +50,7 @@ def two_hosts(
                 store.merge(account, TOKEN_FIELDS)
         shutil.copytree(tmp_path / "a", tmp_path / "b")
         for name in ("a", "b"):
-            servers.append(
-                stack_config(
-                    tmp_path / name, sim, state_redis_url=redis_url, state_prefix="t" + tmp_path.name, **SHARED
-                )
-            )
+            servers.append(stack_config(tmp_path / name, sim, **shared))
         sim.clear_requests()
         sim.refresh_count.clear()
         hosts = [stack.enter_context(ServerThread(cfg)) for cfg in servers]
@@ -82,7 +81,8 @@ def test_a_429_learned_by_one_host_is_honoured_by_the_other(
         trips = b.app.state.round_trips  # type: ignore[attr-defined]
         for n in range(4):
             assert ask(b, f"session-b{n}") != locked
-        # One round trip to Redis per request on the request path (writes go behind, batched).
+        # One round trip per request on the request path, the GET of a session B has not seen (writes go
+        # behind, batched).
         assert b.app.state.round_trips - trips == 4  # type: ignore[attr-defined]
 
 
@@ -230,3 +230,208 @@ def test_one_accounts_lockouts_cleared_on_a_host_that_has_not_seen_them(
         reply = request(b.port, "DELETE", path, headers={"Authorization": f"Bearer {KEY}"})
         assert reply.status == 200, reply.body
         assert ask(a, "s2") == locked
+
+
+# -- the mirror that pub/sub keeps current ------------------------------------------------------------------
+
+# The race of a 429 learned by one host and the other's very next request, run this many times.
+RACE_ROUNDS = 20
+# The account both hosts prefer in the lockout tests: what a host picks when it knows of no lock on it.
+PREFERRED = "demo1@sim.local"
+
+
+def state_of(st: ServerThread) -> RedisState:
+    state = st.app.state
+    assert isinstance(state, RedisState)
+    return state
+
+
+def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.01)
+
+
+def current(*hosts: ServerThread) -> None:
+    """Wait until every host is subscribed and has pulled its mirror (the steady state)."""
+    until(lambda: all(state_of(st).current for st in hosts))
+
+
+def on_loop(st: ServerThread, change: Callable[[], None]) -> None:
+    """Run `change` on the host's own event loop (its state is not thread-safe) and wait for it."""
+
+    async def run() -> None:
+        change()
+
+    asyncio.run_coroutine_threadsafe(run(), st.loop).result(5)
+
+
+def account_ids(tmp_path: Path) -> dict[str, str]:
+    return {acc.email: acc.id for acc in AccountStore(tmp_path / "a").load_all()}
+
+
+def test_a_429_learned_by_one_host_is_honoured_by_the_others_very_next_request(
+    sim: GoogleSimulator, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # Both hosts prefer one account: each uses it whenever it knows of no lock on it.
+    with two_hosts(sim, tmp_path, redis_server.url, preferred_account_id=PREFERRED) as (a, b):
+        current(a, b)
+        own_pick = ask(b, "pick")
+        assert own_pick == PREFERRED
+        ids = account_ids(tmp_path)
+        for n in range(RACE_ROUNDS):
+            sim.clear_requests()
+            sim.script(Fault("status", status=429, retry_delay=60, action="streamGenerateContent"))
+            assert ask(a, f"a{n}") != own_pick
+            assert limited_email(sim) == own_pick  # A's pick is B's: without the lock B would use it
+            assert ask(b, f"b{n}") != own_pick, f"round {n}: B used the account A had just seen limited"
+            reply = request(a.port, "DELETE", "/api/proxy/rate-limits", headers={"Authorization": f"Bearer {KEY}"})
+            assert reply.status == 200, reply.body
+            # The operator's clear on A reaches B's mirror (and the account serves on B again).
+            until(lambda: not b.app.pool.lockouts(ids[own_pick]))
+            assert ask(b, f"c{n}") == own_pick
+
+
+def test_the_steady_state_request_path_costs_redis_no_round_trip(
+    sim: GoogleSimulator, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with two_hosts(sim, tmp_path, redis_server.url) as (a, b):
+        current(a, b)
+        ask(b, "known")
+        ask(a, "from-a")
+        state = state_of(b)
+        trips = state.round_trips
+        for _ in range(6):  # a session B served, one A bound (B heard it), and no session at all
+            ask(b, "known")
+            ask(b, "from-a")
+        assert state.round_trips == trips
+        # A session B has never heard of costs one GET; concurrent requests of that session share it. Redis
+        # holds its answers back meanwhile, so the requests all arrive while that GET is in flight.
+        client = redis.Redis(port=redis_server.port)
+        client.execute_command("CLIENT", "PAUSE", 400, "ALL")
+        threads = [threading.Thread(target=ask, args=(b, "brand-new")) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        client.close()
+        assert state.round_trips == trips + 1
+        ask(b, "brand-new")
+        assert state.round_trips == trips + 1
+
+
+def both_at_once(hosts: tuple[ServerThread, ...], session: str) -> dict[int, str]:
+    """One request of `session` to every host, released together; the account each answered with."""
+    start = threading.Barrier(len(hosts))
+    served: dict[int, str] = {}
+
+    def go(st: ServerThread) -> None:
+        start.wait(5)
+        served[st.port] = ask(st, session)
+
+    threads = [threading.Thread(target=go, args=(st,)) for st in hosts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(served) == len(hosts)
+    return served
+
+
+def test_a_brand_new_session_hitting_both_hosts_at_once_stays_on_one_account(
+    sim: GoogleSimulator, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with two_hosts(sim, tmp_path, redis_server.url) as (a, b):
+        current(a, b)
+        ids = account_ids(tmp_path)
+        first, second = sorted(ids.values())
+        client = redis.Redis(port=redis_server.port)
+        for n in range(5):
+            session = f"both-{n}"
+            # Each host's own choice for a new conversation differs: its mirror says it used another account
+            # last (set on the mirror alone, as if just learned).
+            now = time.time()
+            on_loop(a, lambda now=now: MemoryState.set_last_used(state_of(a), first, now))
+            on_loop(b, lambda now=now: MemoryState.set_last_used(state_of(b), second, now))
+            # Redis holds its answers back until both hosts asked for the session's binding: both learn it is
+            # new at the same moment, and both bind it.
+            client.execute_command("CLIENT", "PAUSE", 300, "ALL")
+            served = both_at_once((a, b), session)
+            winner = client.get(f"t{tmp_path.name}:bind:{session}")
+            assert winner is not None
+            bound_id = winner.decode()
+            bound = {ids[email]: email for email in ids}[bound_id]
+            # From the next request on, both hosts serve the conversation on the account bound first.
+            until(lambda s=session, w=bound_id: state_of(a).binding(s) == state_of(b).binding(s) == w)
+            for st in (a, b, a, b):
+                assert ask(st, session) == bound, (n, served)
+        client.close()
+
+
+def test_a_lock_written_while_a_host_was_disconnected_is_honoured_once_it_is_back(
+    sim: GoogleSimulator, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with two_hosts(sim, tmp_path, redis_server.url, preferred_account_id=PREFERRED) as (a, b):
+        current(a, b)
+        own_pick = ask(b, "pick")
+        locked = account_ids(tmp_path)[own_pick]
+        redis_server.kill()
+        until(lambda: not state_of(b).current)
+        redis_server.start()
+        # Written while B was not listening: no message tells B; only its pull on return can.
+        client = redis.Redis(port=redis_server.port)
+        client.hset(f"t{tmp_path.name}:locks", locked, f"{time.time() + 120!r}|RATE_LIMIT_EXCEEDED")
+        client.close()
+        current(b)
+        assert state_of(b).locked_until(locked) > time.time()
+        trips = state_of(b).round_trips
+        for n in range(3):
+            assert ask(b, "pick") != own_pick, n
+        # Read from the mirror: the one round trip is the session's binding, checked once after the return.
+        assert state_of(b).round_trips == trips + 1
+
+
+def test_while_a_host_cannot_subscribe_each_request_pulls_the_shared_state_first(
+    sim: GoogleSimulator, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with two_hosts(sim, tmp_path, redis_server.url, preferred_account_id=PREFERRED) as (a, b):
+        current(a, b)
+        own_pick = ask(b, "pick")
+        locked = account_ids(tmp_path)[own_pick]
+        client = redis.Redis(port=redis_server.port)
+        # Subscribing is refused from now on, and the live subscriptions are cut: no message reaches B.
+        client.execute_command("ACL", "SETUSER", "default", "-subscribe")
+        client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        until(lambda: not state_of(b).current)
+        client.hset(f"t{tmp_path.name}:locks", locked, f"{time.time() + 120!r}|RATE_LIMIT_EXCEEDED")
+        trips = state_of(b).round_trips
+        for n in range(3):
+            assert ask(b, "pick") != own_pick, n
+        assert state_of(b).round_trips == trips + 3  # one pull per request
+        assert not state_of(b).current
+        client.execute_command("ACL", "SETUSER", "default", "+subscribe")
+        client.close()
+        current(b)  # subscribed again
+
+
+def test_the_first_binding_of_a_session_wins_over_a_later_one_made_without_seeing_it(
+    sim: GoogleSimulator, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with two_hosts(sim, tmp_path, redis_server.url) as (a, b):
+        current(a, b)
+        ids = account_ids(tmp_path)
+        first, second = sorted(ids.values())
+        emails = {account_id: email for email, account_id in ids.items()}
+        # Another process bound the session, and B missed the news: B takes it for new and picks its own.
+        client = redis.Redis(port=redis_server.port)
+        client.set(f"t{tmp_path.name}:bind:crossed", first)
+        client.close()
+        now = time.time()
+        on_loop(b, lambda: MemoryState.set_last_used(state_of(b), second, now))
+        on_loop(b, lambda: state_of(b)._verify("crossed"))
+        assert ask(b, "crossed") == emails[second]  # its own pick, made before Redis answered
+        # The first binding stands: B's write lost and B adopted it, and no host moved to B's.
+        until(lambda: state_of(b).binding("crossed") == first)
+        for st in (a, b, a, b):
+            assert ask(st, "crossed") == emails[first]

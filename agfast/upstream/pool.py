@@ -24,8 +24,9 @@ creating it), and an account found removed or disabled there leaves the pool at 
 (disabled, blocked, forbidden, locked, refresh back-off, left the pool) are logged at WARNING, email masked.
 
 Shared mutable state (lockouts, session bindings, last-used, failure counters) lives behind `PoolState`;
-`upstream/state.py` shares it between workers and hosts (Redis): then a request first pulls it (one round
-trip), and a token refresh is leased so that one process refreshes and the others take its token.
+`upstream/state.py` shares it between workers and hosts (Redis): a request reads a mirror that pub/sub keeps
+current (a round trip only for a session this process has not seen, or while the subscription is down), and a
+token refresh is leased so that one process refreshes and the others take its token.
 Accounts with no quota data yet are usable (unknown is not zero); quota is refreshed in the background.
 
 Quota protection (§4.7, `quota_protection.*`): an account whose remaining quota for a protected model is below
@@ -358,8 +359,9 @@ class AccountPool:
                 f"No accounts available with quota for model: {model}"
             )
         attempted = set(exclude)
-        if self.shared is not None:
-            await self.shared.pull(session_id)
+        shared = self.shared
+        if shared is not None and shared.stale(session_id):  # steady state: the mirror is current, no await
+            await shared.pull(session_id)
         sticky = not rotate and self.config.scheduling_mode != "PerformanceFirst"
         # The common case needs no await: a selected account whose token and project are ready.
         chosen = self._choose(key, session_id, sticky, attempted)

@@ -3,8 +3,16 @@
 `LocalState` is today's in-process state and costs nothing extra. `RedisState` keeps the same state in Redis
 so that one process's 429, token refresh, session binding or operator action holds for all of them:
 
-- the pool keeps reading a local mirror synchronously; `pull()` refreshes the mirror with ONE pipelined round
-  trip per request (lockouts, failure counters, last-used, this session's binding), bounded by `REDIS_TIMEOUT`;
+- the pool reads a local mirror synchronously, and in steady state the request path costs Redis nothing:
+  every write the writer flushes is also published on `prefix:state` in the same pipeline (so it goes out only
+  once Redis holds it), and every process applies the writes (its own too, for Redis's order) as they arrive;
+- the mirror is pulled whole (lockouts, failure counters, last-used) whenever it cannot be trusted: once the
+  subscription is (re)established, when an outage ends, and every `PULL_EVERY` seconds as a safety net, all off
+  the request path. While the subscription is down a request pulls first (today's one round trip, bounded by
+  `REDIS_TIMEOUT`), so correctness never rests on a live subscription;
+- a session this process has not seen costs one GET for its binding (concurrent requests of that session share
+  it); a binding is set only if no other process moved it first (`BIND_UNLESS_MOVED`, a script that publishes
+  it only if it won), so when two processes bind one session at once the first wins and the other adopts it;
 - writes go to the mirror at once and to Redis through one ordered background writer; a write not yet
   confirmed stays in `_unsynced` and is laid over every pull, so nothing learned locally is lost;
 - access tokens live under their own keys with the token's expiry as TTL, and one refresh per account at a time
@@ -133,6 +141,21 @@ TIMEOUTS_FOR_OUTAGE = 3
 CLOSE_CANCEL_EVERY = 0.05
 CLOSE_CANCEL_FOR = 2.0
 RECONNECT_EVERY = 1.0
+# The mirror is pulled whole this often even while the subscription looks healthy: a safety net for anything a
+# message cannot carry (a key expired, or written by hand) and for two processes' writes to one key crossing.
+PULL_EVERY = 5.0
+# A binding is set only if Redis holds none or the one this process replaces (ARGV[5], "" for none): when two
+# processes bind one session at once the first wins, and the loser gets the winner's account back. Only a
+# binding set is published, at its place in the batch.
+BIND_UNLESS_MOVED = """
+local bound = redis.call('GET', KEYS[1])
+if bound and bound ~= ARGV[5] then
+  return bound
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return false
+"""
 # A session's binding is forgotten after a day without use (MemoryState's bound keeps the local mirror small).
 BINDING_TTL_S = 86_400
 # Writes kept while Redis is away; beyond this the oldest are dropped (they are lockouts and bindings, which
@@ -160,6 +183,9 @@ class LocalState(MemoryState):
 
     async def close(self) -> None:
         return None
+
+    def stale(self, session_id: str | None) -> bool:
+        return False
 
     async def pull(self, session_id: str | None) -> None:
         return None
@@ -205,7 +231,10 @@ class RedisState(LocalState):
             retry=Retry(NoBackoff(), 1),
         )
         # Subscriptions wait for messages indefinitely: their own connection, without the request timeouts.
-        self.events = aioredis.Redis.from_url(url, socket_connect_timeout=1.0, health_check_interval=30)
+        # No retry: a lost subscription must surface (messages were missed) rather than be quietly re-made.
+        self.events = aioredis.Redis.from_url(
+            url, socket_connect_timeout=1.0, health_check_interval=30, retry=Retry(NoBackoff(), 0)
+        )
         self.prefix = prefix
         self.k_locks = f"{prefix}:locks"
         self.k_failures = f"{prefix}:failures"
@@ -214,10 +243,24 @@ class RedisState(LocalState):
         self.k_token = f"{prefix}:token:"
         self.k_lease = f"{prefix}:lease:"
         self.channel = f"{prefix}:events"
+        # Every state write, as a JSON list of ops, in Redis's order: how every process's mirror stays current.
+        self.state_channel = f"{prefix}:state"
         self.k_kept = f"{prefix}:kept"
         # Who sent an event: a process ignores its own.
         self.origin = f"{os.getpid()}-{os.urandom(4).hex()}"
+        # Round trips a request waited for (a pull while the mirror is not current, a new session's GET).
         self.round_trips = 0
+        # Whole pulls made off the request path (subscription start, outage end, the PULL_EVERY safety net).
+        self.background_pulls = 0
+        # True while the subscription is live and the mirror was pulled since it started: requests read the
+        # mirror alone.
+        self.current = False
+        # Sessions whose binding (or its absence) the mirror knows for certain since the subscription started.
+        self._verified: dict[str, None] = {}
+        # One GET per unknown session in flight, shared by its concurrent requests; a binding another process
+        # published while that GET ran is newer than its answer (`_overridden`).
+        self._fetching: dict[str, asyncio.Task[None]] = {}
+        self._overridden: set[str] = set()
         self._unsynced: list[tuple[Any, ...]] = []
         self._queue: list[tuple[Any, ...]] = []
         self._wake = asyncio.Event()
@@ -232,12 +275,12 @@ class RedisState(LocalState):
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._writer()), loop.create_task(self._subscriber())]
-        await self.pull(None)
+        await self._pull(None)
         await self._replay_kept()
 
     async def close(self) -> None:
         self._closing = True
-        await _cancel_until_done(self._tasks)
+        await _cancel_until_done([*self._tasks, *self._fetching.values()])
         if self._queue:  # last writes of a clean shutdown
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._flush(self._queue), self.timeout * 10)
@@ -256,6 +299,7 @@ class RedisState(LocalState):
                 return
         self._timeouts = 0
         self._down_until = time.monotonic() + RECONNECT_EVERY
+        self.current = False  # messages may be lost while Redis is away: pull before trusting the mirror again
         if not self._down:
             self._down = True
             log.warning(
@@ -278,14 +322,31 @@ class RedisState(LocalState):
             if until > now:
                 self._write(("lock", key, until, reason))
         for session_id, account_id in self.bindings.items():
-            self._write(("bind", session_id, account_id))
+            self._write(("bind", session_id, account_id, None))
 
-    # -- the request path's one round trip -------------------------------------------------------------
+    # -- the request path: the mirror, a round trip only when it cannot answer -------------------------------
+
+    def stale(self, session_id: str | None) -> bool:
+        """Whether a request must `pull` before reading the mirror (no: the steady state, no await at all)."""
+        if not self.current:
+            return True
+        return bool(session_id) and session_id not in self._verified
 
     async def pull(self, session_id: str | None) -> None:
-        """Refresh the mirror from Redis (one pipeline); on timeout or outage keep the mirror as it is."""
-        if not self._usable():
+        """Bring the mirror up to date for one request: while it is current only an unknown session's binding
+        (one GET shared by that session's concurrent requests); otherwise one whole pull (one pipeline). On
+        timeout or outage the request goes on with the mirror as it is."""
+        if self.current:
+            if session_id:
+                await self._known(session_id)
             return
+        if await self._pull(session_id):
+            self.round_trips += 1
+
+    async def _pull(self, session_id: str | None) -> bool:
+        """The whole mirror (and one session's binding) from Redis in one pipeline; False when not answered."""
+        if not self._usable():
+            return False
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.k_locks)
         pipe.hgetall(self.k_failures)
@@ -297,10 +358,57 @@ class RedisState(LocalState):
                 found = await pipe.execute()
         except Exception as exc:  # timeout, connection refused/reset: the request goes on with local state
             self._lost(exc)
-            return
-        self.round_trips += 1
+            return False
         self._back()
         self._apply_pulled(found, session_id)
+        return True
+
+    async def _known(self, session_id: str) -> None:
+        """Make the mirror know `session_id`'s binding (another process may have bound it)."""
+        fetch = self._fetching.get(session_id)
+        if fetch is None:
+            fetch = self._fetching[session_id] = asyncio.get_running_loop().create_task(self._fetch(session_id))
+        await asyncio.shield(fetch)  # one request giving up does not cancel the others' GET
+
+    async def _fetch(self, session_id: str) -> None:
+        try:
+            if not self._usable():
+                return
+            try:
+                async with asyncio.timeout(self.timeout):
+                    bound = await self.redis.get(self.k_bind + session_id)
+            except Exception as exc:  # the request goes on with the mirror; the next one asks again
+                self._lost(exc)
+                return
+            self.round_trips += 1
+            self._back()
+            if session_id in self._overridden:  # a newer binding arrived while the GET ran
+                self._verify(session_id)
+                return
+            if bound is None:
+                MemoryState.unbind(self, session_id)
+            else:
+                self._mirror_bind(session_id, bound.decode() if isinstance(bound, bytes) else bound)
+            for op in self._unsynced:  # this process's own writes Redis has not confirmed yet
+                self._replay(op)
+            if self.current:
+                self._verify(session_id)
+        finally:
+            del self._fetching[session_id]
+            self._overridden.discard(session_id)
+
+    def _verify(self, session_id: str) -> None:
+        verified = self._verified
+        if len(verified) >= MemoryState.MAX_BINDINGS and session_id not in verified:
+            verified.pop(next(iter(verified)))
+        verified[session_id] = None
+
+    def _mirror_bind(self, session_id: str, account_id: str) -> None:
+        """Bind in the mirror only; a binding the mirror's bound pushes out is no longer known for certain."""
+        bindings = self.bindings
+        if len(bindings) >= self.MAX_BINDINGS and session_id not in bindings:
+            self._verified.pop(next(iter(bindings)), None)
+        MemoryState.bind(self, session_id, account_id)
 
     def _apply_pulled(self, found: list[Any], session_id: str | None) -> None:
         now = time.time()
@@ -327,7 +435,7 @@ class RedisState(LocalState):
         for op in self._unsynced:  # what this process wrote that Redis has not confirmed yet
             self._replay(op)
 
-    def _replay(self, op: tuple[Any, ...]) -> None:
+    def _replay(self, op: tuple[Any, ...] | list[Any]) -> None:
         kind = op[0]
         if kind == "lock":
             MemoryState.lock(self, op[1], op[2], op[3])
@@ -343,11 +451,27 @@ class RedisState(LocalState):
         elif kind == "reset_failures":
             MemoryState.reset_failures(self, op[1])
         elif kind == "bind":
-            MemoryState.bind(self, op[1], op[2])
+            self._mirror_bind(op[1], op[2])
         elif kind == "unbind":
             MemoryState.unbind(self, op[1])
+        elif kind == "clear_bindings":
+            MemoryState.clear_bindings(self)
         elif kind == "last":
             self._last = (op[1], op[2])
+
+    def _hear(self, data: bytes) -> None:
+        """Apply one flushed batch of writes to the mirror, this process's own included: messages come in the
+        order Redis executed the writes, so replaying all of them leaves the mirror as Redis is, even where
+        this process's early local write crossed another's."""
+        for op in orjson.loads(data):
+            self._replay(op)
+            kind = op[0]
+            if kind == "bind" or kind == "unbind":
+                self._verify(op[1])
+                if op[1] in self._fetching:
+                    self._overridden.add(op[1])
+            elif kind == "clear_bindings":
+                self._overridden.update(self._fetching)
 
     # -- writes: the mirror now, Redis through the writer ----------------------------------------------
 
@@ -390,10 +514,13 @@ class RedisState(LocalState):
             self._write(("reset_failures", account_id))
 
     def bind(self, session_id: str, account_id: str) -> None:
-        if self.bindings.get(session_id) == account_id:
+        """Written only if no other process bound the session since this one saw it (`BIND_UNLESS_MOVED`: the
+        loser adopts the winner's account)."""
+        replaces = self.bindings.get(session_id)
+        if replaces == account_id:
             return
-        super().bind(session_id, account_id)
-        self._write(("bind", session_id, account_id))
+        self._mirror_bind(session_id, account_id)
+        self._write(("bind", session_id, account_id, replaces))
 
     def unbind(self, session_id: str) -> None:
         super().unbind(session_id)
@@ -453,9 +580,28 @@ class RedisState(LocalState):
         self._lost(last)
 
     async def _flush(self, batch: list[tuple[Any, ...]]) -> None:
+        """One pipeline: the batch's writes in order, each also published (in order, after it) for the other
+        processes' mirrors; then a binding that lost to another process's is adopted."""
         pipe = self.redis.pipeline(transaction=False)
+        told: list[tuple[Any, ...]] = []  # written, not yet published
+        binds: list[tuple[int, tuple[Any, ...]]] = []  # (place in the pipeline, op)
         for op in batch:
             kind = op[0]
+            if kind == "bind":
+                if told:
+                    pipe.publish(self.state_channel, orjson.dumps(told))
+                    told = []
+                binds.append((len(pipe), op))
+                payload = orjson.dumps([op])
+                key, channel = self.k_bind + op[1], self.state_channel
+                pipe.eval(BIND_UNLESS_MOVED, 1, key, op[2], BINDING_TTL_S, channel, payload, op[3] or "")
+                continue
+            if kind == "event":
+                pipe.publish(self.channel, op[1])
+                if op[2] is not None:
+                    pipe.hset(self.k_kept, op[2], op[1])
+                continue
+            told.append(op)
             if kind == "lock":
                 pipe.hset(self.k_locks, op[1], f"{op[2]!r}|{op[3]}")
             elif kind == "unlock":
@@ -471,8 +617,6 @@ class RedisState(LocalState):
                 pipe.hset(self.k_failures, op[1], f"{op[2]}|{op[3]!r}")
             elif kind == "reset_failures":
                 pipe.hdel(self.k_failures, op[1])
-            elif kind == "bind":
-                pipe.set(self.k_bind + op[1], op[2], ex=BINDING_TTL_S)
             elif kind == "unbind":
                 pipe.delete(self.k_bind + op[1])
             elif kind == "clear_bindings":
@@ -481,11 +625,13 @@ class RedisState(LocalState):
                 pipe.delete(self.k_last)
             elif kind == "last":
                 pipe.set(self.k_last, f"{op[1]}|{op[2]!r}")
-            elif kind == "event":
-                pipe.publish(self.channel, op[1])
-                if op[2] is not None:
-                    pipe.hset(self.k_kept, op[2], op[1])
-        await pipe.execute()
+        if told:
+            pipe.publish(self.state_channel, orjson.dumps(told))
+        found = await pipe.execute()
+        for at, op in binds:
+            winner = found[at]
+            if winner is not None and self.bindings.get(op[1]) == op[2]:
+                self._mirror_bind(op[1], winner.decode() if isinstance(winner, bytes) else winner)
 
     # -- tokens: one refresh per account across processes ----------------------------------------------
 
@@ -557,31 +703,64 @@ class RedisState(LocalState):
                 listener(event)
 
     async def _subscriber(self) -> None:
+        """Listen for the other processes' events and state writes; pull the mirror whole once subscribed,
+        when it stopped being current (an outage) and every PULL_EVERY seconds. The pulls run here, between
+        messages, so a message is never applied under a snapshot older than itself."""
+        channels = (self.channel, self.state_channel)
+        state_channel = self.state_channel.encode()
         while not self._closing:
-            pubsub = self.events.pubsub(ignore_subscribe_messages=True)
+            pubsub = self.events.pubsub()
+            self.current = False
             try:
-                await pubsub.subscribe(self.channel)
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    event = orjson.loads(message["data"])
-                    if event.pop("origin", None) == self.origin:
-                        continue
-                    for listener in self.listeners:
-                        try:
-                            listener(event)
-                        except Exception:
-                            log.exception("applying a shared event failed")
+                await pubsub.subscribe(*channels)
+                subscribed = False  # both subscriptions confirmed
+                pulled_at = float("-inf")
+                while True:
+                    # Pull again PULL_EVERY seconds after the last pull; while not current, sooner.
+                    due = pulled_at + (PULL_EVERY if self.current else RECONNECT_EVERY)
+                    wait = max(due - time.monotonic(), 0.0) if subscribed else None
+                    message = await pubsub.get_message(timeout=wait)
+                    if message is not None:
+                        kind = message["type"]
+                        if kind == "message":
+                            if message["channel"] == state_channel:
+                                self._hear(message["data"])
+                            else:
+                                self._event(message["data"])
+                        elif kind == "subscribe":  # (again, should the client ever resubscribe on its own)
+                            self.current = False
+                            subscribed = message["data"] == len(channels)
+                            if subscribed:
+                                self._verified.clear()  # bindings may have moved while nobody listened
+                                pulled_at = float("-inf")
+                    due = pulled_at + (PULL_EVERY if self.current else RECONNECT_EVERY)
+                    if subscribed and time.monotonic() >= due:
+                        if await self._pull(None):
+                            self.background_pulls += 1
+                            self.current = True
+                        pulled_at = time.monotonic()
             except asyncio.CancelledError:
+                self.current = False
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                 raise
-            except Exception as exc:  # Redis away: the pull and the writer say so; subscribe again later
-                log.debug("event subscription lost: %s", type(exc).__name__)
+            except Exception as exc:  # Redis away: requests pull until the subscription is back
+                self.current = False
+                log.debug("state subscription lost: %s", type(exc).__name__)
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                 if not self._closing:
                     await asyncio.sleep(RECONNECT_EVERY)
+
+    def _event(self, data: bytes) -> None:
+        event = orjson.loads(data)
+        if event.pop("origin", None) == self.origin:
+            return
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception("applying a shared event failed")
 
 
 async def _cancel_until_done(tasks: list[asyncio.Task[None]]) -> None:
