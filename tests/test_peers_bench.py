@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from peers import measure, report, targets  # noqa: E402
+from peers import latency, measure, report, targets  # noqa: E402
 from peers.__main__ import first_answer_ok, parse_args, pop_fields  # noqa: E402
 
 
@@ -209,3 +209,15 @@ def test_a_target_that_cannot_start_or_answer_is_named_with_why(tmp_path: Path) 
         thread.join(10)
         listener.close()
     assert "not answered 200" in failed.value.reason and "500 Internal Server Error" in failed.value.reason
+
+
+def test_latency_parts_come_from_the_upstream_clock_and_cpu_spans_from_switches() -> None:
+    """latency.py: each request is split at the upstream's notes; CPU spans are cut at the same instants."""
+    client = [(1_000, 9_000), (10_000, 20_000)]  # (sent, whole answer in), ns
+    upstream = [(7, 14_000, 15_000), (7, 4_000, 6_000)]  # (connection, arrived, last event written), any order
+    parts = latency.split(client, upstream)
+    assert parts == {"to upstream": [3.0, 4.0], "upstream": [2.0, 1.0], "back": [3.0, 5.0], "total": [8.0, 10.0]}
+    spans = [(1_500, 3_500), (6_500, 9_500)]  # on CPU: before the arrival at 4,000; across the answer's end
+    assert latency.sides(client, upstream, spans) == {
+        "request side": [2.0], "answer side": [2.5], "after the answer": [0.5]
+    }  # fmt: skip
