@@ -258,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
                         scripts = {s: session.script(s) for s in (False, True)}
                         rows += load_rows(name, targets.LABELS[name], session.running, session.idle_rss, scripts,
                                           args, 1, modes=(True,))  # fmt: skip
-            except targets.StartFailure as exc:
+            except (RuntimeError, OSError) as exc:  # StartFailure, wrk without a summary, a peer hanging up
                 failed(failures, name, exc)
     finally:
         for proc in (upstream, single):
@@ -270,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     if args.soak and "agfast-c" in args.target_list and "agfast-c" not in failures:
         try:
             scenarios.append(soak(args))
-        except targets.StartFailure as exc:
+        except (RuntimeError, OSError) as exc:
             failed(failures, "agfast-c", exc)
     write(args, env, rows, scenarios, failures)
     progress(f"done in {(time.monotonic() - STARTED) / 60:.1f} min")
@@ -285,10 +285,14 @@ def progress(what: str) -> None:
     print(f"… [{(time.monotonic() - STARTED) / 60:4.1f} min] {what}", file=sys.stderr, flush=True)
 
 
-def failed(failures: dict[str, str], name: str, exc: targets.StartFailure) -> None:
-    """Record a target that could not be measured and say so now, in full; the run goes on without it."""
-    failures.setdefault(name, exc.reason.splitlines()[0])
-    print(f"\n*** {name} not measured: {exc}\n", file=sys.stderr, flush=True)
+def failed(failures: dict[str, str], name: str, exc: Exception) -> None:
+    """Record a target that could not be (fully) measured and say so now, in full; the run goes on without it."""
+    if isinstance(exc, targets.StartFailure):
+        reason = f"not measured: {exc.reason}"
+    else:  # wrk printed no summary, a peer hung up on the one-at-a-time client, ...
+        reason = f"stopped while measured: {type(exc).__name__}: {exc}"
+    failures.setdefault(name, reason.splitlines()[0])
+    print(f"\n*** {name}: {exc}\n", file=sys.stderr, flush=True)
 
 
 def budget(args: argparse.Namespace) -> dict[str, float]:
@@ -335,7 +339,7 @@ def open_streams(args: argparse.Namespace, failures: dict[str, str]) -> list[rep
                                 "idle RSS MiB": session.idle_rss, "peak RSS MiB": got.peak_rss_mib,
                                 "seconds": time.monotonic() - t0}  # fmt: skip
                     out.append(report.Scenario("open streams", name, figures))
-            except targets.StartFailure as exc:
+            except (RuntimeError, OSError) as exc:
                 failed(failures, name, exc)
     finally:
         slow.terminate()
@@ -416,7 +420,7 @@ def write(args: argparse.Namespace, env: dict[str, str], rows: list[report.Row],
     versions = ", ".join(f"{k} {env[k]}" for k in ("python", "nginx", "wrk", "node", "portkey", "hono_node_server",
                                                        "litellm", "aiohttp", "uvloop") if env.get(k))  # fmt: skip
     command = env.get("command") or shown_command(sys.argv[1:])
-    notes = report.retry_notes(rows) + [f"**{name} not measured**: {reason}" for name, reason in failures.items()]
+    notes = report.retry_notes(rows) + [f"**{name}** {reason}" for name, reason in failures.items()]
     text = "\n".join([
         f"### Peer comparison, {env['date']}",
         "",
