@@ -311,10 +311,14 @@ def budget(args: argparse.Namespace) -> dict[str, float]:
     return {"loads": loads, "one at a time": sequential, "open streams": streams, "soak": soak_s}
 
 
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f}" if seconds >= 600 else f"{seconds / 60:.1f}"
+
+
 def budget_text(args: argparse.Namespace) -> str:
     parts = budget(args)
-    shown = ", ".join(f"{name} {seconds / 60:.0f}" for name, seconds in parts.items() if seconds)
-    return (f"~{sum(parts.values()) / 60:.0f} min ({shown} min; a row short of requests adds up to "
+    shown = ", ".join(f"{name} {minutes(seconds)}" for name, seconds in parts.items() if seconds)
+    return (f"~{minutes(sum(parts.values()))} min ({shown} min; a row short of requests adds up to "
             f"{measure.RETRY_MAX_SECONDS:.0f} s; the soak stops at {SOAK_MAX_SECONDS / 60:.0f} min)")  # fmt: skip
 
 
