@@ -25,7 +25,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -138,7 +137,7 @@ class Switches:
 
     def __init__(self, tid: int) -> None:
         self.tid = tid
-        self.data = Path(tempfile.mkdtemp(prefix="peers-latency-")) / "perf.data"
+        self.data = targets.log_dir() / "perf.data"
         # System-wide with a filter: a switch *to* the thread happens in another task's context, so -t misses it.
         cmd = ["perf", "record", "-q", "-a", "-k", "CLOCK_MONOTONIC", "-e", "sched:sched_switch", "--filter",
                f"prev_pid == {tid} || next_pid == {tid}"]  # fmt: skip
@@ -187,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_clocked:
         serve_clocked(args.serve_clocked)
         return 0
-    log = Path(tempfile.mkdtemp(prefix="peers-latency-")) / "upstream.log"
+    log = targets.log_dir() / "clocked-upstream.log"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-clocked", str(args.events)]
     upstream, port = targets.start_listening("the clocked upstream", cmd, targets.clean_env(), log)
     try:

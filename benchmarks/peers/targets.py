@@ -6,7 +6,10 @@ writes both shapes in writes of the same sizes. Every process binds 127.0.0.1 on
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -44,6 +47,14 @@ class StartFailure(RuntimeError):
         self.what, self.reason = what, reason
         tail = log_tail(log) if log is not None else ""
         super().__init__(f"{what}: {reason}" + (f"\n--- last lines of {log} ---\n{tail}" if tail else ""))
+
+
+@functools.cache
+def log_dir() -> Path:
+    """One scratch directory per run for output that outlives a Session (the upstreams'), removed at exit."""
+    path = Path(tempfile.mkdtemp(prefix="peers-logs-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def log_tail(log: Path) -> str:
@@ -260,7 +271,7 @@ def start_upstream(chunks: int, chunk_delay: float = 0.0) -> tuple[subprocess.Po
     """The simulator in fast mode, as its own process (its CPU is never charged to a proxy)."""
     cmd = [sys.executable, "-m", "agfast", "sim", "--fast", "--port", "0", "--chunks", str(chunks)]
     cmd += ["--chunk-delay", str(chunk_delay)]
-    log = Path(tempfile.mkdtemp(prefix="peers-upstream-")) / "upstream.log"
+    log = Path(tempfile.mkdtemp(prefix="upstream-", dir=log_dir())) / "upstream.log"
     return start_listening(f"the fast upstream ({chunks} events)", cmd, clean_env(), log)
 
 
