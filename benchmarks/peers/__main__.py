@@ -123,13 +123,13 @@ class Session:
         except BaseException:
             shutil.rmtree(self.work, ignore_errors=True)
             raise
+        time.sleep(0.5)  # let start-up work settle before the idle reading
+        self.idle_rss = measure.tree_rss_mib(self.running.proc.pid)  # before any request, as the README says
         try:
             first_answer_ok(target, self.running)
         except BaseException:
             self.__exit__()
             raise
-        time.sleep(0.5)  # let start-up work settle before the idle reading
-        self.idle_rss = measure.tree_rss_mib(self.running.proc.pid)
 
     def script(self, stream: bool) -> Path:
         path = self.work / ("stream.lua" if stream else "plain.lua")
