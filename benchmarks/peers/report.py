@@ -8,6 +8,9 @@ from typing import Any
 
 import orjson
 
+from .measure import MIN_REQUESTS_PER_CONNECTION as MIN_PER_CONNECTION
+from .measure import RETRY_CONNECTIONS, RETRY_MAX_SECONDS
+
 FLOOR = "nginx"
 AGFAST = "agfast-c"
 
@@ -28,6 +31,12 @@ class Row:
     idle_rss_mib: float
     peak_rss_mib: float
     requests: int = 0
+    connections: int = 0  # wrk's connections for this row (0: not recorded, runs before the retry rule)
+    seconds: float = 0.0
+    settled: bool = True  # False: the proxy was still busy with an earlier run's requests when this one began
+    # When the row's first run completed too few requests (see measure.retry_plan), what that run did: the row's
+    # other figures are its second run's.
+    first_run: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -63,11 +72,43 @@ def markdown_table(rows: list[Row]) -> str:
         base = floor.get((r.mode, r.events))
         ratio = f"{r.cpu_ms_per_req / base:.1f}×" if base and r.requests else "–"
         cpu = _fmt(r.cpu_ms_per_req) if r.requests else "no request done"
+        mode = f"{r.mode} †" if r.first_run else r.mode
         out.append(
-            f"| {r.label} | {r.mode} | {r.events} | {cpu} | {ratio} | {r.rps:.0f} | "
+            f"| {r.label} | {mode} | {r.events} | {cpu} | {ratio} | {r.rps:.0f} | "
             f"{_fmt(r.p50_ms)} | {_fmt(r.p99_ms)} | {r.errors} | {r.idle_rss_mib:.0f} | {r.peak_rss_mib:.0f} |"
         )
     return "\n".join(out)
+
+
+# The rule, as the table's notes state it (measure.retry_plan applies it).
+RULE = (
+    f"A row that completes fewer than {MIN_PER_CONNECTION} requests per connection is measured once more with "
+    f"{RETRY_CONNECTIONS} connections, for as long as its first rate says {MIN_PER_CONNECTION} per connection take "
+    f"(at least the row's length, at most {RETRY_MAX_SECONDS:.0f} s); such rows are marked † and their first run "
+    "is listed under the table and kept in the JSON (`first_run`)."
+)
+
+
+def retry_notes(rows: list[Row]) -> list[str]:
+    """One line per row measured twice (†), saying what its first run did and what the shown run was."""
+    out = []
+    for r in rows:
+        if not r.first_run:
+            continue
+        first = r.first_run
+        line = (
+            f"† {r.label}, {r.mode}: its first run ({first['connections']:.0f} connections, {first['seconds']:.0f} s) "
+            f"completed {first['requests']:.0f} requests with {first['errors']:.0f} errors, fewer than "
+            f"{MIN_PER_CONNECTION} per connection; the row is its second run, {r.connections} connections for "
+            f"{r.seconds:.0f} s"
+        )
+        if r.requests < MIN_PER_CONNECTION * r.connections:
+            line += f", which still completed only {r.requests} (its CPU per request is an over-estimate)"
+        out.append(line + ".")
+    for r in rows:
+        if not r.settled:
+            out.append(f"{r.label}, {r.mode}: still busy with earlier requests after 60 s when its run began.")
+    return out
 
 
 def scenario_table(scenarios: list[Scenario]) -> str:
@@ -153,9 +194,13 @@ def verdict_table(items: list[tuple[str, str, bool | None]]) -> str:
     return "\n".join(out)
 
 
-def json_lines(rows: list[Row], scenarios: list[Scenario], env: dict[str, Any]) -> str:
+def json_lines(rows: list[Row], scenarios: list[Scenario], env: dict[str, Any],
+               failures: dict[str, str] | None = None) -> str:  # fmt: skip
+    """One line per row, scenario and target that could not be measured, each with the run's environment."""
     lines = [orjson.dumps({"kind": "row", **asdict(r), **env}).decode() for r in rows]
     lines += [orjson.dumps({"kind": "scenario", **asdict(s), **env}).decode() for s in scenarios]
+    lines += [orjson.dumps({"kind": "failure", "target": t, "reason": why, **env}).decode()
+              for t, why in (failures or {}).items()]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -6,7 +6,10 @@ writes both shapes in writes of the same sizes. Every process binds 127.0.0.1 on
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,7 +24,7 @@ from pathlib import Path
 from .install import LITELLM_BIN, PORTKEY_ENTRY, ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from load import agfast_cmd, clean_env, start, upstream_env
+from load import LISTENING, agfast_cmd, clean_env, upstream_env
 
 MODEL = "gemini-3-flash"
 # Two messages, as a chat client sends them: a system prompt and a question.
@@ -32,6 +35,55 @@ MESSAGES = [
 MASTER_KEY = "sk-peers-bench-master"
 STARTUP_SECONDS = 120.0  # LiteLLM imports for a long while on a busy 2-core machine
 SIM_REFRESH = "1//sim-refresh-demo1"
+# Lines of a process's own output shown when it fails to start: enough for a Python traceback's end.
+LOG_TAIL_LINES = 15
+POLL_SECONDS = 0.1
+
+
+class StartFailure(RuntimeError):
+    """A process of the run did not come up (or answered its first request wrongly): what, why, its last output."""
+
+    def __init__(self, what: str, reason: str, log: Path | None = None) -> None:
+        self.what, self.reason = what, reason
+        tail = log_tail(log) if log is not None else ""
+        super().__init__(f"{what}: {reason}" + (f"\n--- last lines of {log} ---\n{tail}" if tail else ""))
+
+
+@functools.cache
+def log_dir() -> Path:
+    """One scratch directory per run for output that outlives a Session (the upstreams'), removed at exit."""
+    path = Path(tempfile.mkdtemp(prefix="peers-logs-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def log_tail(log: Path) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:])
+    except OSError:
+        return ""
+
+
+def spawn(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[str]:
+    """Start `cmd` with stdout and stderr in `log` (read back when it fails to start)."""
+    with log.open("w") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, text=True)
+
+
+def start_listening(what: str, cmd: list[str], env: dict[str, str], log: Path) -> tuple[subprocess.Popen[str], int]:
+    """Start an agfast-style program (port 0) and read its port from its "listening on http://host:PORT" line."""
+    proc = spawn(cmd, env, log, ROOT)
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while time.monotonic() < deadline:
+        found = LISTENING.search(log.read_text(errors="replace"))
+        if found:
+            return proc, int(found.group(1))
+        if proc.poll() is not None:
+            raise StartFailure(what, f"exited with {proc.returncode} before listening", log)
+        time.sleep(POLL_SECONDS)
+    proc.kill()
+    proc.wait(5)
+    raise StartFailure(what, f"did not print its port within {STARTUP_SECONDS:.0f} s", log)
 
 
 def chat_body(stream: bool) -> bytes:
@@ -46,12 +98,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_ready(proc: subprocess.Popen[bytes] | subprocess.Popen[str], port: int, probe: str | None = None) -> None:
-    """Until the port accepts (and `probe`, if given, answers 200), or fail with the process's exit code."""
+def wait_ready(what: str, proc: subprocess.Popen[str], port: int, log: Path, probe: str | None = None) -> None:
+    """Until the port accepts (and `probe`, if given, answers 200), or fail saying why, with its last output."""
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode} before listening")
+            raise StartFailure(what, f"exited with {proc.returncode} before listening on {port}", log)
         try:
             if probe is None:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -62,7 +114,9 @@ def wait_ready(proc: subprocess.Popen[bytes] | subprocess.Popen[str], port: int,
         except (OSError, urllib.error.URLError):
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"{proc.args} did not listen on {port} within {STARTUP_SECONDS:.0f} s")
+    proc.kill()
+    proc.wait(5)
+    raise StartFailure(what, f"did not listen on {port} within {STARTUP_SECONDS:.0f} s", log)
 
 
 @dataclass(slots=True)
@@ -73,6 +127,7 @@ class Running:
     port: int
     path: str = "/v1/chat/completions"
     headers: dict[str, str] = field(default_factory=dict)
+    log: Path | None = None  # its stdout and stderr
 
     def request(self, stream: bool) -> bytes:
         body = chat_body(stream)
@@ -124,9 +179,10 @@ def start_nginx(upstream_port: int, work: Path) -> Running:
     port = free_port()
     conf = work / "nginx.conf"
     conf.write_text(NGINX_CONF.format(work=work, upstream=upstream_port, port=port))
-    proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", str(work)], stderr=subprocess.DEVNULL, text=True)
-    wait_ready(proc, port)
-    return Running(proc, port)
+    log = work / "nginx.log"
+    proc = spawn(["nginx", "-c", str(conf), "-p", str(work)], dict(os.environ), log, work)
+    wait_ready("nginx", proc, port, log)
+    return Running(proc, port, log=log)
 
 
 def start_agfast(upstream_port: int, work: Path, extensions: bool) -> Running:
@@ -134,24 +190,34 @@ def start_agfast(upstream_port: int, work: Path, extensions: bool) -> Running:
     if not extensions:
         env["AGFAST_NO_EXTENSIONS"] = "1"
     data_dir = tempfile.mkdtemp(prefix="agfast-", dir=work)
-    subprocess.run([sys.executable, "-m", "agfast", "accounts", "add", "--refresh-token", SIM_REFRESH,
-                    "--data-dir", data_dir], env=env, check=True, capture_output=True, cwd=ROOT)  # fmt: skip
-    proc, port = start(agfast_cmd(data_dir), env)
-    return Running(proc, port)
+    what = "agfast" if extensions else "agfast (AGFAST_NO_EXTENSIONS=1)"
+    added = subprocess.run([sys.executable, "-m", "agfast", "accounts", "add", "--refresh-token", SIM_REFRESH,
+                            "--data-dir", data_dir], env=env, capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    if added.returncode != 0:
+        log = work / "accounts-add.log"
+        log.write_text(added.stdout + added.stderr)
+        raise StartFailure(what, f"`agfast accounts add` exited with {added.returncode}", log)
+    log = work / "agfast.log"
+    proc, port = start_listening(what, agfast_cmd(data_dir), env, log)
+    if "accounts: 0" in log.read_text(errors="replace"):
+        proc.terminate()
+        proc.wait(15)
+        raise StartFailure(what, "started with no account (onboarding against the fast upstream failed)", log)
+    return Running(proc, port, log=log)
 
 
 def start_portkey(upstream_port: int, work: Path) -> Running:
     port = free_port()
     env = {**os.environ, "NODE_ENV": "production"}
-    proc = subprocess.Popen(["node", str(PORTKEY_ENTRY), f"--port={port}", "--headless"], env=env, cwd=work,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
-    wait_ready(proc, port)
+    log = work / "portkey.log"
+    proc = spawn(["node", str(PORTKEY_ENTRY), f"--port={port}", "--headless"], env, log, work)
+    wait_ready("Portkey", proc, port, log)
     headers = {
         "Authorization": "Bearer sk-upstream",
         "x-portkey-provider": "openai",
         "x-portkey-custom-host": f"http://127.0.0.1:{upstream_port}/v1",
     }
-    return Running(proc, port, headers=headers)
+    return Running(proc, port, headers=headers, log=log)
 
 
 LITELLM_CONFIG = """\
@@ -177,9 +243,10 @@ def start_litellm(upstream_port: int, work: Path) -> Running:
         "LITELLM_LOG": "ERROR",
     }
     cmd = [str(LITELLM_BIN), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
-    proc = subprocess.Popen(cmd, env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
-    wait_ready(proc, port, "/health/liveliness")
-    return Running(proc, port, headers={"Authorization": f"Bearer {MASTER_KEY}"})
+    log = work / "litellm.log"
+    proc = spawn(cmd, env, log, work)
+    wait_ready("LiteLLM", proc, port, log, "/health/liveliness")
+    return Running(proc, port, headers={"Authorization": f"Bearer {MASTER_KEY}"}, log=log)
 
 
 # name -> (what it is, how to start it in front of an upstream on a port, in a scratch dir)
@@ -204,7 +271,8 @@ def start_upstream(chunks: int, chunk_delay: float = 0.0) -> tuple[subprocess.Po
     """The simulator in fast mode, as its own process (its CPU is never charged to a proxy)."""
     cmd = [sys.executable, "-m", "agfast", "sim", "--fast", "--port", "0", "--chunks", str(chunks)]
     cmd += ["--chunk-delay", str(chunk_delay)]
-    return start(cmd, clean_env())
+    log = Path(tempfile.mkdtemp(prefix="upstream-", dir=log_dir())) / "upstream.log"
+    return start_listening(f"the fast upstream ({chunks} events)", cmd, clean_env(), log)
 
 
 def direct(upstream: subprocess.Popen[str], port: int, shape: str) -> Running:
