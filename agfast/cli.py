@@ -152,6 +152,13 @@ def serve(cli: dict[str, Any]) -> int:
     return _run(_serve(cfg))
 
 
+def say(text: str) -> None:
+    """One stdout line in one write: with `--workers` several processes share stdout, and `print` under
+    PYTHONUNBUFFERED writes the text and its newline apart, so two workers' lines could run together."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def _run_worker(cfg: config.Config, listener: Any) -> int:
     """One of `--workers N` (forked by the supervisor): today's server on the shared port."""
     import socket
@@ -192,7 +199,7 @@ async def _serve(cfg: config.Config, listener: Any = None) -> int:
     try:
         generated = config.ensure_api_key(cfg)
         if generated is not None and demo is None:
-            print(f"agfast: generated API key {generated} (saved to {cfg.config_path})", flush=True)
+            say(f"agfast: generated API key {generated} (saved to {cfg.config_path})")
         if demo is None and not cfg.oauth_client_chain():
             logging.getLogger("agfast.config").warning(
                 "no OAuth client configured (oauth.client_id / oauth.client_secret, or AGFAST_OAUTH_CLIENT_ID / "
@@ -220,26 +227,21 @@ async def _serve(cfg: config.Config, listener: Any = None) -> int:
         scheme = cfg.scheme
         shown = f"{scheme}://[{host}]:{server.port}" if ":" in host else f"{scheme}://{host}:{server.port}"
         if demo is not None:
-            print(
+            say(
                 f"agfast demo: Google simulator at {demo.sim.base_url} with {len(demo.emails)} accounts "
-                f"({', '.join(demo.emails)}); data in {cfg.data_dir} (removed on exit)",
-                flush=True,
+                f"({', '.join(demo.emails)}); data in {cfg.data_dir} (removed on exit)"
             )
-        print(
+        say(
             f"agfast {__version__} listening on {shown} "
             f"(auth: {cfg.effective_auth_mode}, accounts: {app.pool.size}, hot path: {sse.IMPLEMENTATION}"
-            f"{f', worker pid: {os.getpid()}' if cfg.workers != 1 else ''})",
-            flush=True,
+            f"{f', worker pid: {os.getpid()}' if cfg.workers != 1 else ''})"
         )
         local = f"{scheme}://127.0.0.1:{server.port}" if host in ("0.0.0.0", "::") else shown
         if demo is not None:
-            print(
-                f"  api key: {cfg.api_key}\n  OpenAI base URL: {local}/v1   Anthropic / Gemini base URL: {local}",
-                flush=True,
-            )
+            say(f"  api key: {cfg.api_key}\n  OpenAI base URL: {local}/v1   Anthropic / Gemini base URL: {local}")
         # The secret itself is printed only for the throw-away demo; otherwise say which one signs in.
         secret = "admin_password" if cfg.admin_password else "the api key"
-        print(f"  dashboard: {local}/ (sign in with {secret})", flush=True)
+        say(f"  dashboard: {local}/ (sign in with {secret})")
         await server.wait_stopped()
         logging.getLogger("agfast.server").info("shutting down: finishing %d in-flight request(s)", server.in_flight)
         await server.shutdown()

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import io
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import sse_module
 from helpers import AgfastProcess, request, run_agfast, seed_account
 
-from agfast.cli import build_parser
+from agfast.cli import build_parser, say
 
 
 @pytest.fixture
@@ -184,3 +187,30 @@ def test_debug_level_writes_an_access_log_without_secrets(data_dir: Path) -> Non
     assert " GET /healthz 200 " in proc.stderr_text
     assert " GET /nope 401 " in proc.stderr_text
     assert key not in proc.stderr_text and "seed-refresh" not in proc.stderr_text and "ya29" not in proc.stderr_text
+
+
+class _Writes(io.RawIOBase):
+    """A raw stream that records each write call, as the kernel would see them on a shared pipe."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+def test_a_start_up_line_leaves_in_one_write_even_unbuffered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `--workers` every worker writes its start-up line to the same stdout pipe; under PYTHONUNBUFFERED
+    `print` writes the text and the newline apart and two workers' lines ran together (a test waiting for two
+    "worker pid" lines then saw one). One write per line keeps each line whole (writes under PIPE_BUF are atomic)."""
+    raw = _Writes()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="utf-8", write_through=True))  # as -u makes it
+    print("what print does", flush=True)
+    assert raw.writes == [b"what print does", b"\n"]  # the interleaving this guards against
+    raw.writes.clear()
+    say("agfast listening on http://127.0.0.1:1 (worker pid: 1)")
+    assert raw.writes == [b"agfast listening on http://127.0.0.1:1 (worker pid: 1)\n"]
