@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -170,12 +169,12 @@ def db_path(data_dir: Path | str) -> Path:
     return Path(data_dir) / DB_NAME
 
 
-_SKIPPED = re.compile("|".join(re.escape(part) for part in SKIP_SUBSTRINGS))
-
-
 def should_record(path: str) -> bool:
     """§8.2: telemetry, admin and internal routes are not logged."""
-    return _SKIPPED.search(path) is None and not path.startswith(SKIP_PREFIXES)
+    for part in SKIP_SUBSTRINGS:  # a plain loop: `any()` over a generator costs a frame per request
+        if part in path:
+            return False
+    return not path.startswith(SKIP_PREFIXES)
 
 
 def is_error(record: RequestRecord) -> bool:
