@@ -11,12 +11,18 @@ prometheus-client keeps each worker's counters and histograms in mmap'd files th
 any worker sums every worker's files (MultiProcessCollector; a dead worker's counts stay in the sums). The
 per-worker scrape-time values (open streams, the monitor's queue and drops) are copied into livesum gauges and
 counters once a second and at each scrape; the pool's account states are shared, so the answering worker
-reports them. A single process keeps plain in-memory values: no file write per request.
+reports them. A single process keeps plain in-memory values: no file write per request, and not even
+prometheus-client's own counters on the request path (four Python calls and a lock per `inc`, three of them
+per request for the histograms alone): its request-path series are `_PlainFamily`s, Python numbers moved
+on the loop thread and turned into the same exposition text at scrape time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -24,6 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from agfast.record import RequestRecord
 from agfast.upstream.retry import STATUS_POLICY
@@ -134,6 +141,85 @@ def _remember(cache: dict[Any, Any], key: Any, child: Any) -> Any:
     return child
 
 
+# Whether counters and histograms carry a `_created` sample; prometheus-client reads the same variable.
+USE_CREATED = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() not in ("true", "1", "t")
+
+
+class _PlainCounter:
+    """One counter series in a Python float (single process: only the loop thread moves it)."""
+
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1) -> None:
+        self.value += amount
+
+    def samples(self, metric: Metric, name: str, labels: dict[str, str]) -> None:
+        metric.add_sample(name + "_total", labels, self.value)
+        if USE_CREATED:
+            metric.add_sample(name + "_created", labels, self.created)
+
+
+class _PlainHistogram:
+    """One histogram series as per-bucket counts (`bounds` end with +Inf, as prometheus-client's do)."""
+
+    __slots__ = ("bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0.0] * len(bounds)
+        self.sum = 0.0
+        self.created = time.time()
+
+    def observe(self, amount: float) -> None:
+        # prometheus-client's rule (the first bound the amount is <=) in one bisection, not a loop of calls.
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
+
+    def samples(self, metric: Metric, name: str, labels: dict[str, str]) -> None:
+        acc = 0.0
+        for bound, count in zip(self.bounds, self.counts, strict=True):
+            acc += count
+            metric.add_sample(name + "_bucket", {**labels, "le": floatToGoString(bound)}, acc)
+        metric.add_sample(name + "_count", labels, acc)
+        metric.add_sample(name + "_sum", labels, self.sum)
+        if USE_CREATED:
+            metric.add_sample(name + "_created", labels, self.created)
+
+
+class _PlainFamily(Collector):
+    """A labelled counter or histogram whose series are `_PlainCounter`/`_PlainHistogram`: `labels()` and the
+    exposition (`collect`) give what prometheus-client's Counter/Histogram give, sample for sample."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: tuple[str, ...], registry: CollectorRegistry,
+        buckets: tuple[float, ...] | None = None,
+    ) -> None:  # fmt: skip
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.bounds = None if buckets is None else (*buckets, float("inf"))
+        self.series: dict[tuple[str, ...], Any] = {}
+        registry.register(self)
+
+    def labels(self, *values: object) -> Any:
+        key = tuple(str(v) for v in values)
+        child = self.series.get(key)
+        if child is None:
+            child = _PlainCounter() if self.bounds is None else _PlainHistogram(self.bounds)
+            self.series[key] = child
+        return child
+
+    def collect(self) -> Iterable[Metric]:
+        metric = Metric(self.name, self.documentation, "counter" if self.bounds is None else "histogram")
+        for values, child in self.series.items():
+            child.samples(metric, self.name, dict(zip(self.labelnames, values, strict=True)))
+        return [metric]
+
+
 class _Shared:
     """A worker's scrape-time values as multiprocess series: gauges summed over live workers, counters moved by
     what changed since the last copy."""
@@ -193,36 +279,39 @@ class Metrics:
         multiprocess_dir: str | None = None,
     ) -> None:
         registry = self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
+        # Files shared between workers need prometheus-client's own series; one process counts in plain numbers.
+        counter: Callable[..., Any] = Counter if multiprocess_dir is not None else _PlainFamily
+        histogram: Callable[..., Any] = Histogram if multiprocess_dir is not None else _PlainFamily
+        self.requests = counter(
             "agfast_requests", "Requests answered, by surface, route and status.", ("surface", "route", "status"),
             registry=registry,
         )  # fmt: skip
-        self.duration = Histogram(
+        self.duration = histogram(
             "agfast_request_duration_seconds", "Request head arrived to last byte written.", ("surface",),
             buckets=DURATION_BUCKETS, registry=registry,
         )  # fmt: skip
-        self.first_byte = Histogram(
+        self.first_byte = histogram(
             "agfast_upstream_first_byte_seconds", "Request head arrived to Google's first event.", ("surface",),
             buckets=FIRST_BYTE_BUCKETS, registry=registry,
         )  # fmt: skip
-        self.overhead = Histogram(
+        self.overhead = histogram(
             "agfast_overhead_seconds", "agfast's own time per request: duration less time waiting on Google.",
             ("surface",), buckets=OVERHEAD_BUCKETS, registry=registry,
         )  # fmt: skip
-        self.tokens = Counter(
+        self.tokens = counter(
             "agfast_tokens", "Tokens by account, model sent to Google, and kind.", ("account", "model", "kind"),
             registry=registry,
         )  # fmt: skip
-        self.key_requests = Counter(
+        self.key_requests = counter(
             "agfast_key_requests", 'Requests by named API key ("" = the main key).', ("key",), registry=registry
         )
-        self.key_tokens = Counter(
+        self.key_tokens = counter(
             "agfast_key_tokens", "Tokens by named API key and kind.", ("key", "kind"), registry=registry
         )
-        self.retries = Counter(
+        self.retries = counter(
             "agfast_retries", "Upstream attempts retried, by reason.", ("reason",), registry=registry
         )
-        self.rotations = Counter(
+        self.rotations = counter(
             "agfast_rotations", "Retries that moved to another account, by reason.", ("reason",), registry=registry
         )
         self.multiprocess_dir = multiprocess_dir

@@ -282,6 +282,11 @@ OPENAI_CHAT_CASES: list[tuple[str, dict[str, Any], str]] = [
         "tools[0].function.parameters",
     ),
     ("string stream_options", {"stream_options": "usage"}, "stream_options"),
+    # Several wrong fields: the one named is the first in the checks' table, whatever order the body has.
+    ("n and temperature wrong", {"n": 0, "temperature": 3}, "temperature"),
+    ("temperature and stream wrong", {"temperature": 3, "stream": "yes"}, "stream"),
+    ("message role a number", {"messages": [{"role": 5, "content": "hi"}]}, "messages[0].role"),
+    ("second message content an object", {"messages": [*USER, {"role": "user", "content": {}}]}, "messages[1].content"),
     ("message content a number", {"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     ("message part a number", {"messages": [{"role": "user", "content": [5]}]}, "messages[0].content[0]"),
     ("empty messages", {"messages": []}, "messages"),

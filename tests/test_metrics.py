@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agfast.metrics import Metrics, route_of
+from agfast.metrics import DURATION_BUCKETS, OVERHEAD_BUCKETS, Metrics, _PlainFamily, route_of
 from agfast.monitor import Monitor
 from agfast.record import RequestRecord
 
@@ -134,3 +136,31 @@ def test_registries_are_separate() -> None:
     assert (
         value(scrape(two), "agfast_requests_total", surface="openai", route="/v1/chat/completions", status="200") == 0
     )
+
+
+def _created_zeroed(text: bytes) -> list[str]:
+    """Exposition lines with the `_created` timestamps (the moment a series was made) set to 0."""
+    return [re.sub(r"(_created\{.*\}) \S+$", r"\1 0", line) for line in text.decode().splitlines()]
+
+
+def test_plain_series_expose_exactly_what_prometheus_client_does() -> None:
+    """One process counts its request-path series in plain numbers (`_PlainFamily`); the text a scrape gets is
+    prometheus-client's own, line for line, bucket edges included."""
+    observed = [0.0, 0.0001, 0.00025, 0.0003, 0.05, 0.051, 1.0, 2.5, 299.9, 300.0, 301.0, float("inf")]
+    plain_registry, reference = CollectorRegistry(auto_describe=True), CollectorRegistry(auto_describe=True)
+    for buckets in (DURATION_BUCKETS, OVERHEAD_BUCKETS):
+        plain = _PlainFamily("h", "A histogram.", ("surface",), plain_registry, buckets=buckets)
+        real = Histogram("h", "A histogram.", ("surface",), buckets=buckets, registry=reference)
+        for i, amount in enumerate(observed):
+            for family in (plain, real):
+                family.labels(("openai", "gemini")[i % 2]).observe(amount)
+        assert _created_zeroed(generate_latest(plain_registry)) == _created_zeroed(generate_latest(reference))
+        plain_registry.unregister(plain)
+        reference.unregister(real)
+    plain = _PlainFamily("c", "A counter.", ("surface", "status"), plain_registry)
+    real = Counter("c", "A counter.", ("surface", "status"), registry=reference)
+    for family in (plain, real):
+        family.labels("openai", 200).inc()
+        family.labels("openai", 200).inc(2.5)
+        family.labels("gemini", 429).inc(0)
+    assert _created_zeroed(generate_latest(plain_registry)) == _created_zeroed(generate_latest(reference))

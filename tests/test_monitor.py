@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from agfast import monitor as monitor_module
 from agfast import sse
 from agfast.config import load
 from agfast.convert import openai_chat as chat
@@ -486,3 +487,34 @@ def test_rows_a_locked_database_still_refuses_at_close_are_counted_as_dropped(tm
     finally:
         holder.close()
     assert LogReader(mon.path).count() == 0
+
+
+@pytest.mark.parametrize("count", [1, 3, 255, 256, 257, 700])
+def test_every_row_of_a_batch_lands_once_in_order(tmp_path: Path, count: int) -> None:
+    """A batch goes in as a few multi-row INSERTs (powers of two): whatever its size, each record is one row,
+    in the order observed, with its own fields (none shifted into a neighbour's columns)."""
+    mon = Monitor(tmp_path, queue_size=1024)
+    try:
+        mon.pause()
+        for i in range(count):
+            rec = record(tokens=(i, 2 * i, 0))
+            rec.request_id = f"req-{i}"
+            mon.observe(rec)
+        mon.resume()
+        got = mon.logs(limit=1000) if mon.flush() else []
+        assert [r["request_id"] for r in reversed(got)] == [f"req-{i}" for i in range(count)]
+        assert all(r["input_tokens"] == i and r["output_tokens"] == 2 * i for i, r in enumerate(reversed(got)))
+        assert mon.stats_summary()["requests"] == count and mon.status()["dropped_rows"] == 0
+    finally:
+        mon.close()
+
+
+def test_rows_fit_an_sqlite_that_binds_fewer_variables(tmp_path: Path) -> None:
+    """SQLite builds before 3.32 bind at most 999 variables: the biggest statement shrinks to fit."""
+    conn = sqlite3.connect(tmp_path / "x.db")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    assert monitor_module._rows_per_statement(conn) == 32  # 26 columns: 38 rows fit, 32 is the power of two
+    conn.execute("CREATE TABLE request_logs (" + ", ".join(monitor_module._ROW_COLUMNS) + ")")
+    monitor_module._insert(conn, [tuple(range(26))] * 77, 32)
+    assert conn.execute("SELECT COUNT(*), SUM(worker) FROM request_logs").fetchone() == (77, 77 * 25)
+    conn.close()

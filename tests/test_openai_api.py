@@ -7,6 +7,7 @@ Expected usage numbers come from the simulator's own answer builder applied to t
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,24 @@ def test_parallel_tool_calls(client: openai.OpenAI) -> None:
         f'[{MODEL}] tool get_time returned: {{"result":"noon"}}',
         f'[{MODEL}] tool get_weather returned: {{"result":"rain"}}',
     ]
+
+
+def test_ids_keep_their_shapes_and_never_repeat(client: openai.OpenAI) -> None:
+    """Completion and tool call ids come from a per-process prefix and counter (no random bytes per id): the
+    shapes clients know, and no two alike over many requests."""
+    answers = [
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "call get_time and get_weather at once"}],
+            tools=[WEATHER, TIME],
+        )
+        for _ in range(20)
+    ]
+    ids = [a.id for a in answers]
+    calls = [c.id for a in answers for c in a.choices[0].message.tool_calls or ()]
+    assert len(calls) >= 20
+    assert all(re.fullmatch(r"chatcmpl-[0-9a-f]{24}", i) for i in ids) and len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"call_[0-9a-f]{24}", i) for i in calls) and len(set(calls)) == len(calls)
 
 
 def test_tool_choice_required_forces_a_call(client: openai.OpenAI) -> None:

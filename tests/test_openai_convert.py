@@ -3,12 +3,14 @@ validator must accept them), Gemini stream chunks in → OpenAI chunks / Respons
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import orjson
 import pytest
 from helpers import strict_sse
 
+from agfast.convert import ids
 from agfast.convert import openai_chat as chat
 from agfast.convert import openai_completions as completions
 from agfast.convert import openai_responses as responses
@@ -1116,3 +1118,22 @@ def test_old_tool_traffic_is_clipped_recent_kept() -> None:
         p["functionResponse"]["response"]["result"] for c in recent for p in c["parts"] if "functionResponse" in p
     ]
     assert recent_results and all(r == long_text for r in recent_results)
+
+
+def test_ids_of_a_forked_worker_differ_from_its_parents() -> None:
+    """Ids are a per-process prefix and a counter: a forked worker (`--workers N`) must draw its own prefix,
+    else two workers would hand out the same ids in step."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, (ids.hex24() + ids.hex24()).encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 96).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    mine = [ids.hex24() for _ in range(1000)]
+    theirs = [child[:24], child[24:]]
+    assert len(set(mine)) == 1000 and not set(theirs) & set(mine)
+    assert theirs[0][: ids.PREFIX_DIGITS] != mine[0][: ids.PREFIX_DIGITS]
+    assert all(len(i) == 24 for i in mine + theirs) and len(ids.hex32()) == 32

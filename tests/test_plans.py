@@ -6,6 +6,7 @@ one step of §6.5's pre-processing.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -153,6 +154,17 @@ def test_anthropic_session_falls_back_to_a_hash_of_the_first_user_text() -> None
     first = conv.plan(body("claude-opus-4-6", user("the same question")), {}, context())
     again = conv.plan(body("claude-opus-4-6", user("the same question")), {}, context())
     assert first.session == again.session and first.session.startswith("sid-")
+
+
+@pytest.mark.parametrize("size", [11, 2047, gem.SESSION_MEMO_TEXT, gem.SESSION_MEMO_TEXT + 1, 100_000])
+def test_session_id_is_the_texts_sha256_remembered_or_not(size: int) -> None:
+    """The session id of a first user text is `sid-` + 16 hex digits of its sha256, the same on every turn,
+    whether the text is short enough to be remembered (SESSION_MEMO_TEXT) or not."""
+    text = ("é" + "x" * size)[:size]
+    want = "sid-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    contents = [{"role": "user", "parts": [{"text": text}]}]
+    assert [gem.session_id_from_contents(contents) for _ in range(3)] == [want] * 3
+    assert gem.session_hash(text + "!") != want
 
 
 # (what, body, count) → (field, message start)

@@ -26,7 +26,7 @@ import orjson
 
 from agfast.convert.anthropic_stream import PING, MessageCollector, StreamConverter, warmup_events, warmup_message
 from agfast.convert.checks import InvalidRequest
-from agfast.convert.gemini import ANSWER_HEADROOM, IDENTITY, LEVEL_BUDGETS, SAFETY_OFF, request_id_for
+from agfast.convert.gemini import ANSWER_HEADROOM, IDENTITY, LEVEL_BUDGETS, SAFETY_OFF, request_id_for, session_hash
 from agfast.convert.limits import MAX_OUTPUT_TOKENS, MAX_SCHEMA_DEPTH, dotted, too_deep
 from agfast.convert.models import ModelSpec, model_spec
 from agfast.convert.outcomes import (
@@ -481,7 +481,7 @@ def session_key(body: dict[str, Any], header: str | None) -> str:
         for text in _texts(msg.get("content")):
             stripped = text.strip()
             if len(stripped) >= 3 and "<system-reminder>" not in stripped and "[System" not in stripped:
-                return "sid-" + hashlib.sha256(stripped.encode()).hexdigest()[:16]
+                return session_hash(stripped)
     last = messages[-1] if messages else {}
     return "sid-" + hashlib.sha256(orjson.dumps(last)).hexdigest()[:16]
 

@@ -13,12 +13,12 @@ output_tokens = candidates + thoughts (Anthropic bills and counts thinking as ou
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
 import orjson
 
+from agfast.convert.ids import hex24
 from agfast.convert.signatures import SignatureCache, family_of
 from agfast.sse import AnthropicDeltas, frame_event
 
@@ -51,11 +51,11 @@ def usage_of(meta: dict[str, Any] | None) -> dict[str, int]:
 
 
 def _message_id(response_id: Any) -> str:
-    return "msg_" + (response_id if isinstance(response_id, str) and response_id else os.urandom(12).hex())
+    return "msg_" + (response_id if isinstance(response_id, str) and response_id else hex24())
 
 
 def _tool_id() -> str:
-    return "toolu_" + os.urandom(12).hex()
+    return "toolu_" + hex24()
 
 
 def _sources(grounding: Any) -> str:

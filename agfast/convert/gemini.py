@@ -10,6 +10,7 @@ countTokens call.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable, Mapping
@@ -49,6 +50,11 @@ LEVEL_BUDGETS = {"minimal": 1024, "low": 8192, "medium": 16384, "high": 24576}
 REQUEST_ID_SESSION_CHARS = 8
 # Answer room above the thinking budget when the client's maxOutputTokens would not leave any.
 ANSWER_HEADROOM = 8192
+# Session ids remembered by their text: a conversation sends the same first user text with every turn, and a
+# sha256 through OpenSSL 3 costs more than the rest of finding it. Texts up to SESSION_MEMO_TEXT characters are
+# kept, SESSION_MEMO of them (least recently used go first): a few MiB at most.
+SESSION_MEMO = 1024
+SESSION_MEMO_TEXT = 2048
 SAFETY_OFF = [
     {"category": c, "threshold": "OFF"}
     for c in (
@@ -84,8 +90,20 @@ def session_id_from_contents(contents: list[Any]) -> str | None:
         for part in content.get("parts") or ():
             text = part.get("text") if isinstance(part, dict) else None
             if isinstance(text, str) and len(text.strip()) > 10:
-                return "sid-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+                return session_hash(text)
     return None
+
+
+def session_hash(text: str) -> str:
+    """`sid-` + the first 16 hex digits of the text's sha256: the reference's stickiness key for a text."""
+    return _remembered_hash(text) if len(text) <= SESSION_MEMO_TEXT else _hash(text)
+
+
+def _hash(text: str) -> str:
+    return "sid-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_remembered_hash = functools.lru_cache(maxsize=SESSION_MEMO)(_hash)
 
 
 def _tools(tools: Any) -> list[dict[str, Any]] | None:

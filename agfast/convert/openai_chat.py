@@ -10,7 +10,6 @@ The Responses and legacy completions surfaces reuse both halves.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ from agfast.convert.gemini import (
     session_id_from_contents,
     system_instruction,
 )
+from agfast.convert.ids import hex24
 from agfast.convert.limits import MAX_ARGUMENTS_DEPTH, too_deep
 from agfast.convert.models import ModelSpec, is_thinking_model, model_spec
 from agfast.convert.schema import clean_schema
@@ -686,12 +686,12 @@ def coerce(value: Any, schema: Any, root: dict[str, Any] | None = None, depth: i
 
 def new_call_id() -> str:
     """A fresh tool call id in OpenAI's `call_…` form."""
-    return "call_" + os.urandom(12).hex()
+    return "call_" + hex24()
 
 
 def completion_id(prefix: str) -> str:
     """`prefix` + 24 random hex digits (`chatcmpl-…`, `cmpl-…`)."""
-    return prefix + os.urandom(12).hex()
+    return prefix + hex24()
 
 
 @dataclass(slots=True)

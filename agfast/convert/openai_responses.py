@@ -15,13 +15,13 @@ message with the summary. Another server's (truly encrypted) compaction items ar
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from agfast import sse
+from agfast.convert.ids import hex32
 from agfast.convert.limits import MAX_ARGUMENTS_DEPTH, too_deep
 from agfast.convert.openai_chat import InvalidRequest, Reader, ToolCall, content_text
 
@@ -82,7 +82,7 @@ class ResponsesPlan:
 
 def new_id(prefix: str) -> str:
     """`prefix` + 32 random hex digits (response and output item ids)."""
-    return prefix + os.urandom(16).hex()
+    return prefix + hex32()
 
 
 class _Input:
