@@ -124,6 +124,10 @@ class Stream:
                     stop = on_batch(self.first)
                     if stop is not GO_ON or self.done:
                         return stop
+                if self.answer.response.content.at_eof():  # the whole answer came in the first event's read
+                    self.done = True
+                    tail = [data for _, data in self.decoder.close() if data]
+                    return on_batch(tail) if tail else GO_ON
                 return await _Pipe(self, on_batch).run()
             except STREAM_BREAKS as exc:
                 await self._reopen(exc, restart)
