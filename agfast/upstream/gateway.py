@@ -25,7 +25,15 @@ from agfast.config import Config
 from agfast.logtext import mask_email
 from agfast.record import RequestRecord
 from agfast.upstream import retry
-from agfast.upstream.client import Answer, TransportError, UpstreamClient, pipe_to, total_timer, unpipe
+from agfast.upstream.client import (
+    Answer,
+    PipedHandler,
+    TransportError,
+    UpstreamClient,
+    pipe_to,
+    total_timer,
+    unpipe,
+)
 from agfast.upstream.pool import AccountPool, Lease, NoAccountError
 
 log = logging.getLogger("agfast.upstream")
@@ -199,10 +207,11 @@ class _Pipe:
     completes `ended`, the one future the task awaits, inside the call's total timeout.
     """
 
-    __slots__ = ("decoder", "ended", "on_batch", "parts", "stream")
+    __slots__ = ("decoder", "ended", "handler", "on_batch", "parts", "stream")
 
     def __init__(self, stream: Stream, on_batch: OnBatch) -> None:
         self.stream = stream
+        self.handler: PipedHandler | None = None
         self.on_batch = on_batch
         self.decoder = stream.decoder
         self.parts: list[bytes] = []
@@ -215,7 +224,7 @@ class _Pipe:
         early = reader.read_nowait(-1)
         if early:
             self.parts.append(early)
-        handler = pipe_to(response, self)
+        handler = self.handler = pipe_to(response, self)
         if handler is None:  # the body is complete (or the connection is not ours): no callback will come
             return await self._read_rest(reader)
         self.ended = asyncio.get_running_loop().create_future()
@@ -225,7 +234,13 @@ class _Pipe:
                 return await self.ended
         finally:
             self.ended = None
-            unpipe(response, handler)
+            self._detach()
+
+    def _detach(self) -> None:
+        """No more callbacks: at EOF the connection goes back to the pool, where the next answer is not ours."""
+        handler, self.handler = self.handler, None
+        if handler is not None:
+            unpipe(self.stream.answer.response, handler)
 
     async def _read_rest(self, reader: Any) -> Any:
         """The plain reading loop, for a body that cannot be piped."""
@@ -274,6 +289,9 @@ class _Pipe:
         except BaseException as exc:  # a consumer's failure (an error event, a bug) belongs to the awaiting task
             if not ended.done():
                 ended.set_exception(exc)
+        finally:
+            if ended.done():
+                self._detach()
 
 
 def count_tokens(record: RequestRecord, usage: dict[str, Any]) -> None:
