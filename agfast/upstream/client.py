@@ -178,6 +178,32 @@ def unpipe(response: aiohttp.ClientResponse, handler: PipedHandler) -> None:
         reader.__class__ = StreamReader  # type: ignore[assignment]
 
 
+def _reading(response: aiohttp.ClientResponse) -> ResponseHandler | None:
+    """The protocol reading `response`'s connection, while it still does."""
+    connection = response.connection
+    handler = connection.protocol if connection is not None else None
+    transport = handler.transport if handler is not None else None
+    return handler if transport is not None and not transport.is_closing() else None
+
+
+def pause_reading(response: aiohttp.ClientResponse) -> bool:
+    """Stop reading `response`'s connection, its idle-read clock with it; False when it no longer reads."""
+    handler = _reading(response)
+    if handler is None:
+        return False
+    handler.transport.pause_reading()  # type: ignore[union-attr]
+    handler._drop_timeout()
+    return True
+
+
+def resume_reading(response: aiohttp.ClientResponse) -> None:
+    """Undo `pause_reading`: read again, the idle-read clock restarting now."""
+    handler = _reading(response)
+    if handler is not None:
+        handler.transport.resume_reading()  # type: ignore[union-attr]
+        handler._reschedule_timeout()
+
+
 def total_timer(response: aiohttp.ClientResponse) -> BaseTimerContext:
     """The call's total timeout, as aiohttp's reads enter it: a task awaiting inside it is cancelled at the end."""
     return response._timer

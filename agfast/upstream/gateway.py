@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp.client_proto import ResponseHandler
 
 from agfast import sse
 from agfast.config import Config
@@ -30,7 +29,9 @@ from agfast.upstream.client import (
     PipedHandler,
     TransportError,
     UpstreamClient,
+    pause_reading,
     pipe_to,
+    resume_reading,
     total_timer,
     unpipe,
 )
@@ -159,30 +160,14 @@ class Stream:
     def pause(self) -> None:
         """Stop reading from Google (the client is slow): the uvicorn way, the upstream transport stops reading and
         the idle-read clock stops with it (the silence is ours, not Google's)."""
-        if self.paused or self.done:
-            return
-        handler = self._reading()
-        if handler is not None:
-            self.paused = True
-            handler.transport.pause_reading()  # type: ignore[union-attr]
-            handler._drop_timeout()
+        if not self.paused and not self.done:
+            self.paused = pause_reading(self.answer.response)
 
     def resume(self) -> None:
         """Read from Google again (the client took what it had)."""
-        if not self.paused:
-            return
-        self.paused = False
-        handler = self._reading()
-        if handler is not None:
-            handler.transport.resume_reading()  # type: ignore[union-attr]
-            handler._reschedule_timeout()
-
-    def _reading(self) -> ResponseHandler | None:
-        """The protocol reading this stream's connection, while it still does."""
-        connection = self.answer.response.connection
-        handler = connection.protocol if connection is not None else None
-        transport = handler.transport if handler is not None else None
-        return handler if transport is not None and not transport.is_closing() else None
+        if self.paused:
+            self.paused = False
+            resume_reading(self.answer.response)
 
     def close(self) -> None:
         if not self._closed:
