@@ -107,6 +107,9 @@ class PipedReader(StreamReader):
         pass
 
 
+_parse = ResponseHandler.data_received
+
+
 class PipedHandler(ResponseHandler):
     """aiohttp's response protocol with two changes: a sink, when one is attached, is flushed after every network
     read (so it writes once per read, however many HTTP chunks the read held), and the idle-read timeout is one
@@ -120,7 +123,7 @@ class PipedHandler(ResponseHandler):
         self.read_at = 0.0
 
     def data_received(self, data: bytes) -> None:
-        super().data_received(data)
+        _parse(self, data)  # the base method by name: `super()` builds an object per call on Python 3.11
         sink = self.sink
         if sink is not None:
             sink.flush()
