@@ -10,6 +10,12 @@ proxies), its response protocol, parser, `ClientResponse` and timeouts, but not 
 per-call machinery (URL and header merging into multidicts, cookie jar, redirects, traces, a `ClientRequest`
 and, on Python < 3.12, one more task per call to write its body). Its request head is the target's pre-encoded
 part plus the call's own lines, written with the body in one `writelines`.
+
+Every connection's protocol is a `PipedHandler`: once a stream's first event is in, the gateway pipes the rest
+of its body (`pipe_to`): the parser's body pieces go to the gateway's sink instead of the reader's buffer, and
+the sink is flushed after each network read, inside that read's callback, so no task wakes per read. It is
+aiohttp's own protocol, parser and reader otherwise (aiohttp is pinned; `tests/test_upstream_pipe.py` and
+`tests/test_upstream_wire.py` hold what this relies on).
 """
 
 from __future__ import annotations
