@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=50, help="requests before counting (default: 50)")
     ap.add_argument("--events", type=int, default=1, help="SSE events per upstream answer (default: 1)")
     ap.add_argument("--stream", action="store_true", help="the client asks to stream")
+    ap.add_argument("--chunk-delay", default="0", help="seconds between the upstream's events (default: 0)")
     ap.add_argument("--tree", type=Path, default=load.ROOT, help="the checkout whose agfast runs (default: this)")
     ap.add_argument("--redis-url", help="AGFAST_REDIS_URL for agfast: what sharing the pool state costs a request")
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()), help="where callgrind files go")
@@ -56,7 +57,7 @@ def main() -> None:
 
     load.ROOT = args.tree.resolve()  # `start` runs agfast from here, so this tree's package is the one imported
     upstream, up_port = start([sys.executable, "-m", "agfast", "sim", "--fast", "--port", "0", "--chunks",
-                               str(args.events)], clean_env())  # fmt: skip
+                               str(args.events), "--chunk-delay", args.chunk_delay], clean_env())  # fmt: skip
     env = upstream_env(up_port, PYTHONPATH=str(load.ROOT))
     if args.redis_url:
         env["AGFAST_REDIS_URL"] = args.redis_url

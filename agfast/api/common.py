@@ -161,26 +161,35 @@ async def pump_raw(resp: Response, stream: Stream, feed: Callable[[bytes], bytes
 
 async def _pump(resp: Response, stream: Stream, step: BatchStep) -> tuple[int, str] | None:
     """The loop both pumps share: one write per read, the finished answer's tail deferred to `end()`,
-    backpressure, and how a stream stops early."""
-    try:
-        async for batch in stream.batches():
-            out, done, error = step(batch)
-            if error is not None:
-                resp.write(out)
-                return _failed(stream, error)
-            if done:
-                resp.defer(out)
-                continue
+    backpressure, and how a stream stops early.
+
+    `deliver` runs inside the upstream read's own callback (see `Stream.pipe`): the handler task sleeps until
+    the stream ends. A client that cannot take more pauses the upstream reads until it drains.
+    """
+
+    def deliver(batch: list[bytes]) -> tuple[int, str] | None:
+        out, done, error = step(batch)
+        if error is not None:
             resp.write(out)
-            if resp.paused:
-                await resp.drain()
+            return error
+        if done:
+            resp.defer(out)
+            return None
+        resp.write(out)
+        if resp.paused:
+            stream.pause()
+            resp.on_drain(stream.resume)
+        return None
+
+    try:
+        error = await stream.pipe(deliver)
     except STREAM_BREAKS as exc:
         return _failed(stream, (BROKEN, stream_broke(exc)))
     except asyncio.CancelledError:
         if not shutdown_cut(resp):
             raise
         return _failed(stream, (SHUTDOWN, SHUTDOWN_MESSAGE))
-    return None
+    return None if error is None else _failed(stream, error)
 
 
 def _failed(stream: Stream, failure: tuple[int, str]) -> tuple[int, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from time import perf_counter
 from typing import Protocol
@@ -41,6 +42,12 @@ CHUNKED_HEADER = b"transfer-encoding: chunked\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
 # What a client is told when the shutdown deadline cuts its answer (in-stream, or as a 503 before the head).
 SHUTDOWN_MESSAGE = "agfast is shutting down; this answer was cut short. Retry the request."
+
+
+def _stalled(proto: Connection, stall: float) -> None:
+    if not proto.closed:
+        log.info("client took nothing of its answer for %gs: connection cut", stall)
+        proto.abort()
 
 
 def status_line(status: int) -> bytes:
@@ -234,6 +241,27 @@ class Response:
     @property
     def disconnected(self) -> bool:
         return self.proto.closed
+
+    def on_drain(self, callback: Callable[[], object]) -> None:
+        """Call `callback` once the client has taken enough of what we wrote (or left); `drain()` without a task
+        waiting, for a writer that runs in callbacks. A client that takes nothing for `client_stall_timeout` is
+        cut, as in `drain()`: the connection is aborted, which cancels its handler."""
+        proto = self.proto
+        if not proto.write_paused or proto.closed:
+            callback()
+            return
+        loop = proto.state.loop
+        waiter = proto.drain_waiter
+        if waiter is None:
+            waiter = proto.drain_waiter = loop.create_future()
+        stall = proto.state.config.client_stall_timeout
+        timer = loop.call_later(stall, _stalled, proto, stall)
+
+        def drained(_: object) -> None:
+            timer.cancel()
+            callback()
+
+        waiter.add_done_callback(drained)
 
     async def drain(self) -> None:
         """Wait until the client has taken enough of what we wrote (backpressure toward upstream reads).

@@ -10,6 +10,12 @@ proxies), its response protocol, parser, `ClientResponse` and timeouts, but not 
 per-call machinery (URL and header merging into multidicts, cookie jar, redirects, traces, a `ClientRequest`
 and, on Python < 3.12, one more task per call to write its body). Its request head is the target's pre-encoded
 part plus the call's own lines, written with the body in one `writelines`.
+
+Every connection's protocol is a `PipedHandler`: once a stream's first event is in, the gateway pipes the rest
+of its body (`pipe_to`): the parser's body pieces go to the gateway's sink instead of the reader's buffer, and
+the sink is flushed after each network read, inside that read's callback, so no task wakes per read. It is
+aiohttp's own protocol, parser and reader otherwise (aiohttp is pinned; `tests/test_upstream_pipe.py` and
+`tests/test_upstream_wire.py` hold what this relies on).
 """
 
 from __future__ import annotations
@@ -24,15 +30,17 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 import yarl
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import RequestInfo
-from aiohttp.helpers import TimeoutHandle
+from aiohttp.helpers import BaseTimerContext, TimeoutHandle
 from aiohttp.payload import Payload
+from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from agfast.config import Config
@@ -69,6 +77,145 @@ ACCEPT_LINES = b"".join(
 # A header value must not end its line early: CR or LF in a token, project or extra header would start a header
 # of its own (aiohttp's serializer refuses them too).
 LINE_BREAKS = ("\r", "\n")
+
+
+class Sink(Protocol):
+    """What a piped answer's bytes go to (gateway's pipe): `take` per body piece the parser hands over, `flush`
+    once a network read (or the connection's end, or an idle-read timeout) has been parsed."""
+
+    def take(self, data: bytes) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class PipedReader(StreamReader):
+    """A response body whose pieces go straight to a sink instead of a buffer and a waiter future.
+
+    Swapped in for the `StreamReader` aiohttp's parser made (`__class__`, same slots) while a sink reads the
+    answer; EOF and errors still arrive through the base class (`feed_eof`, `set_exception`), which the sink
+    reads after each read. Nothing is buffered, so aiohttp's buffer flow control (pause above the high-water
+    mark, HTTP chunk bookkeeping) has nothing to do: backpressure is the sink's (it pauses the transport).
+    """
+
+    __slots__ = ()
+
+    def feed_data(self, data: bytes, size: int = 0) -> bool:
+        sink = self._protocol.sink  # type: ignore[attr-defined]
+        if sink is not None and data:
+            self.total_bytes += len(data)
+            sink.take(data)
+        return False
+
+    def begin_http_chunk_receiving(self) -> None:
+        pass
+
+    def end_http_chunk_receiving(self) -> None:
+        pass
+
+
+_parse = ResponseHandler.data_received
+
+
+class PipedHandler(ResponseHandler):
+    """aiohttp's response protocol with two changes: a sink, when one is attached, is flushed after every network
+    read (so it writes once per read, however many HTTP chunks the read held), and the idle-read timeout is one
+    timer checked against the last read's time instead of a timer cancelled and re-armed on every read."""
+
+    __slots__ = ("read_at", "sink")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.sink: Sink | None = None
+        self.read_at = 0.0
+
+    def data_received(self, data: bytes) -> None:
+        _parse(self, data)  # the base method by name: `super()` builds an object per call on Python 3.11
+        sink = self.sink
+        if sink is not None:
+            sink.flush()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        sink = self.sink
+        if sink is not None:
+            sink.flush()
+
+    def _reschedule_timeout(self) -> None:
+        timeout = self._read_timeout
+        if not timeout:
+            self._drop_timeout()
+            return
+        self.read_at = self._loop.time()
+        if self._read_timeout_handle is None:
+            self._read_timeout_handle = self._loop.call_at(self.read_at + timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        """The idle timer fired: time out if nothing was read since, else wait out the rest from the last read."""
+        self._read_timeout_handle = None
+        timeout = self._read_timeout
+        if not timeout:
+            return
+        due = self.read_at + timeout
+        if self._loop.time() < due:
+            self._read_timeout_handle = self._loop.call_at(due, self._check_idle)
+            return
+        self._on_read_timeout()
+        sink = self.sink
+        if sink is not None:
+            sink.flush()
+
+
+def pipe_to(response: aiohttp.ClientResponse, sink: Sink) -> PipedHandler | None:
+    """Send the rest of `response`'s body to `sink` as it is parsed; the connection's handler, or None when the
+    body cannot be piped (already complete, or not on a PipedHandler): then read it as usual."""
+    connection = response.connection
+    handler = connection.protocol if connection is not None else None
+    reader = response.content
+    if handler.__class__ is not PipedHandler or reader.__class__ is not StreamReader:
+        return None
+    assert isinstance(handler, PipedHandler)
+    reader.__class__ = PipedReader
+    handler.sink = sink
+    return handler
+
+
+def unpipe(response: aiohttp.ClientResponse, handler: PipedHandler) -> None:
+    """Undo `pipe_to`: later body bytes are buffered for a reader again (or dropped with the connection)."""
+    handler.sink = None
+    reader = response.content
+    if reader.__class__ is PipedReader:
+        reader.__class__ = StreamReader  # type: ignore[assignment]
+
+
+def _reading(response: aiohttp.ClientResponse) -> ResponseHandler | None:
+    """The protocol reading `response`'s connection, while it still does."""
+    connection = response.connection
+    handler = connection.protocol if connection is not None else None
+    transport = handler.transport if handler is not None else None
+    return handler if transport is not None and not transport.is_closing() else None
+
+
+def pause_reading(response: aiohttp.ClientResponse) -> bool:
+    """Stop reading `response`'s connection, its idle-read clock with it; False when it no longer reads."""
+    handler = _reading(response)
+    if handler is None:
+        return False
+    handler.transport.pause_reading()  # type: ignore[union-attr]
+    handler._drop_timeout()
+    return True
+
+
+def resume_reading(response: aiohttp.ClientResponse) -> None:
+    """Undo `pause_reading`: read again, the idle-read clock restarting now."""
+    handler = _reading(response)
+    if handler is not None:
+        handler.transport.resume_reading()  # type: ignore[union-attr]
+        handler._reschedule_timeout()
+
+
+def total_timer(response: aiohttp.ClientResponse) -> BaseTimerContext:
+    """The call's total timeout, as aiohttp's reads enter it: a task awaiting inside it is cancelled at the end."""
+    return response._timer
 
 
 class TransportError(Exception):
@@ -208,6 +355,8 @@ class UpstreamClient:
         return self._session
 
     def _new_session(self, connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
+        # Every upstream connection gets the piping protocol (aiohttp-socks' connector makes its own the same way).
+        connector._factory = functools.partial(PipedHandler, loop=connector._loop)  # type: ignore[assignment]
         return aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
@@ -24,7 +24,17 @@ from agfast.config import Config
 from agfast.logtext import mask_email
 from agfast.record import RequestRecord
 from agfast.upstream import retry
-from agfast.upstream.client import Answer, TransportError, UpstreamClient
+from agfast.upstream.client import (
+    Answer,
+    PipedHandler,
+    TransportError,
+    UpstreamClient,
+    pause_reading,
+    pipe_to,
+    resume_reading,
+    total_timer,
+    unpipe,
+)
 from agfast.upstream.pool import AccountPool, Lease, NoAccountError
 
 log = logging.getLogger("agfast.upstream")
@@ -76,6 +86,12 @@ STREAM_BREAKS = (aiohttp.ClientError, OSError, TimeoutError)
 STREAM_BROKE = "upstream stream interrupted: Google's answer broke off before it was complete"
 
 
+# What a piped consumer's `on_batch` returns to go on; anything else stops the stream and is what `pipe` returns.
+GO_ON = None
+# One network read's event payloads → GO_ON, or why the stream stops here (e.g. an error event's status, message).
+OnBatch = Callable[[list[bytes]], Any]
+
+
 def stream_broke(exc: BaseException) -> str:
     """The client-facing message for a broken upstream stream (logged with its cause)."""
     log.warning("upstream stream interrupted: %s", type(exc).__name__)
@@ -84,7 +100,7 @@ def stream_broke(exc: BaseException) -> str:
 
 @dataclass(slots=True)
 class Stream:
-    """An upstream SSE stream whose first event has arrived; iterate `batches()` for the rest."""
+    """An upstream SSE stream whose first event has arrived; `pipe()` hands over the rest."""
 
     answer: Answer
     lease: Lease
@@ -97,55 +113,61 @@ class Stream:
     # The request's record, and the last `usageMetadata` the reader saw: tokens are counted on close.
     record: RequestRecord | None = None
     usage: dict[str, Any] | None = None
+    # Reading is paused for a slow client (see `pause`).
+    paused: bool = False
     _closed: bool = field(default=False)
 
-    async def batches(self, restart: Callable[[], None] | None = None) -> AsyncIterator[list[bytes]]:
-        """Event payloads (`data:` values), one list per network read so the caller writes once per read.
+    async def pipe(self, on_batch: OnBatch, restart: Callable[[], None] | None = None) -> Any:
+        """Hand the event payloads to `on_batch`, one list per network read, until the stream ends: GO_ON when it
+        completed, else what `on_batch` returned to stop it. A break raises one of STREAM_BREAKS.
 
-        A consumer that has sent nothing to its client yet (a non-streaming answer being collected) passes
-        `restart`: if the upstream breaks mid-stream, the request is sent again once and `restart()` tells the
-        consumer to drop what it gathered, exactly as for a failure before the first byte.
+        After the first event nothing here wakes the caller's task per read: the body's bytes go from aiohttp's
+        parser through the SSE decoder to `on_batch` inside the read's own callback (`_Pipe`), and the task
+        awaits once, for the end. A consumer that has sent nothing to its client yet (a non-streaming answer
+        being collected) passes `restart`: if the upstream breaks mid-stream, the request is sent again once and
+        `restart()` tells the consumer to drop what it gathered, exactly as for a failure before the first byte.
         """
         while True:
             try:
-                # The reading itself is inline, not a nested generator: each batch then passes one generator
-                # layer, not two (a fixed and a per-read cost, issue 14).
                 if self.first:
-                    yield self.first
-                if self.done:
-                    return
-                content = self.answer.response.content
-                feed = self.decoder.feed
-                while True:
-                    chunk = await content.readany()
-                    if not chunk:
-                        break
-                    events = feed(chunk)
-                    if events:
-                        payloads = [data for _, data in events if data]
-                        if payloads:
-                            yield payloads
-                tail = [data for _, data in self.decoder.close() if data]
-                if tail:
-                    yield tail
-                return
-            except STREAM_BREAKS:
-                if restart is None or self.reopen is None:
-                    raise
-                reopen, self.reopen = self.reopen, None
-                self.close()
-                try:
-                    fresh = await reopen()
-                except (UpstreamError, ExhaustedError, NoAccountError):
-                    raise ConnectionResetError("upstream stream broke and a second attempt failed") from None
-                self.answer, self.lease, self.first, self.decoder = (
-                    fresh.answer,
-                    fresh.lease,
-                    fresh.first,
-                    fresh.decoder,
-                )
-                self.done, self.trace_id, self._closed = fresh.done, fresh.trace_id, False
-                restart()
+                    stop = on_batch(self.first)
+                    if stop is not GO_ON or self.done:
+                        return stop
+                if self.answer.response.content.at_eof():  # the whole answer came in the first event's read
+                    self.done = True
+                    tail = [data for _, data in self.decoder.close() if data]
+                    return on_batch(tail) if tail else GO_ON
+                return await _Pipe(self, on_batch).run()
+            except STREAM_BREAKS as exc:
+                await self._reopen(exc, restart)
+
+    async def _reopen(self, broke: BaseException, restart: Callable[[], None] | None) -> None:
+        """After a break: raise it, or (once, for a consumer that can restart) open a fresh stream for the same
+        request in place of this broken one."""
+        if restart is None or self.reopen is None:
+            raise broke
+        reopen, self.reopen = self.reopen, None
+        self.close()
+        try:
+            fresh = await reopen()
+        except (UpstreamError, ExhaustedError, NoAccountError):
+            raise ConnectionResetError("upstream stream broke and a second attempt failed") from None
+        self.answer, self.lease, self.first, self.decoder = fresh.answer, fresh.lease, fresh.first, fresh.decoder
+        self.done, self.trace_id, self._closed = fresh.done, fresh.trace_id, False
+        self.paused = False
+        restart()
+
+    def pause(self) -> None:
+        """Stop reading from Google (the client is slow): the uvicorn way, the upstream transport stops reading and
+        the idle-read clock stops with it (the silence is ours, not Google's)."""
+        if not self.paused and not self.done:
+            self.paused = pause_reading(self.answer.response)
+
+    def resume(self) -> None:
+        """Read from Google again (the client took what it had)."""
+        if self.paused:
+            self.paused = False
+            resume_reading(self.answer.response)
 
     def close(self) -> None:
         if not self._closed:
@@ -159,6 +181,102 @@ class Stream:
         usage = chunk.get("usageMetadata")
         if usage.__class__ is dict:
             self.usage = usage
+
+
+class _Pipe:
+    """One upstream body read in aiohttp's read callbacks (client.PipedHandler) instead of by a task.
+
+    Each body piece the parser hands over is kept (`take`); after the read, `flush` decodes what the read held into
+    event payloads and calls `on_batch` with them, still inside the callback, so the client's bytes leave in the
+    same turn they arrived. The stream's end (EOF, a break, an idle-read timeout, `on_batch` stopping or raising)
+    completes `ended`, the one future the task awaits, inside the call's total timeout.
+    """
+
+    __slots__ = ("decoder", "ended", "handler", "on_batch", "parts", "stream")
+
+    def __init__(self, stream: Stream, on_batch: OnBatch) -> None:
+        self.stream = stream
+        self.handler: PipedHandler | None = None
+        self.on_batch = on_batch
+        self.decoder = stream.decoder
+        self.parts: list[bytes] = []
+        self.ended: asyncio.Future[Any] | None = None
+
+    async def run(self) -> Any:
+        response = self.stream.answer.response
+        reader = response.content
+        # What arrived between the first event's read and now (nothing, unless the caller awaited in between).
+        early = reader.read_nowait(-1)
+        if early:
+            self.parts.append(early)
+        handler = self.handler = pipe_to(response, self)
+        if handler is None:  # the body is complete (or the connection is not ours): no callback will come
+            return await self._read_rest(reader)
+        self.ended = asyncio.get_running_loop().create_future()
+        try:
+            self.flush()
+            with total_timer(response):
+                return await self.ended
+        finally:
+            self.ended = None
+            self._detach()
+
+    def _detach(self) -> None:
+        """No more callbacks: at EOF the connection goes back to the pool, where the next answer is not ours."""
+        handler, self.handler = self.handler, None
+        if handler is not None:
+            unpipe(self.stream.answer.response, handler)
+
+    async def _read_rest(self, reader: Any) -> Any:
+        """The plain reading loop, for a body that cannot be piped."""
+        while True:
+            if self.parts:
+                stop = self._deliver(self.decoder.feed(b"".join(self.parts)))
+                self.parts.clear()
+                if stop is not GO_ON:
+                    return stop
+            chunk = await reader.readany()
+            if not chunk:
+                return self._deliver(self.decoder.close())
+            self.parts.append(chunk)
+
+    def _deliver(self, events: list[tuple[bytes, bytes]]) -> Any:
+        payloads = [data for _, data in events if data]
+        return self.on_batch(payloads) if payloads else GO_ON
+
+    def take(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def flush(self) -> None:
+        """After a read: the read's events to `on_batch`; the stream's end, if it came, to the awaiting task."""
+        ended = self.ended
+        if ended is None or ended.done():
+            self.parts.clear()
+            return
+        try:
+            stream = self.stream
+            reader = stream.answer.response.content
+            if reader.is_eof():
+                stream.done = True  # before delivering: the connection is back in the pool, never to be paused
+            parts = self.parts
+            if parts:
+                data = parts[0] if len(parts) == 1 else b"".join(parts)
+                parts.clear()
+                stop = self._deliver(self.decoder.feed(data))
+                if stop is not GO_ON:
+                    ended.set_result(stop)
+                    return
+            error = reader.exception()
+            if error is not None:
+                ended.set_exception(error)
+            elif stream.done:
+                ended.set_result(self._deliver(self.decoder.close()))
+        except BaseException as exc:  # a consumer's failure (an error event, a bug) belongs to the awaiting task
+            if not ended.done():
+                ended.set_exception(exc)
+        finally:
+            if ended.done():
+                self._detach()
 
 
 def count_tokens(record: RequestRecord, usage: dict[str, Any]) -> None:
@@ -224,7 +342,7 @@ async def collect(
         nonlocal feed
         feed = start()
 
-    async for batch in stream.batches(restart):
+    def on_batch(batch: list[bytes]) -> None:
         for data in batch:
             if data == DONE:
                 continue
@@ -234,6 +352,8 @@ async def collect(
             if chunk is not None:
                 stream.note(chunk)
                 feed(chunk)
+
+    await stream.pipe(on_batch, restart)
 
 
 def google_message(body: bytes) -> str:

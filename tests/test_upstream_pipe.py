@@ -1,0 +1,195 @@
+"""The upstream body piped through aiohttp's read callbacks (`Stream.pipe`): what the handler task no longer
+does per read must still happen — backpressure to Google for a slow client, the stall cut, the idle-read
+timeout measured from the last read — over real sockets, agfast in front of the simulator."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from helpers import ServerThread
+from stack import agfast_on, generations, start_sim
+
+from agfast.sim import GoogleSimulator
+
+MODEL = "gemini-2.5-flash"
+# The echoed prompt: far more than the socket buffers and agfast's write high-water mark hold between them.
+BIG_TEXT = "x" * (3 * 1024 * 1024)
+# Events the big answer comes in (each ~10 KB, one write of the simulator each).
+BIG_CHUNKS = 300
+# The client connection's kernel buffers, each side.
+SOCKET_BUFFER = 16 * 1024
+
+
+@pytest.fixture(scope="module")
+def big_sim() -> Iterator[GoogleSimulator]:
+    with start_sim(accounts=1, chunks=BIG_CHUNKS) as thread:
+        yield thread
+
+
+@pytest.fixture(scope="module")
+def slow_sim() -> Iterator[GoogleSimulator]:
+    """A model writing its 5 events 0.3 s apart."""
+    with start_sim(accounts=1, chunks=5, chunk_delay=0.3) as thread:
+        yield thread
+
+
+def chat(text: str, stream: bool) -> bytes:
+    body = orjson.dumps({"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": text}]})
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%b" % (len(body), body)
+    )
+
+
+def small_window(st: ServerThread) -> socket.socket:
+    """A client connection whose socket buffers are small on both ends (no autotuning), so a client that does not
+    read fills them at once and what agfast holds beyond them is in its own buffers."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+    sock.settimeout(20)
+    sock.connect(("127.0.0.1", st.port))
+
+    def shrink() -> int:
+        for conn in st.server.state.connections:
+            conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        return len(st.server.state.connections)
+
+    deadline = time.monotonic() + 5
+    while st.call(shrink) != 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    """One whole answer (chunked, or with a content-length), or what came before the connection closed."""
+    out = bytearray()
+    while True:
+        head, found, body = out.partition(b"\r\n\r\n")
+        length = re.search(rb"content-length: (\d+)", head.lower()) if found else None
+        if out.endswith(b"0\r\n\r\n") or (length is not None and len(body) >= int(length[1])):
+            return bytes(out)
+        data = sock.recv(1 << 20)
+        if not data:
+            return bytes(out)
+        out += data
+
+
+def dechunk(raw: bytes) -> bytes:
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    out = bytearray()
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        rest = rest[size + 2 :]
+    return bytes(out)
+
+
+def streamed_text(body: bytes) -> tuple[str, list[dict[str, Any]]]:
+    """The content the OpenAI stream carried, and its error events."""
+    text, errors = [], []
+    for line in body.split(b"\n"):
+        if not line.startswith(b"data: ") or line == b"data: [DONE]":
+            continue
+        doc = orjson.loads(line[6:])
+        if "error" in doc:
+            errors.append(doc["error"])
+            continue
+        for choice in doc.get("choices") or ():
+            text.append(choice.get("delta", {}).get("content") or "")
+    return "".join(text), errors
+
+
+def upstream_reading(st: ServerThread) -> list[bool]:
+    """Whether each upstream connection in use is reading from Google."""
+
+    def reading() -> list[bool]:
+        connector = st.app.client.session.connector
+        return [p.transport.is_reading() for p in connector._acquired if p.transport is not None]  # type: ignore[union-attr]
+
+    return st.call(reading)  # type: ignore[no-any-return]
+
+
+def client_buffered(st: ServerThread) -> int:
+    """Bytes agfast holds for its clients, unsent."""
+    return st.call(  # type: ignore[no-any-return]
+        lambda: sum(c.transport.get_write_buffer_size() for c in st.server.state.connections if c.transport)
+    )
+
+
+def test_a_client_that_does_not_read_pauses_google_and_later_gets_every_byte(
+    big_sim: GoogleSimulator, tmp_path: Path
+) -> None:
+    with agfast_on(big_sim, tmp_path) as st, contextlib.closing(small_window(st)) as sock:
+        sock.sendall(chat(BIG_TEXT, stream=True))
+        deadline = time.monotonic() + 10
+        while upstream_reading(st) != [False] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert upstream_reading(st) == [False], "the upstream connection keeps reading for a client that does not"
+        time.sleep(0.5)
+        assert upstream_reading(st) == [False]
+        # Bounded: the write high-water mark plus one upstream read's worth of converted events.
+        assert client_buffered(st) < 512 * 1024
+        text, errors = streamed_text(dechunk(read_all(sock)))
+        assert errors == []
+        assert text == f"[{MODEL}] echo: {BIG_TEXT}"
+        assert generations(big_sim)[-1].finished
+
+
+def test_a_client_that_never_reads_is_cut_and_google_let_go(big_sim: GoogleSimulator, tmp_path: Path) -> None:
+    with agfast_on(big_sim, tmp_path, client_stall_timeout=1.0) as st, contextlib.closing(small_window(st)) as s:
+        s.sendall(chat(BIG_TEXT, stream=True))
+        deadline = time.monotonic() + 10
+        while upstream_reading(st) != [False] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        while st.server.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert st.server.in_flight == 0
+        assert 0.8 < time.monotonic() - started < 5
+        assert upstream_reading(st) == []  # the upstream stream went with the handler
+        with contextlib.suppress(OSError):
+            raw = read_all(s)
+            assert not raw.endswith(b"0\r\n\r\n")  # cut, not ended
+
+
+def test_events_slower_than_nothing_but_within_the_idle_timeout_all_arrive(
+    slow_sim: GoogleSimulator, tmp_path: Path
+) -> None:
+    """The idle-read clock restarts at every read: 5 events 0.3 s apart outlast a 0.7 s idle timeout, fine."""
+    with agfast_on(slow_sim, tmp_path, stream_idle_timeout=0.7) as st, contextlib.closing(small_window(st)) as s:
+        s.sendall(chat("tell me slowly", stream=True))
+        text, errors = streamed_text(dechunk(read_all(s)))
+        assert errors == []
+        assert text == f"[{MODEL}] echo: tell me slowly"
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_google_falling_silent_mid_stream_is_an_idle_timeout(
+    slow_sim: GoogleSimulator, tmp_path: Path, stream: bool
+) -> None:
+    """After the first event, a gap longer than stream_idle_timeout breaks the stream: in-stream for a streaming
+    client, a 502 for a collected one (whose one restart meets the same silence)."""
+    with agfast_on(slow_sim, tmp_path, stream_idle_timeout=0.15) as st, contextlib.closing(small_window(st)) as s:
+        started = time.monotonic()
+        s.sendall(chat("tell me slowly", stream=stream))
+        raw = read_all(s)
+        assert time.monotonic() - started < 1.5  # the whole answer would take 1.2 s per attempt
+        if stream:
+            text, errors = streamed_text(dechunk(raw))
+            assert text != f"[{MODEL}] echo: tell me slowly"
+            assert len(errors) == 1 and "interrupted" in errors[0]["message"]
+        else:
+            assert raw.startswith(b"HTTP/1.1 502")
+            assert b"interrupted" in raw
