@@ -212,6 +212,8 @@ class App:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._metrics_sampler is not None:
+            self.metrics.sample()  # a stopping worker's last counts reach the shared files
         self.keys.flush()
         await self.pool.close()
         await self.state.close()

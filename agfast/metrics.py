@@ -11,15 +11,18 @@ prometheus-client keeps each worker's counters and histograms in mmap'd files th
 any worker sums every worker's files (MultiProcessCollector; a dead worker's counts stay in the sums). The
 per-worker scrape-time values (open streams, the monitor's queue and drops) are copied into livesum gauges and
 counters once a second and at each scrape; the pool's account states are shared, so the answering worker
-reports them. A single process keeps plain in-memory values: no file write per request, and not even
-prometheus-client's own counters on the request path (four Python calls and a lock per `inc`, three of them
-per request for the histograms alone): its request-path series are `_PlainFamily`s, Python numbers moved
-on the loop thread and turned into the same exposition text at scrape time.
+reports them. The request path never pays prometheus-client's own counters (four Python calls and a lock per
+`inc`, three of them per request for the histograms alone, and with `--workers` an mmap'd file write each):
+its series are `_PlainFamily`s, Python numbers moved on the loop thread. A single process turns them into the
+exposition text at scrape time; a worker relays what they moved into its multiprocess files with the
+scrape-time values (each second and at each scrape it answers, and when it stops), so a scrape sees another
+live worker's requests at most SAMPLE_EVERY late, and a worker killed outright loses at most that much.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from bisect import bisect_left
@@ -146,16 +149,27 @@ USE_CREATED = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower
 
 
 class _PlainCounter:
-    """One counter series in a Python float (single process: only the loop thread moves it)."""
+    """One counter series in a Python float (only the loop thread moves it)."""
 
-    __slots__ = ("created", "value")
+    __slots__ = ("created", "relayed", "target", "value")
 
     def __init__(self) -> None:
         self.value = 0.0
         self.created = time.time()
+        self.relayed = 0.0  # `--workers`: how much of `value` is in the shared files already
+        self.target: Any = None  # `--workers`: the multiprocess series it is relayed to
 
     def inc(self, amount: float = 1) -> None:
         self.value += amount
+
+    def relay(self, family: Any, key: tuple[str, ...]) -> None:
+        """Move the shared series by what this one moved since the last relay."""
+        moved = self.value - self.relayed
+        if moved:
+            if self.target is None:
+                self.target = family.labels(*key)
+            self.target.inc(moved)
+            self.relayed = self.value
 
     def samples(self, metric: Metric, name: str, labels: dict[str, str]) -> None:
         metric.add_sample(name + "_total", labels, self.value)
@@ -166,13 +180,16 @@ class _PlainCounter:
 class _PlainHistogram:
     """One histogram series as per-bucket counts (`bounds` end with +Inf, as prometheus-client's do)."""
 
-    __slots__ = ("bounds", "counts", "created", "sum")
+    __slots__ = ("bounds", "counts", "created", "relayed", "relayed_sum", "sum", "target")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0.0] * len(bounds)
         self.sum = 0.0
         self.created = time.time()
+        self.relayed = [0.0] * len(bounds)
+        self.relayed_sum = 0.0
+        self.target: Any = None
 
     def observe(self, amount: float) -> None:
         # prometheus-client's rule (the first bound the amount is <=) in one bisection, not a loop of calls.
@@ -188,6 +205,21 @@ class _PlainHistogram:
         metric.add_sample(name + "_sum", labels, self.sum)
         if USE_CREATED:
             metric.add_sample(name + "_created", labels, self.created)
+
+    def relay(self, family: Any, key: tuple[str, ...]) -> None:
+        """Move the shared histogram by the observations since the last relay: its per-bucket values and sum
+        (prometheus-client 0.26's `_buckets`/`_sum`, what `observe` moves; the version is pinned)."""
+        if self.counts == self.relayed:
+            return
+        if self.target is None:
+            self.target = family.labels(*key)
+        buckets = self.target._buckets
+        for i, (now, before) in enumerate(zip(self.counts, self.relayed, strict=True)):
+            if now != before:
+                buckets[i].inc(now - before)
+        self.target._sum.inc(self.sum - self.relayed_sum)
+        self.relayed = self.counts[:]
+        self.relayed_sum = self.sum
 
 
 class _PlainFamily(Collector):
@@ -218,6 +250,17 @@ class _PlainFamily(Collector):
         for values, child in self.series.items():
             child.samples(metric, self.name, dict(zip(self.labelnames, values, strict=True)))
         return [metric]
+
+    def shared_twin(self, registry: CollectorRegistry) -> Any:
+        """The prometheus-client family of the same name, labels and buckets whose values live in the
+        multiprocess files (`--workers`)."""
+        if self.bounds is None:
+            return Counter(self.name, self.documentation, self.labelnames, registry=registry)
+        return Histogram(self.name, self.documentation, self.labelnames, buckets=self.bounds, registry=registry)
+
+    def relay(self, twin: Any) -> None:
+        for key, child in self.series.items():
+            child.relay(twin, key)
 
 
 class _Shared:
@@ -279,45 +322,37 @@ class Metrics:
         multiprocess_dir: str | None = None,
     ) -> None:
         registry = self.registry = CollectorRegistry(auto_describe=True)
-        # Files shared between workers need prometheus-client's own series; one process counts in plain numbers.
-        counter: Callable[..., Any] = Counter if multiprocess_dir is not None else _PlainFamily
-        histogram: Callable[..., Any] = Histogram if multiprocess_dir is not None else _PlainFamily
+        # The request path counts in plain numbers either way; with `--workers` those families are only relayed
+        # (`sample`) into prometheus-client's own series of the same names, which live in the shared files.
+        plain = registry if multiprocess_dir is None else CollectorRegistry(auto_describe=False)
+        counter = histogram = functools.partial(_PlainFamily, registry=plain)
         self.requests = counter(
             "agfast_requests", "Requests answered, by surface, route and status.", ("surface", "route", "status"),
-            registry=registry,
         )  # fmt: skip
         self.duration = histogram(
             "agfast_request_duration_seconds", "Request head arrived to last byte written.", ("surface",),
-            buckets=DURATION_BUCKETS, registry=registry,
+            buckets=DURATION_BUCKETS,
         )  # fmt: skip
         self.first_byte = histogram(
             "agfast_upstream_first_byte_seconds", "Request head arrived to Google's first event.", ("surface",),
-            buckets=FIRST_BYTE_BUCKETS, registry=registry,
+            buckets=FIRST_BYTE_BUCKETS,
         )  # fmt: skip
         self.overhead = histogram(
             "agfast_overhead_seconds", "agfast's own time per request: duration less time waiting on Google.",
-            ("surface",), buckets=OVERHEAD_BUCKETS, registry=registry,
+            ("surface",), buckets=OVERHEAD_BUCKETS,
         )  # fmt: skip
         self.tokens = counter(
             "agfast_tokens", "Tokens by account, model sent to Google, and kind.", ("account", "model", "kind"),
-            registry=registry,
         )  # fmt: skip
-        self.key_requests = counter(
-            "agfast_key_requests", 'Requests by named API key ("" = the main key).', ("key",), registry=registry
-        )
-        self.key_tokens = counter(
-            "agfast_key_tokens", "Tokens by named API key and kind.", ("key", "kind"), registry=registry
-        )
-        self.retries = counter(
-            "agfast_retries", "Upstream attempts retried, by reason.", ("reason",), registry=registry
-        )
-        self.rotations = counter(
-            "agfast_rotations", "Retries that moved to another account, by reason.", ("reason",), registry=registry
-        )
+        self.key_requests = counter("agfast_key_requests", 'Requests by named API key ("" = the main key).', ("key",))
+        self.key_tokens = counter("agfast_key_tokens", "Tokens by named API key and kind.", ("key", "kind"))
+        self.retries = counter("agfast_retries", "Upstream attempts retried, by reason.", ("reason",))
+        self.rotations = counter("agfast_rotations", "Retries that moved to another account, by reason.", ("reason",))
         self.multiprocess_dir = multiprocess_dir
         self.open_streams = open_streams
         self.monitor_status = monitor_status
         self._shared: _Shared | None = None
+        self._relayed: list[tuple[_PlainFamily, Any]] = []
         if multiprocess_dir is None:
             registry.register(_ScrapeTime(account_states, open_streams, monitor_status))
             self.scraped = registry
@@ -326,6 +361,9 @@ class Metrics:
 
             # The series above live in the files; `registry` is never scraped (it would count this worker twice).
             self._shared = _Shared(registry)
+            families = (self.requests, self.duration, self.first_byte, self.overhead, self.tokens,
+                        self.key_requests, self.key_tokens, self.retries, self.rotations)  # fmt: skip
+            self._relayed = [(family, family.shared_twin(registry)) for family in families]
             self.scraped = CollectorRegistry(auto_describe=True)
             multiprocess.MultiProcessCollector(self.scraped, multiprocess_dir)
             self.scraped.register(_ScrapeTime(account_states, None, None, per_process=False))
@@ -381,6 +419,8 @@ class Metrics:
         """`--workers N`: copy this worker's scrape-time values into the shared files (each second, each scrape)."""
         if self._shared is not None:
             self._shared.copy(self.open_streams, self.monitor_status)
+            for family, twin in self._relayed:
+                family.relay(twin)
 
     async def sample_forever(self) -> None:
         while True:

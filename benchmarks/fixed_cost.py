@@ -4,6 +4,7 @@
     python benchmarks/fixed_cost.py --events 20 -n 200   # the same with a 20-event upstream answer
     python benchmarks/fixed_cost.py --tree /tmp/old      # another checkout (`git archive <commit> agfast | tar -x`)
     python benchmarks/fixed_cost.py --redis-url redis://127.0.0.1:6390/0   # the pool state shared through Redis
+    python benchmarks/fixed_cost.py --multiprocess-metrics   # the metrics a worker of --workers N keeps
 
 Wall-clock and /proc CPU figures swing ±30% on a shared machine; instruction counts do not. agfast runs under
 `valgrind --tool=callgrind`; after a warm-up, `callgrind_control -z` zeroes the counters, N requests are sent
@@ -52,6 +53,8 @@ def main() -> None:
     ap.add_argument("--chunk-delay", default="0", help="seconds between the upstream's events (default: 0)")
     ap.add_argument("--tree", type=Path, default=load.ROOT, help="the checkout whose agfast runs (default: this)")
     ap.add_argument("--redis-url", help="AGFAST_REDIS_URL for agfast: what sharing the pool state costs a request")
+    ap.add_argument("--multiprocess-metrics", action="store_true",
+                    help="prometheus-client's multiprocess series, as every worker of `--workers N` keeps them")  # fmt: skip
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()), help="where callgrind files go")
     args = ap.parse_args()
 
@@ -61,6 +64,8 @@ def main() -> None:
     env = upstream_env(up_port, PYTHONPATH=str(load.ROOT))
     if args.redis_url:
         env["AGFAST_REDIS_URL"] = args.redis_url
+    if args.multiprocess_metrics:
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="agfast-fixed-metrics-")
     data_dir = tempfile.mkdtemp(prefix="agfast-fixed-")
     subprocess.run([sys.executable, "-m", "agfast", "accounts", "add", "--refresh-token", SIM_REFRESH,
                     "--data-dir", data_dir], env=env, check=True, capture_output=True, cwd=load.ROOT)  # fmt: skip

@@ -164,3 +164,29 @@ def test_plain_series_expose_exactly_what_prometheus_client_does() -> None:
         family.labels("openai", 200).inc(2.5)
         family.labels("gemini", 429).inc(0)
     assert _created_zeroed(generate_latest(plain_registry)) == _created_zeroed(generate_latest(reference))
+
+
+def test_relayed_series_in_steps_equal_prometheus_clients_own_counting() -> None:
+    """`--workers`: a worker relays its plain series into prometheus-client's series (the shared files) by what
+    moved since the last relay; after any number of relays the shared series say what direct counting says."""
+    observed = [0.0, 0.0001, 0.0003, 0.05, 1.0, 2.5, 300.0, 301.0, 0.00025, 0.7]
+    relayed_registry, reference = CollectorRegistry(auto_describe=True), CollectorRegistry(auto_describe=True)
+    plain = _PlainFamily("h", "A histogram.", ("surface",), CollectorRegistry(), buckets=OVERHEAD_BUCKETS)
+    twin = plain.shared_twin(relayed_registry)
+    real = Histogram("h", "A histogram.", ("surface",), buckets=OVERHEAD_BUCKETS, registry=reference)
+    counter = _PlainFamily("c", "A counter.", ("surface",), CollectorRegistry())
+    counter_twin = counter.shared_twin(relayed_registry)
+    real_counter = Counter("c", "A counter.", ("surface",), registry=reference)
+    for i, amount in enumerate(observed):
+        surface = ("openai", "gemini")[i % 2]
+        plain.labels(surface).observe(amount)
+        real.labels(surface).observe(amount)
+        counter.labels(surface).inc(amount)
+        real_counter.labels(surface).inc(amount)
+        if i % 3 == 0:  # relays between some observations, none between others
+            plain.relay(twin)
+            counter.relay(counter_twin)
+    plain.relay(twin)
+    counter.relay(counter_twin)
+    plain.relay(twin)  # nothing moved: nothing changes
+    assert _created_zeroed(generate_latest(relayed_registry)) == _created_zeroed(generate_latest(reference))

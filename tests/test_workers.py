@@ -18,6 +18,7 @@ from helpers import AgfastProcess, Reply, request, run_agfast
 from stack import KEY, Fault, ask_in_session, generations, google_env, onboard_all, stack_config
 from test_operations import metric
 
+from agfast.metrics import SAMPLE_EVERY
 from agfast.monitor import MAX_PAGE, LogReader, db_path
 from agfast.sim import GoogleSimulator
 
@@ -164,13 +165,23 @@ def test_monitor_rows_and_stats_count_every_request_once_whichever_worker_serves
     assert "monitor: could not write" not in workers.stderr_text
 
 
+def scraped_requests(port: int) -> tuple[str, float]:
+    text = admin_read(port, "/metrics").body.decode()
+    return text, metric(text, "agfast_requests_total", route="/v1/messages", status="200")
+
+
 def test_metrics_count_the_requests_of_every_worker_whichever_answers_the_scrape(workers: AgfastProcess) -> None:
+    """Each worker counts in plain numbers and relays them to the shared files every SAMPLE_EVERY (and at each
+    scrape it answers, and when it stops): a scrape sees every worker's requests at most that late."""
     try:
-        worker_pids(workers, 2)
+        first, _ = worker_pids(workers, 2)
         spread(workers.port, SPREAD_REQUESTS)
+        deadline = time.monotonic() + 3 * SAMPLE_EVERY + 2
+        while scraped_requests(workers.port)[1] != SPREAD_REQUESTS and time.monotonic() < deadline:
+            time.sleep(0.1)
         for _ in range(READS):
-            text = admin_read(workers.port, "/metrics").body.decode()
-            assert metric(text, "agfast_requests_total", route="/v1/messages", status="200") == SPREAD_REQUESTS
+            text, requests = scraped_requests(workers.port)
+            assert requests == SPREAD_REQUESTS
             assert metric(text, "agfast_request_duration_seconds_count", surface="anthropic") == SPREAD_REQUESTS
             assert metric(text, "agfast_accounts", state="available") == SIM_ACCOUNTS
             # Per-worker values summed over the live workers: nothing open, nothing dropped.
@@ -178,6 +189,14 @@ def test_metrics_count_the_requests_of_every_worker_whichever_answers_the_scrape
             assert "# TYPE agfast_monitor_queue_depth gauge" in text
             assert metric(text, "agfast_monitor_dropped_total", what="rows") == 0
             assert text.count("# TYPE agfast_requests_total counter") == 1
+        # A worker stopped right after serving relays its last counts on the way out: none is lost.
+        spread(workers.port, SPREAD_REQUESTS)
+        os.kill(first, signal.SIGTERM)
+        worker_pids(workers, 3)  # its replacement listens
+        deadline = time.monotonic() + 3 * SAMPLE_EVERY + 2
+        while scraped_requests(workers.port)[1] != 2 * SPREAD_REQUESTS and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert scraped_requests(workers.port)[1] == 2 * SPREAD_REQUESTS
         assert workers.stop(signal.SIGTERM, timeout=30) == 0
     finally:
         workers.close()
