@@ -8,7 +8,8 @@
 On a VM whose host is shared, one worker's CPU per request moved 424–739 µs between identical 10 s runs (load
 average ~1 inside the VM): a single pair of rows is no verdict. `--rounds R` runs the pair R times, the order
 alternating, and judges the median of the R per-round ratios; each row also says how much of the run the
-hypervisor took away (steal, from /proc/stat).
+hypervisor took away (steal, from /proc/stat) and how much of the two cores the simulator and wrk used
+meanwhile (they share the cores: two busy workers leave them less room than one does).
 
 Scenarios: `healthz` (GET /healthz: the HTTP shell alone, no pool, no Redis) and `proxied` (POST Gemini
 :generateContent through the pool to `agfast sim --fast`, one onboarded account: the request path that reads
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import socket
 import statistics
 import subprocess
@@ -111,7 +113,13 @@ def stolen() -> tuple[int, int]:
     return fields[7], sum(fields[:8])
 
 
-def run(workers: int, scenario: str, duration: float, sim_port: int) -> dict[str, object]:
+def children_cpu() -> float:
+    """CPU seconds of this script's reaped children (each wrk run), user + system."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(workers: int, scenario: str, duration: float, sim_port: int, sim_pid: int) -> dict[str, object]:
     env = upstream_env(sim_port)
     with tempfile.TemporaryDirectory(prefix="agfast-workers-") as data_dir:
         data = Path(data_dir)
@@ -144,8 +152,10 @@ def run(workers: int, scenario: str, duration: float, sim_port: int) -> dict[str
             redis_sock = data / "redis.sock"
             redis_before = redis_counts(redis_sock) if workers > 1 else (0, 0)
             cpu_before, steal_before = cpu_of_tree(proc.pid), stolen()
+            others_before = cpu_of_tree(sim_pid) + children_cpu()
             total = wrk(url, f"{duration:g}s", script)
             cpu, steal_after = cpu_of_tree(proc.pid) - cpu_before, stolen()
+            others = cpu_of_tree(sim_pid) + children_cpu() - others_before
             redis_after = redis_counts(redis_sock) if workers > 1 else (1, 1)
         finally:
             proc.terminate()
@@ -161,6 +171,8 @@ def run(workers: int, scenario: str, duration: float, sim_port: int) -> dict[str
         "redis_round_trips_per_req": trips / total,
         "redis_commands_per_req": commands / total,
         "steal": (steal_after[0] - steal_before[0]) / max(steal_after[1] - steal_before[1], 1),
+        # What the simulator and wrk took of the same cores meanwhile, in cores (1.0 = one core all the run).
+        "others_cores": others / duration,
     }
 
 
@@ -177,7 +189,7 @@ def main() -> None:
         for scenario in args.scenarios.split(","):
             for r in range(args.rounds):
                 for n in (1, 2) if r % 2 == 0 else (2, 1):
-                    rows.append({**run(n, scenario, args.duration, sim_port), "round": r})
+                    rows.append({**run(n, scenario, args.duration, sim_port, sim.pid), "round": r})
     finally:
         sim.terminate()
         sim.wait(10)
@@ -186,13 +198,16 @@ def main() -> None:
         f"commit {commit.strip()}; load average at the end {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
-    print("| scenario | round | workers | req/s | server CPU µs/req | Redis trips/req | Redis commands/req | steal |")
-    print("|---|--:|---|---|---|---|---|--:|")
+    print(
+        "| scenario | round | workers | req/s | server CPU µs/req | Redis trips/req | Redis commands/req | steal "
+        "| sim+wrk cores |"
+    )
+    print("|---|--:|---|---|---|---|---|--:|--:|")
     for row in rows:
         print(
             f"| {row['scenario']} | {row['round']} | {row['workers']} | {row['rps']:,.0f} | "
             f"{row['cpu_us_per_req']:.1f} | {row['redis_round_trips_per_req']:.3f} | "
-            f"{row['redis_commands_per_req']:.3f} | {row['steal']:.0%} |"
+            f"{row['redis_commands_per_req']:.3f} | {row['steal']:.0%} | {row['others_cores']:.2f} |"
         )
     for scenario in dict.fromkeys(r["scenario"] for r in rows):
         speedups, cpu_ratios = [], []
