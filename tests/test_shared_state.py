@@ -119,6 +119,28 @@ def test_one_token_refresh_per_expiry_across_hosts(
         assert len(sim.requests_for("token")) == len(set(emails))
 
 
+def test_a_token_published_between_a_hosts_look_and_its_lease_is_taken_not_refreshed_again(
+    sim: GoogleSimulator, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """B looks for a shared token (none yet), A then publishes its refresh and frees the lease, B takes the free
+    lease: B must take A's token, not refresh a second time (seen once in a full run: two refreshes)."""
+    with two_hosts(sim, tmp_path, redis_server.url, expire_tokens=True, preferred_account_id=PREFERRED) as (a, b):
+        assert ask(a, "first") == PREFERRED
+        assert sim.refresh_count[PREFERRED] == 1
+        state = state_of(b)
+        real = state.shared_token
+        looks: list[str] = []
+
+        async def looked_too_early(account_id: str) -> tuple[str, int] | None:
+            looks.append(account_id)
+            return None if len(looks) == 1 else await real(account_id)
+
+        state.shared_token = looked_too_early  # type: ignore[method-assign]
+        assert ask(b, "second") == PREFERRED
+        assert len(looks) == 2  # the second look is the one after the lease
+        assert sim.refresh_count[PREFERRED] == 1, dict(sim.refresh_count)
+
+
 def test_a_session_stays_on_one_account_whichever_host_serves_it(
     sim: GoogleSimulator, tmp_path: Path, redis_server: RedisServer
 ) -> None:

@@ -242,6 +242,16 @@ def quota_key(model: str) -> str:
     return key
 
 
+def _took_shared(found: tuple[str, int] | None, account: Account) -> bool:
+    """Take a token another process refreshed (token, expiry timestamp) if it is fresh and not the one we hold;
+    True when the account needs no refresh now."""
+    now = time.time()
+    if found is None or found[1] <= now or found[0] == account.access_token:
+        return False
+    account.apply_refresh(found[0], found[1] - int(now), now)
+    return not account.needs_refresh(now)
+
+
 class AccountPool:
     def __init__(
         self,
@@ -523,13 +533,14 @@ class AccountPool:
         from agfast.upstream.state import TOKEN_POLL_S
 
         while True:
-            found = await shared.shared_token(member.id)
-            now = time.time()
-            if found is not None and found[1] > now and found[0] != account.access_token:
-                account.apply_refresh(found[0], found[1] - int(now), now)
-                if not account.needs_refresh(now):
-                    return
+            if _took_shared(await shared.shared_token(member.id), account):
+                return
             if await shared.lease_refresh(member.id):
+                # The holder before us may have published its token and freed the lease between our look and
+                # our lease (end_refresh writes the token first): look again before refreshing a second time.
+                if _took_shared(await shared.shared_token(member.id), account):
+                    await shared.end_refresh(member.id, None, account.expiry_timestamp)  # frees the lease
+                    return
                 break
             await asyncio.sleep(TOKEN_POLL_S)  # bounded by acquire's token_timeout
         ok = False
