@@ -53,8 +53,8 @@ def main() -> None:
     ap.add_argument("--chunk-delay", default="0", help="seconds between the upstream's events (default: 0)")
     ap.add_argument("--tree", type=Path, default=load.ROOT, help="the checkout whose agfast runs (default: this)")
     ap.add_argument("--redis-url", help="AGFAST_REDIS_URL for agfast: what sharing the pool state costs a request")
-    ap.add_argument("--multiprocess-metrics", action="store_true",
-                    help="prometheus-client's multiprocess series, as every worker of `--workers N` keeps them")  # fmt: skip
+    workers_metrics = "prometheus-client's multiprocess series, as every worker of `--workers N` keeps them"
+    ap.add_argument("--multiprocess-metrics", action="store_true", help=workers_metrics)
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()), help="where callgrind files go")
     args = ap.parse_args()
 
