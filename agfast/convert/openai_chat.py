@@ -907,16 +907,50 @@ class ChatCollector:
         self.messages: dict[int, _Message] = {}
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
-        for piece in self.reader.read(chunk):
-            msg = self.messages.get(piece.index)
-            if msg is None:
-                msg = self.messages[piece.index] = _Message()
-            if piece.reasoning:
-                msg.reasoning.append(piece.reasoning)
-            if piece.text:
-                msg.text.append(piece.text)
-            msg.calls.extend(piece.calls)
+        """`Reader.read`, inlined: a text or thought part's string is appended to its message as it is (one join
+        at the end), without building a Piece per event; a part with anything more goes through `Reader._parts`."""
+        reader = self.reader
+        usage = chunk.get("usageMetadata")
+        if usage:
+            reader.usage = usage
+        for cand in chunk.get("candidates") or ():
+            index = cand.get("index", 0)
+            reason = cand.get("finishReason")
+            if reason:
+                reader.finish[index] = reason
+            content = cand.get("content")
+            parts = content.get("parts") if isinstance(content, dict) else None
+            if parts:
+                self._take(index, parts)
         return b""
+
+    def _take(self, index: int, parts: list[dict[str, Any]]) -> None:
+        """One candidate's parts: plain text and thought text appended; from the first other part on, Reader's way."""
+        msg = None
+        for k, part in enumerate(parts):
+            text = part.get("text")
+            if text.__class__ is not str or part.get("thoughtSignature") or part.get("functionCall") is not None:
+                self._add(index, self.reader._parts(index, parts[k:]))
+                return
+            if text:
+                if msg is None:
+                    msg = self.messages.get(index)
+                    if msg is None:
+                        msg = self.messages[index] = _Message()
+                (msg.reasoning if part.get("thought") else msg.text).append(text)
+
+    def _add(self, index: int, piece: Piece) -> None:
+        """A piece Reader made, appended to its message (made only when the piece says something)."""
+        if not (piece.reasoning or piece.text or piece.calls):
+            return
+        msg = self.messages.get(index)
+        if msg is None:
+            msg = self.messages[index] = _Message()
+        if piece.reasoning:
+            msg.reasoning.append(piece.reasoning)
+        if piece.text:
+            msg.text.append(piece.text)
+        msg.calls.extend(piece.calls)
 
     def message(self, index: int = 0) -> dict[str, Any]:
         """The assistant message for choice `index`, in the shape a chat request takes it back."""
