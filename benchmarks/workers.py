@@ -94,9 +94,9 @@ def wrk(url: str, duration: str, script: Path | None) -> int:
     return int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
 
 
-def start_sim() -> tuple[subprocess.Popen[str], int]:
+def start_sim(events: int) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "agfast", "sim", "--fast", "--port", "0", "--chunks", "20"],
+        [sys.executable, "-m", "agfast", "sim", "--fast", "--port", "0", "--chunks", str(events)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=clean_env(),
     )  # fmt: skip
     assert proc.stdout is not None
@@ -180,10 +180,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--scenarios", default="healthz,proxied", help="comma-separated: healthz, proxied")
+    parser.add_argument(
+        "--events", type=int, default=20, help="SSE events per upstream answer (fewer: less simulator CPU on the cores)"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="pairs of rows per scenario, order alternating")
     parser.add_argument("--json", action="store_true", help="also print one JSON line per row")
     args = parser.parse_args()
-    sim, sim_port = start_sim()
+    sim, sim_port = start_sim(args.events)
     rows: list[dict[str, object]] = []
     try:
         for scenario in args.scenarios.split(","):
@@ -195,7 +198,8 @@ def main() -> None:
         sim.wait(10)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     print(
-        f"commit {commit.strip()}; load average at the end {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
+        f"commit {commit.strip()}; {args.events}-event upstream answers; "
+        f"load average at the end {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
     print(

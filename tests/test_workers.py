@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import redis
+from conftest import RedisServer
 from helpers import AgfastProcess, Reply, request, run_agfast
 from stack import KEY, Fault, ask_in_session, generations, google_env, onboard_all, stack_config
 from test_operations import metric
@@ -21,6 +23,7 @@ from test_operations import metric
 from agfast.metrics import SAMPLE_EVERY
 from agfast.monitor import MAX_PAGE, LogReader, db_path
 from agfast.sim import GoogleSimulator
+from agfast.upstream.accounts import TOKEN_FIELDS, AccountStore
 
 SIM_ACCOUNTS = 2
 WORKER_PID = re.compile(r"worker pid: (\d+)")
@@ -68,6 +71,104 @@ def test_two_workers_share_lockouts_restart_and_stop_in_order(sim: GoogleSimulat
         for pid in (first, replacement):
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
+    finally:
+        workers.close()
+
+
+PREFERRED = "demo1@sim.local"
+# Requests per phase over new connections: SO_REUSEPORT spreads them, so both workers serve some of each phase
+# (all on one worker: 2 in 2**ROUND_REQUESTS; the monitor rows checked at the end name both).
+ROUND_REQUESTS = 10
+
+
+def start_workers(
+    sim: GoogleSimulator, tmp_path: Path, extra: str = "", expire_tokens: bool = False, state: str = ""
+) -> AgfastProcess:
+    store = onboard_all(stack_config(tmp_path, sim), sim)
+    if expire_tokens:
+        for account in store.load_all():
+            account.expiry_timestamp = 0
+            store.merge(account, TOKEN_FIELDS)
+    (tmp_path / "config.toml").write_text(
+        f'api_key = "{KEY}"\nshutdown_timeout = 2\n{extra}[upstream]\nretry_wait_scale = 0.01\n'
+        f"[state]\ntimeout = 1.0\n{state}"
+    )
+    sim.clear_requests()
+    sim.clear_faults()
+    sim.refresh_count.clear()
+    proc = AgfastProcess("serve", "--port", "0", "--data-dir", str(tmp_path), "--workers", "2", env=google_env(sim))
+    proc.wait_listening()
+    return proc
+
+
+def both_served(proc: AgfastProcess, tmp_path: Path, pids: list[int]) -> None:
+    """Stop the workers, then check the monitor: both wrote rows (so both served the phases above)."""
+    assert proc.stop(signal.SIGTERM, timeout=30) == 0
+    served = Counter(row["worker"] for row in LogReader(db_path(tmp_path)).logs(limit=MAX_PAGE))
+    assert set(served) == set(pids), served
+
+
+def test_two_workers_refresh_each_expired_token_once_and_keep_a_session_on_one_account(
+    sim: GoogleSimulator, tmp_path: Path, redis_server: object
+) -> None:
+    workers = start_workers(sim, tmp_path, expire_tokens=True)
+    try:
+        pids = worker_pids(workers, 2)
+        with ThreadPoolExecutor(ROUND_REQUESTS) as clients:  # all at once: both workers find the token expired
+            emails = list(clients.map(lambda n: ask(workers.port, f"fresh{n}"), range(ROUND_REQUESTS)))
+        for email in set(emails):
+            assert sim.refresh_count[email] == 1, dict(sim.refresh_count)
+        assert len(sim.requests_for("token")) == len(set(emails))
+        first = ask(workers.port, "kept")
+        assert [ask(workers.port, "kept") for _ in range(ROUND_REQUESTS)] == [first] * ROUND_REQUESTS
+        both_served(workers, tmp_path, pids)
+    finally:
+        workers.close()
+
+
+def test_an_operators_clear_through_one_worker_is_honoured_by_both(
+    sim: GoogleSimulator, tmp_path: Path, redis_server: object
+) -> None:
+    workers = start_workers(sim, tmp_path, extra=f'preferred_account_id = "{PREFERRED}"\n')
+    try:
+        pids = worker_pids(workers, 2)
+        sim.script(Fault("status", status=429, retry_delay=60, action="streamGenerateContent"))
+        assert ask(workers.port, "limit") != PREFERRED
+        [hit] = [r for r in generations(sim) if r.status == 429]
+        assert hit.email == PREFERRED
+        assert all(ask(workers.port, f"locked{n}") != PREFERRED for n in range(ROUND_REQUESTS))
+        reply = request(workers.port, "DELETE", "/api/proxy/rate-limits", headers={"Authorization": f"Bearer {KEY}"})
+        assert reply.status == 200, reply.body
+        time.sleep(0.5)  # the clear reaches the other worker through Redis pub/sub
+        assert [ask(workers.port, f"cleared{n}") for n in range(ROUND_REQUESTS)] == [PREFERRED] * ROUND_REQUESTS
+        both_served(workers, tmp_path, pids)
+    finally:
+        workers.close()
+
+
+def test_two_workers_serve_on_while_their_redis_is_killed_and_share_what_they_learned_when_it_returns(
+    sim: GoogleSimulator, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    workers = start_workers(
+        sim, tmp_path, extra=f'preferred_account_id = "{PREFERRED}"\n', state=f'redis_url = "{redis_server.url}"\n'
+    )
+    try:
+        pids = worker_pids(workers, 2)
+        assert all(ask(workers.port, f"before{n}") == PREFERRED for n in range(4))
+        redis_server.kill()
+        # Redis gone: requests keep flowing on each worker's own state; one worker learns a 429 meanwhile.
+        assert all(ask(workers.port, f"down{n}") == PREFERRED for n in range(ROUND_REQUESTS))
+        sim.script(Fault("status", status=429, retry_delay=60, action="streamGenerateContent"))
+        assert ask(workers.port, "limit") != PREFERRED
+        redis_server.start()
+        # Back: the lock the worker learned alone reaches Redis, and from there the other worker.
+        [account_id] = [a.id for a in AccountStore(tmp_path).load_all() if a.email == PREFERRED]
+        client = redis.Redis(port=redis_server.port)
+        until(lambda: any(k.decode().startswith(account_id) for k in client.hkeys("agfast:locks")))
+        client.close()
+        time.sleep(0.5)  # the other worker applies it from pub/sub
+        assert all(ask(workers.port, f"after{n}") != PREFERRED for n in range(ROUND_REQUESTS))
+        both_served(workers, tmp_path, pids)
     finally:
         workers.close()
 
