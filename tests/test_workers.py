@@ -32,15 +32,7 @@ WORKER_PID = re.compile(r"worker pid: (\d+)")
 @pytest.fixture
 def workers(sim: GoogleSimulator, tmp_path: Path, redis_server: object) -> AgfastProcess:
     """Two workers (redis_server only makes sure redis-server is installed: agfast starts its own)."""
-    onboard_all(stack_config(tmp_path, sim), sim)
-    (tmp_path / "config.toml").write_text(
-        f'api_key = "{KEY}"\nshutdown_timeout = 2\n[upstream]\nretry_wait_scale = 0.01\n[state]\ntimeout = 1.0\n'
-    )
-    sim.clear_requests()
-    sim.clear_faults()
-    proc = AgfastProcess("serve", "--port", "0", "--data-dir", str(tmp_path), "--workers", "2", env=google_env(sim))
-    proc.wait_listening()
-    return proc
+    return start_workers(sim, tmp_path)
 
 
 def worker_pids(proc: AgfastProcess, count: int, timeout: float = 20.0) -> list[int]:
