@@ -51,6 +51,21 @@ def body(model: str = "claude-opus-4-6", *messages: dict[str, Any], **fields: An
     return {"model": model, "max_tokens": 64, "messages": list(messages) or [user("hello there")], **fields}
 
 
+def signed_history() -> list[dict[str, Any]]:
+    """A conversation whose assistant turn carries a signed thinking block (what signature recovery acts on)."""
+    return [
+        user("question"),
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "s" * 80},
+                {"type": "text", "text": "answer"},
+            ],
+        },
+        user("follow-up"),
+    ]
+
+
 TITLE = "Please write a 5-10 word title for the following conversation"
 
 # (what, body, headers) → (mapped, warmup, background, stream)
@@ -205,17 +220,7 @@ RECOVERY = [
 
 @pytest.mark.parametrize(("what", "status", "raw", "recovered"), RECOVERY, ids=[r[0] for r in RECOVERY])
 def test_anthropic_recovery(what: str, status: int, raw: bytes, recovered: bool) -> None:
-    history = [
-        user("question"),
-        {
-            "role": "assistant",
-            "content": [
-                {"type": "thinking", "thinking": "hmm", "signature": "s" * 80},
-                {"type": "text", "text": "answer"},
-            ],
-        },
-        user("follow-up"),
-    ]
+    history = signed_history()
     plan = conv.plan(
         body("claude-opus-4-6", *history, thinking={"type": "enabled", "budget_tokens": 2048}), {}, context()
     )
@@ -478,17 +483,7 @@ def test_anthropic_warmup_answer() -> None:
 
 
 def test_anthropic_upstream_builds_the_envelope_and_recovers() -> None:
-    history = [
-        user("question"),
-        {
-            "role": "assistant",
-            "content": [
-                {"type": "thinking", "thinking": "hmm", "signature": "s" * 80},
-                {"type": "text", "text": "answer"},
-            ],
-        },
-        user("follow-up"),
-    ]
+    history = signed_history()
     request_body = body("claude-opus-4-6", *history, thinking={"type": "enabled", "budget_tokens": 2048})
     outcome = conv.outcome(request_body, {b"x-claude-code-session-id": b"abcdef123456"}, context())
     assert isinstance(outcome, outcomes.Upstream) and outcome.recover is not None and outcome.fallback is None
