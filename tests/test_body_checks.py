@@ -120,6 +120,28 @@ def test_tool_schema_past_the_schema_limit(stack: ServerThread, sim: GoogleSimul
     assert sim.requests == []
 
 
+@pytest.mark.parametrize(
+    ("levels", "text", "refused"),
+    [
+        (251, "hello", False),  # the body's own level + 251: exactly MAX_BODY_DEPTH (252)
+        (252, "hello", True),  # one past it
+        (3, "[{" * 300, False),  # more brackets than the limit, all inside a string: shallow all the same
+    ],
+)
+def test_body_depth_limit_is_exact(
+    stack: ServerThread, sim: GoogleSimulator, levels: int, text: str, refused: bool
+) -> None:
+    messages = orjson.dumps([{"role": "user", "content": text}])
+    body = b'{"model":"' + MODEL.encode() + b'","messages":' + messages + b',"x_extra":' + nested(levels) + b"}"
+    status, doc = post(stack, "/v1/chat/completions", body)
+    if refused:
+        assert status == 400, doc
+        assert doc["error"]["param"].startswith("x_extra.a.a"), doc
+        assert "nested more than 252 levels deep" in doc["error"]["message"]
+    else:
+        assert status == 200, doc
+
+
 def test_count_tokens_with_a_field_nested_1000_levels(stack: ServerThread, sim: GoogleSimulator) -> None:
     part = b'{"text":"hi","x":' + nested(1000) + b"}"
     body = b'{"contents":[{"role":"user","parts":[' + part + b"]}]}"

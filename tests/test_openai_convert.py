@@ -408,6 +408,49 @@ def test_output_limit_follows_the_given_spec() -> None:
     assert plan.request["generationConfig"]["maxOutputTokens"] == 8192
 
 
+def default_generation(mapped: str, spec: ModelSpec | None = None) -> dict[str, Any]:
+    """The generationConfig of a body that sets no generation field (the remembered default)."""
+    return chat.to_gemini({"messages": [user("x")]}, mapped, SignatureCache.create(), spec=spec).request[
+        "generationConfig"
+    ]
+
+
+# A body without generation fields gets its model's remembered default: each row asks after another row's
+# (model, spec) and must get its own, never the one remembered before it.
+DEFAULT_GENERATIONS: list[tuple[str, ModelSpec | None, dict[str, Any]]] = [
+    (FLASH, None, {"thinkingConfig": {"includeThoughts": True, "thinkingBudget": 32768}, "topK": 40, "topP": 1.0}),
+    (FLASH, ModelSpec(8192, 4096, True), {"thinkingConfig": {"includeThoughts": True, "thinkingBudget": 4096},
+                                          "topK": 40, "topP": 1.0}),
+    (FLASH, ModelSpec(8192, 4096, False), {"topK": 40, "topP": 1.0}),
+    (LITE, None, {"topK": 40, "topP": 1.0}),
+    (FLASH, None, {"thinkingConfig": {"includeThoughts": True, "thinkingBudget": 32768}, "topK": 40, "topP": 1.0}),
+]  # fmt: skip
+
+
+def test_default_generation_follows_model_and_spec() -> None:
+    for mapped, spec, expected in DEFAULT_GENERATIONS:
+        assert default_generation(mapped, spec) == expected, (mapped, spec)
+
+
+def test_default_generation_is_each_requests_own() -> None:
+    """What one request adds to its generationConfig (an image variant's imageConfig) never reaches the next."""
+    first = default_generation(FLASH)
+    first["imageConfig"] = {"aspectRatio": "16:9"}
+    first["thinkingConfig"]["thinkingBudget"] = 1
+    assert default_generation(FLASH) == DEFAULT_GENERATIONS[0][2]
+
+
+def test_default_generation_without_thinking_after_a_tool_turn_lost_its_signature() -> None:
+    """A Claude thinking request whose tool history has no signature goes without thinking; the next plain
+    request to the same model thinks again (thinking allowed is part of what is remembered)."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    unsigned = [user("x"), {"role": "assistant", "tool_calls": [call]}, {"role": "tool", "tool_call_id": "call_1",
+                "content": "sunny"}]  # fmt: skip
+    plan = chat.to_gemini({"messages": unsigned}, CLAUDE_THINKING, SignatureCache.create())
+    assert "thinkingConfig" not in plan.request["generationConfig"]
+    assert "thinkingConfig" in default_generation(CLAUDE_THINKING)
+
+
 def test_request_field_order_is_stable() -> None:
     request = convert({"model": "m", "messages": [user("x")], "tools": [WEATHER]})
     assert list(request) == [

@@ -44,6 +44,8 @@ IDENTITY = (
     "You are Antigravity, a powerful agentic AI coding assistant designed by the Google Deepmind team working "
     "on Advanced Agentic Coding."
 )
+# What marks a system prompt that already carries the identity (its opening words).
+IDENTITY_MARK = IDENTITY[:24]
 # thinkingLevel → budget (reference §6.5 step 2, the values Antigravity uses for OpenCode hints).
 LEVEL_BUDGETS = {"minimal": 1024, "low": 8192, "medium": 16384, "high": 24576}
 # requestId carries this much of the session id (reference §5.3).
@@ -164,9 +166,16 @@ def system_instruction(system: Any) -> dict[str, Any]:
         parts = [p for p in system.get("parts") or () if isinstance(p, dict)]
     elif isinstance(system, str):
         parts = [{"text": system}]
-    if not any(IDENTITY[:24] in str(p.get("text", "")) for p in parts):
-        parts = [{"text": IDENTITY}, *parts]
-    return {"role": "user", "parts": parts}
+    return with_identity(parts)
+
+
+def with_identity(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The systemInstruction of these parts, Antigravity's identity first unless a part already says it."""
+    for part in parts:
+        text = part.get("text", "")
+        if IDENTITY_MARK in (text if type(text) is str else str(text)):
+            return {"role": "user", "parts": parts}
+    return {"role": "user", "parts": [{"text": IDENTITY}, *parts]}
 
 
 def native_request(

@@ -23,7 +23,7 @@ from agfast.convert.gemini import (
     SAFETY_OFF,
     generation_config,
     session_id_from_contents,
-    system_instruction,
+    with_identity,
 )
 from agfast.convert.ids import hex24
 from agfast.convert.limits import MAX_ARGUMENTS_DEPTH, too_deep
@@ -60,6 +60,15 @@ GENERATION_FIELDS: tuple[tuple[str, str, tuple[type, ...]], ...] = (
     ("frequency_penalty", "frequencyPenalty", (int, float)),
     ("seed", "seed", (int,)),
 )
+# Every body field `_generation` reads: a body with none of them gets its model's default generationConfig.
+GENERATION_KEYS = frozenset(
+    {*(name for name, _, _ in GENERATION_FIELDS), "max_completion_tokens", "max_tokens", "n", "stop",
+     "response_format", "reasoning_effort", "thinking"}
+)  # fmt: skip
+# Default generationConfigs remembered by (upstream model, its spec, thinking allowed): a handful of models in
+# practice; bounded (cleared when full) because a spec comes from Google's model descriptions.
+DEFAULT_GENERATION_MEMO = 256
+_default_generations: dict[tuple[str, ModelSpec, bool], dict[str, Any]] = {}
 # File extension → MIME type for http(s) media URLs (Google needs one; images are the common case).
 URL_MIME = {
     "png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp", "gif": "image/gif",
@@ -238,21 +247,29 @@ class _History:
         else:
             contents.append({"role": role, "parts": parts})
 
-    def system_message(self, msg: dict[str, Any], param: str) -> None:
+    # Each role method gets the message's index: its error path (`messages[i]…`) is only written for a 400.
+
+    def system_message(self, msg: dict[str, Any], i: int) -> None:
         text = content_text(msg.get("content"))
         if text:
             self.system.append({"text": text})
 
-    def user(self, msg: dict[str, Any], param: str) -> None:
-        self.add("user", content_parts(msg.get("content"), f"{param}.content"))
+    def user(self, msg: dict[str, Any], i: int) -> None:
+        content = msg.get("content")
+        self.add("user", text_parts(content) if type(content) is str else content_parts(content, _content_param(i)))
 
-    def assistant(self, msg: dict[str, Any], param: str) -> None:
+    def assistant(self, msg: dict[str, Any], i: int) -> None:
         parts: list[dict[str, Any]] = []
         reasoning = msg.get("reasoning_content")
         if isinstance(reasoning, str) and reasoning:
             parts.append({"text": reasoning, "thought": True})
-        parts.extend(content_parts(msg.get("content"), f"{param}.content"))
+        content = msg.get("content")
+        parts.extend(text_parts(content) if type(content) is str else content_parts(content, _content_param(i)))
         calls = msg.get("tool_calls")
+        if calls is None and "function_call" not in msg:  # the usual assistant turn: text only
+            self.add("model", parts)
+            return
+        param = f"messages[{i}]"
         if calls is not None and not isinstance(calls, list):
             raise InvalidRequest(f"'{param}.tool_calls' must be an array.", f"{param}.tool_calls")
         for j, call in enumerate(calls or ()):
@@ -271,7 +288,7 @@ class _History:
             parts.append({"functionCall": {"name": legacy["name"], "args": args}})
         self.add("model", parts)
 
-    def tool(self, msg: dict[str, Any], param: str) -> None:
+    def tool(self, msg: dict[str, Any], i: int) -> None:
         call_id = msg.get("tool_call_id")
         name = self.call_names.get(call_id) if isinstance(call_id, str) else None
         if name is None:
@@ -280,12 +297,16 @@ class _History:
             raise InvalidRequest(
                 f"Tool message answers an unknown tool call id {call_id!r}; it must follow an assistant "
                 "message whose tool_calls contain that id.",
-                f"{param}.tool_call_id",
+                f"messages[{i}].tool_call_id",
             )
         response: dict[str, Any] = {"name": name, "response": {"result": content_text(msg.get("content"))}}
         if isinstance(call_id, str):
             response["id"] = call_id
         self.add("user", [{"functionResponse": response}])
+
+
+def _content_param(i: int) -> str:
+    return f"messages[{i}].content"
 
 
 ROLE_METHODS = {
@@ -329,12 +350,14 @@ def _sign_calls(contents: list[dict[str, Any]], mapped: str, signatures: Signatu
     else the documented skip sentinel for thinking models). Claude: on a leading thought part; unsigned
     thought parts are dropped because Anthropic rejects them.
     """
-    claude = family_of(mapped) == "claude"
-    thinking = is_thinking_model(mapped)
     complete = True
+    claude = thinking = False
+    asked = False  # the model's family and thinking asked only once a model turn needs them
     for content in contents:
         if content["role"] != "model":
             continue
+        if not asked:
+            claude, thinking, asked = family_of(mapped) == "claude", is_thinking_model(mapped), True
         parts = content["parts"]
         first = next((p for p in parts if "functionCall" in p), None)
         sig: str | None = None
@@ -475,6 +498,29 @@ def _thinking(body: dict[str, Any], mapped: str, spec: ModelSpec) -> dict[str, A
 
 
 def _generation(body: dict[str, Any], mapped: str, allow_thinking: bool, spec: ModelSpec) -> dict[str, Any]:
+    if GENERATION_KEYS.isdisjoint(body):
+        return _default_generation(mapped, allow_thinking, spec)
+    return _client_generation(body, mapped, allow_thinking, spec)
+
+
+def _default_generation(mapped: str, allow_thinking: bool, spec: ModelSpec) -> dict[str, Any]:
+    """The generationConfig of a body that sets none of GENERATION_KEYS: it depends only on the model and what it
+    can do, so it is built once per (model, spec, thinking allowed) and copied (a request may add imageConfig)."""
+    key = (mapped, spec, allow_thinking)
+    made = _default_generations.get(key)
+    if made is None:
+        made = _client_generation({}, mapped, allow_thinking, spec)
+        if len(_default_generations) >= DEFAULT_GENERATION_MEMO:
+            _default_generations.clear()
+        _default_generations[key] = made
+    gen = made.copy()
+    thinking = gen.get("thinkingConfig")
+    if thinking is not None:
+        gen["thinkingConfig"] = thinking.copy()
+    return gen
+
+
+def _client_generation(body: dict[str, Any], mapped: str, allow_thinking: bool, spec: ModelSpec) -> dict[str, Any]:
     gen: dict[str, Any] = {}
     for name, target, kinds in GENERATION_FIELDS:
         value = body.get(name)
@@ -529,7 +575,7 @@ def to_gemini(
                 f"Invalid role {msg.get('role')!r}: use system, developer, user, assistant or tool.",
                 f"messages[{i}].role",
             )
-        method(history, msg, f"messages[{i}]")
+        method(history, msg, i)
     contents = history.contents
     _clip_old_tool_traffic(contents)
     if session is None:
@@ -541,7 +587,7 @@ def to_gemini(
         contents.insert(0, {"role": "user", "parts": [{"text": " "}]})
 
     decls, schemas, search = _tools(body.get("tools"))
-    request: dict[str, Any] = {"systemInstruction": system_instruction({"parts": history.system})}
+    request: dict[str, Any] = {"systemInstruction": with_identity(history.system)}
     request_type = "agent"
     if decls:
         request["tools"] = [{"functionDeclarations": decls}]
