@@ -4,6 +4,7 @@
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.stdint cimport uint64_t
 from libc.string cimport memchr, memcmp, memcpy
 
 import orjson
@@ -473,12 +474,43 @@ cdef inline Py_ssize_t _utf8_len(cursor p, cursor end) noexcept:
     return n
 
 
+cdef extern from *:
+    int __builtin_ctzll(unsigned long long) nogil
+
+# Byte masks for eight bytes at a time (typed here: as literals Cython would compute them as Python ints).
+cdef uint64_t _ONES = 0x0101010101010101
+cdef uint64_t _HIGHS = _ONES * 0x80
+cdef uint64_t _QUOTES = _ONES * 0x22
+cdef uint64_t _SLASHES = _ONES * 0x5C
+cdef uint64_t _SPACES = _ONES * 0x20
+cdef uint64_t _ONE = 1
+cdef bint _LITTLE_ENDIAN = (<unsigned char*>&_ONE)[0] == 1  # where a word's first byte is its lowest
+
+
+cdef inline uint64_t _stops(uint64_t word) noexcept:
+    """The high bit of each byte of `word` that is a quote, a backslash, a control or a non-ASCII byte (exact up to
+    the first one: a borrow can only mark bytes after it)."""
+    cdef uint64_t quote = word ^ _QUOTES, slash = word ^ _SLASHES
+    return (((quote - _ONES) & ~quote) | ((slash - _ONES) & ~slash) | ((word - _SPACES) & ~word) | word) & _HIGHS
+
+
 cdef cursor _string(cursor p, cursor end, bint* escaped) noexcept:
     """p just past a string's opening quote → just past its closing quote; NULL when it is not one."""
     cdef unsigned char c
     cdef int unit
     cdef Py_ssize_t n
-    while p < end:
+    cdef uint64_t word, stops
+    while True:
+        if _LITTLE_ENDIAN:  # ordinary bytes eight at a time, to the first one that is not
+            while end - p >= 8:
+                memcpy(&word, p, 8)
+                stops = _stops(word)
+                if stops:
+                    p += __builtin_ctzll(stops) >> 3
+                    break
+                p += 8
+        if p >= end:
+            return NULL
         c = p[0]
         if c == 34:  # "
             return p + 1
@@ -515,7 +547,6 @@ cdef cursor _string(cursor p, cursor end, bint* escaped) noexcept:
             if n == 0:
                 return NULL
             p += n
-    return NULL
 
 
 cdef cursor _key(cursor p, cursor end) noexcept:
