@@ -386,9 +386,8 @@ async def collect(
 
 
 def _fold_of(feed: Callable[[dict[str, Any]], object]) -> Callable[[list[bytes], int], tuple[int, Any]] | None:
-    """The collector step of the collector whose `feed` this is (its `fast` attribute), if it has one."""
-    fast = getattr(getattr(feed, "__self__", None), "fast", None)
-    return fast.fold if fast is not None else None
+    """The collector step of the collector whose `feed` this is (its `fast` attribute's `fold`), if it has one."""
+    return getattr(getattr(getattr(feed, "__self__", None), "fast", None), "fold", None)
 
 
 def google_message(body: bytes) -> str:
