@@ -555,7 +555,9 @@ cdef cursor _key(cursor p, cursor end) noexcept:
     if p >= end or p[0] != 34:
         return NULL
     p = _string(p + 1, end, &escaped)
-    return NULL if escaped else p
+    if escaped:
+        return NULL
+    return p
 
 
 cdef inline cursor _colon(cursor p, cursor end) noexcept:
@@ -661,6 +663,14 @@ cdef inline bint _named(cursor key, cursor after, const char* name, Py_ssize_t n
     return after - key == n + 2 and memcmp(key + 1, name, n) == 0
 
 
+# What each one-letter escape stands for (\" \\ \/ stand for themselves); the scanner lets no other through.
+cdef unsigned char _UNESCAPED[128]
+cdef int _c
+for _c in range(128):
+    _UNESCAPED[_c] = _c
+_UNESCAPED[98], _UNESCAPED[102], _UNESCAPED[110], _UNESCAPED[114], _UNESCAPED[116] = 8, 12, 10, 13, 9
+
+
 cdef char* _unescape(cursor p, cursor end, char* out) noexcept:
     """A scanned string's body (between its quotes) → its UTF-8 at out; returns the end of what was written."""
     cdef unsigned char c
@@ -700,7 +710,7 @@ cdef char* _unescape(cursor p, cursor end, char* out) noexcept:
                 out[3] = <char>(0x80 | (code & 0x3F))
                 out += 4
         else:
-            out[0] = <char>(8 if c == 98 else 12 if c == 102 else 10 if c == 110 else 13 if c == 114 else 9 if c == 116 else c)
+            out[0] = <char>_UNESCAPED[c]
             out += 1
     return out
 
