@@ -715,13 +715,16 @@ cdef char* _unescape(cursor p, cursor end, char* out) noexcept:
     return out
 
 
-cdef class ChatFold:
-    """The collector step of `convert.openai_chat.ChatCollector`: runs of plain events folded into choice 0."""
+cdef int _THOUGHT_TEXT = 0  # where a part's text goes: the run's thought text,
+cdef int _PLAIN_TEXT = 1  # its text,
+cdef int _DROPPED = 2  # nowhere (omitted thinking),
+cdef int _NOT_PLAIN = -1  # or the event is not for the step
+
+
+cdef class _Fold:
+    """What both collector steps share: the scanner, the run's text, usage and finish reason, the run loop."""
 
     cdef public object usage  # the last usageMetadata taken here, until the collector takes it
-    cdef dict _messages
-    cdef object _new_message
-    cdef dict _finish
     cdef _Text _reasoning  # the run's decoded thought text
     cdef _Text _text  # and its text
     # The run's last usageMetadata and finish reason: the event holding them and their span in it.
@@ -734,12 +737,6 @@ cdef class ChatFold:
     cdef cursor _ev_usage_end
     cdef cursor _ev_finish
     cdef cursor _ev_finish_end
-
-    def __init__(self, dict messages, object new_message, dict finish):
-        self._messages = messages
-        self._new_message = new_message
-        self._finish = finish
-        self.usage = None
 
     def __dealloc__(self):
         PyMem_Free(self._reasoning.data)
@@ -754,7 +751,7 @@ cdef class ChatFold:
         self._text.size = 0
         self._usage_in = None
         self._finish_in = None
-        while k < n:
+        while k < n and self._open():
             data = <bytes>batch[k]
             if PyBytes_GET_SIZE(data) == 6 and memcmp(PyBytes_AS_STRING(data), b"[DONE]", 6) == 0:
                 k += 1
@@ -764,24 +761,37 @@ cdef class ChatFold:
             k += 1
         return k, self._keep()
 
+    cdef bint _open(self):
+        return True
+
+    cdef bint _takes_finish(self):
+        return True
+
+    cdef int _place(self, bint thought, bint empty):
+        """Where a part's text goes (_THOUGHT_TEXT, _PLAIN_TEXT, _DROPPED), or _NOT_PLAIN."""
+        return _THOUGHT_TEXT if thought else _PLAIN_TEXT
+
     cdef object _keep(self):
-        """The run's text appended to choice 0's message, its finish reason and usage kept; returns the usage."""
-        cdef object msg, usage = None
+        """The run's text handed over (`_keep_text`), its finish reason and usage kept; returns the usage."""
+        cdef object usage = None
         if self._reasoning.size or self._text.size:
-            msg = self._messages.get(0)
-            if msg is None:
-                msg = self._messages[0] = self._new_message()
-            if self._reasoning.size:
-                msg.reasoning.append(PyUnicode_DecodeUTF8(self._reasoning.data, self._reasoning.size, NULL))
-            if self._text.size:
-                msg.text.append(PyUnicode_DecodeUTF8(self._text.data, self._text.size, NULL))
+            self._keep_text(
+                PyUnicode_DecodeUTF8(self._reasoning.data, self._reasoning.size, NULL) if self._reasoning.size else None,
+                PyUnicode_DecodeUTF8(self._text.data, self._text.size, NULL) if self._text.size else None,
+            )
         if self._finish_in is not None:
-            self._finish[0] = _loads(self._finish_in[self._finish_at : self._finish_end])
+            self._keep_finish(_loads(self._finish_in[self._finish_at : self._finish_end]))
             self._finish_in = None
         if self._usage_in is not None:
             usage = self.usage = _loads(self._usage_in[self._usage_at : self._usage_end])
             self._usage_in = None
         return usage
+
+    cdef object _keep_text(self, object reasoning, object text):
+        pass
+
+    cdef object _keep_finish(self, object reason):
+        pass
 
     cdef bint _event(self, bytes data) except -1:
         """One event folded in when it is plain (True); else nothing of it is kept."""
@@ -793,7 +803,7 @@ cdef class ChatFold:
         _reserve(&self._text, size)
         self._ev_usage = NULL
         self._ev_finish = NULL
-        if not self._top(base, base + size):
+        if not self._top(base, base + size) or (self._ev_finish != NULL and not self._takes_finish()):
             self._reasoning.size = reasoning_size
             self._text.size = text_size
             return False
@@ -923,7 +933,7 @@ cdef class ChatFold:
                 if content:
                     return NULL
                 content = True
-                p = self._content(p, end) if p[0] == 123 else _skip(p, end, 4)
+                p = self._content(p, end) if p[0] == 123 else _literal(p, end, "null", 4)
             else:
                 p = _skip(p, end, 4)
             more = _next(&p, end, 125)
@@ -974,7 +984,7 @@ cdef class ChatFold:
         cdef cursor key, after, text = NULL, text_end = NULL
         cdef bint thought = False, seen_thought = False, seen_sig = False, seen_call = False, escaped = False
         cdef _Text* buf
-        cdef int more = 1
+        cdef int more = 1, place
         p = _ws(p + 1, end)
         if p < end and p[0] == 125:
             return NULL  # no text
@@ -1016,11 +1026,77 @@ cdef class ChatFold:
             more = _next(&p, end, 125)
         if more != 0 or text == NULL:
             return NULL
-        if text_end > text:
-            buf = &self._reasoning if thought else &self._text
+        place = self._place(thought, text_end == text)
+        if place == _NOT_PLAIN:
+            return NULL
+        if text_end > text and place != _DROPPED:
+            buf = &self._reasoning if place == _THOUGHT_TEXT else &self._text
             if escaped:
                 buf.size = _unescape(text, text_end, buf.data + buf.size) - buf.data
             else:
                 memcpy(buf.data + buf.size, text, text_end - text)
                 buf.size += text_end - text
         return p
+
+
+cdef class ChatFold(_Fold):
+    """The collector step of `convert.openai_chat.ChatCollector`: runs of plain events folded into choice 0."""
+
+    cdef dict _messages
+    cdef object _new_message
+    cdef dict _finish
+
+    def __init__(self, dict messages, object new_message, dict finish):
+        self._messages = messages
+        self._new_message = new_message
+        self._finish = finish
+        self.usage = None
+
+    cdef object _keep_text(self, object reasoning, object text):
+        cdef object msg = self._messages.get(0)
+        if msg is None:
+            msg = self._messages[0] = self._new_message()
+        if reasoning is not None:
+            msg.reasoning.append(reasoning)
+        if text is not None:
+            msg.text.append(text)
+
+    cdef object _keep_finish(self, object reason):
+        self._finish[0] = reason
+
+
+cdef class AnthropicFold(_Fold):
+    """The collector step of `convert.anthropic_stream.MessageCollector`: runs of deltas into the open block."""
+
+    cdef public bint omit_thinking
+    cdef public bint ready
+    cdef public int kind
+    cdef public object block  # the open text or thinking block (a dict), None when neither is open
+
+    def __init__(self, bint omit_thinking):
+        self.omit_thinking = omit_thinking
+        self.ready = False
+        self.kind = 0
+        self.block = None
+        self.usage = None
+
+    cdef bint _open(self):
+        return self.ready
+
+    cdef bint _takes_finish(self):
+        return False  # a finish closes the message: the collector's
+
+    cdef int _place(self, bint thought, bint empty):
+        if thought:
+            if self.kind != _THINKING_KIND:
+                return _NOT_PLAIN
+            return _DROPPED if self.omit_thinking else _THOUGHT_TEXT
+        if empty:
+            return _DROPPED
+        return _PLAIN_TEXT if self.kind == _TEXT_KIND else _NOT_PLAIN
+
+    cdef object _keep_text(self, object reasoning, object text):
+        if reasoning is not None:
+            self.block["thinking"] += reasoning
+        if text is not None:
+            self.block["text"] += text

@@ -305,10 +305,10 @@ class AnthropicDeltas:
 # -- the collector step: a non-streaming answer's plain events folded into its message -----------------------
 
 
-def _plain_chat_event(data: bytes) -> tuple[Any, Any, list[dict[str, Any]]] | None:
-    """(usageMetadata, finishReason, parts) of an event `ChatCollector` folds into choice 0's message as it is, else
-    None (the event goes to the Python path): an error, a bare event, several candidates or another index, a
-    signature, a function call, a part without a text string, anything not shaped as expected."""
+def _plain_collected_event(data: bytes) -> tuple[Any, Any, list[dict[str, Any]]] | None:
+    """(usageMetadata, finishReason, parts) of an event a collector step folds in as it is, else None (the event
+    goes to the collector): an error, a bare event, several candidates or another index, a signature, a function
+    call, a part without a text string, anything not shaped as expected."""
     try:
         doc = _loads(data)
     except _JSONDecodeError:
@@ -336,7 +336,9 @@ def _plain_chat_event(data: bytes) -> tuple[Any, Any, list[dict[str, Any]]] | No
     if index.__class__ is not int or index != 0 or (reason is not None and reason.__class__ is not str):
         return None
     content = cand.get("content")
-    parts = content.get("parts") if content.__class__ is dict else None
+    if content is not None and content.__class__ is not dict:
+        return None
+    parts = content.get("parts") if content is not None else None
     if parts is None:
         return meta, reason, []
     if parts.__class__ is not list:
@@ -383,7 +385,7 @@ class ChatFold:
             if data == _DONE:
                 k += 1
                 continue
-            plain = _plain_chat_event(data)
+            plain = _plain_collected_event(data)
             if plain is None:
                 break
             meta, reason, parts = plain
@@ -408,3 +410,68 @@ class ChatFold:
         if usage is not None:
             self.usage = usage
         return k, usage
+
+
+class AnthropicFold:
+    """The collector step of `convert.anthropic_stream.MessageCollector`: runs of deltas into the open block.
+
+    The collector keeps `ready`, `kind` and `block` (the open text or thinking block) current after every event it
+    handles itself, as for `AnthropicDeltas`; an event that would open or close a block, or finish the message, is
+    left to it. A run's text is added to the block once.
+    """
+
+    __slots__ = ("block", "kind", "omit_thinking", "ready", "usage")
+
+    def __init__(self, omit_thinking: bool) -> None:
+        self.omit_thinking = omit_thinking
+        self.ready = False
+        self.kind = 0
+        self.block: dict[str, Any] | None = None
+        self.usage: dict[str, Any] | None = None  # the last usageMetadata taken here, until the collector takes it
+
+    def fold(self, batch: list[bytes], start: int) -> tuple[int, dict[str, Any] | None]:
+        """Events `batch[start:stop]` folded, stopping before the first one the collector must take: (stop, the last
+        usageMetadata among them or None)."""
+        added: list[str] = []
+        usage = None
+        k = start
+        n = len(batch)
+        while k < n and self.ready:
+            data = batch[k]
+            if data == _DONE:
+                k += 1
+                continue
+            plain = _plain_collected_event(data)
+            if plain is None or plain[1]:
+                break
+            meta, _, parts = plain
+            texts = self._texts(parts)
+            if texts is None:
+                break
+            added.extend(texts)
+            if meta is not None:
+                usage = meta
+            k += 1
+        if added:
+            assert self.block is not None
+            key = "thinking" if self.kind == _THINKING_KIND else "text"
+            self.block[key] += "".join(added)
+        if usage is not None:
+            self.usage = usage
+        return k, usage
+
+    def _texts(self, parts: list[dict[str, Any]]) -> list[str] | None:
+        """The texts an event's parts add to the open block, None when one of them needs another block."""
+        out = []
+        for part in parts:
+            text = part["text"]
+            if part.get("thought"):
+                if self.kind != _THINKING_KIND:
+                    return None
+                if text and not self.omit_thinking:
+                    out.append(text)
+            elif text:
+                if self.kind != _TEXT_KIND:
+                    return None
+                out.append(text)
+        return out

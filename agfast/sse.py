@@ -13,7 +13,8 @@ goes to the converter in `convert/`, which keeps the fast path's state (started 
 in step; both paths write the same bytes (tests/test_event_fast_path.py).
 
 A non-streaming answer's collector has its step here as well: `ChatFold` folds a run of plain events into the
-OpenAI chat answer's first choice (text, thought text, usage, finish reason). The compiled one scans each event's
+OpenAI chat answer's first choice (text, thought text, usage, finish reason), `AnthropicFold` into the Anthropic
+message's open block. The compiled one scans each event's
 bytes without building its objects (only the run's usage object is parsed, once) and leaves any event whose JSON
 it does not read exactly as orjson would to the collector; the answer is the same either way
 (tests/test_collector_fast_path.py).
@@ -44,11 +45,13 @@ SSEDecoder = _impl.SSEDecoder
 unwrap_response = _impl.unwrap_response
 ChatDeltas = _impl.ChatDeltas
 ChatFold = _impl.ChatFold
+AnthropicFold = _impl.AnthropicFold
 AnthropicDeltas = _impl.AnthropicDeltas
 
 __all__ = [
     "IMPLEMENTATION",
     "AnthropicDeltas",
+    "AnthropicFold",
     "ChatDeltas",
     "ChatFold",
     "SSEDecoder",

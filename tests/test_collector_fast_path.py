@@ -1,12 +1,12 @@
-"""The OpenAI chat collector's shortcuts give byte for byte the answer of the path they bypass.
+"""The OpenAI chat and Anthropic collectors' shortcuts give byte for byte the answer of the path they bypass.
 
 `ChatCollector.feed` folds text parts straight into its messages (no Piece per event), `upstream.gateway.collect`
-takes the usual event to it without `parse_event` and `Stream.note`, and the collector step `sse.ChatFold` (both
-twins) folds runs of plain events from their bytes: the reference here is the collector as it was, every event
-parsed and read into Pieces. Every answer of test_event_fast_path's corpus (text, thinking, tool calls, images,
-usage shapes, several candidates, odd and error events) and the odd JSON below is collected both ways, the events
-handed over one per read, all in one read and three per read; the JSON answer, the error raised, the usage
-recorded and the thought signatures remembered must agree.
+takes the usual event to it without `parse_event` and `Stream.note`, and the collector steps `sse.ChatFold` and
+`sse.AnthropicFold` (both twins) fold runs of plain events from their bytes: the reference here is each collector
+as it was, every event parsed (the chat one's read into Pieces). Every answer of test_event_fast_path's corpus
+(text, thinking, tool calls, images, usage shapes, several candidates, odd and error events) and the odd JSON
+below is collected both ways, the events handed over one per read, all in one read and three per read; the JSON
+answer, the error raised, the usage recorded and the thought signatures remembered must agree.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_event_fast_path import CORPUS, SIG, batchings, event, fast_sim, text, usage
 
-from agfast.convert import openai_chat
+from agfast.convert import anthropic_stream, openai_chat
+from agfast.convert.anthropic_stream import MessageCollector
 from agfast.convert.openai_chat import ChatCollector, Piece, Reader
 from agfast.convert.signatures import SignatureCache
 from agfast.upstream.gateway import DONE, Stream, collect, parse_event
@@ -176,6 +177,7 @@ CASES.update({f"odd json: {name}": [PLAIN, data, LAST] for name, data in ODD_JSO
 @pytest.fixture(autouse=True)
 def fixed_ids(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(openai_chat, "new_call_id", lambda: f"call_{next(IDS[0])}")
+    monkeypatch.setattr(anthropic_stream, "hex24", lambda: f"{next(IDS[0]):024x}")
 
 
 class ReferenceCollector(ChatCollector):
@@ -232,25 +234,21 @@ def reference_collect(stream: Replay, feed: Callable[[dict[str, Any]], object]) 
 
 
 class Counted:
-    """A collector step that counts the events it takes."""
-
-    __slots__ = ("step", "taken")
+    """A collector step that counts the events it takes (the collector's state reaches the step through it)."""
 
     def __init__(self, step: Any) -> None:
-        self.step = step
-        self.taken = 0
+        object.__setattr__(self, "step", step)
+        object.__setattr__(self, "taken", 0)
 
-    @property
-    def usage(self) -> Any:
-        return self.step.usage
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.step, name)
 
-    @usage.setter
-    def usage(self, value: Any) -> None:
-        self.step.usage = value
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self.step, name, value)
 
     def fold(self, batch: list[bytes], start: int) -> tuple[int, Any]:
         stop, usage = self.step.fold(batch, start)
-        self.taken += stop - start
+        object.__setattr__(self, "taken", self.taken + stop - start)
         return stop, usage
 
 
@@ -312,11 +310,11 @@ TAKEN = [
     ("call null", True),
     ("image beside text", True),
     ("parts null", True),
-    ("content string", True),
     ("candidates empty", True),
     ("top-level error beside response", True),
     ("done", True),
     ("invalid utf-8", False),
+    ("content string", False),
     ("lone high surrogate", False),
     ("signature", False),
     ("call", False),
@@ -370,5 +368,72 @@ def test_mangled_events_collected_as_the_reference(base: bytes, cut: int, edit: 
     mangled = base[:at] + edit + base[at + drop :]
     events = [PLAIN, mangled, LAST]
     want = collected(None, [events])
+    want_message = anthropic_collected(None, "claude", [events])
     for impl in ("py", "c"):
         assert collected(impl, [events]) == want, impl
+        assert anthropic_collected(impl, "claude", [events]) == want_message, impl
+
+
+# The Anthropic collector: (upstream model, thinking omitted) as the Anthropic surface makes it.
+ANTHROPIC = {
+    "gemini": ("gemini-2.5-flash", False),
+    "claude": ("claude-opus-4-6-thinking", False),
+    "claude, thinking omitted": ("claude-opus-4-6-thinking", True),
+}
+
+
+def anthropic_collected(
+    impl: str | None, flavour: str, batches: list[list[bytes]], taken: list[int] | None = None
+) -> tuple[Any, ...]:
+    """A collected Anthropic message (`impl` as for `collected`): (its JSON, the error event, the record's usage,
+    the thought signatures remembered)."""
+    IDS[0] = itertools.count()
+    mapped, omit = ANTHROPIC[flavour]
+    cache = SignatureCache.create()
+    collector = MessageCollector("claude-sonnet-4-5", mapped, cache, "session-1", omit_thinking=omit)
+    collector.fast = None if impl is None else Counted(sse_module(impl).AnthropicFold(omit))
+    stream = Replay(batches)
+    answer, error = b"", None
+    try:
+        if impl is None:
+            reference_collect(stream, collector.add)
+        else:
+            asyncio.run(collect(stream, lambda: collector.add, Failed))
+        answer = orjson.dumps(collector.result())
+    except Failed as exc:
+        error = exc.args
+    except Exception as exc:  # as for `collected`
+        error = (type(exc).__name__, str(exc))
+    if taken is not None:
+        taken.append(collector.fast.taken)  # type: ignore[union-attr]
+    return answer, error, stream.usage, (collector.last_sig, cache.for_session("session-1"))
+
+
+@pytest.mark.parametrize("flavour", ANTHROPIC)
+@pytest.mark.parametrize("name", CASES)
+def test_collected_message_equals_the_reference(impl: str, flavour: str, name: str) -> None:
+    for batches in batchings(CASES[name]):
+        want = anthropic_collected(None, flavour, batches)
+        assert anthropic_collected(impl, flavour, batches) == want, f"{len(batches)} reads"
+
+
+@pytest.mark.parametrize("flavour", ANTHROPIC)
+def test_anthropic_step_takes_the_benchmark_answer(impl: str, flavour: str) -> None:
+    """The benchmark's 20 events but the first (it starts the message and opens the block) and the last (it
+    finishes the message)."""
+    for batches in ([fast_sim(20)], [[e] for e in fast_sim(20)]):
+        counts: list[int] = []
+        got = anthropic_collected(impl, flavour, batches, counts)
+        assert counts == [18]
+        assert got == anthropic_collected(None, flavour, batches)
+        assert b'"stop_reason":"end_turn"' in got[0]
+
+
+def test_reference_messages_tell_the_corpus_apart() -> None:
+    """The comparison can fail: the messages differ, and carry text, thinking (unless omitted) and tool use."""
+    for flavour, (_, omit) in ANTHROPIC.items():
+        answers = {name: anthropic_collected(None, flavour, [events])[0] for name, events in CORPUS.items()}
+        assert len(set(answers.values())) == len(answers), flavour
+        joined = b"".join(answers.values())
+        assert b'"type":"tool_use"' in joined and b'"text":"The answer is 42. Really."' in joined
+        assert (b'"thinking":"Let me think about' in joined) != omit
