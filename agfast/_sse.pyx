@@ -382,8 +382,8 @@ cdef class AnthropicDeltas(_Deltas):
 
 # -- the collector step: a non-streaming answer's plain events folded into its message -----------------------
 #
-# `ChatFold` reads each event's bytes with the small scanner below instead of `orjson.loads`: it follows the
-# JSON to the few fields the collector needs (candidates[0].content.parts[*].text/thought, finishReason,
+# The collector steps (`ChatFold`, `AnthropicFold`) read each event's bytes with the small scanner below instead
+# of `orjson.loads`: it follows the JSON to the few fields a collector needs (candidates[0].content.parts[*].text/thought, finishReason,
 # usageMetadata, error) and only checks the rest. It takes an event only when it reads it exactly as orjson
 # would (valid UTF-8, no control characters in strings, no key it looks at escaped or repeated, no lone
 # surrogate, numbers of ordinary size, nesting within _MAX_DEPTH); anything else stops the run and goes to the
@@ -393,6 +393,7 @@ cdef enum:
     _MAX_DEPTH = 32  # nesting the scanner follows; deeper events (orjson allows 1,024) go to the Python path
     _MAX_INT_DIGITS = 18  # an integer part orjson reads as an int64 for sure; longer ones go to the Python path
     _MAX_EXP_DIGITS = 2  # an exponent this short keeps any accepted number finite; longer ones, the Python path
+    _MIN_TEXT_ROOM = 1024  # a run's first text buffer: a few events' text before it has to grow
 
 ctypedef const unsigned char* cursor
 
@@ -403,6 +404,7 @@ cdef struct _Text:
 
 
 cdef int _reserve(_Text* buf, Py_ssize_t more) except -1:
+    """Room for `more` bytes after the text (grown at least twofold: a run appends event after event)."""
     cdef Py_ssize_t need = buf.size + more
     cdef Py_ssize_t cap = buf.cap * 2
     cdef char* grown
@@ -410,8 +412,8 @@ cdef int _reserve(_Text* buf, Py_ssize_t more) except -1:
         return 0
     if cap < need:
         cap = need
-    if cap < 1024:
-        cap = 1024
+    if cap < _MIN_TEXT_ROOM:
+        cap = _MIN_TEXT_ROOM
     grown = <char*>PyMem_Realloc(buf.data, cap)
     if grown == NULL:
         raise MemoryError()
@@ -561,13 +563,16 @@ cdef cursor _key(cursor p, cursor end) noexcept:
 
 
 cdef inline cursor _colon(cursor p, cursor end) noexcept:
-    """p just past a key → at its value."""
+    """p just past a key → at its value (NULL at the end: callers read the value's first byte)."""
     if p == NULL:
         return NULL
     p = _ws(p, end)
     if p >= end or p[0] != 58:
         return NULL
-    return _ws(p + 1, end)
+    p = _ws(p + 1, end)
+    if p >= end:
+        return NULL
+    return p
 
 
 cdef inline int _next(cursor* at, cursor end, unsigned char close) noexcept:
