@@ -14,10 +14,9 @@ in step; both paths write the same bytes (tests/test_event_fast_path.py).
 
 A non-streaming answer's collector has its step here as well: `ChatFold` folds a run of plain events into the
 OpenAI chat answer's first choice (text, thought text, usage, finish reason), `AnthropicFold` into the Anthropic
-message's open block. The compiled one scans each event's
-bytes without building its objects (only the run's usage object is parsed, once) and leaves any event whose JSON
-it does not read exactly as orjson would to the collector; the answer is the same either way
-(tests/test_collector_fast_path.py).
+message's open block. The compiled steps scan each event's bytes without building its objects (only the run's
+usage object is parsed, once) and leave any event whose JSON they do not read exactly as orjson would to the
+collector; the answer is the same either way (tests/test_collector_fast_path.py).
 """
 
 from __future__ import annotations
