@@ -300,3 +300,178 @@ class AnthropicDeltas:
                     return None
                 out.append(_TEXT_DELTA % (self.index, _dumps(text)))
         return b"".join(out)
+
+
+# -- the collector step: a non-streaming answer's plain events folded into its message -----------------------
+
+
+def _plain_collected_event(data: bytes) -> tuple[Any, Any, list[dict[str, Any]]] | None:
+    """(usageMetadata, finishReason, parts) of an event a collector step folds in as it is, else None (the event
+    goes to the collector): an error, a bare event, several candidates or another index, a signature, a function
+    call, a part without a text string, anything not shaped as expected."""
+    try:
+        doc = _loads(data)
+    except _JSONDecodeError:
+        return None
+    if doc.__class__ is not dict:
+        return None
+    inner = doc.get("response")
+    if inner.__class__ is not dict or "error" in inner:
+        return None
+    meta = inner.get("usageMetadata")
+    if meta is not None and (meta.__class__ is not dict or not meta):
+        return None
+    candidates = inner.get("candidates")
+    if candidates is None:
+        return meta, None, []
+    if candidates.__class__ is not list or len(candidates) > 1:
+        return None
+    if not candidates:
+        return meta, None, []
+    cand = candidates[0]
+    if cand.__class__ is not dict:
+        return None
+    index = cand.get("index", 0)
+    reason = cand.get("finishReason")
+    if index.__class__ is not int or index != 0 or (reason is not None and reason.__class__ is not str):
+        return None
+    content = cand.get("content")
+    if content is not None and content.__class__ is not dict:
+        return None
+    parts = content.get("parts") if content is not None else None
+    if parts is None:
+        return meta, reason, []
+    if parts.__class__ is not list:
+        return None
+    for part in parts:
+        if (
+            part.__class__ is not dict
+            or part.get("text").__class__ is not str
+            or part.get("thoughtSignature") not in (None, "")
+            or part.get("functionCall") is not None
+            or part.get("thought") not in (None, True, False)
+        ):
+            return None
+    return meta, reason, parts
+
+
+class ChatFold:
+    """The collector step of `convert.openai_chat.ChatCollector`: runs of plain events folded into choice 0.
+
+    `messages` is the collector's messages by choice (`new_message()` makes one, with `reasoning` and `text`
+    lists), `finish` the reader's finish reasons by choice. A run's text and reasoning are appended as one string
+    each (the collector joins its lists at the end), its last finish reason and usage kept: the answer is byte
+    for byte what the collector makes of the same events.
+    """
+
+    __slots__ = ("_finish", "_messages", "_new_message", "usage")
+
+    def __init__(self, messages: dict[int, Any], new_message: Any, finish: dict[int, str]) -> None:
+        self._messages = messages
+        self._new_message = new_message
+        self._finish = finish
+        self.usage: dict[str, Any] | None = None  # the last usageMetadata taken here, until the collector takes it
+
+    def fold(self, batch: list[bytes], start: int) -> tuple[int, dict[str, Any] | None]:
+        """Events `batch[start:stop]` folded, stopping before the first one the collector must take: (stop, the last
+        usageMetadata among them or None)."""
+        reasoning: list[str] = []
+        text: list[str] = []
+        usage = finish = None
+        k = start
+        n = len(batch)
+        while k < n:
+            data = batch[k]
+            if data == _DONE:
+                k += 1
+                continue
+            plain = _plain_collected_event(data)
+            if plain is None:
+                break
+            meta, reason, parts = plain
+            for part in parts:
+                if part["text"]:
+                    (reasoning if part.get("thought") else text).append(part["text"])
+            if meta is not None:
+                usage = meta
+            if reason:
+                finish = reason
+            k += 1
+        if reasoning or text:
+            msg = self._messages.get(0)
+            if msg is None:
+                msg = self._messages[0] = self._new_message()
+            if reasoning:
+                msg.reasoning.append("".join(reasoning))
+            if text:
+                msg.text.append("".join(text))
+        if finish is not None:
+            self._finish[0] = finish
+        if usage is not None:
+            self.usage = usage
+        return k, usage
+
+
+class AnthropicFold:
+    """The collector step of `convert.anthropic_stream.MessageCollector`: runs of deltas into the open block.
+
+    The collector keeps `ready`, `kind` and `block` (the open text or thinking block) current after every event it
+    handles itself, as for `AnthropicDeltas`; an event that would open or close a block, or finish the message, is
+    left to it. A run's text is added to the block once.
+    """
+
+    __slots__ = ("block", "kind", "omit_thinking", "ready", "usage")
+
+    def __init__(self, omit_thinking: bool) -> None:
+        self.omit_thinking = omit_thinking
+        self.ready = False
+        self.kind = 0
+        self.block: dict[str, Any] | None = None
+        self.usage: dict[str, Any] | None = None  # the last usageMetadata taken here, until the collector takes it
+
+    def fold(self, batch: list[bytes], start: int) -> tuple[int, dict[str, Any] | None]:
+        """Events `batch[start:stop]` folded, stopping before the first one the collector must take: (stop, the last
+        usageMetadata among them or None)."""
+        added: list[str] = []
+        usage = None
+        k = start
+        n = len(batch)
+        while k < n and self.ready:
+            data = batch[k]
+            if data == _DONE:
+                k += 1
+                continue
+            plain = _plain_collected_event(data)
+            if plain is None or plain[1]:
+                break
+            meta, _, parts = plain
+            texts = self._texts(parts)
+            if texts is None:
+                break
+            added.extend(texts)
+            if meta is not None:
+                usage = meta
+            k += 1
+        if added:
+            assert self.block is not None
+            key = "thinking" if self.kind == _THINKING_KIND else "text"
+            self.block[key] += "".join(added)
+        if usage is not None:
+            self.usage = usage
+        return k, usage
+
+    def _texts(self, parts: list[dict[str, Any]]) -> list[str] | None:
+        """The texts an event's parts add to the open block, None when one of them needs another block."""
+        out = []
+        for part in parts:
+            text = part["text"]
+            if part.get("thought"):
+                if self.kind != _THINKING_KIND:
+                    return None
+                if text and not self.omit_thinking:
+                    out.append(text)
+            elif text:
+                if self.kind != _TEXT_KIND:
+                    return None
+                out.append(text)
+        return out

@@ -11,6 +11,12 @@ bytes, with one `orjson.loads` each and the output built from pre-encoded templa
 (`orjson.dumps`). Anything else (the first and last events, tool calls, signatures, errors) stops the run and
 goes to the converter in `convert/`, which keeps the fast path's state (started choices, open block, usage)
 in step; both paths write the same bytes (tests/test_event_fast_path.py).
+
+A non-streaming answer's collector has its step here as well: `ChatFold` folds a run of plain events into the
+OpenAI chat answer's first choice (text, thought text, usage, finish reason), `AnthropicFold` into the Anthropic
+message's open block. The compiled steps scan each event's bytes without building its objects (only the run's
+usage object is parsed, once) and leave any event whose JSON they do not read exactly as orjson would to the
+collector; the answer is the same either way (tests/test_collector_fast_path.py).
 """
 
 from __future__ import annotations
@@ -37,6 +43,17 @@ frame_event = _impl.frame_event
 SSEDecoder = _impl.SSEDecoder
 unwrap_response = _impl.unwrap_response
 ChatDeltas = _impl.ChatDeltas
+ChatFold = _impl.ChatFold
+AnthropicFold = _impl.AnthropicFold
 AnthropicDeltas = _impl.AnthropicDeltas
 
-__all__ = ["IMPLEMENTATION", "AnthropicDeltas", "ChatDeltas", "SSEDecoder", "frame_event", "unwrap_response"]
+__all__ = [
+    "IMPLEMENTATION",
+    "AnthropicDeltas",
+    "AnthropicFold",
+    "ChatDeltas",
+    "ChatFold",
+    "SSEDecoder",
+    "frame_event",
+    "unwrap_response",
+]

@@ -20,7 +20,7 @@ import orjson
 
 from agfast.convert.ids import hex24
 from agfast.convert.signatures import SignatureCache, family_of
-from agfast.sse import AnthropicDeltas, frame_event
+from agfast.sse import AnthropicDeltas, AnthropicFold, frame_event
 
 NONE, THINKING, TEXT, TOOL = 0, 1, 2, 3
 STOP_REASONS = {"MAX_TOKENS": "max_tokens"}
@@ -341,15 +341,30 @@ class StreamConverter(Converter):
 class MessageCollector(Converter):
     """The same events folded into one Messages response for non-streaming clients."""
 
-    __slots__ = ("message", "partial")
+    __slots__ = ("fast", "message", "partial")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.message: dict[str, Any] = {}
         self.partial: dict[int, list[str]] = {}
+        # The collector step (upstream.gateway.collect uses it): runs of deltas into the open block from their bytes.
+        self.fast: AnthropicFold | None = AnthropicFold(self.omit_thinking)
+
+    def _sync_fast(self) -> None:
+        """Take the usage the step saw (newer: events reach the two in order); tell it the open block."""
+        fast = self.fast
+        if fast is None:
+            return
+        if fast.usage is not None:
+            self.usage, fast.usage = fast.usage, None
+        fast.ready = self.started and not self.stopped and self.trailing is None
+        fast.kind = self.kind
+        fast.block = self.message["content"][self.index] if self.kind == TEXT or self.kind == THINKING else None
 
     def add(self, chunk: dict[str, Any]) -> None:
+        self._sync_fast()
         self._chunk(chunk)
+        self._sync_fast()
 
     def _event(self, name: bytes, payload: dict[str, Any]) -> None:
         if name is _E_START:
@@ -378,6 +393,7 @@ class MessageCollector(Converter):
             self.message["usage"] = payload["usage"]
 
     def result(self) -> dict[str, Any]:
+        self._sync_fast()
         if not self.stopped:
             self._finish(None)
         return self.message

@@ -946,16 +946,26 @@ class _Message:
 class ChatCollector:
     """Gemini chunks → one `chat.completion` object, for clients that did not ask to stream."""
 
-    __slots__ = ("messages", "reader")
+    __slots__ = ("fast", "messages", "reader")
 
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
         self.messages: dict[int, _Message] = {}
+        # The collector step (upstream.gateway.collect uses it): runs of plain text events folded into choice 0
+        # from their bytes; `feed` gets the rest.
+        self.fast = sse.ChatFold(self.messages, _Message, reader.finish)
+
+    def _take_fast_usage(self) -> None:
+        """Usage the collector step saw is newer than the reader's: events reach the two in order."""
+        fast = self.fast
+        if fast.usage is not None:
+            self.reader.usage, fast.usage = fast.usage, None
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
         """`Reader.read`, inlined: a text or thought part's string is appended to its message as it is (one join
         at the end), without building a Piece per event; a part with anything more goes through `Reader._parts`."""
         reader = self.reader
+        self._take_fast_usage()
         usage = chunk.get("usageMetadata")
         if usage:
             reader.usage = usage
@@ -1013,6 +1023,7 @@ class ChatCollector:
 
     def result(self, *, model: str, created: int, response_id: str) -> dict[str, Any]:
         reader = self.reader
+        self._take_fast_usage()
         indexes = sorted(set(self.messages) | set(reader.finish)) or [0]
         choices = []
         for index in indexes:
