@@ -437,3 +437,13 @@ def test_reference_messages_tell_the_corpus_apart() -> None:
         joined = b"".join(answers.values())
         assert b'"type":"tool_use"' in joined and b'"text":"The answer is 42. Really."' in joined
         assert (b'"thinking":"Let me think about' in joined) != omit
+
+
+@pytest.mark.parametrize("name", ["index null", "index string", "index true"])
+def test_candidate_index_that_is_not_a_number_is_candidate_zero(impl: str, name: str) -> None:
+    """Google's index is 0 or a positive int; a null, string or boolean one is read as candidate 0 (it crashed
+    the collector: its choices were sorted by index), as `index 0` is, by the step and by the old path."""
+    want = collected(None, [CASES[f"odd json: {name}"]])
+    assert want[1] is None and want[0]
+    assert want[0] == collected(None, [CASES["odd json: index 0"]])[0]
+    assert collected(impl, [CASES[f"odd json: {name}"]]) == want

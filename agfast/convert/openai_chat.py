@@ -757,6 +757,12 @@ class Piece:
     calls: list[ToolCall]
 
 
+def candidate_index(cand: dict[str, Any]) -> int:
+    """A candidate's index: Google's own is 0 or a positive int; anything else (null, a string) is candidate 0."""
+    index = cand.get("index", 0)
+    return index if type(index) is int else 0
+
+
 class Reader:
     """Parses Gemini chunks for every OpenAI-shaped output, and remembers the thought signatures it sees."""
 
@@ -779,7 +785,7 @@ class Reader:
             self.usage = usage
         out: list[Piece] = []
         for cand in chunk.get("candidates") or ():
-            index = cand.get("index", 0)
+            index = candidate_index(cand)
             reason = cand.get("finishReason")
             if reason:
                 self.finish[index] = reason
@@ -970,7 +976,7 @@ class ChatCollector:
         if usage:
             reader.usage = usage
         for cand in chunk.get("candidates") or ():
-            index = cand.get("index", 0)
+            index = candidate_index(cand)
             reason = cand.get("finishReason")
             if reason:
                 reader.finish[index] = reason
