@@ -295,11 +295,12 @@ class HttpProtocol(asyncio.Protocol):
         match = self.state.router.match(req.method, req.path)
         route = match.route if match is not None else None
         self.family = route.family if route is not None else family_for_path(req.path)
+        guarded = self.state.auth.guards(route)  # asked once: the browser policy and auth both need it
         if (
             self._framing_refused(req)
-            or self._ip_refused(req)
-            or self._browser_refused(req, route)
-            or self._auth_refused(req, route)
+            or (self.state.ip_rules.active and self._ip_refused(req))
+            or self._browser_refused(req, guarded)
+            or (guarded and self._auth_refused(req))
             or self._route_refused(req, match)
         ):
             return
@@ -353,20 +354,16 @@ class HttpProtocol(asyncio.Protocol):
         return False
 
     def _ip_refused(self, req: Request) -> bool:
-        """IP allow/deny rules (no cost when none are configured): 403 in the route's shape."""
-        rules = self.state.ip_rules
-        if not rules.active:
-            return False
-        blocked = rules.screen(req, self.family, self.peer)
+        """IP allow/deny rules (asked only when some are configured): 403 in the route's shape."""
+        blocked = self.state.ip_rules.screen(req, self.family, self.peer)
         if blocked is None:
             return False
         self._early(lambda resp: resp.send(403, blocked))
         return True
 
-    def _browser_refused(self, req: Request, route: Route | None) -> bool:
+    def _browser_refused(self, req: Request, guarded: bool) -> bool:
         """The browser policy (403 for a foreign origin) and CORS preflights, answered before auth."""
-        state = self.state
-        refused = state.browsers.screen(req, self.family, state.auth.guards(route), self.transport)
+        refused = self.state.browsers.screen(req, self.family, guarded, self.transport)
         if refused is not None:
             self._early(lambda resp: resp.send(403, refused))
             return True
@@ -375,10 +372,9 @@ class HttpProtocol(asyncio.Protocol):
             return True
         return False
 
-    def _auth_refused(self, req: Request, route: Route | None) -> bool:
+    def _auth_refused(self, req: Request) -> bool:
+        """A guarded route's key check (asked only for guarded routes)."""
         auth_ = self.state.auth
-        if not auth_.guards(route):
-            return False
         outcome = auth_.check(req.headers, self.family is Family.ADMIN, req.method)
         if outcome == auth.OK:
             req.api_key = auth_.user
