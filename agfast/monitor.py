@@ -537,7 +537,7 @@ class Monitor(LogReader):
         rows = self._unwritten
         row = self._row
         for item in batch:
-            if type(item) is tuple:
+            if isinstance(item, tuple):
                 try:
                     rows.append(row(*item))
                 except Exception as exc:  # one odd record must not stop the writer; counted
