@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import h11
 import orjson
 import pytest
 from helpers import Reader, ServerThread, connect, encode, make_config, request
@@ -116,6 +117,47 @@ def test_pipelined_requests_answered_in_order(server: ServerThread) -> None:
     assert replies[2].json()["error"]["param"] == "messages"
     ids = [r.headers["x-request-id"] for r in replies]
     assert ids == sorted(ids, key=lambda s: int(s.rsplit("_", 1)[1], 16))
+
+
+def test_a_body_that_came_with_its_head_costs_h11_one_event(
+    server: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """h11 parses the head; a Content-Length body already in hand is taken at once, not asked of h11 as Data and
+    EndOfMessage events (two more `next_event` calls, each costing about what the rest of the shell does)."""
+    kinds: list[object] = []
+    next_event = h11.Connection.next_event
+
+    def counted(conn: h11.Connection) -> object:
+        event = next_event(conn)
+        kinds.append(event if event in (h11.NEED_DATA, h11.PAUSED) else type(event))
+        return event
+
+    monkeypatch.setattr(h11.Connection, "next_event", counted)
+    with contextlib.closing(connect(server.port)) as sock:
+        reader = Reader(sock)
+        for _ in range(3):
+            sock.sendall(encode("POST", "/v1/chat/completions", b'{"model":"m"}', JSON))
+            assert reader.read().json()["error"]["param"] == "messages"
+        sock.sendall(encode("GET", "/healthz"))
+        assert reader.read().status == 200
+    assert kinds.count(h11.Request) == 4
+    assert h11.Data not in kinds and h11.EndOfMessage not in kinds
+
+
+def test_body_bigger_than_a_parser_piece_with_a_request_behind_it(server: ServerThread) -> None:
+    """One packet holding a body larger than what h11 is handed at a time (HEAD_PIECE) and the next request."""
+    body = orjson.dumps({"model": "gemini-3-flash", "messages": "x", "pad": "y" * 10_000})
+    with contextlib.closing(connect(server.port)) as sock:
+        sock.sendall(encode("POST", "/v1/chat/completions", body, JSON) + encode("GET", "/healthz") * 2)
+        reader = Reader(sock)
+        replies = [reader.read() for _ in range(3)]
+    assert replies[0].json()["error"]["param"] == "messages"  # the whole body arrived and parsed
+    assert [r.status for r in replies] == [400, 200, 200]
+
+
+def test_request_then_eof_is_answered_then_closed(server: ServerThread) -> None:
+    got, closed = raw_exchange(server.port, encode("POST", "/v1/chat/completions", b'{"model":"m"}', JSON), True)
+    assert (got, closed) == (400, True)
 
 
 def test_query_string_is_ignored_for_routing(server: ServerThread) -> None:

@@ -218,7 +218,7 @@ class Driver:
             req.method.decode("latin-1"),
             req.path + "?" + req.query.decode("latin-1") if req.query else req.path,
             PROTOCOL_NAMES[family],
-            _client_ip(resp),
+            resp.proto.peer,  # the client's address
             time.time(),
         )
         req.observed = True
@@ -307,10 +307,6 @@ def _headers(plan: Upstream, stream: Stream) -> bytes:
         # travels as a header instead.
         headers += b"x-cloudaicompanion-trace-id: " + stream.trace_id.encode() + b"\r\n"
     return headers
-
-
-def _client_ip(resp: Response) -> str:
-    return resp.proto.peer
 
 
 class Services(Protocol):

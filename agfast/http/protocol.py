@@ -96,6 +96,7 @@ class HttpProtocol(asyncio.Protocol):
         "drain_waiter",
         "family",
         "head_bytes",
+        "held_body",
         "in_process",
         "inbox",
         "inbox_eof",
@@ -131,6 +132,8 @@ class HttpProtocol(asyncio.Protocol):
         self.pipelined = 0
         self.peer = ""  # the client's address, read once per connection (IP rules, records)
         self.head_bytes = 0
+        # Bytes at the front of h11's buffer that were the current request's body, taken by `_take_body`.
+        self.held_body = 0
         self.in_process = False
         self.linger_unsent = 0
         # Bytes received and not yet handed to h11 (see HEAD_PIECE), and an EOF that arrived behind them.
@@ -292,11 +295,12 @@ class HttpProtocol(asyncio.Protocol):
         match = self.state.router.match(req.method, req.path)
         route = match.route if match is not None else None
         self.family = route.family if route is not None else family_for_path(req.path)
+        guarded = self.state.auth.guards(route)  # asked once: the browser policy and auth both need it
         if (
             self._framing_refused(req)
-            or self._ip_refused(req)
-            or self._browser_refused(req, route)
-            or self._auth_refused(req, route)
+            or (self.state.ip_rules.active and self._ip_refused(req))
+            or self._browser_refused(req, guarded)
+            or (guarded and self._auth_refused(req))
             or self._route_refused(req, match)
         ):
             return
@@ -350,20 +354,16 @@ class HttpProtocol(asyncio.Protocol):
         return False
 
     def _ip_refused(self, req: Request) -> bool:
-        """IP allow/deny rules (no cost when none are configured): 403 in the route's shape."""
-        rules = self.state.ip_rules
-        if not rules.active:
-            return False
-        blocked = rules.screen(req, self.family, self.peer)
+        """IP allow/deny rules (asked only when some are configured): 403 in the route's shape."""
+        blocked = self.state.ip_rules.screen(req, self.family, self.peer)
         if blocked is None:
             return False
         self._early(lambda resp: resp.send(403, blocked))
         return True
 
-    def _browser_refused(self, req: Request, route: Route | None) -> bool:
+    def _browser_refused(self, req: Request, guarded: bool) -> bool:
         """The browser policy (403 for a foreign origin) and CORS preflights, answered before auth."""
-        state = self.state
-        refused = state.browsers.screen(req, self.family, state.auth.guards(route), self.transport)
+        refused = self.state.browsers.screen(req, self.family, guarded, self.transport)
         if refused is not None:
             self._early(lambda resp: resp.send(403, refused))
             return True
@@ -372,10 +372,9 @@ class HttpProtocol(asyncio.Protocol):
             return True
         return False
 
-    def _auth_refused(self, req: Request, route: Route | None) -> bool:
+    def _auth_refused(self, req: Request) -> bool:
+        """A guarded route's key check (asked only for guarded routes)."""
         auth_ = self.state.auth
-        if not auth_.guards(route):
-            return False
         outcome = auth_.check(req.headers, self.family is Family.ADMIN, req.method)
         if outcome == auth.OK:
             req.api_key = auth_.user
@@ -415,6 +414,33 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.conn.they_are_waiting_for_100_continue:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
+        if b"transfer-encoding" not in req.headers:  # framed by Content-Length (h11 checked it), or no body
+            self._take_body(int(length) if length is not None else 0)
+
+    def _take_body(self, size: int) -> None:
+        """A body that came with its head is taken at once; one still arriving is read through h11's events.
+
+        h11 parsed and checked the head, its framing included; asking it for the body in hand as Data and
+        EndOfMessage events would cost two more `next_event` calls, about what the rest of the shell spends on a
+        request. The body is cut from h11's buffer (its unparsed bytes) and, past a piece, from the inbox;
+        the next cycle's parser starts after it (`held_body`).
+        """
+        if not size:
+            self._handle(b"")
+            return
+        held, _ = self.conn.trailing_data
+        missing = size - len(held)
+        if missing <= 0:
+            self.held_body = size
+            self._handle(held[:size] if missing else held)
+            return
+        inbox = self.inbox
+        if len(inbox) < missing:
+            return
+        self.held_body = len(held)
+        body = held + inbox[:missing]
+        del inbox[:missing]
+        self._handle(body)
 
     def _on_body(self, event: h11.Data) -> None:
         if self.phase != BODY:
@@ -432,11 +458,15 @@ class HttpProtocol(asyncio.Protocol):
         if self.phase == DISCARD:
             self._finish_cycle()
             return
+        parts = self.body_parts
+        self.body_parts = []
+        self._handle(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def _handle(self, body: bytes) -> None:
+        """The whole request is in: run its handler."""
         req = self.request
         assert req is not None and req.route is not None
-        parts = self.body_parts
-        req.body = parts[0] if len(parts) == 1 else b"".join(parts)
-        self.body_parts = []
+        req.body = body
         self.phase = HANDLING
         self.deadline = NEVER
         self.pipelined = 0
@@ -550,7 +580,8 @@ class HttpProtocol(asyncio.Protocol):
         if req is None or not req.keep_alive or self.state.shutting_down:
             self._close()
             return
-        self.conn, leftover, eof = _next_parser(self.conn, self.state.config.max_header_size)
+        self.conn, leftover, eof = _next_parser(self.conn, self.held_body, self.state.config.max_header_size)
+        self.held_body = 0
         leftover += len(self.inbox)
         if leftover:
             self.phase = HEAD
@@ -668,14 +699,17 @@ def _settle(route: Route, resp: Response) -> None:
         resp.end()
 
 
-def _next_parser(old: h11.Connection, max_size: int) -> tuple[h11.Connection, int, bool]:
+def _next_parser(old: h11.Connection, body: int, max_size: int) -> tuple[h11.Connection, int, bool]:
     """The next cycle's parser, holding what the client already pipelined: (parser, bytes held, EOF seen).
 
     A fresh h11.Connection per request (h11's `start_next_cycle` wants our answer sent through h11 too); the old
-    one's unparsed bytes are at most a piece (HEAD_PIECE/BODY_PIECE), so handing them over stays cheap.
+    one's unparsed bytes, less the `body` bytes `_take_body` took from their front, are at most a piece
+    (HEAD_PIECE/BODY_PIECE), so handing them over stays cheap.
     """
     new = h11.Connection(h11.SERVER, max_incomplete_event_size=max_size)
     leftover, eof = old.trailing_data
+    if body:
+        leftover = leftover[body:]
     if leftover:
         new.receive_data(leftover)
     if eof:
