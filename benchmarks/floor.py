@@ -167,23 +167,29 @@ class Relay:
         self.parts.append(data)
 
     def flush(self) -> None:
+        """After a network read: a stream writes what the read held; the end, if it came, finishes the answer."""
         if self.ended.done():
             return
-        eof = self.reader.is_eof()
-        if self.stream and self.parts:
-            data = b"".join(self.parts)
-            self.parts.clear()
-            if self.convert:
-                events, self.rest = convert_events(data, self.rest)
-                data = b"".join(events)
-            if data:
-                self.client.write(chunk(data) if self.started else SSE_HEAD + chunk(data))
-                self.started = True
-        if eof:
+        if self.stream:
+            self._write_parts()
+        if self.reader.is_eof():
             self.finish()
+
+    def _write_parts(self) -> None:
+        if not self.parts:
+            return
+        data = b"".join(self.parts)
+        self.parts.clear()
+        if self.convert:
+            events, self.rest = convert_events(data, self.rest)
+            data = b"".join(events)
+        if data:
+            self.client.write(chunk(data) if self.started else SSE_HEAD + chunk(data))
+            self.started = True
 
     def finish(self) -> None:
         if self.stream:
+            self._write_parts()
             self.client.write(CHUNKED_END if self.started else SSE_HEAD + CHUNKED_END)
         else:
             body = b"".join(self.parts)
@@ -262,7 +268,10 @@ class FloorServer(asyncio.Protocol):
         if handler is None:  # the whole body came with the head
             while chunk_ := await response.content.readany():
                 relay.take(chunk_)
-            relay.finish()
+                if stream:
+                    relay.flush()
+            if not relay.ended.done():
+                relay.finish()
         else:
             relay.flush()
             with total_timer(response):
@@ -327,6 +336,7 @@ class Row:
     errors: int | None
     counted: int  # requests under callgrind
     answered_200: int
+    answer_bytes: int = 0  # the last answer counted under callgrind, head and body
 
 
 def server_cmd(mode: str, upstream_port: int, events: int) -> list[str]:
@@ -401,8 +411,8 @@ def request_for(name: str, port: int, stream: bool) -> bytes:
     return targets.Running(None, port).request(stream)  # type: ignore[arg-type]
 
 
-def exchange(sock: socket.socket, request: bytes) -> bool:
-    """One request, its whole answer read; True for a 200."""
+def exchange(sock: socket.socket, request: bytes) -> bytes:
+    """One request, its whole answer read (head and body as they came)."""
     sock.sendall(request)
     buf = b""
     while not response_done(buf):
@@ -410,13 +420,15 @@ def exchange(sock: socket.socket, request: bytes) -> bool:
         if not data:
             raise ConnectionError("the server closed the connection")
         buf += data
-    return buf.startswith(b"HTTP/1.1 200")
+    return buf
 
 
 def count_instructions(
     name: str, upstream_port: int, work: Path, args: argparse.Namespace, stream: bool
-) -> tuple[int, int]:
-    """(instructions per request, 200s) of `name` serving args.n requests one at a time under callgrind."""
+) -> tuple[int, int, int]:
+    """(instructions per request, 200s, bytes of the last answer) of `name` serving args.n requests one at a time
+    under callgrind; the answer's size shows a row served the whole answer (a floor server that dropped events
+    would count less)."""
     out = work / f"{name}-{'stream' if stream else 'plain'}.callgrind"
     wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     started = start_target(name, upstream_port, work, args.events, wrap)
@@ -426,14 +438,14 @@ def count_instructions(
             for _ in range(args.warmup):
                 exchange(sock, request)
             subprocess.run(["callgrind_control", "-z", str(started.proc.pid)], check=True, capture_output=True)
-            ok = sum(exchange(sock, request) for _ in range(args.n))
+            answers = [exchange(sock, request) for _ in range(args.n)]
             subprocess.run(["callgrind_control", "-d", "counted", str(started.proc.pid)], check=True,
                            capture_output=True)  # fmt: skip
     finally:
         started.stop()
     dumped = Path(f"{out}.1").read_text(errors="replace").splitlines()
     summary = next(int(line.split()[1]) for line in dumped if line.startswith("summary:"))
-    return summary // args.n, ok
+    return summary // args.n, sum(a.startswith(b"HTTP/1.1 200") for a in answers), len(answers[-1])
 
 
 def loaded(started: Started, stream: bool, work: Path, args: argparse.Namespace, name: str) -> Any:
@@ -467,7 +479,8 @@ def run(args: argparse.Namespace) -> int:
                 for stream in modes:
                     progress(f"callgrind: {name} {'stream' if stream else 'non-stream'}")
                     row = rows[name, stream]
-                    row.instructions, row.answered_200 = count_instructions(name, up_port, work, args, stream)
+                    counted = count_instructions(name, up_port, work, args, stream)
+                    row.instructions, row.answered_200, row.answer_bytes = counted
                     row.counted = args.n
         if args.duration:
             for name in names:
