@@ -508,12 +508,13 @@ def ratio(value: float | None, base: float | None) -> str:
 
 def markdown(rows: list[Row], env: dict[str, str], args: argparse.Namespace) -> str:
     nginx = {r.mode: r for r in rows if r.target == "nginx"}
+    counted = f"callgrind, {args.n} requests one at a time after {args.warmup}" if args.n else "not counted (-n 0)"
+    loaded_by = f"wrk, 1 thread, {args.connections} connections, {args.duration:.0f} s" if args.duration else "no load"
     head = (
         f"`{' '.join(['python benchmarks/floor.py', *args.argv])}` — {env['cpu']} "
         f"({env['cores']} cores), commit {env['commit']}, {env['date']}, load average {env['loadavg_at_start']} at "
         f"start, {env['loadavg_at_end']} at the end. Upstream: `agfast sim --fast`, {args.events} events. "
-        f"Instructions: callgrind, {args.n} requests one at a time after {args.warmup}. CPU: wrk, 1 thread, "
-        f"{args.connections} connections, {args.duration:.0f} s. Versions: python {env['python']}, h11 {env['h11']}, "
+        f"Instructions: {counted}. CPU: {loaded_by}. Versions: python {env['python']}, h11 {env['h11']}, "
         f"uvloop {env['uvloop']}, aiohttp {env['aiohttp']}, orjson {env['orjson']}, nginx {env.get('nginx', '?')}."
     )
     lines = [head, "", "| target | mode | instructions / request | × nginx | CPU ms/req (wrk) | × nginx | req/s | "
