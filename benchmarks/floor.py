@@ -265,7 +265,7 @@ class FloorServer(asyncio.Protocol):
         if early:
             relay.take(early)
         handler = pipe_to(response, relay)
-        if handler is None:  # the whole body came with the head
+        if handler is None:  # the body is complete (or the connection is not ours): read it as usual
             while chunk_ := await response.content.readany():
                 relay.take(chunk_)
                 if stream:
@@ -313,7 +313,7 @@ def serve(mode: str, upstream_port: int, port: int, events: int) -> None:
 TARGETS = ("naive-h11", "floor-fixed", "floor-pass", "floor-json", "nginx", "agfast")
 LABELS = {
     "naive-h11": "(a0) naive h11: `baseline_h11.py`, small fixed JSON through h11's `send`",
-    "floor-fixed": "(a) h11 + uvloop, the 20 events' bytes pre-encoded",
+    "floor-fixed": "(a) h11 + uvloop, the upstream's events pre-encoded",
     "floor-pass": "(b) + aiohttp pass-through to the upstream",
     "floor-json": "(c) + orjson loads/dumps of the request and every event",
     "nginx": "nginx proxy_pass (1 worker)",
