@@ -193,3 +193,52 @@ def test_google_falling_silent_mid_stream_is_an_idle_timeout(
         else:
             assert raw.startswith(b"HTTP/1.1 502")
             assert b"interrupted" in raw
+
+
+def upstream_connections(st: ServerThread) -> tuple[int, int]:
+    """The direct session's upstream connections: (pooled idle, in use)."""
+
+    def count() -> tuple[int, int]:
+        connector = st.app.client.session.connector
+        return sum(len(c) for c in connector._conns.values()), len(connector._acquired)  # type: ignore[union-attr]
+
+    return st.call(count)  # type: ignore[no-any-return]
+
+
+def pooled_protocols(st: ServerThread) -> set[int]:
+    def ids() -> set[int]:
+        connector = st.app.client.session.connector
+        return {id(proto) for conns in connector._conns.values() for proto, _ in conns}  # type: ignore[union-attr]
+
+    return st.call(ids)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_piped_answer_leaves_its_upstream_connection_to_the_next_request(
+    slow_sim: GoogleSimulator, big_sim: GoogleSimulator, tmp_path: Path, stream: bool
+) -> None:
+    """One keep-alive upstream connection serves request after request: a piped answer read to its end hands the
+    connection back to the pool, un-piped (the next answer on it is not the last one's), whether the events came
+    in one read or in several."""
+    for sim, text in ((big_sim, "many events"), (slow_sim, "events apart")):
+        with agfast_on(sim, tmp_path, stream_idle_timeout=5.0) as st, contextlib.closing(small_window(st)) as s:
+            seen: set[int] = set()
+            for _ in range(3):
+                s.sendall(chat(text, stream=stream))
+                raw = read_all(s)
+                assert raw.startswith(b"HTTP/1.1 200")
+                if stream:
+                    assert streamed_text(dechunk(raw)) == (f"[{MODEL}] echo: {text}", [])
+                else:
+                    assert orjson.loads(raw.partition(b"\r\n\r\n")[2])["choices"][0]["message"]["content"] == (
+                        f"[{MODEL}] echo: {text}"
+                    )
+                assert upstream_connections(st) == (1, 0)
+                seen |= pooled_protocols(st)
+            assert len(seen) == 1, "each request opened a new upstream connection"
+
+            def sinks() -> list[object]:
+                connector = st.app.client.session.connector
+                return [p.sink for conns in connector._conns.values() for p, _ in conns]  # type: ignore[union-attr]
+
+            assert st.call(sinks) == [None]

@@ -218,9 +218,25 @@ class Response:
         self.release()
 
 
+def take_buffered(reader: StreamReader) -> bytes:
+    """What the parser put in `reader` that nobody has read, in one piece: `read_nowait` would re-enter the
+    protocol's `data_received(b"")` once per buffered piece (once per HTTP chunk: 20 times for 20 events)."""
+    pieces = reader._buffer
+    if not pieces:
+        return b""
+    if reader._buffer_offset:  # partly read already: aiohttp's own way
+        return reader.read_nowait(-1)
+    data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    pieces.clear()
+    reader._size = 0
+    reader._cursor += len(data)
+    return data
+
+
 def pipe_to(response: Response, sink: Sink) -> PipedHandler | None:
-    """Send the rest of `response`'s body to `sink` as it is parsed; the connection's handler, or None when the
-    body cannot be piped (already complete, or not on a PipedHandler): then read it as usual."""
+    """Send the rest of `response`'s body to `sink` as it is parsed (take what is buffered first: `take_buffered`);
+    the connection's handler, or None when the body cannot be piped (already complete, or not on a PipedHandler):
+    then read it as usual."""
     connection = response.connection
     handler = connection.protocol if connection is not None else None
     reader = response.content
@@ -230,6 +246,14 @@ def pipe_to(response: Response, sink: Sink) -> PipedHandler | None:
     reader.__class__ = PipedReader
     handler.sink = sink
     return handler
+
+
+def resume_parsing(reader: StreamReader) -> None:
+    """A body whose buffer reached aiohttp's high-water mark paused the parser and the transport; once that buffer
+    is taken, parse on (into the sink, when piped) and read again."""
+    protocol = reader._protocol
+    if protocol._reading_paused and not reader.is_eof():
+        protocol.resume_reading()
 
 
 def unpipe(response: Response, handler: PipedHandler) -> None:
