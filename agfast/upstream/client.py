@@ -12,9 +12,10 @@ Python < 3.12, one more task per call to write its body) nor a `ClientResponse`:
 straight from the parsed message. Its request head is the target's pre-encoded part plus the call's own lines,
 written with the body in one `writelines`.
 
-Every connection's protocol is a `PipedHandler`: once a stream's first event is in, the gateway pipes the rest
-of its body (`pipe_to`): the parser's body pieces go to the gateway's sink instead of the reader's buffer, and
-the sink is flushed after each network read, inside that read's callback, so no task wakes per read. It is
+Every connection's protocol is a `PipedHandler`: once a stream's head is in, the gateway pipes its body
+(`take_buffered`, then `pipe_to`), the first event included: the parser's body pieces go to the gateway's sink
+instead of the reader's buffer, and the sink is flushed after each network read, inside that read's callback, so
+no task wakes per read. It is
 aiohttp's own protocol, parser and reader otherwise (aiohttp is pinned; `tests/test_upstream_pipe.py` and
 `tests/test_upstream_wire.py` hold what this relies on).
 """
