@@ -6,14 +6,16 @@ use (see `proxy.py`). Calls go to each configured `…/v1internal` base in order
 fall through to the next base, anything else is the answer (reference §5.1).
 
 The v1internal calls take a lean path through aiohttp (`_post`): the session's connector (pool, DNS, TLS,
-proxies), its response protocol, parser, `ClientResponse` and timeouts, but not `ClientSession.request`'s
-per-call machinery (URL and header merging into multidicts, cookie jar, redirects, traces, a `ClientRequest`
-and, on Python < 3.12, one more task per call to write its body). Its request head is the target's pre-encoded
-part plus the call's own lines, written with the body in one `writelines`.
+proxies), its response protocol, parser, body stream and timeouts, but not `ClientSession.request`'s per-call
+machinery (URL and header merging into multidicts, cookie jar, redirects, traces, a `ClientRequest` and, on
+Python < 3.12, one more task per call to write its body) nor a `ClientResponse`: the answer is a `Response` read
+straight from the parsed message. Its request head is the target's pre-encoded part plus the call's own lines,
+written with the body in one `writelines`.
 
-Every connection's protocol is a `PipedHandler`: once a stream's first event is in, the gateway pipes the rest
-of its body (`pipe_to`): the parser's body pieces go to the gateway's sink instead of the reader's buffer, and
-the sink is flushed after each network read, inside that read's callback, so no task wakes per read. It is
+Every connection's protocol is a `PipedHandler`: once a stream's head is in, the gateway pipes its body
+(`take_buffered`, then `pipe_to`), the first event included: the parser's body pieces go to the gateway's sink
+instead of the reader's buffer, and the sink is flushed after each network read, inside that read's callback, so
+no task wakes per read. It is
 aiohttp's own protocol, parser and reader otherwise (aiohttp is pinned; `tests/test_upstream_pipe.py` and
 `tests/test_upstream_wire.py` hold what this relies on).
 """
@@ -38,7 +40,9 @@ import yarl
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import RequestInfo
+from aiohttp.connector import Connection
 from aiohttp.helpers import BaseTimerContext, TimeoutHandle
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.payload import Payload
 from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -165,9 +169,75 @@ class PipedHandler(ResponseHandler):
             sink.flush()
 
 
-def pipe_to(response: aiohttp.ClientResponse, sink: Sink) -> PipedHandler | None:
-    """Send the rest of `response`'s body to `sink` as it is parsed; the connection's handler, or None when the
-    body cannot be piped (already complete, or not on a PipedHandler): then read it as usual."""
+class Response:
+    """Google's answer as the gateway reads it: status, headers and the body stream, straight from the parsed
+    message (no `ClientResponse`: its cookies, charset helpers, history and traces go unread).
+
+    The connection goes back to the pool when the body has been read to its end (as aiohttp's own response does),
+    or on `release` (closed there if the body is unread); `close` drops it. The call's total timeout (`timer`) is
+    entered by the body's reads and cancelled with the connection."""
+
+    __slots__ = ("connection", "content", "headers", "status", "timer")
+
+    def __init__(self, status: int, headers: CIMultiDictProxy[str], content: StreamReader, connection: Connection,
+                 timer: BaseTimerContext) -> None:  # fmt: skip
+        self.status = status
+        self.headers = headers
+        self.content = content
+        self.connection: Connection | None = connection
+        self.timer = timer
+        content.on_eof(self.release)
+
+    def release(self) -> None:
+        """Done with the answer: its connection back to the pool when the body was read whole, else closed."""
+        connection = self.connection
+        if connection is not None:
+            self.connection = None
+            connection.release()
+
+    def close(self) -> None:
+        """Drop the connection, whatever is left of the body."""
+        connection = self.connection
+        if connection is not None:
+            self.connection = None
+            connection.close()
+
+    async def read(self) -> bytes:
+        """The whole body (inside the call's total timeout, as every read of it); the connection is released."""
+        try:
+            body = await self.content.read()
+        except BaseException:
+            self.close()
+            raise
+        self.release()
+        return body
+
+    async def __aenter__(self) -> Response:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+def take_buffered(reader: StreamReader) -> bytes:
+    """What the parser put in `reader` that nobody has read, in one piece: `read_nowait` would re-enter the
+    protocol's `data_received(b"")` once per buffered piece (once per HTTP chunk: 20 times for 20 events)."""
+    pieces = reader._buffer
+    if not pieces:
+        return b""
+    if reader._buffer_offset:  # partly read already: aiohttp's own way
+        return reader.read_nowait(-1)
+    data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    pieces.clear()
+    reader._size = 0
+    reader._cursor += len(data)
+    return data
+
+
+def pipe_to(response: Response, sink: Sink) -> PipedHandler | None:
+    """Send the rest of `response`'s body to `sink` as it is parsed (take what is buffered first: `take_buffered`);
+    the connection's handler, or None when the body cannot be piped (already complete, or not on a PipedHandler):
+    then read it as usual."""
     connection = response.connection
     handler = connection.protocol if connection is not None else None
     reader = response.content
@@ -179,7 +249,15 @@ def pipe_to(response: aiohttp.ClientResponse, sink: Sink) -> PipedHandler | None
     return handler
 
 
-def unpipe(response: aiohttp.ClientResponse, handler: PipedHandler) -> None:
+def resume_parsing(reader: StreamReader) -> None:
+    """A body whose buffer reached aiohttp's high-water mark paused the parser and the transport; once that buffer
+    is taken, parse on (into the sink, when piped) and read again."""
+    protocol = reader._protocol
+    if protocol._reading_paused and not reader.is_eof():
+        protocol.resume_reading()
+
+
+def unpipe(response: Response, handler: PipedHandler) -> None:
     """Undo `pipe_to`: later body bytes are buffered for a reader again (or dropped with the connection)."""
     handler.sink = None
     reader = response.content
@@ -187,7 +265,7 @@ def unpipe(response: aiohttp.ClientResponse, handler: PipedHandler) -> None:
         reader.__class__ = StreamReader  # type: ignore[assignment]
 
 
-def _reading(response: aiohttp.ClientResponse) -> ResponseHandler | None:
+def _reading(response: Response) -> ResponseHandler | None:
     """The protocol reading `response`'s connection, while it still does."""
     connection = response.connection
     handler = connection.protocol if connection is not None else None
@@ -195,7 +273,7 @@ def _reading(response: aiohttp.ClientResponse) -> ResponseHandler | None:
     return handler if transport is not None and not transport.is_closing() else None
 
 
-def pause_reading(response: aiohttp.ClientResponse) -> bool:
+def pause_reading(response: Response) -> bool:
     """Stop reading `response`'s connection, its idle-read clock with it; False when it no longer reads."""
     handler = _reading(response)
     if handler is None:
@@ -205,7 +283,7 @@ def pause_reading(response: aiohttp.ClientResponse) -> bool:
     return True
 
 
-def resume_reading(response: aiohttp.ClientResponse) -> None:
+def resume_reading(response: Response) -> None:
     """Undo `pause_reading`: read again, the idle-read clock restarting now."""
     handler = _reading(response)
     if handler is not None:
@@ -213,9 +291,9 @@ def resume_reading(response: aiohttp.ClientResponse) -> None:
         handler._reschedule_timeout()
 
 
-def total_timer(response: aiohttp.ClientResponse) -> BaseTimerContext:
+def total_timer(response: Response) -> BaseTimerContext:
     """The call's total timeout, as aiohttp's reads enter it: a task awaiting inside it is cancelled at the end."""
-    return response._timer
+    return response.timer
 
 
 class TransportError(Exception):
@@ -226,13 +304,22 @@ class TransportError(Exception):
 class Answer:
     """An upstream response whose body has not been read yet; `endpoint` is the base that answered."""
 
-    response: aiohttp.ClientResponse
+    response: Response
     endpoint: str
     fallbacks: int
 
     @property
     def status(self) -> int:
         return self.response.status
+
+
+@dataclass(slots=True)
+class Relayed:
+    """An answer of an upstream that is not Google (z.ai), read through aiohttp's own `ClientResponse`."""
+
+    response: aiohttp.ClientResponse
+    endpoint: str
+    fallbacks: int
 
 
 class RequestBody(Payload):
@@ -273,15 +360,6 @@ class _Target:
         self.head = b"POST %s HTTP/1.1\r\nHost: %s\r\n%s" % (url.raw_path_qs.encode(), host, constant)
         # Errors carry this instead of the real headers: an exception never holds the account's token.
         self.info = tuple.__new__(RequestInfo, (url, "POST", CIMultiDictProxy(CIMultiDict()), url))
-
-
-class _Sent:
-    """What `ClientResponse` reads of the writer of a request that is already sent."""
-
-    __slots__ = ("output_size",)
-
-    def __init__(self, size: int) -> None:
-        self.output_size = size
 
 
 def header_lines(headers: dict[str, str]) -> bytes:
@@ -422,9 +500,7 @@ class UpstreamClient:
             target = self._targets[key] = _Target(url, session, self._constant)
         return target
 
-    async def _post(
-        self, session: aiohttp.ClientSession, url: yarl.URL, lines: bytes, body: bytes
-    ) -> aiohttp.ClientResponse:
+    async def _post(self, session: aiohttp.ClientSession, url: yarl.URL, lines: bytes, body: bytes) -> Response:
         """POST `body` with the constant headers plus `lines` through `session`'s connector: the lean path (see the
         module docstring), with aiohttp's own timeouts (connect, idle read, total) and errors."""
         if session.closed:
@@ -447,19 +523,23 @@ class UpstreamClient:
                 protocol = conn.protocol
                 assert protocol is not None
                 protocol.set_response_params(timer=timer, read_until_eof=True, read_timeout=timeout.sock_read)
-                response = aiohttp.ClientResponse(
-                    "POST", url, writer=None, continue100=None, timer=timer, request_info=target.info, traces=[],
-                    loop=loop, session=session, stream_writer=_Sent(len(head) + len(body)),  # type: ignore[arg-type]
-                )  # fmt: skip
                 try:
                     transport = protocol.transport
                     if transport is None or transport.is_closing():
                         raise aiohttp.ClientConnectionResetError("Cannot write to closing transport")
                     transport.writelines((head, body))
                     protocol.start_timeout()  # the idle-read timeout runs from the last byte sent
-                    await response.start(conn)
+                    while True:  # 1xx heads are skipped, as aiohttp's response does
+                        try:
+                            message, payload = await protocol.read()
+                        except HttpProcessingError as exc:
+                            raise aiohttp.ClientResponseError(
+                                target.info, (), status=exc.code, message=exc.message, headers=exc.headers
+                            ) from exc
+                        code = message.code
+                        if code < 100 or code > 199 or code == 101:
+                            break
                 except BaseException:
-                    response.close()
                     conn.close()
                     raise
         except BaseException:
@@ -468,11 +548,8 @@ class UpstreamClient:
                 handle.cancel()
             raise
         if handle is not None:
-            if response.connection is not None:
-                response.connection.add_callback(handle.cancel)
-            else:
-                handle.cancel()
-        return response
+            conn.add_callback(handle.cancel)
+        return Response(code, message.headers, payload, conn, timer)
 
     async def call(
         self,
@@ -528,7 +605,7 @@ class UpstreamClient:
             if not restart:
                 raise TransportError(last_error)
 
-    async def relay(self, url: str, body: bytes, headers: dict[str, str]) -> Answer:
+    async def relay(self, url: str, body: bytes, headers: dict[str, str]) -> Relayed:
         """POST to an upstream that is not Google (z.ai) on the same session; the caller reads and releases it.
 
         One endpoint, no fallback: a failure to connect is a TransportError naming only the exception class."""
@@ -536,7 +613,7 @@ class UpstreamClient:
             response = await self.session_for(url).post(url, data=RequestBody(body), headers=headers)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransportError(type(exc).__name__) from None
-        return Answer(response, url, 0)
+        return Relayed(response, url, 0)
 
     async def call_json(
         self, method: str, payload: dict[str, Any], token: str, project: str | None = None, proxy: str | None = None

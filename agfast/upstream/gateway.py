@@ -26,12 +26,13 @@ from agfast.record import RequestRecord
 from agfast.upstream import retry
 from agfast.upstream.client import (
     Answer,
-    PipedHandler,
     TransportError,
     UpstreamClient,
     pause_reading,
     pipe_to,
+    resume_parsing,
     resume_reading,
+    take_buffered,
     total_timer,
     unpipe,
 )
@@ -115,29 +116,28 @@ class Stream:
     usage: dict[str, Any] | None = None
     # Reading is paused for a slow client (see `pause`).
     paused: bool = False
+    # The body's pipe, attached since the first event was awaited (None for an answer read whole).
+    reading: _Pipe | None = None
     _closed: bool = field(default=False)
 
     async def pipe(self, on_batch: OnBatch, restart: Callable[[], None] | None = None) -> Any:
         """Hand the event payloads to `on_batch`, one list per network read, until the stream ends: GO_ON when it
         completed, else what `on_batch` returned to stop it. A break raises one of STREAM_BREAKS.
 
-        After the first event nothing here wakes the caller's task per read: the body's bytes go from aiohttp's
-        parser through the SSE decoder to `on_batch` inside the read's own callback (`_Pipe`), and the task
-        awaits once, for the end. A consumer that has sent nothing to its client yet (a non-streaming answer
-        being collected) passes `restart`: if the upstream breaks mid-stream, the request is sent again once and
-        `restart()` tells the consumer to drop what it gathered, exactly as for a failure before the first byte.
+        Nothing here wakes the caller's task per read: the body's bytes go from aiohttp's parser through the SSE
+        decoder to `on_batch` inside the read's own callback (`_Pipe`), and the task awaits once, for the end. A
+        consumer that has sent nothing to its client yet (a non-streaming answer being collected) passes
+        `restart`: if the upstream breaks mid-stream, the request is sent again once and `restart()` tells the
+        consumer to drop what it gathered, exactly as for a failure before the first byte.
         """
         while True:
             try:
                 if self.first:
                     stop = on_batch(self.first)
-                    if stop is not GO_ON or self.done:
+                    if stop is not GO_ON:
                         return stop
-                if self.answer.response.content.at_eof():  # the whole answer came in the first event's read
-                    self.done = True
-                    tail = [data for _, data in self.decoder.close() if data]
-                    return on_batch(tail) if tail else GO_ON
-                return await _Pipe(self, on_batch).run()
+                assert self.reading is not None
+                return await self.reading.until(on_batch)
             except STREAM_BREAKS as exc:
                 await self._reopen(exc, restart)
 
@@ -154,6 +154,9 @@ class Stream:
             raise ConnectionResetError("upstream stream broke and a second attempt failed") from None
         self.answer, self.lease, self.first, self.decoder = fresh.answer, fresh.lease, fresh.first, fresh.decoder
         self.done, self.trace_id, self._closed = fresh.done, fresh.trace_id, False
+        self.reading, fresh.reading = fresh.reading, None
+        if self.reading is not None:
+            self.reading.stream = self
         self.paused = False
         restart()
 
@@ -172,6 +175,9 @@ class Stream:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
+            reading, self.reading = self.reading, None  # the pipe points back here: no cycle left for the GC
+            if reading is not None:
+                reading.close()
             self.answer.response.release()
             if self.usage is not None and self.record is not None:
                 count_tokens(self.record, self.usage)
@@ -183,86 +189,102 @@ class Stream:
             self.usage = usage
 
 
+def _opened(batch: list[bytes]) -> list[bytes]:
+    """The consumer while the first event is awaited: the first read with events stops it, they are the answer."""
+    return batch
+
+
 class _Pipe:
-    """One upstream body read in aiohttp's read callbacks (client.PipedHandler) instead of by a task.
+    """One upstream body read in aiohttp's read callbacks (client.PipedHandler) instead of by a task, from the head
+    on: the first event is awaited through it too, so neither `readany` nor a second wake-up is paid for it.
 
     Each body piece the parser hands over is kept (`take`); after the read, `flush` decodes what the read held into
-    event payloads and calls `on_batch` with them, still inside the callback, so the client's bytes leave in the
-    same turn they arrived. The stream's end (EOF, a break, an idle-read timeout, `on_batch` stopping or raising)
-    completes `ended`, the one future the task awaits, inside the call's total timeout.
+    event payloads and calls the consumer with them, still inside the callback, so the client's bytes leave in the
+    same turn they arrived. A consumer is there while a task awaits `until`: what its reads stop with (the first
+    event's payloads, an error event), the body's end or a break completes `ended`, the one future the task awaits,
+    inside the call's total timeout. Between consumers (the first event taken, the answer not yet being pumped)
+    pieces are held. The pipe lets go of the connection at the body's end (EOF or a break: then the connection is
+    the pool's, or gone) and on `close`.
     """
 
-    __slots__ = ("decoder", "ended", "handler", "on_batch", "parts", "stream")
+    __slots__ = ("decoder", "ended", "handler", "on_batch", "parts", "reader", "stream")
 
-    def __init__(self, stream: Stream, on_batch: OnBatch) -> None:
+    def __init__(self, stream: Stream) -> None:
         self.stream = stream
-        self.handler: PipedHandler | None = None
-        self.on_batch = on_batch
+        response = stream.answer.response
+        self.reader = reader = response.content
+        self.on_batch: OnBatch = _opened
         self.decoder = stream.decoder
-        self.parts: list[bytes] = []
         self.ended: asyncio.Future[Any] | None = None
+        held = take_buffered(reader)  # what came with the head
+        self.parts: list[bytes] = [held] if held else []
+        self.handler = pipe_to(response, self)
+        resume_parsing(reader)
 
-    async def run(self) -> Any:
-        response = self.stream.answer.response
-        reader = response.content
-        # What arrived between the first event's read and now (nothing, unless the caller awaited in between).
-        early = reader.read_nowait(-1)
-        if early:
-            self.parts.append(early)
-        handler = self.handler = pipe_to(response, self)
-        if handler is None:  # the body is complete (or the connection is not ours): no callback will come
-            return await self._read_rest(reader)
-        self.ended = asyncio.get_running_loop().create_future()
+    async def until(self, on_batch: OnBatch) -> Any:
+        """Run `on_batch` per read, what is held first, until it stops (its value) or the body ends (GO_ON, or
+        what it returned for the last events); a break raises one of STREAM_BREAKS."""
+        if self.handler is None:  # the body is complete (or the connection is not ours): no callback will come
+            return await self._read_rest(on_batch)
+        self.on_batch = on_batch
+        ended = self.ended = asyncio.get_running_loop().create_future()
         try:
             self.flush()
-            with total_timer(response):
-                return await self.ended
+            if ended.done():
+                return ended.result()
+            with total_timer(self.stream.answer.response):
+                return await ended
         finally:
             self.ended = None
-            self._detach()
+
+    def close(self) -> None:
+        """No more callbacks: the stream is done with (its connection released or closed next)."""
+        self.parts.clear()
+        self._detach()
 
     def _detach(self) -> None:
-        """No more callbacks: at EOF the connection goes back to the pool, where the next answer is not ours."""
         handler, self.handler = self.handler, None
         if handler is not None:
             unpipe(self.stream.answer.response, handler)
 
-    async def _read_rest(self, reader: Any) -> Any:
-        """The plain reading loop, for a body that cannot be piped."""
+    async def _read_rest(self, on_batch: OnBatch) -> Any:
+        """The plain reading loop, for a body that cannot be piped (or whose end came while no consumer was on)."""
+        reader = self.reader
         while True:
             if self.parts:
-                stop = self._deliver(self.decoder.feed(b"".join(self.parts)))
+                stop = self._deliver(on_batch, self.decoder.feed(b"".join(self.parts)))
                 self.parts.clear()
                 if stop is not GO_ON:
                     return stop
             chunk = await reader.readany()
             if not chunk:
-                return self._deliver(self.decoder.close())
+                self.stream.done = True
+                return self._deliver(on_batch, self.decoder.close())
             self.parts.append(chunk)
 
-    def _deliver(self, events: list[tuple[bytes, bytes]]) -> Any:
+    @staticmethod
+    def _deliver(on_batch: OnBatch, events: list[tuple[bytes, bytes]]) -> Any:
         payloads = [data for _, data in events if data]
-        return self.on_batch(payloads) if payloads else GO_ON
+        return on_batch(payloads) if payloads else GO_ON
 
     def take(self, data: bytes) -> None:
         self.parts.append(data)
 
     def flush(self) -> None:
-        """After a read: the read's events to `on_batch`; the stream's end, if it came, to the awaiting task."""
+        """After a read: the read's events to the consumer, if one awaits; the body's end, if it came, to it too."""
+        reader = self.reader
         ended = self.ended
-        if ended is None or ended.done():
-            self.parts.clear()
-            return
         try:
+            if ended is None or ended.done():  # no consumer: the pieces are held for the next
+                return
             stream = self.stream
-            reader = stream.answer.response.content
             if reader.is_eof():
                 stream.done = True  # before delivering: the connection is back in the pool, never to be paused
             parts = self.parts
             if parts:
                 data = parts[0] if len(parts) == 1 else b"".join(parts)
                 parts.clear()
-                stop = self._deliver(self.decoder.feed(data))
+                stop = self._deliver(self.on_batch, self.decoder.feed(data))
                 if stop is not GO_ON:
                     ended.set_result(stop)
                     return
@@ -270,12 +292,12 @@ class _Pipe:
             if error is not None:
                 ended.set_exception(error)
             elif stream.done:
-                ended.set_result(self._deliver(self.decoder.close()))
+                ended.set_result(self._deliver(self.on_batch, self.decoder.close()))
         except BaseException as exc:  # a consumer's failure (an error event, a bug) belongs to the awaiting task
-            if not ended.done():
+            if ended is not None and not ended.done():
                 ended.set_exception(exc)
         finally:
-            if ended.done():
+            if reader.is_eof() or reader.exception() is not None:
                 self._detach()
 
 
@@ -628,6 +650,9 @@ class Gateway:
                 answer.response.release()
                 log.warning("upstream stream failed before the first chunk: %s", type(exc).__name__)
                 return "stream_failed"
+            except BaseException:  # cancelled (client gone, shutdown): the connection goes with the request
+                answer.response.close()
+                raise
             if opened is None:
                 return "empty_stream"
             if isinstance(opened, Stream):
@@ -637,25 +662,18 @@ class Gateway:
             record.upstream_seconds += perf_counter() - started
 
     async def _first_event(self, answer: Answer, lease: Lease) -> Stream | tuple[int, bytes] | None:
-        """Read until one non-empty event arrives: a Stream, an in-stream error (status, body), or None."""
-        decoder = sse.SSEDecoder()
-        content = answer.response.content
+        """Pipe the body until one non-empty event arrives: a Stream, an in-stream error (status, body), or None."""
         trace = answer.response.headers.get("x-cloudaicompanion-trace-id", "")
-        while True:
-            chunk = await content.readany()
-            if not chunk:
-                events = decoder.close()
-                done = True
-            else:
-                events = decoder.feed(chunk)
-                done = False
-            payloads = [data for _, data in events if data]
-            if payloads:
-                error = _in_stream_error(payloads[0])
-                if error is not None:
-                    answer.response.release()
-                    return error
-                return Stream(answer, lease, payloads, decoder, done=done, trace_id=trace)
-            if done:
-                answer.response.release()
-                return None
+        stream = Stream(answer, lease, [], sse.SSEDecoder(), trace_id=trace)
+        reading = stream.reading = _Pipe(stream)
+        try:
+            first = await reading.until(_opened)
+            error = None if first is GO_ON else _in_stream_error(first[0])
+        except BaseException:
+            stream.close()
+            raise
+        if first is GO_ON or error is not None:
+            stream.close()
+            return error
+        stream.first = first
+        return stream
