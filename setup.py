@@ -1,6 +1,7 @@
 """Builds the optional Cython SSE hot path (`agfast/_sse.pyx`); any failure falls back to its pure-Python twin
-(`agfast/_sse_py.py`) with a warning. The protocol converters stay plain Python; only their per-event fast path
-(ChatDeltas, AnthropicDeltas) is compiled, in `_sse.pyx`, where it measured 1.6–1.8× faster than its twin."""
+(`agfast/_sse_py.py`) with a warning. The protocol converters stay plain Python; only their per-event fast paths
+are compiled, in `_sse.pyx`: streams' (ChatDeltas, AnthropicDeltas, 1.6–1.8× faster than their twins) and
+collected answers' (ChatFold, AnthropicFold, 5.2× per event: see benchmarks/README.md)."""
 
 import os
 import platform
