@@ -22,7 +22,7 @@ from agfast.config import Config
 from agfast.sim import GoogleSimulator
 from agfast.upstream import client as upstream
 from agfast.upstream.client import UpstreamClient
-from agfast.upstream.gateway import GO_ON, Gateway, Stream
+from agfast.upstream.gateway import GO_ON, HELD_LIMIT, Gateway, Stream
 
 MODEL = "gemini-2.5-flash"
 # The echoed prompt: far more than the socket buffers and agfast's write high-water mark hold between them.
@@ -399,5 +399,32 @@ def test_a_first_read_past_aiohttps_buffer_mark_is_piped_whole(tmp_path: Path) -
         assert isinstance(again, Stream) and again.first == [event("next")[6:-4]]
         again.close()
         assert raw.seen[0] == raw.seen[1]
+
+    on_raw(scripts, test, tmp_path)
+
+
+def test_a_body_held_while_no_consumer_awaits_pauses_google(tmp_path: Path) -> None:
+    """Between the first event and the answer's pump the pipe holds what arrives; a handler that awaits there
+    must not pile up Google's answer in memory: past HELD_LIMIT Google's transport is paused, and resumed (every
+    event arriving, in order) once the answer is pumped."""
+    texts = [f"{i:04d}" + "z" * 60_000 for i in range(60)]  # ~3.6 MB after the first event, one write each
+    scripts: list[Script] = [([SSE_HEAD + chunked(event("first"))[0], *chunked(*(event(t) for t in texts))], False)]
+
+    async def test(client: UpstreamClient, raw: RawUpstream, urls: list[str]) -> None:
+        opened = await first_event(client)
+        assert isinstance(opened, Stream) and opened.reading is not None
+        await asyncio.sleep(2.0)  # the writes take ~1.2 s unpaused
+        held = sum(map(len, opened.reading.parts))
+        assert held < 2 * HELD_LIMIT, f"{held} bytes held while no consumer awaited them"
+        assert opened.paused
+        got: list[bytes] = []
+
+        def take(batch: list[bytes]) -> None:
+            got.extend(batch)
+
+        assert await opened.pipe(take) is GO_ON
+        texts_got = [orjson.loads(d)["response"]["candidates"][0]["content"]["parts"][0]["text"] for d in got]
+        assert texts_got == ["first", *texts]
+        opened.close()
 
     on_raw(scripts, test, tmp_path)

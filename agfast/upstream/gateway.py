@@ -45,6 +45,10 @@ DONE = b"[DONE]"
 UNREACHABLE = 0
 # What a client is told then; the endpoint URL and the exception go to the log only.
 UNREACHABLE_MESSAGE = "Google could not be reached (no upstream endpoint answered); see the agfast log for details"
+# Body bytes a pipe holds while no consumer awaits them (between the first event and the answer's pump): past
+# this, Google's transport is paused until one does, so a handler that awaits something there cannot pile up
+# an answer in memory. Twice aiohttp's own reader limit (2 × 64 KiB high-water mark).
+HELD_LIMIT = 256 * 1024
 # Network read size for upstream streams; one read usually holds several SSE events.
 READ_SIZE = 64 * 1024
 
@@ -207,7 +211,7 @@ class _Pipe:
     the pool's, or gone) and on `close`.
     """
 
-    __slots__ = ("decoder", "ended", "handler", "on_batch", "parts", "reader", "stream")
+    __slots__ = ("decoder", "ended", "handler", "held_paused", "on_batch", "parts", "reader", "stream")
 
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
@@ -216,6 +220,7 @@ class _Pipe:
         self.on_batch: OnBatch = _opened
         self.decoder = stream.decoder
         self.ended: asyncio.Future[Any] | None = None
+        self.held_paused = False  # Google's transport paused because HELD_LIMIT bytes wait for a consumer
         held = take_buffered(reader)  # what came with the head
         self.parts: list[bytes] = [held] if held else []
         self.handler = pipe_to(response, self)
@@ -228,6 +233,9 @@ class _Pipe:
             return await self._read_rest(on_batch)
         self.on_batch = on_batch
         ended = self.ended = asyncio.get_running_loop().create_future()
+        if self.held_paused:  # before the held pieces go: the consumer's own backpressure may pause again
+            self.held_paused = False
+            self.stream.resume()
         try:
             self.flush()
             if ended.done():
@@ -276,6 +284,11 @@ class _Pipe:
         ended = self.ended
         try:
             if ended is None or ended.done():  # no consumer: the pieces are held for the next
+                if not self.held_paused and sum(map(len, self.parts)) > HELD_LIMIT:
+                    stream = self.stream
+                    if not stream.paused:
+                        stream.pause()
+                        self.held_paused = stream.paused
                 return
             stream = self.stream
             if reader.is_eof():
